@@ -1,0 +1,3 @@
+from ssmpipe.cli import main
+
+raise SystemExit(main())

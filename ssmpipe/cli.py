@@ -1,0 +1,101 @@
+"""The `ssmpipe` command: what every Snakemake rule calls, and what users call by hand."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from ssmpipe import config as cfg
+
+
+def cmd_validate(args) -> int:
+    from ssmpipe import sweep
+
+    config = cfg.load(args.config)
+    plan = sweep.plan(config, write=False)
+    print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points, "
+          f"{len(plan.shards)} shards, {len(plan.pending)} still to train")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from ssmpipe import data
+
+    spec = json.loads(args.spec)
+    data.save(data.build(spec), args.out)
+    return 0
+
+
+def cmd_train(args) -> int:
+    import torch
+
+    from ssmpipe.train import train_shard
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train_shard(args.results, args.shard, args.device)
+    return 0
+
+
+def cmd_aggregate(args) -> int:
+    from ssmpipe.store import Store, aggregate
+
+    store = Store(args.results)
+    out = args.out or store.sweep_dir(args.sweep) / "runs.parquet"
+    table = aggregate(store, args.sweep, out)
+    print(f"{out}: {table.num_rows} rows")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from ssmpipe.report import build_report
+    from ssmpipe.store import Store
+
+    out = build_report(Store(args.results), args.sweep)
+    print(f"report: {out}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ssmpipe", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("validate", help="check a sweep config and say what it would train")
+    s.add_argument("config", help="YAML sweep config")
+    s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("data", help="build one data set into its cache file")
+    s.add_argument("--spec", required=True, help="the data spec as JSON (task settings and seq_len)")
+    s.add_argument("out", help="the .npz file to write")
+    s.set_defaults(func=cmd_data)
+
+    s = sub.add_parser("train", help="train one shard of sweep points, resuming from its checkpoint")
+    s.add_argument("--results", required=True, help="results root holding the store")
+    s.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
+    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("shard", help="shard id (its spec is <results>/store/specs/<shard>.json)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("aggregate", help="gather a sweep's rows from the store into one Parquet table")
+    s.add_argument("--results", required=True, help="results root holding the store")
+    s.add_argument("--out", help="output file (default <results>/<sweep>/runs.parquet)")
+    s.add_argument("sweep", help="sweep name")
+    s.set_defaults(func=cmd_aggregate)
+
+    s = sub.add_parser("report", help="build a sweep's HTML report from its table")
+    s.add_argument("--results", required=True, help="results root holding the sweep")
+    s.add_argument("sweep", help="sweep name")
+    s.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        return args.func(args)
+    except cfg.ConfigError as e:
+        print(f"ssmpipe: config error: {e}", file=sys.stderr)
+        return 2

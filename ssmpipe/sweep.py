@@ -1,0 +1,151 @@
+"""Sweeps as data: grid expansion, run ids, and the sharding of points into train jobs.
+
+A point's run id is a hash of its canonical resolved settings, so the same
+settings give the same id on any machine, whatever the key order or float
+spelling. Planning looks up which ids the store already holds: those are
+never trained again; the rest go into shards (one train job each) of points
+that pack into one model. A shard is named by the hash of its run ids and
+described by a spec file in the store, so re-planning after an interruption,
+or from another sweep with the same points, finds the same shard.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+
+from ssmpipe import config as cfg
+from ssmpipe import data
+from ssmpipe.store import Store
+
+PER_POINT_KEYS = ("seed", "model.init")  # settings that may differ inside one packed model
+
+
+@dataclass(frozen=True)
+class Point:
+    run_id: str
+    settings: dict
+    axes: dict  # the grid values of this point, by dotted key
+
+
+@dataclass
+class Plan:
+    config: dict
+    points: list[Point]
+    shard_of: dict[str, str]                      # run id -> shard id holding (or to hold) it
+    shards: list[str]                             # every shard the sweep reads, sorted
+    pending: list[str] = field(default_factory=list)  # shards still to train
+
+
+def typed(settings: dict, types: dict[str, str] | None = None) -> dict:
+    """Settings with numbers as the schema types them (-1 and -1.0 both become -1.0)."""
+    types = types or cfg.setting_types()
+    out = copy.deepcopy(settings)
+    for key, kind in types.items():
+        try:
+            value = cfg.get_path(out, key)
+        except KeyError:
+            continue
+        if kind == "number" and not isinstance(value, bool):
+            cfg.set_path(out, key, float(value))
+        elif kind == "integer" and not isinstance(value, bool):
+            cfg.set_path(out, key, int(value))
+    return out
+
+
+def digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def run_id(settings: dict) -> str:
+    """Hash of the canonical resolved settings (sorted keys, schema-typed numbers)."""
+    return digest(typed(settings))
+
+
+def pack_key(settings: dict) -> str:
+    """Points with the same pack key have the same shapes, data and optimiser: they pack."""
+    shared = copy.deepcopy(settings)
+    for key in PER_POINT_KEYS:
+        *parents, last = key.split(".")
+        node = shared
+        for part in parents:
+            node = node[part]
+        node.pop(last, None)
+    return digest(shared)
+
+
+def expand(config: dict) -> list[Point]:
+    """One point per element of the grid's Cartesian product (axes in sorted key order)."""
+    types = cfg.setting_types()
+    keys = sorted(config["grid"])
+    points = []
+    for values in itertools.product(*(config["grid"][k] for k in keys)):
+        settings = copy.deepcopy(config["fixed"])
+        for k, v in zip(keys, values):
+            cfg.set_path(settings, k, v)
+        settings = typed(settings, types)
+        axes = {k: cfg.get_path(settings, k) for k in keys}
+        points.append(Point(digest(settings), settings, axes))
+    return points
+
+
+def chunk(items: list, size: int) -> list[list]:
+    """Split into ceil(n/size) chunks of near-equal length."""
+    n = math.ceil(len(items) / size)
+    return [items[i * len(items) // n:(i + 1) * len(items) // n] for i in range(n)]
+
+
+def plan(config: dict, write: bool = True) -> Plan:
+    """Map every point to a shard: done shards from the store, unfinished ones reused, the rest new.
+
+    With write=True, new shard specs and the sweep's manifest are written (atomically;
+    unchanged files are left alone so Snakemake sees nothing new).
+    """
+    store = Store(config["results"])
+    points = expand(config)
+    by_id = {p.run_id: p for p in points}
+    shard_of: dict[str, str] = {}
+    pending_shards: list[str] = []
+
+    specs = store.read_specs()  # shard id -> run ids, sorted by shard id
+    done = store.done_shards()
+    for shard, ids in specs.items():  # 1. points some finished shard already holds
+        if shard in done:
+            for rid in ids:
+                if rid in by_id:
+                    shard_of.setdefault(rid, shard)
+    for shard, ids in specs.items():  # 2. unfinished shards made entirely of our pending points
+        if shard not in done and ids and all(rid in by_id and rid not in shard_of for rid in ids):
+            shard_of.update(dict.fromkeys(ids, shard))
+            pending_shards.append(shard)
+
+    groups: dict[str, list[Point]] = {}  # 3. the rest, in new shards of packable points
+    for p in points:
+        if p.run_id not in shard_of:
+            groups.setdefault(pack_key(p.settings), []).append(p)
+    for key in sorted(groups):
+        members = sorted(groups[key], key=lambda p: p.run_id)
+        for part in chunk(members, config["shard_size"]):
+            shard = digest(sorted(p.run_id for p in part))
+            if write:
+                store.write_spec(shard, [(p.run_id, p.settings) for p in part])
+            shard_of.update({p.run_id: shard for p in part})
+            pending_shards.append(shard)
+
+    result = Plan(config, points, shard_of, sorted(set(shard_of.values())), sorted(pending_shards))
+    if write:
+        store.write_manifest(config, result)
+    return result
+
+
+def data_specs(settings_list) -> dict[str, dict]:
+    """Data cache key -> data spec, for a list of point settings."""
+    out = {}
+    for s in settings_list:
+        spec = data.spec_of(s)
+        out[data.key_of(spec)] = spec
+    return out
