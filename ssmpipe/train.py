@@ -126,8 +126,10 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
             rows.append(_row(points[k], epoch, train_loss[k], train_acc[k], test_loss[k], test_acc[k], elapsed))
             if not (alive[k] and np.isfinite(test_loss[k].item())):
                 status[k] = "diverged"
-        bar.set_postfix(train_loss=f"{np.nanmean(train_loss.numpy()):.4f}",
-                        test_acc=f"{np.nanmean(test_acc.numpy()):.3f}", alive=f"{status.count('ok')}/{K}")
+        ok = [k for k in range(K) if status[k] == "ok"]
+        if ok:
+            bar.set_postfix(train_loss=f"{train_loss[ok].mean():.4f}", test_acc=f"{test_acc[ok].mean():.3f}",
+                            alive=f"{len(ok)}/{K}")
         log.info("%s epoch %d/%d train_loss %s test_acc %s alive %d/%d", progress_desc, epoch, E,
                  np.round(train_loss.numpy(), 4).tolist(), np.round(test_acc.numpy(), 3).tolist(),
                  status.count("ok"), K)

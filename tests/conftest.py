@@ -1,0 +1,72 @@
+"""Shared fixtures: a tiny sweep config, and running the real Snakemake / ssmpipe CLI on it."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY = {
+    "sweep": "tiny",
+    "results": "results",
+    "shard_size": 4,
+    "fixed": {
+        "task": {"name": "delay", "lag": 3, "vocab": 4, "n_train": 64, "n_test": 32, "seed": 0},
+        "seq_len": 16,
+        "model": {"d_model": 4, "d_state": 4, "n_layers": 1},
+        "train": {"epochs": 2, "batch_size": 32, "lr": 0.01},
+    },
+    "grid": {"model.init.real": [-0.5, 0.0], "model.init.imag": [1.0], "seq_len": [16, 24], "seed": [0, 1]},
+}
+
+
+def tiny_config(**changes) -> dict:
+    """TINY with dotted-key changes applied, e.g. tiny_config(**{"grid.seed": [0, 1, 2]})."""
+    config = copy.deepcopy(TINY)
+    for key, value in changes.items():
+        *parents, last = key.split(".", 1) if key.startswith("grid.") else key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return config
+
+
+def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the real workflow (the repo's Snakefile, its workflow profile) in `workdir`."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Snakemake's 'Job stats' table, as {rule: count}; {} when there was nothing to do."""
+    lines = (proc.stdout + proc.stderr).splitlines()
+    counts = {}
+    for i, line in enumerate(lines):
+        if line.startswith("Job stats:"):
+            for row in lines[i + 3:]:
+                parts = row.split()
+                if len(parts) != 2 or parts[0] == "total":
+                    break
+                counts[parts[0]] = int(parts[1])
+            break
+    return counts
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,100 @@
+"""Store round trip, typed columns, and atomic writes."""
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from conftest import tiny_config
+
+from ssmpipe import config as cfg
+from ssmpipe import store, sweep
+from ssmpipe.atomic import atomic_path
+
+
+def _rows(points, epochs=2):
+    rows = []
+    for i, p in enumerate(points):
+        for e in range(epochs + 1):
+            rows.append({"run_id": p.run_id, "shard_id": "s", "settings": p.settings, "epoch": e,
+                         "train_loss": 1.0 / (e + 1) + i, "train_acc": 0.1 * e, "test_loss": math.nan if i == 1 else 2.0,
+                         "test_acc": 0.5, "wall_s": 0.01 * e, "status": "diverged" if i == 1 else "ok",
+                         "error": None})
+    return rows
+
+
+def test_round_trip_keeps_values_and_types(tmp_path):
+    points = sweep.expand(cfg.check(tiny_config()))
+    rows = _rows(points)
+    path = tmp_path / "runs.parquet"
+    store.write_runs(rows, path)
+    table = store.read_runs([path])
+    assert table.schema == store.runs_schema()
+    df = table.to_pandas()
+    assert len(df) == len(rows) and df["run_id"].nunique() == len(points)
+    assert df["model.init.real"].dtype == "float64" and df["seq_len"].dtype == "int64"
+    assert df["task.name"].eq("delay").all() and df["task.path"].isna().all()
+    got = df.set_index(["run_id", "epoch"]).sort_index()
+    want = pd.DataFrame(rows).set_index(["run_id", "epoch"]).sort_index()
+    pd.testing.assert_series_equal(got["train_loss"], want["train_loss"])
+    assert got["test_loss"].isna().sum() == want["test_loss"].isna().sum() == 3
+    assert set(got["status"]) == {"ok", "diverged"}
+    some = points[2]
+    assert (df[df.run_id == some.run_id]["model.init.real"] == some.settings["model"]["init"]["real"]).all()
+
+
+def test_read_runs_filters_run_ids(tmp_path):
+    points = sweep.expand(cfg.check(tiny_config()))
+    store.write_runs(_rows(points[:4]), tmp_path / "a.parquet")
+    store.write_runs(_rows(points[4:]), tmp_path / "b.parquet")
+    want = [points[0].run_id, points[5].run_id]
+    table = store.read_runs([tmp_path / "a.parquet", tmp_path / "b.parquet"], want)
+    assert sorted(set(table.column("run_id").to_pylist())) == sorted(want)
+
+
+def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
+    path = tmp_path / "runs.parquet"
+    points = sweep.expand(cfg.check(tiny_config()))
+    store.write_runs(_rows(points[:2]), path)
+    before = path.read_bytes()
+    bad = _rows(points[:2])
+    bad[0]["epoch"] = "not an int"
+    with pytest.raises(Exception):
+        store.write_runs(bad, path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["runs.parquet"]
+
+
+def test_writer_killed_midway_never_leaves_a_partial_file(tmp_path):
+    """SIGKILL a process while it is inside atomic_path: the target is the old file or nothing."""
+    path = tmp_path / "out.bin"
+    path.write_bytes(b"old")
+    code = textwrap.dedent(f"""
+        import sys, time
+        from ssmpipe.atomic import atomic_path
+        with atomic_path({str(path)!r}) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"partial"); f.flush()
+                print("writing", flush=True)
+                time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert path.read_bytes() == b"old"
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(b"new")
+    assert path.read_bytes() == b"new"
+
+
+def test_parquet_is_readable_by_pyarrow_and_pandas(tmp_path):
+    points = sweep.expand(cfg.check(tiny_config()))
+    path = tmp_path / "runs.parquet"
+    store.write_runs(_rows(points), path)
+    assert pq.read_table(path).num_rows == pd.read_parquet(path).shape[0] == len(points) * 3

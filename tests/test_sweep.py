@@ -1,0 +1,88 @@
+"""Sweep expansion, run-id stability and sharding."""
+
+import json
+
+from conftest import tiny_config
+
+from ssmpipe import config as cfg
+from ssmpipe import sweep
+
+
+def test_expansion_is_the_grid_product():
+    config = cfg.check(tiny_config())
+    points = sweep.expand(config)
+    assert len(points) == 2 * 1 * 2 * 2
+    assert len({p.run_id for p in points}) == len(points)
+    combos = {(p.settings["model"]["init"]["real"], p.settings["seq_len"], p.settings["seed"]) for p in points}
+    assert combos == {(r, L, s) for r in (-0.5, 0.0) for L in (16, 24) for s in (0, 1)}
+    # fixed settings and defaults reach every point
+    assert all(p.settings["task"]["lag"] == 3 and p.settings["model"]["init"]["dt_max"] == 0.1 for p in points)
+
+
+def test_run_id_ignores_key_order_and_number_spelling():
+    config = cfg.check(tiny_config())
+    settings = next(p.settings for p in sweep.expand(config) if p.settings["model"]["init"]["real"] == 0.0)
+    reordered = dict(reversed(list(json.loads(json.dumps(settings, sort_keys=True)).items())))
+    respelled = json.loads(json.dumps(settings))
+    respelled["model"]["init"]["real"] = 0            # int where the schema says number
+    respelled["model"]["init"]["dt_min"] = "1e-3"     # YAML 1.1 reads this spelling as a string
+    respelled["train"]["lr"] = 1e-2
+    respelled = cfg.check({"sweep": "x", "fixed": respelled})["fixed"]
+    assert sweep.run_id(reordered) == sweep.run_id(settings) == sweep.run_id(respelled)
+
+
+def test_run_id_is_stable_across_processes_and_sweeps():
+    """Same settings -> same id whatever else the config says (sweep name, shard size, other axes)."""
+    a = {p.settings["seed"]: p.run_id for p in sweep.expand(cfg.check(tiny_config(**{"grid.seed": [0, 1]})))
+         if p.settings["seq_len"] == 16 and p.settings["model"]["init"]["real"] == 0.0}
+    b_config = tiny_config(sweep="other", shard_size=1, **{"grid.seed": [1, 0, 7]})
+    b = {p.settings["seed"]: p.run_id for p in sweep.expand(cfg.check(b_config))
+         if p.settings["seq_len"] == 16 and p.settings["model"]["init"]["real"] == 0.0}
+    assert a[0] == b[0] and a[1] == b[1] and b[7] not in a.values()
+    # a literal pins the hash function itself: changing it would orphan every stored run
+    assert sweep.digest({"b": [1, "x"], "a": 1.0}) == "8d2bede2b25fb2f2"
+
+
+def test_run_id_changes_with_any_setting():
+    settings = sweep.expand(cfg.check(tiny_config()))[0].settings
+    changed = json.loads(json.dumps(settings))
+    changed["train"]["lr"] *= 1.0000001
+    assert sweep.run_id(changed) != sweep.run_id(settings)
+
+
+def test_shards_pack_and_respect_shard_size(tmp_path):
+    config = cfg.check(tiny_config(results=str(tmp_path), shard_size=3))
+    plan = sweep.plan(config)
+    by_shard = {}
+    for p in plan.points:
+        by_shard.setdefault(plan.shard_of[p.run_id], []).append(p)
+    assert set(by_shard) == set(plan.shards) == set(plan.pending)
+    for members in by_shard.values():
+        assert 1 <= len(members) <= 3
+        assert len({sweep.pack_key(p.settings) for p in members}) == 1  # one packed model per shard
+    # 2 lengths -> 2 pack groups of 4 points -> 2 shards each (sizes 2+2, balanced)
+    assert sorted(len(m) for m in by_shard.values()) == [2, 2, 2, 2]
+
+
+def test_replanning_finds_the_same_shards_and_done_ones(tmp_path):
+    from ssmpipe.store import Store
+
+    config = cfg.check(tiny_config(results=str(tmp_path)))
+    first = sweep.plan(config)
+    assert sweep.plan(config).shard_of == first.shard_of  # unfinished shards are reused
+    done = first.shards[0]
+    Store(tmp_path).runs_path(done).parent.mkdir(parents=True)
+    Store(tmp_path).runs_path(done).write_bytes(b"")  # the store now holds this shard
+    bigger = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0, 1, 2]}))
+    second = sweep.plan(bigger)
+    assert done in second.shards and done not in second.pending
+    kept = [r for r, s in first.shard_of.items() if s == done]
+    assert all(second.shard_of[r] == done for r in kept)
+    new = {p.run_id for p in second.points} - set(first.shard_of)
+    assert {second.shard_of[r] for r in new}.isdisjoint(first.shards)
+    assert len(new) == 4
+
+
+def test_chunk_is_balanced():
+    assert [len(c) for c in sweep.chunk(list(range(10)), 4)] == [3, 3, 4]
+    assert sweep.chunk(list(range(3)), 8) == [[0, 1, 2]]

@@ -1,0 +1,137 @@
+"""Packed training, divergence and failure handling, and SIGKILL-and-resume."""
+
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_config
+
+from ssmpipe import config as cfg
+from ssmpipe import data, sweep
+from ssmpipe.store import Store
+from ssmpipe.train import ensure_data, train_group, train_shard
+
+METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
+
+
+def _points(**changes):
+    config = cfg.check(tiny_config(**changes))
+    return [{"run_id": p.run_id, "settings": p.settings, "shard": "test"} for p in sweep.expand(config)]
+
+
+def _train(points, tmp_path):
+    arrays = ensure_data(Store(tmp_path), data.spec_of(points[0]["settings"]))
+    rows = train_group(points, arrays, torch.device("cpu"), None, lambda *a: None)
+    return pd.DataFrame(rows).set_index(["run_id", "epoch"]).sort_index()
+
+
+def test_packed_training_equals_separate_trainings(tmp_path):
+    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.5, 0.0],
+                        "fixed.train.epochs": 3})
+    assert len({sweep.pack_key(p["settings"]) for p in points}) == 1 and len(points) == 6
+    packed = _train(points, tmp_path)
+    alone = pd.concat([_train([p], tmp_path) for p in points]).sort_index()
+    assert packed.index.equals(alone.index) and len(packed) == 6 * 4
+    np.testing.assert_allclose(packed[METRICS].to_numpy(), alone[METRICS].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert (packed["status"] == "ok").all()
+    # the points really differ from each other (so equality above is not trivial)
+    final = packed.xs(3, level="epoch")["train_loss"]
+    assert final.nunique() == 6
+
+
+def test_divergence_is_recorded_and_the_rest_train_on(tmp_path):
+    points = _points(**{"grid.seq_len": [16], "grid.seed": [0], "grid.model.init.real": [-0.5],
+                        "grid.model.init.scale": [1.0, 1e38], "fixed.train.epochs": 3})
+    rows = _train(points, tmp_path)
+    huge = next(p["run_id"] for p in points if p["settings"]["model"]["init"]["scale"] == 1e38)
+    fine = next(p["run_id"] for p in points if p["run_id"] != huge)
+    assert (rows.loc[huge, "status"] == "diverged").all()
+    assert not np.isfinite(rows.loc[huge, "test_loss"]).all()
+    assert len(rows.loc[huge]) < 4  # stopped after it diverged
+    assert (rows.loc[fine, "status"] == "ok").all() and len(rows.loc[fine]) == 4
+    alone = _train([p for p in points if p["run_id"] == fine], tmp_path)
+    np.testing.assert_allclose(rows.loc[fine, METRICS].to_numpy(), alone.loc[fine, METRICS].to_numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_large_learning_rate_diverges_mid_training(tmp_path):
+    points = _points(**{"grid.seq_len": [16], "grid.seed": [0], "grid.model.init.real": [-0.5],
+                        "fixed.train.lr": 1e30, "fixed.train.epochs": 4})
+    rows = _train(points, tmp_path)
+    assert (rows["status"] == "diverged").all()
+    assert np.isfinite(rows.xs(0, level="epoch")["train_loss"]).all()  # fine at init
+
+
+def test_a_failing_group_is_recorded_and_the_shard_goes_on(tmp_path):
+    """npz data that vanishes after planning: that group fails with the path in its error; delay trains."""
+    npz = tmp_path / "tokens.npz"
+    data.save(data.build(data.spec_of(cfg.check(tiny_config())["fixed"])), npz)
+    results = tmp_path / "results"
+    config = cfg.check(tiny_config(results=str(results), shard_size=100, **{
+        "grid.seq_len": [16], "grid.model.init.real": [-0.5], "grid.task.name": ["delay", "npz"],
+        "fixed.task.path": str(npz)}))
+    points = sweep.expand(config)
+    store = Store(results)
+    store.write_spec("mixed", [(p.run_id, p.settings) for p in points])
+    npz.unlink()
+    train_shard(str(results), "mixed")
+    df = pd.read_parquet(store.runs_path("mixed"))
+    by_task = df.groupby("task.name")["status"].agg(set)
+    assert by_task["npz"] == {"failed"} and by_task["delay"] == {"ok"}
+    assert df[df["task.name"] == "npz"]["error"].str.contains("tokens.npz").all()
+    assert not store.ckpt_path("mixed").exists()
+
+
+def _shard_results(root, config_changes):
+    config = cfg.check(tiny_config(results=str(root), **config_changes))
+    plan = sweep.plan(config)
+    assert len(plan.pending) == 1
+    return plan.pending[0]
+
+
+RESUME = {"shard_size": 100, "grid.seq_len": [64], "grid.seed": [0, 1], "grid.model.init.real": [-0.5, -0.1],
+          "fixed.task.n_train": 512, "fixed.task.lag": 8, "fixed.model.d_model": 16,
+          "fixed.model.d_state": 16, "fixed.train.epochs": 12}
+
+
+def _train_cmd(root, shard):
+    return [sys.executable, "-m", "ssmpipe", "train", "--results", str(root), "--threads", "1", shard]
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_is_bit_identical(tmp_path):
+    ref_root, run_root = tmp_path / "ref", tmp_path / "run"
+    shard = _shard_results(ref_root, RESUME)
+    assert _shard_results(run_root, RESUME) == shard
+    subprocess.run(_train_cmd(ref_root, shard), check=True, capture_output=True)
+
+    store = Store(run_root)
+    proc = subprocess.Popen(_train_cmd(run_root, shard), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # kill once the shard has checkpointed a few epochs
+        if store.ckpt_path(shard).exists():
+            try:
+                epoch = torch.load(store.ckpt_path(shard), weights_only=False)["current"]["epoch"]
+            except Exception:
+                epoch = -1  # renamed over while we read: try again
+            if epoch >= 4:
+                break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not store.runs_path(shard).exists(), "shard finished before it was killed: make it longer"
+    killed_at = torch.load(store.ckpt_path(shard), weights_only=False)["current"]["epoch"]
+    assert 4 <= killed_at < 12
+
+    resumed = subprocess.run(_train_cmd(run_root, shard), check=True, capture_output=True, text=True)
+    assert f"after epoch {killed_at}" in resumed.stderr
+    ref = pd.read_parquet(Store(ref_root).runs_path(shard)).set_index(["run_id", "epoch"]).sort_index()
+    got = pd.read_parquet(store.runs_path(shard)).set_index(["run_id", "epoch"]).sort_index()
+    assert len(got) == 4 * 13
+    pd.testing.assert_frame_equal(got[METRICS], ref[METRICS], check_exact=True)  # bit-identical
+    assert not store.ckpt_path(shard).exists()
