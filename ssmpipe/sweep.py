@@ -47,14 +47,16 @@ def typed(settings: dict, types: dict[str, str] | None = None) -> dict:
     out = copy.deepcopy(settings)
     for key, kind in types.items():
         try:
-            value = cfg.get_path(out, key)
+            cfg.set_path(out, key, _coerce(cfg.get_path(out, key), kind))
         except KeyError:
             continue
-        if kind == "number" and not isinstance(value, bool):
-            cfg.set_path(out, key, float(value))
-        elif kind == "integer" and not isinstance(value, bool):
-            cfg.set_path(out, key, int(value))
     return out
+
+
+def _coerce(value, kind: str):
+    if isinstance(value, bool):
+        return value
+    return float(value) if kind == "number" else int(value) if kind == "integer" else value
 
 
 def digest(obj) -> str:
@@ -81,15 +83,15 @@ def pack_key(settings: dict) -> str:
 def expand(config: dict) -> list[Point]:
     """One point per element of the grid's Cartesian product (axes in sorted key order)."""
     types = cfg.setting_types()
+    fixed = typed(config["fixed"], types)
     keys = sorted(config["grid"])
+    axes = [[_coerce(v, types[k]) for v in config["grid"][k]] for k in keys]  # typed once, not per point
     points = []
-    for values in itertools.product(*(config["grid"][k] for k in keys)):
-        settings = copy.deepcopy(config["fixed"])
+    for values in itertools.product(*axes):
+        settings = copy.deepcopy(fixed)
         for k, v in zip(keys, values):
             cfg.set_path(settings, k, v)
-        settings = typed(settings, types)
-        axes = {k: cfg.get_path(settings, k) for k in keys}
-        points.append(Point(digest(settings), settings, axes))
+        points.append(Point(digest(settings), settings, dict(zip(keys, values))))
     return points
 
 

@@ -22,14 +22,15 @@ from ssmpipe.store import Store
 
 FIGURES = {  # file stem -> (title, caption, function of (runs, final))
     "lengthgen": ("Length generalization",
-                  "Final test accuracy against sequence length L, one line per eigenvalue setting; "
-                  "shaded: ± one standard deviation over seeds.",
+                  "Final test accuracy against sequence length L: one panel per imaginary scale, one line "
+                  "per real part; shaded: ± one standard deviation over seeds.",
                   lambda runs, final: figures.length_generalization(final)),
     "tradeoff": ("Real × imaginary tradeoff",
                  "Final test accuracy (mean over seeds) over the grid of eigenvalue real part a and "
                  "imaginary scale s, one panel per length.",
                  lambda runs, final: figures.tradeoff_heatmap(final)),
-    "curves": ("Training curves", "Test accuracy per epoch (epoch 0: at init), mean over seeds.",
+    "curves": ("Training curves", "Test accuracy per epoch (epoch 0: at init), one panel per imaginary scale, one "
+               "line per real part, mean over seeds and lengths.",
                lambda runs, final: figures.training_curves(runs)),
 }
 
