@@ -35,14 +35,22 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def per_point_loss(logits: torch.Tensor, y: torch.Tensor):
-    """logits (K B L V), y (K B L) -> mean CE per point (K), correct (K), counted targets (K)."""
-    K = logits.shape[0]
-    ce = F.cross_entropy(logits.flatten(0, 2), y.flatten(), ignore_index=data.IGNORE,
+def per_point_loss(out: torch.Tensor, y: torch.Tensor):
+    """out (K B [L] C), y (K B [L]) -> mean loss per point (K), correct (K), counted targets (K).
+
+    Int targets: cross-entropy, targets of -100 ignored. Float targets: squared error
+    (out has C = 1), and no accuracy (correct is NaN).
+    """
+    K = out.shape[0]
+    if y.is_floating_point():
+        err = (out.squeeze(-1) - y).pow(2).reshape(K, -1)                   # (K B·L)
+        count = torch.full((K,), err.shape[1], device=y.device)
+        return err.mean(1), torch.full((K,), float("nan"), device=y.device), count
+    ce = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=data.IGNORE,
                          reduction="none").view(K, -1)                     # (K B·L), 0 where ignored
     valid = (y != data.IGNORE).view(K, -1)
     count = valid.sum(1)
-    correct = ((logits.argmax(-1) == y).view(K, -1) & valid).sum(1)
+    correct = ((out.argmax(-1) == y).view(K, -1) & valid).sum(1)
     return ce.sum(1) / count.clamp(min=1), correct, count
 
 
@@ -53,8 +61,8 @@ def evaluate(model: PackedModel, x: torch.Tensor, y: torch.Tensor, batch_size: i
     correct = torch.zeros(model.K, dtype=torch.float64, device=x.device)
     count = torch.zeros(model.K, dtype=torch.float64, device=x.device)
     for i in range(0, len(x), batch_size):
-        xb = x[i:i + batch_size].expand(model.K, -1, -1)                   # (K B L)
-        yb = y[i:i + batch_size].expand(model.K, -1, -1)
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        xb, yb = xb.expand(model.K, *xb.shape), yb.expand(model.K, *yb.shape)  # (K B L [C]), (K B [L])
         loss, c, n = per_point_loss(model(xb), yb)
         loss_sum += loss.double() * n
         correct += c
@@ -68,10 +76,11 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
     settings = points[0]["settings"]
     tr = settings["train"]
     K, E, bs = len(points), tr["epochs"], tr["batch_size"]
-    model = PackedModel([build_model(p["settings"]) for p in points], device)
+    info = data.describe(arrays, settings["task"])
+    model = PackedModel([build_model(p["settings"], info) for p in points], device)
     opt = torch.optim.Adam(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
     gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in points]
-    x_tr, y_tr, x_te, y_te = (torch.as_tensor(arrays[k], device=device) for k in data.ARRAYS)
+    x_tr, y_tr, x_te, y_te = (torch.as_tensor(arrays[k], device=device) for k in data.ARRAYS)  # x (n L [C])
     n = len(x_tr)
 
     if resume is not None:

@@ -1,19 +1,23 @@
-"""The S4D layer's FFT path against a plain recurrence, in float64."""
+"""The S4D layer: FFT path against a plain recurrence (float64), eigenvalue inits, frozen A."""
 
 import math
 
 import pytest
 import torch
 
-from ssmpipe.models import S4D
+from ssmpipe.models.s4d import S4D, eigenvalues
 
 
 def recurrence(layer: S4D, u: torch.Tensor) -> torch.Tensor:
     """x_t = Ā x_{t-1} + B̄ u_t, y_t = 2·Re(C x_t) + D u_t, step by step. u: (B L H)."""
     dt = layer.log_dt.exp()[:, None]
     A = torch.complex(layer.A_real.clamp(max=0), layer.A_imag)
-    A_bar = torch.exp(A * dt)
-    B_bar = torch.where(A == 0, dt.to(A.dtype).expand_as(A), (A_bar - 1) / torch.where(A == 0, 1, A))
+    if layer.discretization == "zoh":
+        A_bar = torch.exp(A * dt)
+        B_bar = torch.where(A == 0, dt.to(A.dtype).expand_as(A), (A_bar - 1) / torch.where(A == 0, 1, A))
+    else:
+        A_bar = (1 + dt * A / 2) / (1 - dt * A / 2)
+        B_bar = dt / (1 - dt * A / 2)
     C = torch.complex(layer.C_real, layer.C_imag)
     x = torch.zeros(u.shape[0], *A.shape, dtype=A.dtype)                   # (B H N/2)
     ys = []
@@ -23,11 +27,17 @@ def recurrence(layer: S4D, u: torch.Tensor) -> torch.Tensor:
     return torch.stack(ys, 1)                                              # (B L H)
 
 
-@pytest.mark.parametrize("N,L,real,imag,dt", [(4, 16, -0.5, 1.0, 0.01), (8, 33, 0.0, 1.0, 0.1),
-                                              (16, 64, -1.0, 10.0, 0.05), (2, 8, 0.0, 0.0, 0.5)])
-def test_fft_equals_recurrence(N, L, real, imag, dt):
+CASES = [(4, 16, "sweep", -0.5, 1.0, 0.01, "zoh"), (8, 33, "sweep", 0.0, 1.0, 0.1, "zoh"),
+         (16, 64, "sweep", -1.0, 10.0, 0.05, "zoh"), (2, 8, "sweep", 0.0, 0.0, 0.5, "zoh"),
+         (8, 40, "lin", 0, 0, 0.05, "bilinear"), (16, 64, "inv", 0, 0, 0.01, "zoh"),
+         (8, 20, "real", 0, 0, 0.1, "bilinear"), (8, 20, "random", 0, 0, 0.02, "zoh"),
+         (4, 16, "sweep", 0.0, 1.0, 0.3, "bilinear")]
+
+
+@pytest.mark.parametrize("N,L,scheme,real,imag,dt,disc", CASES)
+def test_fft_equals_recurrence(N, L, scheme, real, imag, dt, disc):
     torch.manual_seed(0)
-    layer = S4D(3, N, real, imag, dt_min=dt, dt_max=dt).double()
+    layer = S4D(3, N, scheme=scheme, real=real, imag=imag, dt_min=dt, dt_max=dt, discretization=disc).double()
     u = torch.randn(2, L, 3, dtype=torch.float64, requires_grad=True)
     y_fast, y_ref = layer(u), recurrence(layer, u)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-9)
@@ -38,8 +48,42 @@ def test_fft_equals_recurrence(N, L, real, imag, dt):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9)
 
 
-def test_eigenvalues_take_the_sweep_form():
-    layer = S4D(2, 8, real=-0.25, imag=3.0)
+def test_eigenvalue_schemes_match_their_formulas():
+    N = 8
+    n = torch.arange(N // 2, dtype=torch.float64)
+    lin, inv, real = eigenvalues("lin", N), eigenvalues("inv", N), eigenvalues("real", N)
+    torch.testing.assert_close(lin, torch.complex(torch.full_like(n, -0.5), math.pi * n).to(lin.dtype))
+    torch.testing.assert_close(inv, torch.complex(torch.full_like(n, -0.5),
+                                                  N / math.pi * (N / (2 * n + 1) - 1)).to(inv.dtype))
+    torch.testing.assert_close(real, torch.complex(-(n + 1), torch.zeros_like(n)).to(real.dtype))
+    sweep = eigenvalues("sweep", N, real=-0.25, imag=3.0)
+    torch.testing.assert_close(sweep, torch.complex(torch.full_like(n, -0.25), 3 * math.pi * n).to(sweep.dtype))
+    rand = eigenvalues("random", 64)
+    assert (rand.real <= 0).all() and (rand.real >= -1).all() and (rand.imag >= 0).all()
+    assert rand.real.unique().numel() == 32
+    with pytest.raises(ValueError, match="unknown eigenvalue init scheme 'legs'"):
+        eigenvalues("legs", N)
+
+
+def test_layer_uses_the_scheme_and_the_dt_range():
+    layer = S4D(2, 8, scheme="sweep", real=-0.25, imag=3.0)
     assert torch.all(layer.A_real == -0.25)
     torch.testing.assert_close(layer.A_imag[0], 3.0 * math.pi * torch.arange(4.0))
     assert layer.log_dt.exp().min() >= 1e-3 and layer.log_dt.exp().max() <= 1e-1
+
+
+def test_frozen_A_and_dt_stay_unchanged_by_training():
+    torch.manual_seed(0)
+    layer = S4D(4, 8, scheme="lin", train_A=False)
+    frozen = {k: v.clone() for k, v in layer.named_buffers()}
+    assert set(frozen) == {"log_dt", "A_real", "A_imag"}
+    assert {k for k, _ in layer.named_parameters()} == {"C_real", "C_imag", "D"}
+    C_before = layer.C_real.detach().clone()
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
+    for _ in range(5):
+        opt.zero_grad()
+        layer(torch.randn(2, 32, 4)).pow(2).mean().backward()
+        opt.step()
+    for name, value in layer.named_buffers():
+        assert torch.equal(value, frozen[name]), name
+    assert not torch.equal(layer.C_real, C_before)

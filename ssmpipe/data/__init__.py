@@ -1,8 +1,9 @@
 """Data sets: one module per task, and the cache every train job reads.
 
 A data set is named by its spec (task settings + seq_len) and stored once as a
-.npz file with int64 arrays x_train, y_train, x_test, y_test of shape (n L);
-targets of -100 are ignored by the loss (PyTorch's ignore_index).
+.npz file with arrays x_train, y_train, x_test, y_test: inputs (n L) int tokens,
+(n L) or (n L C) float values; targets (n L) per position or (n,) per sequence,
+int classes (-100: ignored, PyTorch's ignore_index) or float values (regression).
 """
 
 from __future__ import annotations
@@ -44,14 +45,16 @@ def check_arrays(arrays, source: str) -> None:
         raise ValueError(f"{source}: missing arrays {missing}; a data set needs {list(ARRAYS)}")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim != 2 or x.shape != y.shape:
-            raise ValueError(f"{source}: x_{split} {x.shape} and y_{split} {y.shape} must both be (n L)")
+        if x.ndim not in (2, 3) or y.ndim not in (1, 2) or x.shape[0] != y.shape[0] or \
+                (y.ndim == 2 and y.shape != x.shape[:2]):
+            raise ValueError(f"{source}: x_{split} {x.shape} and y_{split} {y.shape}: need x (n L) or (n L C) "
+                             f"and y (n L) or (n,)")
 
 
 def save(arrays: dict[str, np.ndarray], path: str | Path) -> None:
     """Write a data set atomically (temp file in the same folder, then rename)."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **{k: np.asarray(arrays[k], dtype=np.int64) for k in ARRAYS})
+        np.savez(f, **{k: _canonical(np.asarray(arrays[k])) for k in ARRAYS})
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:
@@ -59,3 +62,19 @@ def load(path: str | Path) -> dict[str, np.ndarray]:
         arrays = {k: f[k] for k in f.files}
     check_arrays(arrays, source=str(path))
     return arrays
+
+
+def describe(arrays: dict[str, np.ndarray], task: dict) -> dict:
+    """What the model must read and predict: input kind and width, target kind, outputs, loss."""
+    x, y = arrays["x_train"], arrays["y_train"]
+    tokens = np.issubdtype(x.dtype, np.integer)
+    classes = np.issubdtype(y.dtype, np.integer)
+    n_out = int(max(y.max(), arrays["y_test"].max())) + 1 if classes else 1
+    return {"input": "tokens" if tokens else "real",
+            "d_input": task["vocab"] if tokens else (x.shape[2] if x.ndim == 3 else 1),
+            "target": "position" if y.ndim == 2 else "sequence",
+            "n_out": n_out, "loss": "ce" if classes else "mse"}
+
+
+def _canonical(a: np.ndarray) -> np.ndarray:
+    return a.astype(np.int64) if np.issubdtype(a.dtype, np.integer) else a.astype(np.float32)

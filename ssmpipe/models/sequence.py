@@ -1,32 +1,63 @@
-"""The deep sequence model: token encoder, n residual SSM blocks, per-position decoder."""
+"""The deep sequence model: encoder, n residual SSM blocks, pooling, decoder.
+
+The layer kind is a config choice (model.kind); what the data looks like (tokens or
+real values in, a target per position or per sequence out) comes from the data set
+(`ssmpipe.data.describe`), so one model definition serves every task.
+"""
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ssmpipe.models.s4 import S4
 from ssmpipe.models.s4d import S4D
 
 
-class SequenceModel(nn.Module):
-    """Embedding -> n × [x + GELU(SSM(x)), LayerNorm] -> Linear; logits at every position."""
+def s4d_layer(d_model: int, model: dict) -> nn.Module:
+    init = model["init"]
+    return S4D(d_model, model["d_state"], scheme=init["scheme"], real=init["real"], imag=init["imag"],
+               scale=init["scale"], dt_min=init["dt_min"], dt_max=init["dt_max"],
+               discretization=model["discretization"], train_A=model["train_A"])
 
-    def __init__(self, vocab: int, d_model: int, d_state: int, n_layers: int, init: dict):
+
+def s4_layer(d_model: int, model: dict) -> nn.Module:
+    init = model["init"]
+    return S4(d_model, model["d_state"], scale=init["scale"], dt_min=init["dt_min"], dt_max=init["dt_max"],
+              discretization=model["discretization"], train_A=model["train_A"])
+
+
+LAYERS = {"s4d": s4d_layer, "s4": s4_layer}  # model.kind -> factory(d_model, settings) -> (B L H) -> (B L H)
+
+
+class SequenceModel(nn.Module):
+    """encoder -> n × [x + GELU(SSM(x)), LayerNorm] -> pooling -> decoder."""
+
+    def __init__(self, layers: list[nn.Module], d_model: int, info: dict, pooling: str):
         super().__init__()
-        self.encoder = nn.Embedding(vocab, d_model)
-        self.layers = nn.ModuleList(S4D(d_model, d_state, **init) for _ in range(n_layers))
-        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in range(n_layers))
-        self.decoder = nn.Linear(d_model, vocab)
+        if info["input"] == "tokens":
+            self.encoder = nn.Embedding(info["d_input"], d_model)
+        else:
+            self.encoder = nn.Linear(info["d_input"], d_model)
+        self.layers = nn.ModuleList(layers)
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in layers)
+        self.decoder = nn.Linear(d_model, info["n_out"])
+        self.pooling = pooling if info["target"] == "sequence" else "none"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B L) int tokens -> logits (B L V)."""
-        h = self.encoder(x)                                                 # (B L H)
+        """x: (B L) tokens or (B L C) values -> (B L n_out) per position, or (B n_out) pooled."""
+        h = self.encoder(x if x.dtype == torch.long or x.dim() == 3 else x[..., None])  # (B L H)
         for ssm, norm in zip(self.layers, self.norms):
             h = norm(h + F.gelu(ssm(h)))                                    # (B L H)
-        return self.decoder(h)                                              # (B L V)
+        if self.pooling == "last":
+            h = h[:, -1]                                                    # (B H)
+        elif self.pooling == "mean":
+            h = h.mean(1)                                                   # (B H)
+        return self.decoder(h)
 
 
-def build_model(settings: dict) -> SequenceModel:
+def build_model(settings: dict, info: dict) -> SequenceModel:
     """The model of one sweep point, initialised from its own seed (so packing never changes it)."""
     torch.manual_seed(settings["seed"])
     m = settings["model"]
-    return SequenceModel(settings["task"]["vocab"], m["d_model"], m["d_state"], m["n_layers"], m["init"])
+    layers = [LAYERS[m["kind"]](m["d_model"], m) for _ in range(m["n_layers"])]
+    return SequenceModel(layers, m["d_model"], info, m["pooling"])
