@@ -63,6 +63,7 @@ def check(config: dict) -> dict:
     _check_grid(config, schema)
     for label, settings in _axis_extremes(config):
         _check_settings(settings, label)
+    _check_slurm(config["slurm"])
     return config
 
 
@@ -192,3 +193,10 @@ def _check_settings(settings: dict, where: str) -> None:
     if init["dt_min"] > init["dt_max"]:
         raise ConfigError(f"{where}: model.init.dt_min = {init['dt_min']!r} is larger than "
                           f"model.init.dt_max = {init['dt_max']!r}")
+
+
+def _check_slurm(slurm: dict) -> None:
+    limit_s = slurm["timeout_min"] * 60
+    if slurm["signal_delay_s"] >= limit_s:
+        raise ConfigError(f"slurm.signal_delay_s = {slurm['signal_delay_s']!r} must be shorter than the time limit "
+                          f"slurm.timeout_min = {slurm['timeout_min']!r} ({limit_s} s)")

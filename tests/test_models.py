@@ -5,26 +5,7 @@ import math
 import pytest
 import torch
 
-from ssmpipe.models.s4d import S4D, eigenvalues
-
-
-def recurrence(layer: S4D, u: torch.Tensor) -> torch.Tensor:
-    """x_t = Ā x_{t-1} + B̄ u_t, y_t = 2·Re(C x_t) + D u_t, step by step. u: (B L H)."""
-    dt = layer.log_dt.exp()[:, None]
-    A = torch.complex(layer.A_real.clamp(max=0), layer.A_imag)
-    if layer.discretization == "zoh":
-        A_bar = torch.exp(A * dt)
-        B_bar = torch.where(A == 0, dt.to(A.dtype).expand_as(A), (A_bar - 1) / torch.where(A == 0, 1, A))
-    else:
-        A_bar = (1 + dt * A / 2) / (1 - dt * A / 2)
-        B_bar = dt / (1 - dt * A / 2)
-    C = torch.complex(layer.C_real, layer.C_imag)
-    x = torch.zeros(u.shape[0], *A.shape, dtype=A.dtype)                   # (B H N/2)
-    ys = []
-    for t in range(u.shape[1]):
-        x = A_bar * x + B_bar * u[:, t, :, None]
-        ys.append(2 * (C * x).sum(-1).real + layer.D * u[:, t])
-    return torch.stack(ys, 1)                                              # (B L H)
+from ssmpipe.models.s4d import S4D, eigenvalues, recurrence
 
 
 CASES = [(4, 16, "sweep", -0.5, 1.0, 0.01, "zoh"), (8, 33, "sweep", 0.0, 1.0, 0.1, "zoh"),

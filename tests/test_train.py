@@ -30,9 +30,9 @@ def _train(points, tmp_path):
     return pd.DataFrame(rows).set_index(["run_id", "epoch"]).sort_index()
 
 
-@pytest.mark.parametrize("kind", ["s4d", "s4"])
+@pytest.mark.parametrize("kind", ["s4d", "s4", "selective"])
 def test_packed_training_equals_separate_trainings(tmp_path, kind):
-    reals = [-1.0, -0.5, 0.0] if kind == "s4d" else [-0.5]  # s4 has its own (HiPPO) eigenvalues
+    reals = [-1.0, -0.5, 0.0] if kind == "s4d" else [-0.5]  # s4, selective: init.real plays no part
     points = _points(**{"grid.seq_len": [16], "grid.model.init.real": reals, "grid.seed": list(range(6 // len(reals))),
                         "fixed.train.epochs": 3, "fixed.model.kind": kind})
     assert len({sweep.pack_key(p["settings"]) for p in points}) == 1 and len(points) == 6

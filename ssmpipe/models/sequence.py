@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ssmpipe.models.s4 import S4
 from ssmpipe.models.s4d import S4D
+from ssmpipe.models.selective import Selective
 
 
 def s4d_layer(d_model: int, model: dict) -> nn.Module:
@@ -26,7 +27,12 @@ def s4_layer(d_model: int, model: dict) -> nn.Module:
               discretization=model["discretization"], train_A=model["train_A"])
 
 
-LAYERS = {"s4d": s4d_layer, "s4": s4_layer}  # model.kind -> factory(d_model, settings) -> (B L H) -> (B L H)
+def selective_layer(d_model: int, model: dict) -> nn.Module:
+    return Selective(d_model, model["d_state"], s_A=model["init"]["s_A"])
+
+
+# model.kind -> factory(d_model, model settings) -> module (B L H) -> (B L H)
+LAYERS = {"s4d": s4d_layer, "s4": s4_layer, "selective": selective_layer}
 
 
 class SequenceModel(nn.Module):

@@ -1,0 +1,129 @@
+"""The selective SSM layer (SPEC 001): chunked scan against the step-by-step loop (float64, values and gradients),
+exact spectral abscissa at init, vmap over stacked layers, long sequences, the S₂ closed form."""
+
+import contextlib
+
+import pytest
+import torch
+from torch.func import functional_call, stack_module_state, vmap
+
+from ssmpipe.models.packing import PackedModel
+from ssmpipe.models.selective import Selective, s2, scan, selective_loop
+
+
+@contextlib.contextmanager
+def default_dtype(dtype):
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(old)
+
+
+def grads(y, g, inputs):
+    return torch.autograd.grad((y * g).sum(), inputs)
+
+
+@pytest.mark.parametrize("s_A", [-0.1, 0.0, 0.1])
+@pytest.mark.parametrize("N,L,chunk", [(4, 1, 256), (4, 2, 256), (1, 5, 256), (4, 37, 256), (8, 300, 256),
+                                       (16, 50, 16), (4, 33, 8), (4, 8, 8), (2, 9, 1)])
+def test_scan_equals_loop(N, L, chunk, s_A):
+    torch.manual_seed(N * 1000 + L)
+    layer = Selective(3, N, s_A, chunk=chunk).double()
+    u = torch.randn(2, L, 3, dtype=torch.float64, requires_grad=True)
+    y_fast, y_ref = layer(u), selective_loop(layer, u)
+    assert y_fast.shape == (2, L, 3)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-9)
+    g = torch.randn_like(y_ref)
+    inputs = [u, *layer.parameters()]
+    assert len(inputs) == 6                                                      # u, A, W_B, W_C, q, p
+    for name, a, b in zip(["u", *dict(layer.named_parameters())], grads(y_fast, g, inputs), grads(y_ref, g, inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m: f"grad {name}: {m}")
+
+
+def test_scan_both_directions_against_loops():
+    torch.manual_seed(0)
+    for L in [1, 2, 3, 6, 7, 16, 31]:
+        a, b = torch.rand(L, 2, 3, dtype=torch.float64) * 1.2, torch.randn(L, 2, 3, dtype=torch.float64)
+        fwd, bwd, x = [], [None] * L, torch.zeros(2, 3, dtype=torch.float64)
+        for t in range(L):
+            x = a[t] * x + b[t]
+            fwd.append(x)
+        x = torch.zeros(2, 3, dtype=torch.float64)
+        for t in reversed(range(L)):
+            x = a[t] * x + b[t]
+            bwd[t] = x
+        torch.testing.assert_close(scan(a, b), torch.stack(fwd), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(scan(a, b, reverse=True), torch.stack(bwd), rtol=1e-12, atol=1e-12)
+
+
+def test_large_inputs_stay_exact_and_finite():
+    """Large |u|: Δ_t up to ~100, so e^{Δ A} underflows to 0 for A = −10; no inf·0 anywhere."""
+    torch.manual_seed(1)
+    layer = Selective(3, 4, -0.1, chunk=16).double()
+    u = 30 * torch.randn(2, 70, 3, dtype=torch.float64, requires_grad=True)
+    y_fast, y_ref = layer(u), selective_loop(layer, u)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-6)
+    g = torch.randn_like(y_ref)
+    for a in grads(y_fast, g, [u, *layer.parameters()]):
+        assert torch.isfinite(a).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_spectral_abscissa_is_exact_at_init(dtype):
+    for s_A in [-0.1, -0.08, -0.02, 0.0, 0.02, 0.06, 0.1, 0.3, -1.0]:
+        for seed in range(4):
+            torch.manual_seed(seed)
+            with default_dtype(dtype):
+                layer = Selective(16, 4, s_A)
+            s = layer.spectral_abscissa()
+            assert s.dtype == dtype and s.shape == ()
+            assert s == torch.tensor(s_A, dtype=dtype)
+            assert (layer.A[:, 0] == s).all() and (layer.A <= s).all()
+            assert (layer.A[:, 1:] >= s - 10).all() and (layer.A[:, 1:] < s).all()
+
+
+def test_A_is_trained():
+    torch.manual_seed(0)
+    layer = Selective(4, 4, 0.1)
+    layer(torch.randn(2, 10, 4)).sum().backward()
+    assert layer.A.requires_grad and layer.A.grad.abs().sum() > 0
+
+
+def test_vmap_over_stacked_layers_equals_one_by_one():
+    torch.manual_seed(0)
+    layers = [Selective(3, 4, s_A, chunk=8).double() for s_A in (-0.1, 0.0, 0.1)]
+    x = torch.randn(3, 2, 21, 3, dtype=torch.float64)                            # (K B L d)
+    params, buffers = stack_module_state(layers)
+    base = Selective(3, 4, 0.0, chunk=8).to("meta")
+    y = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)))(params, buffers, x)
+    y_one = torch.stack([layer(x[k]) for k, layer in enumerate(layers)])
+    torch.testing.assert_close(y, y_one, rtol=1e-10, atol=1e-12)
+
+    packed = PackedModel(layers)
+    g = torch.randn_like(y_one)
+    (packed(x) * g).sum().backward()
+    (y_one * g).sum().backward()
+    for name, p in packed.params.items():
+        for k, layer in enumerate(layers):
+            torch.testing.assert_close(p.grad[k], layer.get_parameter(name).grad, rtol=1e-8, atol=1e-10)
+
+
+def test_long_sequence_stays_finite():
+    torch.manual_seed(0)
+    layer = Selective(16, 4, 0.0)
+    u = torch.randn(2, 4096, 16, requires_grad=True)
+    y = layer(u)
+    assert torch.isfinite(y).all()
+    y.square().mean().backward()
+    assert torch.isfinite(u.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
+
+
+def test_s2_closed_form_equals_the_sum():
+    for rho in [0.0, 0.3, 0.9, 0.99, 1.0, 1.05]:
+        for T in [1, 2, 10, 100]:
+            direct = sum(t * rho ** t for t in range(1, T + 1))
+            torch.testing.assert_close(s2(rho, T), torch.tensor(direct, dtype=torch.float64), rtol=1e-9, atol=0)
+    rhos = torch.tensor([0.5, 1.0, 1.1], dtype=torch.float64)
+    torch.testing.assert_close(s2(rhos, 5), torch.stack([s2(r.item(), 5) for r in rhos]))
