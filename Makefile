@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test bench clean-results
+.PHONY: demo test bench experiments slurm-profile clean-results
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,3 +21,16 @@ test: $(VENV)/.installed
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/dag_scale.py
+
+# `snakemake --profile slurm` looks for the profile in Snakemake's profile folder: link ours there.
+SNAKEMAKE_PROFILES := $(or $(XDG_CONFIG_HOME),$(HOME)/.config)/snakemake
+slurm-profile:
+	mkdir -p "$(SNAKEMAKE_PROFILES)"
+	ln -sfn "$(CURDIR)/profiles/slurm" "$(SNAKEMAKE_PROFILES)/slurm"
+	@echo "ssmpipe: $(SNAKEMAKE_PROFILES)/slurm -> $(CURDIR)/profiles/slurm"
+
+# Every experiment of config/experiments/ at its small scale (SCALE=paper for the papers' sizes), one after another.
+SCALE ?= small
+experiments: $(VENV)/.installed
+	for f in config/experiments/*.yaml; do \
+	  $(BIN)/snakemake --cores 2 --configfile $$f --config scale=$(SCALE) || exit 1; done

@@ -17,6 +17,19 @@ def cmd_validate(args) -> int:
     plan = sweep.plan(config, write=False)
     print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points, "
           f"{len(plan.shards)} shards, {len(plan.pending)} still to train")
+    if config.get("tune"):
+        from ssmpipe import tune
+
+        tune.check(config)
+        print(f"study {tune.study_name(config)!r}: {config['tune']['num_samples']} samples of "
+              f"{', '.join(config['tune']['space'])}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from ssmpipe import status
+
+    print(status.render(status.sweep_status(cfg.load(args.config))))
     return 0
 
 
@@ -29,6 +42,16 @@ def cmd_data(args) -> int:
 
 
 def cmd_train(args) -> int:
+    if args.slurm:
+        from ssmpipe import slurm
+
+        try:
+            slurm.train(args.results, args.shard, *cfg.load_slurm(args.slurm))
+        except slurm.JobFailed as e:
+            print(f"ssmpipe: {e}", file=sys.stderr)
+            return 1
+        return 0
+
     import torch
 
     from ssmpipe.train import train_shard
@@ -49,6 +72,23 @@ def cmd_aggregate(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from ssmpipe import tune
+    from ssmpipe.slurm import JobFailed
+
+    config = cfg.load(args.config)
+    try:
+        summary = tune.run(config, args.cluster, args.cpus)
+    except JobFailed as e:  # --cluster slurm: the study's job could not run or failed
+        print(f"ssmpipe: {e}", file=sys.stderr)
+        return 1
+    except tune.StudyInterrupted as e:
+        print(f"ssmpipe: {e}", file=sys.stderr)
+        return 130
+    print(tune.describe(summary))
+    return 0
+
+
 def cmd_report(args) -> int:
     from ssmpipe.report import build_report
     from ssmpipe.store import Store
@@ -66,6 +106,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("config", help="YAML sweep config")
     s.set_defaults(func=cmd_validate)
 
+    s = sub.add_parser("status", help="count a sweep's points by state: trained (ok/diverged/failed), "
+                       "running/queued/failed on SLURM, interrupted, to train")
+    s.add_argument("config", help="YAML sweep config (or its snapshot <results>/<sweep>/config.yaml)")
+    s.set_defaults(func=cmd_status)
+
     s = sub.add_parser("data", help="build one data set into its cache file")
     s.add_argument("--spec", required=True, help="the data spec as JSON (task settings and seq_len)")
     s.add_argument("out", help="the .npz file to write")
@@ -73,8 +118,10 @@ def parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("train", help="train one shard of sweep points, resuming from its checkpoint")
     s.add_argument("--results", required=True, help="results root holding the store")
-    s.add_argument("--device", help="torch device (default: cuda when present, else cpu)")
-    s.add_argument("--threads", type=int, help="torch CPU threads")
+    s.add_argument("--device", help="torch device (default, and on SLURM: cuda when present, else cpu)")
+    s.add_argument("--threads", type=int, help="torch CPU threads (on SLURM: slurm.cpus_per_task)")
+    s.add_argument("--slurm", metavar="CONFIG", help="train as a SLURM job (through submitit) with the requests "
+                   "of CONFIG's slurm: section, and wait for it; logs in <results>/<sweep>/slurm/")
     s.add_argument("shard", help="shard id (its spec is <results>/store/specs/<shard>.json)")
     s.set_defaults(func=cmd_train)
 
@@ -84,9 +131,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("sweep", help="sweep name")
     s.set_defaults(func=cmd_aggregate)
 
-    s = sub.add_parser("report", help="build a sweep's HTML report from its table")
+    s = sub.add_parser("tune", help="run (or resume) the config's tune: study with Ray Tune; trials' rows go to "
+                       "the store, the study's table and study.json to <results>/<study>/")
+    s.add_argument("config", help="YAML config with a tune: section")
+    s.add_argument("--cluster", choices=["local", "slurm"], default="local",
+                   help="local: Ray on this machine; slurm: Ray inside one SLURM job (the config's slurm: requests), "
+                   "submitted through submitit and waited for")
+    s.add_argument("--cpus", type=int, help="CPUs Ray may use here (default: all; on SLURM: slurm.cpus_per_task)")
+    s.set_defaults(func=cmd_tune)
+
+    s = sub.add_parser("report", help="build a sweep's (or a tune study's) HTML report from its table")
     s.add_argument("--results", required=True, help="results root holding the sweep")
-    s.add_argument("sweep", help="sweep name")
+    s.add_argument("sweep", help="sweep or study name")
     s.set_defaults(func=cmd_report)
     return p
 

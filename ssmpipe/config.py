@@ -32,17 +32,28 @@ def load_schema() -> dict:
 
 def load(path: str | Path) -> dict:
     """Read a YAML config file and return it checked, with defaults filled in."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
-    return check(raw)
+    return check(_read(path))
+
+
+def load_slurm(path: str | Path) -> tuple[str, dict]:
+    """A config file's sweep name and its checked `slurm:` section (defaults filled in), the rest unchecked.
+
+    For the process that waits on a shard's SLURM job: it needs no more, and so imports no
+    more than yaml and jsonschema (a full check imports pandas: ~50 MB in each of them).
+    """
+    from jsonschema import Draft202012Validator
+
+    raw = _read(path)
+    schema = load_schema()
+    part = {"type": "object", "required": ["sweep"],
+            "properties": {k: schema["properties"][k] for k in ("sweep", "slurm")}}
+    errors = sorted(Draft202012Validator(part).iter_errors(raw), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError(_describe(errors[0], schema))
+    defaults = {k: v["default"] for k, v in schema["properties"]["slurm"]["properties"].items() if "default" in v}
+    slurm = {**defaults, **raw.get("slurm", {})}
+    _check_slurm(slurm)
+    return raw["sweep"], slurm
 
 
 def check(config: dict) -> dict:
@@ -51,7 +62,7 @@ def check(config: dict) -> dict:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    config = _coerce_exponent_strings(copy.deepcopy(dict(config)))
+    config = _apply_scale(_coerce_exponent_strings(copy.deepcopy(dict(config))))
     schema = load_schema()
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -64,6 +75,7 @@ def check(config: dict) -> dict:
     for label, settings in _axis_extremes(config):
         _check_settings(settings, label)
     _check_slurm(config["slurm"])
+    _check_report(config["report"])
     return config
 
 
@@ -107,6 +119,40 @@ def set_path(d: dict, key: str, value) -> None:
 
 
 # --- internals ---------------------------------------------------------------
+
+
+def _read(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    with open(path) as f:
+        try:
+            raw = yaml.safe_load(f)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _apply_scale(config: dict) -> dict:
+    """An experiment's `scales: {small: {...}, paper: {...}}`: the one `scale` names (default small) is merged in."""
+    scales = config.pop("scales", None)
+    if scales is None:
+        return config
+    scale = config.setdefault("scale", "small")
+    if not isinstance(scales, dict) or scale not in scales:
+        known = ", ".join(scales) if isinstance(scales, dict) else "none"
+        raise ConfigError(f"scale = {scale!r}: the config's scales are {known}")
+    return _merge(config, scales[scale])
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """base with over put in: mappings merge key by key, anything else is replaced."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def _coerce_exponent_strings(node):
@@ -189,7 +235,32 @@ def _check_settings(settings: dict, where: str) -> None:
             raise ConfigError(f"{where}: task.path is missing; task 'npz' needs a path to a .npz file")
         if not Path(path).is_file():
             raise ConfigError(f"{where}: task.path = {path!r}: no such file")
+    if task["name"] in ("imdb", "listops"):  # imdb reads a folder; listops reads one when path is set
+        from ssmpipe.data import imdb, listops
+
+        path = task.get("path")
+        if path is None and task["name"] == "imdb":
+            raise ConfigError(f"{where}: task.path is missing; task 'imdb' needs a folder "
+                              f"(aclImdb or its Parquet export)")
+        problem = path and {"imdb": imdb, "listops": listops}[task["name"]].path_problem(path)
+        if problem:
+            raise ConfigError(f"{where}: task.path = {path!r}: {problem}")
+    if task["name"] == "digits":
+        from ssmpipe.data import digits
+
+        if settings["seq_len"] < digits.PIXELS:
+            raise ConfigError(f"{where}: seq_len = {settings['seq_len']!r}: task 'digits' needs seq_len ≥ "
+                              f"{digits.PIXELS} (one 8×8 image)")
+        if task["n_train"] + task["n_test"] > digits.N_IMAGES:
+            raise ConfigError(f"{where}: task.n_train = {task['n_train']!r} plus task.n_test = "
+                              f"{task['n_test']!r} exceeds the {digits.N_IMAGES} images of task 'digits'")
     init = settings["model"]["init"]
+    if settings["model"]["kind"] == "selective":  # its Δ is input-dependent and it has no kernel
+        for key, value, lti in (("model.init.dt", init["dt"], "s4d"), ("model.init.c_scaling", init["c_scaling"], "none"),
+                                ("reg.lambda", settings["reg"]["lambda"], 0.0)):
+            if value != lti:
+                raise ConfigError(f"{where}: {key} = {value!r} needs an LTI layer (model.kind s4d or s4), "
+                                  f"not model.kind = 'selective'")
     if init["dt_min"] > init["dt_max"]:
         raise ConfigError(f"{where}: model.init.dt_min = {init['dt_min']!r} is larger than "
                           f"model.init.dt_max = {init['dt_max']!r}")
@@ -200,3 +271,19 @@ def _check_slurm(slurm: dict) -> None:
     if slurm["signal_delay_s"] >= limit_s:
         raise ConfigError(f"slurm.signal_delay_s = {slurm['signal_delay_s']!r} must be shorter than the time limit "
                           f"slurm.timeout_min = {slurm['timeout_min']!r} ({limit_s} s)")
+
+
+def _check_report(report: dict) -> None:
+    from ssmpipe.store import MEASURES, METRICS
+
+    settings = set(setting_types())
+    metrics = set(METRICS) | set(MEASURES) | {"gap"}
+    for i, spec in enumerate(report["figures"]):
+        where = f"report.figures[{i}]"
+        if spec["metric"] not in metrics:
+            raise ConfigError(f"{where}.metric = {spec['metric']!r}: not a metric; known: {', '.join(sorted(metrics))}")
+        for key in ("x", "group", "panel"):
+            if key in spec and spec[key] not in settings:
+                raise ConfigError(f"{where}.{key} = {spec[key]!r}: not a setting")
+        if spec["kind"] in ("lines", "heatmap") and "x" not in spec or spec["kind"] == "heatmap" and "group" not in spec:
+            raise ConfigError(f"{where}: kind {spec['kind']!r} needs x" + (" and group" if spec["kind"] == "heatmap" else ""))

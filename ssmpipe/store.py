@@ -10,6 +10,9 @@ Layout under the results root (shared by every sweep, so sweeps share points):
     <sweep>/points.json, config.yaml the sweep's manifest and config
     <sweep>/runs.parquet             the sweep's table (aggregate)
     <sweep>/report/                  its report
+    store/runs/tune-<study>-<trial>.parquet   a tune trial's rows (ssmpipe/tune.py); a finished
+                                     trial also has its spec, so grid sweeps reuse it
+    <study>/study.json, runs.parquet, ray/    a tune study's summary, table and Ray state
 
 Every file is written atomically (ssmpipe.atomic).
 """
@@ -28,7 +31,10 @@ from ssmpipe import config as cfg
 from ssmpipe.atomic import atomic_path, write_text
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
+MEASURES = ("tau", "tau_max", "mc", "s_A", "eig_real_min", "eig_real_max", "eig_imag_max", "output_scale",
+            "grad_norm")  # what each is: ssmpipe/measures.py
 STATUSES = ("ok", "diverged", "failed")
+STOPPED = "stopped"  # the status of a tune trial its scheduler stopped early (ssmpipe/tune.py): rows so far kept
 _ARROW = {"integer": pa.int64(), "number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
 
 
@@ -102,9 +108,10 @@ class Store:
 def runs_schema() -> pa.Schema:
     settings = [pa.field(k, _ARROW[t]) for k, t in sorted(cfg.setting_types().items())]
     return pa.schema([pa.field("run_id", pa.string()), pa.field("shard_id", pa.string()), *settings,
-                      pa.field("epoch", pa.int64()), *(pa.field(m, pa.float64()) for m in METRICS),
+                      pa.field("epoch", pa.int64()), *(pa.field(m, pa.float64()) for m in METRICS + MEASURES),
                       pa.field("wall_s", pa.float64()), pa.field("status", pa.string()),
-                      pa.field("error", pa.string())])
+                      pa.field("error", pa.string()),
+                      pa.field("study", pa.string()), pa.field("trial_id", pa.string())])  # null unless a tune trial
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:

@@ -11,6 +11,7 @@ and started again, a shard resumes from its last checkpoint, bit-identically on 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import traceback
 
@@ -21,7 +22,8 @@ from tqdm import tqdm
 
 from ssmpipe import data
 from ssmpipe.atomic import atomic_path
-from ssmpipe.models import PackedModel, build_model
+from ssmpipe.measures import measure_packed
+from ssmpipe.models import PackedModel, build_model, init_from_data
 from ssmpipe.store import Store, write_runs
 from ssmpipe.sweep import pack_key
 
@@ -72,16 +74,33 @@ def evaluate(model: PackedModel, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 def train_group(points: list[dict], arrays: dict, device: torch.device, resume: dict | None,
                 checkpoint, progress_desc: str = "") -> list[dict]:
-    """Train the packed points of one group; return their rows (one per point and epoch)."""
+    """Train the packed points of one group; return their rows (one per point and epoch).
+
+    After every epoch `checkpoint(state)` gets the group's whole resumable state (a dict of
+    tensors and lists); passing that dict back as `resume` continues bit-identically.
+    """
     settings = points[0]["settings"]
-    tr = settings["train"]
+    tr, lam = settings["train"], settings["reg"]["lambda"]
     K, E, bs = len(points), tr["epochs"], tr["batch_size"]
     info = data.describe(arrays, settings["task"])
-    model = PackedModel([build_model(p["settings"], info) for p in points], device)
+    x_tr, y_tr, x_te, y_te = (torch.as_tensor(arrays[k], device=device) for k in data.ARRAYS)  # x (n L [C])
+    probe_x = x_tr[:bs]                                                     # the batch measures are taken on
+    singles = [init_from_data(build_model(p["settings"], info).to(device), probe_x, p["settings"]) for p in points]
+    model = PackedModel(singles, device)
     opt = torch.optim.Adam(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
     gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in points]
-    x_tr, y_tr, x_te, y_te = (torch.as_tensor(arrays[k], device=device) for k in data.ARRAYS)  # x (n L [C])
+    plateau = Plateau(K, tr["plateau_factor"], tr["plateau_patience"], device)
     n = len(x_tr)
+
+    def measures(epoch, grad_norm) -> list[dict]:
+        """Each point's measures (NaN for points no longer training) and its mean gradient norm."""
+        values = measure_packed(model, probe_x, with_memory=epoch in (0, E))
+        return [{**{k: v[i].item() for k, v in values.items()}, "grad_norm": grad_norm[i]} for i in range(K)]
+
+    def state(epoch):
+        return {"epoch": epoch, "elapsed": elapsed, "status": list(status), "rows": list(rows),
+                "gens": [g.get_state() for g in gens], "params": {k: p.detach().cpu() for k, p in model.params.items()},
+                "opt": opt.state_dict(), "plateau": plateau.state()}
 
     if resume is not None:
         with torch.no_grad():
@@ -90,6 +109,7 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
         opt.load_state_dict(resume["opt"])
         for g, s in zip(gens, resume["gens"]):
             g.set_state(s)
+        plateau.load(resume["plateau"])
         status, rows, start, elapsed = resume["status"], resume["rows"], resume["epoch"] + 1, resume["elapsed"]
     else:
         status, rows, start, elapsed = ["ok"] * K, [], 1, 0.0
@@ -97,11 +117,13 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
         train_loss, train_acc = evaluate(model, x_tr, y_tr, bs)
         test_loss, test_acc = evaluate(model, x_te, y_te, bs)
         elapsed += time.perf_counter() - t0
+        measured = measures(0, [math.nan] * K)
         for k in range(K):
             if not (np.isfinite(train_loss[k].item()) and np.isfinite(test_loss[k].item())):
                 status[k] = "diverged"
-            rows.append(_row(points[k], 0, train_loss[k], train_acc[k], test_loss[k], test_acc[k], elapsed))
-        checkpoint(model, opt, gens, status, rows, 0, elapsed)
+            rows.append(_row(points[k], 0, train_loss[k], train_acc[k], test_loss[k], test_acc[k], elapsed,
+                             measured[k]))
+        checkpoint(state(0))
 
     bar = tqdm(range(start, E + 1), desc=progress_desc, initial=start - 1, total=E, mininterval=2.0)
     for epoch in bar:
@@ -113,28 +135,43 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
         loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
         correct = torch.zeros(K, dtype=torch.float64, device=device)
         count = torch.zeros(K, dtype=torch.float64, device=device)
+        grad_norm_sum = torch.zeros(K, dtype=torch.float64, device=device)
         for i in range(0, n, bs):
             idx = perms[:, i:i + bs]                                        # (K B)
-            loss, c, cnt = per_point_loss(model(x_tr[idx]), y_tr[idx])
+            if lam > 0:
+                out, taus = model(x_tr[idx], with_tau=True)                 # taus (K layers H)
+            else:
+                out, taus = model(x_tr[idx]), None
+            loss, c, cnt = per_point_loss(out, y_tr[idx])
+            objective = loss + (lam * taus.mean((1, 2)) if taus is not None else 0)  # SPEC 000: R_n + λ·τ
+            if tr["collapse_penalty"] > 0:
+                objective = objective + tr["collapse_penalty"] * collapse(out)
             opt.zero_grad()
-            torch.where(alive, loss, torch.zeros_like(loss)).sum().backward()
+            torch.where(alive, objective, torch.zeros_like(objective)).sum().backward()
             with torch.no_grad():
                 for p in model.parameters():
                     p.grad[~alive] = 0                                      # diverged points stay frozen
-            opt.step()
+                norms = grad_norms(model.parameters())                      # (K)
+                grad_norm_sum += norms
+                if tr["clip"] > 0:
+                    clip_per_point(model.parameters(), tr["clip"], norms)
+            plateau.step(opt, model.parameters())
             loss_sum += loss.detach().double() * cnt
             correct += c
             count += cnt
-            alive = alive & torch.isfinite(loss.detach())
+            alive = alive & torch.isfinite(objective.detach())
         test_loss, test_acc = evaluate(model, x_te, y_te, bs)
         elapsed += time.perf_counter() - t0
         train_loss, train_acc = (loss_sum / count).cpu(), (correct / count).cpu()
+        plateau.update(train_loss.to(device))
+        measured = measures(epoch, (grad_norm_sum / -(-n // bs)).tolist())
         for k in range(K):
             if status[k] != "ok":
                 continue
-            rows.append(_row(points[k], epoch, train_loss[k], train_acc[k], test_loss[k], test_acc[k], elapsed))
             if not (alive[k] and np.isfinite(test_loss[k].item())):
                 status[k] = "diverged"
+            rows.append(_row(points[k], epoch, train_loss[k], train_acc[k], test_loss[k], test_acc[k], elapsed,
+                             measured[k]))
         ok = [k for k in range(K) if status[k] == "ok"]
         if ok:
             bar.set_postfix(train_loss=f"{train_loss[ok].mean():.4f}", test_acc=f"{test_acc[ok].mean():.3f}",
@@ -142,9 +179,68 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
         log.info("%s epoch %d/%d train_loss %s test_acc %s alive %d/%d", progress_desc, epoch, E,
                  np.round(train_loss.numpy(), 4).tolist(), np.round(test_acc.numpy(), 3).tolist(),
                  status.count("ok"), K)
-        checkpoint(model, opt, gens, status, rows, epoch, elapsed)
+        checkpoint(state(epoch))
     bar.close()
     return _finalise(rows, dict(zip((p["run_id"] for p in points), status)), {})
+
+
+def collapse(out: torch.Tensor) -> torch.Tensor:
+    """SPEC 001's penalty against predicting one class: max(0, 0.1 − std over the batch of P(class 1)). out (K B 2) -> (K)."""
+    return (0.1 - out.softmax(-1)[..., 1].std(1)).clamp(min=0)
+
+
+@torch.no_grad()
+def grad_norms(params: list[torch.Tensor]) -> torch.Tensor:
+    """Each point's gradient norm over all its parameters (slice k of each): (K), float64."""
+    return torch.stack([p.grad.flatten(1).double().square().sum(1) for p in params]).sum(0).sqrt()
+
+
+@torch.no_grad()
+def clip_per_point(params: list[torch.Tensor], max_norm: float, norms: torch.Tensor | None = None) -> None:
+    """Scale each point's gradient (slice k of every parameter) to norm ≤ max_norm, as clip_grad_norm_ would alone."""
+    norms = grad_norms(params) if norms is None else norms
+    factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+    for p in params:
+        p.grad.mul_(factor.to(p.dtype).view(-1, *[1] * (p.dim() - 1)))
+
+
+class Plateau:
+    """ReduceLROnPlateau (mode min, threshold 1e-4 rel) for each packed point on its own.
+
+    Adam's step is linear in the learning rate, so scaling point k's step by its factor
+    equals running Adam with lr·factor_k for that point alone.
+    """
+
+    def __init__(self, K: int, factor: float, patience: int, device):
+        self.factor, self.patience = factor, patience
+        self.scale = torch.ones(K, dtype=torch.float64, device=device)
+        self.best = torch.full((K,), float("inf"), dtype=torch.float64, device=device)
+        self.bad = torch.zeros(K, dtype=torch.long, device=device)
+
+    def step(self, opt, params: list[torch.Tensor]) -> None:
+        if self.factor == 1.0:
+            opt.step()
+            return
+        before = [p.detach().clone() for p in params]
+        opt.step()
+        with torch.no_grad():
+            for p, old in zip(params, before):
+                p.copy_(old + self.scale.to(p.dtype).view(-1, *[1] * (p.dim() - 1)) * (p - old))
+
+    def update(self, loss: torch.Tensor) -> None:
+        better = loss < self.best * (1 - 1e-4)
+        self.best = torch.where(better, loss, self.best)
+        self.bad = torch.where(better, 0, self.bad + 1)
+        reduce = self.bad > self.patience
+        self.scale = torch.where(reduce, self.scale * self.factor, self.scale)
+        self.bad = torch.where(reduce, 0, self.bad)
+
+    def state(self) -> dict:
+        return {"scale": self.scale.cpu(), "best": self.best.cpu(), "bad": self.bad.cpu()}
+
+    def load(self, state: dict) -> None:
+        device = self.scale.device
+        self.scale, self.best, self.bad = (state[k].to(device) for k in ("scale", "best", "bad"))
 
 
 def train_shard(results: str, shard: str, device: str | None = None) -> int:
@@ -169,11 +265,8 @@ def train_shard(results: str, shard: str, device: str | None = None) -> int:
         current = state.get("current")
         resume = current if current and current["group"] == key else None
 
-        def checkpoint(model, opt, gens, status, rows, epoch, elapsed, key=key):
-            state["current"] = {"group": key, "epoch": epoch, "elapsed": elapsed, "status": list(status),
-                                "rows": list(rows), "gens": [g.get_state() for g in gens],
-                                "params": {n: p.detach().cpu() for n, p in model.params.items()},
-                                "opt": opt.state_dict()}
+        def checkpoint(group_state, key=key):
+            state["current"] = {"group": key, **group_state}
             _save(state, ckpt_path)
 
         try:
@@ -205,10 +298,10 @@ def ensure_data(store: Store, spec: dict) -> dict:
     return data.load(path)
 
 
-def _row(point, epoch, train_loss, train_acc, test_loss, test_acc, wall_s) -> dict:
+def _row(point, epoch, train_loss, train_acc, test_loss, test_acc, wall_s, measured=None) -> dict:
     return {"run_id": point["run_id"], "shard_id": point["shard"], "settings": point["settings"],
             "epoch": epoch, "train_loss": float(train_loss), "train_acc": float(train_acc),
-            "test_loss": float(test_loss), "test_acc": float(test_acc), "wall_s": float(wall_s)}
+            "test_loss": float(test_loss), "test_acc": float(test_acc), "wall_s": float(wall_s), **(measured or {})}
 
 
 def _finalise(rows: list[dict], status: dict, error: dict, points: list[dict] | None = None) -> list[dict]:

@@ -8,7 +8,8 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from ssmpipe.models.packing import PackedModel
-from ssmpipe.models.selective import Selective, s2, scan, selective_loop
+from ssmpipe.models.selective import Selective, scan, selective_loop
+from ssmpipe.theory import s2
 
 
 @contextlib.contextmanager

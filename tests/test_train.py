@@ -137,3 +137,52 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     assert len(got) == 4 * 13
     pd.testing.assert_frame_equal(got[METRICS], ref[METRICS], check_exact=True)  # bit-identical
     assert not store.ckpt_path(shard).exists()
+
+
+def test_plateau_matches_torch_reduce_lr_on_plateau_per_point():
+    from ssmpipe.train import Plateau
+
+    losses = torch.tensor([[1.0, 0.9, 0.9, 0.95, 0.9, 0.8, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.7],
+                           [1.0, 0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1]], dtype=torch.float64)
+    ours = Plateau(2, factor=0.5, patience=2, device="cpu")
+    for epoch in range(losses.shape[1]):
+        ours.update(losses[:, epoch])
+        for k in range(2):
+            opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+            ref = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2)
+            for e in range(epoch + 1):
+                ref.step(losses[k, e].item())
+            assert ours.scale[k].item() == pytest.approx(opt.param_groups[0]["lr"]), (k, epoch)
+    assert ours.scale.tolist() != [1.0, 1.0]
+
+
+def test_clip_per_point_equals_clipping_each_point_alone():
+    from ssmpipe.train import clip_per_point
+
+    torch.manual_seed(0)
+    params = [torch.randn(3, 4, 5, requires_grad=True), torch.randn(3, 7, requires_grad=True)]
+    for p, scale in zip(params, (1.0, 10.0)):
+        p.grad = torch.randn_like(p) * scale
+    want = []
+    for k in range(3):
+        alone = [p[k].detach().clone().requires_grad_() for p in params]
+        for a, p in zip(alone, params):
+            a.grad = p.grad[k].clone()
+        torch.nn.utils.clip_grad_norm_(alone, max_norm=1.5)
+        want.append([a.grad for a in alone])
+    clip_per_point(params, 1.5)
+    for k in range(3):
+        for p, w in zip(params, want[k]):
+            torch.testing.assert_close(p.grad[k], w, rtol=1e-5, atol=1e-7)
+
+
+def test_packed_equals_separate_with_clipping_schedule_penalty_and_tau_regularizer(tmp_path):
+    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.1], "grid.seed": [0, 1],
+                        "fixed.train.epochs": 4, "fixed.train.clip": 0.05, "fixed.train.plateau_factor": 0.5,
+                        "fixed.train.plateau_patience": 0, "fixed.reg.lambda": 0.1})
+    packed = _train(points, tmp_path)
+    alone = pd.concat([_train([p], tmp_path) for p in points]).sort_index()
+    np.testing.assert_allclose(packed[METRICS].to_numpy(), alone[METRICS].to_numpy(), rtol=1e-5, atol=1e-6)
+    plain = _train(_points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.1], "grid.seed": [0, 1],
+                              "fixed.train.epochs": 4}), tmp_path)
+    assert not np.allclose(plain["train_loss"].to_numpy(), packed["train_loss"].to_numpy())  # the options act

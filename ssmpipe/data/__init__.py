@@ -15,9 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from ssmpipe.atomic import atomic_path
-from ssmpipe.data import delay, npz
+from ssmpipe.data import delay, digits, imdb, listops, majority, npz, variance
 
-TASKS = {"delay": delay.generate, "npz": npz.load}
+TASKS = {"delay": delay.generate, "npz": npz.load, "majority": majority.generate, "variance": variance.generate,
+         "digits": digits.generate, "listops": listops.load, "imdb": imdb.load}
+# Token tasks whose vocabulary the task itself fixes (their task.vocab is unused).
+FIXED_VOCAB = {"majority": majority.VOCAB, "listops": listops.VOCAB}
+# Classification tasks whose number of classes is known, whether or not every class occurs in the data.
+CLASSES = {"majority": 2, "digits": 10, "listops": 10, "imdb": 2}
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 IGNORE = -100
 
@@ -69,9 +74,9 @@ def describe(arrays: dict[str, np.ndarray], task: dict) -> dict:
     x, y = arrays["x_train"], arrays["y_train"]
     tokens = np.issubdtype(x.dtype, np.integer)
     classes = np.issubdtype(y.dtype, np.integer)
-    n_out = int(max(y.max(), arrays["y_test"].max())) + 1 if classes else 1
+    n_out = CLASSES.get(task["name"], int(max(y.max(), arrays["y_test"].max())) + 1) if classes else 1
     return {"input": "tokens" if tokens else "real",
-            "d_input": task["vocab"] if tokens else (x.shape[2] if x.ndim == 3 else 1),
+            "d_input": FIXED_VOCAB.get(task["name"], task["vocab"]) if tokens else (x.shape[2] if x.ndim == 3 else 1),
             "target": "position" if y.ndim == 2 else "sequence",
             "n_out": n_out, "loss": "ce" if classes else "mse"}
 

@@ -2,6 +2,6 @@
 
 from ssmpipe.models.packing import PackedModel
 from ssmpipe.models.s4d import S4D
-from ssmpipe.models.sequence import SequenceModel, build_model
+from ssmpipe.models.sequence import SequenceModel, build_model, init_from_data
 
-__all__ = ["S4D", "SequenceModel", "build_model", "PackedModel"]
+__all__ = ["S4D", "SequenceModel", "build_model", "init_from_data", "PackedModel"]

@@ -23,11 +23,18 @@ class PackedModel:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (K B ...) -> (K B ...): point k's model applied to x[k]."""
+    def __call__(self, x: torch.Tensor, **kwargs):
+        """x: (K B ...) -> (K B ...): point k's model applied to x[k] (keyword arguments go to every point)."""
         def one(p, b, xk):
-            return functional_call(self.base, (p, b), (xk,))
+            return functional_call(self.base, (p, b), (xk,), kwargs)
         return vmap(one)(self.params, self.buffers, x)
+
+    @torch.no_grad()
+    def load_point(self, module: torch.nn.Module, k: int) -> torch.nn.Module:
+        """Copy point k's parameters and buffers into a single-point module of the same shape (to probe it)."""
+        module.load_state_dict({**{n: p[k] for n, p in self.params.items()},
+                                **{n: b[k] for n, b in self.buffers.items()}})
+        return module
 
     def point_state(self, k: int) -> dict[str, torch.Tensor]:
         """Point k's parameters, as a state_dict of the single-point module."""

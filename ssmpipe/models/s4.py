@@ -13,7 +13,7 @@ import math
 import torch
 import torch.nn as nn
 
-from ssmpipe.models.s4d import S4D
+from ssmpipe.models.s4d import S4D, fft_conv
 
 
 def hippo_legs(N: int, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,11 +98,7 @@ class S4(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B L H) -> y: (B L H), y = k̄ ∗ u + D·u by FFT convolution, O(L log L)."""
-        L = u.shape[-2]
-        k_f = torch.fft.rfft(self.kernel(L), n=2 * L)                       # (H L+1)
-        u_f = torch.fft.rfft(u.transpose(-1, -2), n=2 * L)                  # (B H L+1)
-        y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]                    # (B H L)
-        return y.transpose(-1, -2) + u * self.D                             # (B L H)
+        return fft_conv(u, self.kernel(u.shape[-2])) + u * self.D
 
 
 def krylov(M: torch.Tensor, v: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

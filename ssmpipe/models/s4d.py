@@ -31,6 +31,14 @@ def eigenvalues(scheme: str, d_state: int, real: float = -0.5, imag: float = 1.0
     return torch.complex(re, im).to(torch.complex64)
 
 
+def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Causal convolution y_t = Σ_{l≤t} k_l u_{t−l} per channel by FFT (zero-padded to 2L): u (B L H), k (H L) -> (B L H)."""
+    L = u.shape[-2]
+    k_f = torch.fft.rfft(k, n=2 * L)                                        # (H L+1)
+    u_f = torch.fft.rfft(u.transpose(-1, -2), n=2 * L)                      # (B H L+1)
+    return torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L].transpose(-1, -2)   # (B L H)
+
+
 def vandermonde(c: torch.Tensor, z: torch.Tensor, L: int) -> torch.Tensor:
     """k_l = 2·Re Σ_n c_n e^{z_n l} for l < L; c, z: (H N/2) complex -> k: (H L) real.
 
@@ -92,11 +100,7 @@ class S4D(nn.Module):
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B L H) -> y: (B L H), y = k̄ ∗ u + D·u by FFT convolution, O(L log L)."""
-        L = u.shape[-2]
-        k_f = torch.fft.rfft(self.kernel(L), n=2 * L)                       # (H L+1)
-        u_f = torch.fft.rfft(u.transpose(-1, -2), n=2 * L)                  # (B H L+1)
-        y = torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]                    # (B H L)
-        return y.transpose(-1, -2) + u * self.D                             # (B L H)
+        return fft_conv(u, self.kernel(u.shape[-2])) + u * self.D
 
 
 def recurrence(layer: S4D, u: torch.Tensor) -> torch.Tensor:

@@ -112,12 +112,3 @@ def selective_loop(layer: Selective, u: torch.Tensor) -> torch.Tensor:
         ys.append(torch.einsum("bdn,bn->bd", x, C_t[:, t]))
     return torch.stack(ys, 1)                                                    # (B L d)
 
-
-def s2(rho: torch.Tensor | float, T: int) -> torch.Tensor:
-    """SPEC 001 bound term S₂ = Σ_{t=1}^T t ρ^t = ρ(1 − ρ^T)/(1 − ρ)² − Tρ^{T+1}/(1 − ρ), T(T+1)/2 at ρ = 1 (float64).
-    SPEC's printed closed form has −Tρ^T/(1−ρ), which sums t = 1..T−1 only; this follows the sum as defined."""
-    rho = torch.as_tensor(rho, dtype=torch.float64)
-    one = rho == 1
-    r = torch.where(one, torch.zeros_like(rho), rho)                             # keep the unused branch finite
-    closed = r * (1 - r ** T) / (1 - r) ** 2 - T * r ** (T + 1) / (1 - r)
-    return torch.where(one, torch.full_like(rho, T * (T + 1) / 2), closed)

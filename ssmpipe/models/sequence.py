@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from ssmpipe.models.s4 import S4
 from ssmpipe.models.s4d import S4D
 from ssmpipe.models.selective import Selective
+from ssmpipe.theory.autocorr import dt_autocorr, lambda_max
+from ssmpipe.theory.tau import input_stats, tau, tau_scaling
 
 
 def s4d_layer(d_model: int, model: dict) -> nn.Module:
@@ -49,16 +51,31 @@ class SequenceModel(nn.Module):
         self.decoder = nn.Linear(d_model, info["n_out"])
         self.pooling = pooling if info["target"] == "sequence" else "none"
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B L) tokens or (B L C) values -> (B L n_out) per position, or (B n_out) pooled."""
+    def trunk(self, x: torch.Tensor):
+        """Encoder and blocks: x -> (h (B L H), the input (B L H) of every SSM layer)."""
         h = self.encoder(x if x.dtype == torch.long or x.dim() == 3 else x[..., None])  # (B L H)
+        inputs = []
         for ssm, norm in zip(self.layers, self.norms):
+            inputs.append(h)
             h = norm(h + F.gelu(ssm(h)))                                    # (B L H)
+        return h, inputs
+
+    def forward(self, x: torch.Tensor, with_tau: bool = False):
+        """x: (B L) tokens or (B L C) values -> (B L n_out) per position, or (B n_out) pooled.
+
+        with_tau: also return τ of every layer (n_layers H) from its input's batch statistics
+        (SPEC 000; the statistics are data, the gradient flows through the kernels).
+        """
+        h, inputs = self.trunk(x)
         if self.pooling == "last":
             h = h[:, -1]                                                    # (B H)
         elif self.pooling == "mean":
             h = h.mean(1)                                                   # (B H)
-        return self.decoder(h)
+        out = self.decoder(h)
+        if not with_tau:
+            return out
+        return out, torch.stack([tau(ssm.kernel(u.shape[1]), *input_stats(u.detach()))
+                                 for ssm, u in zip(self.layers, inputs)])
 
 
 def build_model(settings: dict, info: dict) -> SequenceModel:
@@ -67,3 +84,25 @@ def build_model(settings: dict, info: dict) -> SequenceModel:
     m = settings["model"]
     layers = [LAYERS[m["kind"]](m["d_model"], m) for _ in range(m["n_layers"])]
     return SequenceModel(layers, m["d_model"], info, m["pooling"])
+
+
+@torch.no_grad()
+def init_from_data(model: SequenceModel, x: torch.Tensor, settings: dict) -> SequenceModel:
+    """The data-dependent part of the init, layer by layer on a batch x, each layer seeing its input as re-initialised so far.
+
+    init.dt = autocorr: Δ = c/√(L·λ_max(E[uuᵀ])) of the layer's input (SPEC 002), every channel.
+    init.c_scaling = tau: C ← C/√τ per channel, τ from the layer's input statistics (SPEC 000).
+    """
+    init = settings["model"]["init"]
+    if init["dt"] == "s4d" and init["c_scaling"] == "none":
+        return model
+    for i, layer in enumerate(model.layers):
+        u = model.trunk(x)[1][i]                                            # (B L H)
+        if init["dt"] == "autocorr":
+            dt = dt_autocorr(u.shape[1], lambda_max(u, stationary=True), init["dt_c"])  # unbiased at batch ≪ L
+            layer.log_dt.fill_(float(torch.log(dt)))
+        if init["c_scaling"] == "tau":
+            factor = tau_scaling(tau(layer.kernel(u.shape[1]), *input_stats(u))).to(layer.C_real.dtype)  # (H)
+            layer.C_real.mul_(factor[:, None])
+            layer.C_imag.mul_(factor[:, None])
+    return model

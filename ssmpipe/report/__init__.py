@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -18,40 +19,103 @@ import yaml
 
 from ssmpipe.atomic import atomic_path, write_text
 from ssmpipe.report import figures
+from ssmpipe.report import study as study_figures
+from ssmpipe.report.claims import CLAIMS
 from ssmpipe.store import Store
 
-FIGURES = {  # file stem -> (title, caption, function of (runs, final))
-    "lengthgen": ("Length generalization",
-                  "Final test accuracy against sequence length L: one panel per imaginary scale, one line "
-                  "per real part; shaded: ± one standard deviation over seeds.",
-                  lambda runs, final: figures.length_generalization(final)),
-    "tradeoff": ("Real × imaginary tradeoff",
-                 "Final test accuracy (mean over seeds) over the grid of eigenvalue real part a and "
-                 "imaginary scale s, one panel per length.",
-                 lambda runs, final: figures.tradeoff_heatmap(final)),
-    "curves": ("Training curves", "Test accuracy per epoch (epoch 0: at init), one panel per imaginary scale, one "
-               "line per real part, mean over seeds and lengths.",
-               lambda runs, final: figures.training_curves(runs)),
-}
+def figures_of(config: dict) -> dict:
+    """file stem -> (title, caption, family, function of (runs, final)), from the config's report.figures."""
+    out = {}
+    for spec in config["report"]["figures"]:
+        kind = spec["kind"]
+        args = {k: spec[k] for k in ("metric", "x", "group", "panel") if k in spec}
+        if kind != "heatmap":
+            args["logy"] = spec.get("logy", False)
+
+        def make(runs, final, kind=kind, args=args, at=spec.get("at", "final")):
+            rows = {"final": final, "init": runs[runs["epoch"] == 0], "first": runs[runs["epoch"] == 1]}[at]
+            return figures.KINDS[kind](runs if kind == "curves" else rows, **args)
+
+        caption = spec.get("caption") or _caption(spec)
+        out[spec["name"]] = (spec.get("title", spec["name"]), caption, spec.get("family", "tradeoff"), make)
+    return out
+
+
+def _caption(spec: dict) -> str:
+    at = {"final": "Final", "init": "At init: ", "first": "Over the first epoch: "}[spec.get("at", "final")]
+    what = {"lines": f"{at} {spec['metric']} against {spec.get('x')}",
+            "heatmap": f"{at} {spec['metric']} over {spec.get('group')} × {spec.get('x')}",
+            "curves": f"{spec['metric']} per epoch (epoch 0: at init)"}[spec["kind"]]
+    parts = [what]
+    if spec.get("group") and spec["kind"] != "heatmap":
+        parts.append(f"one line per {spec['group']}")
+    if spec.get("panel"):
+        parts.append(f"one panel per {spec['panel']}")
+    return "; ".join(parts) + ". Mean over seeds and any setting not named; diverged and failed runs left out."
 
 
 def build_report(store: Store, sweep: str) -> Path:
+    """index.html (everything), length.html and tradeoff.html (one family of figures each), figures/*.png."""
     folder = store.sweep_dir(sweep) / "report"
     runs = pd.read_parquet(store.sweep_dir(sweep) / "runs.parquet")
     config = yaml.safe_load(store.config_path(sweep).read_text())
     final = figures.final_epoch(runs)
-    sections = [_status_section(final)]
-    for stem, (title, caption, make) in FIGURES.items():
+    head = [_status_section(final)]
+    study_json = store.sweep_dir(sweep) / "study.json"
+    if study_json.is_file():  # a tune study (ssmpipe/tune): its best config and trials, not a grid's figures
+        study = json.loads(study_json.read_text())
+        head = [_study_best_section(study)]  # counts by status, best config, every trial (stopped ones are not "not ok")
+        specs = {stem: (title, caption, "tradeoff", lambda runs, final, make=make: make(runs, study))
+                 for stem, (title, caption, make) in STUDY_FIGURES.items()}
+    else:
+        head += [_claim_section(CLAIMS[name](runs, final)) for name in config["report"]["claims"]]
+        specs = figures_of(config)
+    by_family: dict[str, list[str]] = {"length": [], "tradeoff": []}
+    for stem, (title, caption, family, make) in specs.items():
         fig, table = make(runs, final)
         png = _png(fig)
-        with atomic_path(folder / f"{stem}.png") as tmp:
+        with atomic_path(folder / "figures" / f"{stem}.png") as tmp:
             tmp.write_bytes(png)
-        sections.append(_figure_section(title, caption, png, table))
-    page = _PAGE.format(title=html.escape(config["report"]["title"]), sweep=html.escape(sweep),
-                        n_runs=final["run_id"].nunique(), n_rows=len(runs), sections="\n".join(sections),
-                        config=html.escape(yaml.safe_dump(config, sort_keys=False)))
-    write_text(folder / "index.html", page)
+        by_family[family].append(_figure_section(title, caption, png, table))
+    pages = {"index.html": ("", head + by_family["length"] + by_family["tradeoff"]),
+             "length.html": (" — length generalization", by_family["length"]),
+             "tradeoff.html": (" — tradeoffs", by_family["tradeoff"])}
+    for name, (suffix, sections) in pages.items():
+        page = _PAGE.format(title=html.escape(config["report"]["title"] + suffix), sweep=html.escape(sweep),
+                            n_runs=final["run_id"].nunique(), n_rows=len(runs),
+                            sections="\n".join(sections) or "<p>No figures of this family in this sweep.</p>",
+                            config=html.escape(yaml.safe_dump(config, sort_keys=False)))
+        write_text(folder / name, page)
     return folder / "index.html"
+
+
+def _claim_section(v) -> str:
+    colour = {"supported": "#1a7f37", "not supported": "#b42318"}.get(v.verdict, "#666")
+    return (f"<section><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>"
+            f'<p><b style="color:{colour}">{html.escape(v.verdict)}</b> — {html.escape(v.finding)}</p>'
+            f"<details open><summary>numbers</summary>{_table_html(v.table)}</details></section>")
+
+
+STUDY_FIGURES = {  # a tune study's: file stem -> (title, caption, function of (runs, study.json))
+    "study_settings": ("Metric against each searched setting",
+                       "Each trial's metric at its last epoch against its sampled value of each searched setting; "
+                       "hollow grey: stopped early by the scheduler (its last epoch is earlier); star: the best "
+                       "trial trained to the end.",
+                       study_figures.metric_vs_settings),
+    "study_curves": ("Trials per epoch", "The metric per epoch of every trial (epoch 0: at init); grey lines end "
+                     "where the scheduler stopped the trial.", study_figures.trial_curves),
+}
+
+
+def _study_best_section(study: dict) -> str:
+    c = study["counts"]
+    text = (f"Study <code>{html.escape(study['study'])}</code> ({study['search']} search, {study['scheduler']} "
+            f"scheduler, {study['mode']} {html.escape(study['metric'])}): {study['n_trials']} trials, {c['ok']} "
+            f"trained to the end, {c['stopped']} stopped early, {c['diverged']} diverged, {c['failed']} failed; "
+            f"{sum(study['wall_s']):.0f} s.")
+    return (f"<section><h2>Best config</h2><p>{text}</p>{_table_html(study_figures.best_table(study))}"
+            f"<details><summary>all trials</summary>{_table_html(study_figures.trials_table(study))}</details>"
+            f"</section>")
 
 
 def _png(fig) -> bytes:
@@ -90,7 +154,9 @@ pre {{ background: #f6f6f6; padding: 1em; }}
 section {{ margin-bottom: 2.5em; }}
 </style></head><body>
 <h1>{title}</h1>
-<p>Sweep <code>{sweep}</code>: {n_runs} runs, {n_rows} rows (one per run and epoch).</p>
+<p>Sweep <code>{sweep}</code>: {n_runs} runs, {n_rows} rows (one per run and epoch).
+Pages: <a href="index.html">all</a> · <a href="length.html">length generalization</a> ·
+<a href="tradeoff.html">tradeoffs</a>.</p>
 {sections}
 <section><h2>Config</h2><pre>{config}</pre></section>
 </body></html>

@@ -13,9 +13,10 @@ REAL, IMAG, LENGTH = "model.init.real", "model.init.imag", "seq_len"
 
 
 def final_epoch(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: its last epoch."""
+    """One row per run: its last epoch, with its generalization gap (test − train loss)."""
     last = runs.groupby("run_id")["epoch"].transform("max")
-    return runs[runs["epoch"] == last].reset_index(drop=True)
+    final = runs[runs["epoch"] == last].reset_index(drop=True)
+    return final.assign(gap=final["test_loss"] - final["train_loss"])
 
 
 def summarise(final: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
@@ -36,7 +37,7 @@ def panels(n: int, width: float = 3.6, height: float = 3.2, **kw):
     """n panels wrapped into rows of at most MAX_COLUMNS; returns (figure, flat list of the n axes)."""
     cols = min(n, MAX_COLUMNS)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 1.6, height * rows), squeeze=False,
+    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols + 1.6, 6.4), height * rows), squeeze=False,
                              layout="constrained", **kw)
     flat = list(axes.flat)
     for ax in flat[n:]:
@@ -44,96 +45,140 @@ def panels(n: int, width: float = 3.6, height: float = 3.2, **kw):
     return fig, flat[:n]
 
 
-def real_colours(reals) -> dict:
-    """One colour per eigenvalue real part, from a colormap (reads at any number of values)."""
-    reals = sorted(reals)
+def _label(column: str) -> str:
+    return LABELS.get(column, column.replace("_", " "))
+
+
+LABELS = {REAL: "real part a (Re λ)", IMAG: "imaginary scale s (Im λₙ = s·π·n)", LENGTH: "sequence length L",
+          "test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss",
+          "train_loss": "train loss", "gap": "generalization gap (test − train loss)", "s_A": "spectral abscissa s_A",
+          "output_scale": "E|y_L| (first layer)", "tau": "τ (mean over channels)", "mc": "memory capacity",
+          "grad_norm": "gradient norm", "model.init.s_A": "s_A at init", "reg.lambda": "regularization λ",
+          "model.init.c_scaling": "init scaling of C", "task.moment": "moment coefficient b",
+          "model.init.dt": "Δ rule", "model.init.scheme": "eigenvalue init", "model.train_A": "A trained",
+          "task.lag": "lag τ", "task.name": "task"}
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) else str(v)
+
+
+def _colours(values) -> dict:
+    """One colour per value, from a colormap (reads at any number of values)."""
+    values = sorted(values, key=lambda v: (isinstance(v, str), v))
     cmap = plt.get_cmap("viridis")
-    return {r: cmap(0.85 * i / max(len(reals) - 1, 1)) for i, r in enumerate(reals)}  # no pale yellow
+    return {v: cmap(0.85 * i / max(len(values) - 1, 1)) for i, v in enumerate(values)}  # no pale yellow
 
 
-def _real_key(fig, axes, colours: dict) -> None:
-    """Legend of real parts when few, else a colorbar."""
-    if len(colours) <= 8:
-        handles = [plt.Line2D([], [], color=c, marker="o", label=f"{r:g}") for r, c in colours.items()]
-        axes[-1].legend(handles=handles, title="Re λ", fontsize=7, title_fontsize=8,
+def _key(fig, axes, colours: dict, title: str) -> None:
+    """Legend of the groups when few, else a colorbar."""
+    numeric = all(isinstance(v, (int, float, np.floating, np.integer)) for v in colours)
+    if len(colours) <= 8 or not numeric:
+        handles = [plt.Line2D([], [], color=c, marker="o", label=_fmt(v)) for v, c in colours.items()]
+        axes[-1].legend(handles=handles, title=title, fontsize=7, title_fontsize=8,
                         loc="upper left", bbox_to_anchor=(1.02, 1.0))
     else:
-        reals = list(colours)
-        norm = matplotlib.colors.Normalize(min(reals), max(reals))
+        values = list(colours)
+        norm = matplotlib.colors.Normalize(min(values), max(values))
         cmap = matplotlib.colors.ListedColormap(plt.get_cmap("viridis")(np.linspace(0, 0.85, 256)))
-        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label="Re λ", shrink=0.6)
+        fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=title, shrink=0.6)
 
 
-def length_generalization(final: pd.DataFrame, metric: str = "test_acc"):
-    """Metric vs sequence length, one panel per imaginary scale, one line per real part.
+def _panels_of(table: pd.DataFrame, panel: str | None):
+    return [(None, table)] if panel is None else list(table.groupby(panel))
 
-    Mean over seeds, with a ± std band while a panel has at most 6 lines.
+
+def lines(final: pd.DataFrame, metric: str, x: str, group: str | None = None, panel: str | None = None,
+          logy: bool = False):
+    """Final `metric` against setting `x`, one line per `group` value, one panel per `panel` value.
+
+    Mean over seeds (and any setting not named), with a ± std band while a panel has at most 6 lines.
     """
-    table = summarise(final, [IMAG, REAL, LENGTH], metric)
-    imags = sorted(table[IMAG].unique())
-    colours = real_colours(table[REAL].unique())
-    lengths = sorted(table[LENGTH].unique())
-    fig, axes = panels(len(imags), sharey=True)
-    for ax, imag in zip(axes, imags):
-        for real, t in table[table[IMAG] == imag].groupby(REAL):
-            t = t.sort_values(LENGTH)
-            ax.plot(t[LENGTH], t["mean"], marker="o", ms=3, color=colours[real])
+    by = [c for c in (panel, group, x) if c]
+    table = summarise(final, by, metric)
+    xs = sorted(table[x].unique())
+    colours = _colours(table[group].unique()) if group else {None: "C0"}
+    parts = _panels_of(table, panel)
+    fig, axes = panels(len(parts), sharey=True)
+    for ax, (value, t) in zip(axes, parts):
+        for g, tg in (t.groupby(group) if group else [(None, t)]):
+            tg = tg.sort_values(x)
+            ax.plot(tg[x], tg["mean"], marker="o", ms=3, color=colours[g])
             if len(colours) <= 6:  # more bands than that hide the lines
-                ax.fill_between(t[LENGTH], t["mean"] - t["std"], t["mean"] + t["std"], color=colours[real],
-                                alpha=0.15)
-        if len(lengths) > 2 and len(set(np.diff(lengths))) > 1:  # lengths not evenly spaced: log axis
-            ax.set_xscale("log", base=2)
+                ax.fill_between(tg[x], tg["mean"] - tg["std"], tg["mean"] + tg["std"], color=colours[g], alpha=0.15)
+        numeric = all(isinstance(v, (int, float, np.integer, np.floating)) for v in xs)
+        if numeric and len(xs) > 2 and len(set(np.round(np.diff(xs), 12))) > 1:  # not evenly spaced: log axis
+            positive = [v for v in xs if v > 0]
+            if min(xs) > 0:
+                ax.set_xscale("log")
+            elif min(xs) == 0 and len(positive) > 1:  # 0 and decades (λ = 0, 1e-4, ..., 0.1): linear near 0
+                ax.set_xscale("symlog", linthresh=min(positive))
             ax.minorticks_off()
-        ax.set_xticks(lengths, [str(v) for v in lengths], fontsize=7)
-        ax.set_title(f"Im scale s = {imag:g}", fontsize=9)
-        ax.set_xlabel("sequence length L")
+        if numeric:
+            ax.set_xticks(xs, [_fmt(v) for v in xs], fontsize=7)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
+        ax.set_xlabel(_label(x))
         ax.grid(alpha=0.3)
     for ax in axes[::MAX_COLUMNS]:
-        ax.set_ylabel(f"final {metric.replace('_', ' ')}")
-    _real_key(fig, axes, colours)
-    fig.suptitle("Length generalization (mean ± std over seeds)")
+        ax.set_ylabel(_label(metric))
+    if group:
+        _key(fig, axes, colours, _label(group))
+    fig.suptitle(f"{_label(metric)} against {_label(x)} (mean ± std over seeds)", fontsize=10)
     return fig, table
 
 
-def tradeoff_heatmap(final: pd.DataFrame, metric: str = "test_acc"):
-    """Mean final metric over the (real part × imaginary scale) grid, one panel per length."""
-    table = summarise(final, [LENGTH, REAL, IMAG], metric)
-    lengths = sorted(table[LENGTH].unique())
+def heatmap(final: pd.DataFrame, metric: str, x: str, group: str, panel: str | None = None):
+    """Mean final `metric` over the grid of settings `x` (columns) × `group` (rows), one panel per `panel` value."""
+    by = [c for c in (panel, group, x) if c]
+    table = summarise(final, by, metric)
     vmin, vmax = np.nanmin(table["mean"]), np.nanmax(table["mean"])
-    fig, axes = panels(len(lengths))
-    for ax, length in zip(axes, lengths):
-        grid = table[table[LENGTH] == length].pivot(index=REAL, columns=IMAG, values="mean")
+    parts = _panels_of(table, panel)
+    fig, axes = panels(len(parts))
+    for ax, (value, t) in zip(axes, parts):
+        grid = t.pivot(index=group, columns=x, values="mean")
         im = ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
-        ax.set_xticks(range(grid.shape[1]), [f"{v:g}" for v in grid.columns], fontsize=7)
-        ax.set_yticks(range(grid.shape[0]), [f"{v:g}" for v in grid.index], fontsize=7)
+        ax.set_xticks(range(grid.shape[1]), [_fmt(v) for v in grid.columns], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [_fmt(v) for v in grid.index], fontsize=7)
         if grid.size <= MAX_LABELLED_CELLS:
             for (i, j), v in np.ndenumerate(grid.values):
                 ax.text(j, i, "—" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
                         color="white" if np.isnan(v) or v < (vmin + vmax) / 2 else "black")
-        ax.set_xlabel("imaginary scale s (Im λₙ = s·π·n)")
-        ax.set_title(f"L = {length}", fontsize=9)
+        ax.set_xlabel(_label(x))
+        ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
     for ax in axes[::MAX_COLUMNS]:
-        ax.set_ylabel("real part a (Re λ)")
-    fig.colorbar(im, ax=axes, label=f"final {metric.replace('_', ' ')} (mean over seeds)")
-    fig.suptitle("Real × imaginary tradeoff")
+        ax.set_ylabel(_label(group))
+    fig.colorbar(im, ax=axes, label=f"final {_label(metric)} (mean over seeds)")
+    fig.suptitle(f"{_label(metric)} over {_label(group)} × {_label(x)}", fontsize=10)
     return fig, table
 
 
-def training_curves(runs: pd.DataFrame, metric: str = "test_acc"):
-    """Metric per epoch, one panel per imaginary scale, one line per real part (mean over seeds and lengths)."""
-    ok = runs[runs["status"] == "ok"]
-    table = ok.groupby([IMAG, REAL, "epoch"])[metric].mean().reset_index()
-    imags = sorted(table[IMAG].unique())
-    colours = real_colours(table[REAL].unique())
-    fig, axes = panels(len(imags), sharey=True)
-    for ax, imag in zip(axes, imags):
-        for real, t in table[table[IMAG] == imag].groupby(REAL):
-            ax.plot(t["epoch"], t[metric], color=colours[real])
-        ax.set_title(f"Im scale s = {imag:g}", fontsize=9)
+def curves(runs: pd.DataFrame, metric: str, group: str | None = None, panel: str | None = None, logy: bool = False):
+    """`metric` per epoch, one line per `group` value, one panel per `panel` value (mean over the rest).
+
+    Runs that diverged count up to their last finite epoch."""
+    ok = runs[runs["status"] != "failed"]
+    by = [c for c in (panel, group) if c]
+    table = ok.groupby(by + ["epoch"])[metric].mean().reset_index()
+    colours = _colours(table[group].unique()) if group else {None: "C0"}
+    parts = _panels_of(table, panel)
+    fig, axes = panels(len(parts), sharey=True)
+    for ax, (value, t) in zip(axes, parts):
+        for g, tg in (t.groupby(group) if group else [(None, t)]):
+            ax.plot(tg["epoch"], tg[metric], color=colours[g], marker="o" if len(tg) == 1 else None, ms=3)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     for ax in axes[::MAX_COLUMNS]:
-        ax.set_ylabel(metric.replace("_", " "))
-    _real_key(fig, axes, colours)
-    fig.suptitle("Training curves (mean over seeds and lengths)")
-    return fig, table.pivot_table(index=[IMAG, REAL], columns="epoch", values=metric).reset_index()
+        ax.set_ylabel(_label(metric))
+    if group:
+        _key(fig, axes, colours, _label(group))
+    fig.suptitle(f"{_label(metric)} per epoch (epoch 0: at init; mean over seeds)", fontsize=10)
+    wide = table.pivot_table(index=by, columns="epoch", values=metric).reset_index() if by else table
+    return fig, wide
+
+
+KINDS = {"lines": lines, "heatmap": heatmap, "curves": curves}

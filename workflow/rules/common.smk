@@ -12,7 +12,9 @@ from ssmpipe.store import Store
 
 # ssmpipe's check names the offending key and value; then Snakemake's own validation
 # with the same schema file fills in the defaults.
-config.update(cfg.check(config))
+_checked = cfg.check(config)  # an experiment's `scales` are merged in and removed
+config.clear()
+config.update(_checked)
 validate(config, "../schemas/config.schema.yaml")
 
 PLAN = sweep.plan(config)

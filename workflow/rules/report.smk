@@ -1,13 +1,20 @@
 rule report:
-    """The sweep's HTML report (images embedded) and its figures, from runs.parquet alone."""
+    """The sweep's HTML reports (images embedded) and their figures, from runs.parquet alone."""
     input:
         runs=f"{SWEEP_DIR}/runs.parquet",
         config=f"{SWEEP_DIR}/config.yaml",
     output:
         html=REPORT,
-        lengthgen=report(f"{SWEEP_DIR}/report/lengthgen.png", caption="../report/lengthgen.rst", category="Sweep"),
-        tradeoff=report(f"{SWEEP_DIR}/report/tradeoff.png", caption="../report/tradeoff.rst", category="Sweep"),
-        curves=report(f"{SWEEP_DIR}/report/curves.png", caption="../report/curves.rst", category="Sweep"),
+        pages=[f"{SWEEP_DIR}/report/{page}.html" for page in ("length", "tradeoff")],
+        figures=[
+            report(
+                f"{SWEEP_DIR}/report/figures/{spec['name']}.png",
+                caption="../report/figure.rst",
+                category="Figures",
+                labels={"figure": spec.get("title", spec["name"])},
+            )
+            for spec in config["report"]["figures"]
+        ],
     log:
         f"{SWEEP_DIR}/logs/report.log",
     shell:

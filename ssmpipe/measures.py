@@ -1,0 +1,92 @@
+"""What every run logs beyond its losses: the papers' measures, per run and epoch.
+
+Beyond any one paper: every run carries all of them (where its layer kind defines them),
+so any sweep can be re-read in the light of any paper. Columns (NaN where undefined):
+
+    tau, tau_max       000: τ of the LTI layers (mean / max over channels and layers), on the probe batch
+    mc                 003: memory capacity Σ_{τ<T} MF(τ) per channel (mean over channels and layers), at init
+                       and at the end, of the stationary state (Gram sum over 4T steps: with T it would be a rank)
+    s_A                001: spectral abscissa max Re λ(A) over the layers
+    eig_real_min/max, eig_imag_max   eigenvalue summary of the continuous state matrices
+    output_scale       E|y_{L−1}| of the first SSM layer's output (less its D·u skip) on the probe batch
+    grad_norm          the run's gradient norm, mean over the epoch's steps (from the training loop)
+
+All packed points are measured at once: `probe` is a pure tensor function of one model,
+mapped over the stacked parameters like the forward pass.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.func import functional_call, vmap
+
+from ssmpipe.models.s4 import S4
+from ssmpipe.models.s4d import S4D
+from ssmpipe.models.selective import Selective
+from ssmpipe.store import MEASURES
+from ssmpipe.theory import input_stats, memory_capacity, s4_system, s4d_system, tau
+
+NAN = float("nan")
+MEMORY_HORIZON = 4  # × T: how far back the Gram sum of the memory capacity reaches
+
+
+def eigenvalues(layer) -> torch.Tensor:
+    """Eigenvalues of a layer's continuous state matrices, flattened (complex)."""
+    if isinstance(layer, S4D):
+        return torch.complex(layer.A_real.clamp(max=0.0), layer.A_imag).flatten()
+    if isinstance(layer, S4):
+        A, *_ = layer.continuous_system()
+        return torch.linalg.eigvals(A.to(torch.complex128)).flatten().to(torch.complex64)
+    if isinstance(layer, Selective):
+        return torch.complex(layer.A.flatten(), torch.zeros_like(layer.A.flatten()))
+    raise TypeError(f"no eigenvalues for {type(layer).__name__}")
+
+
+def probe(model, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
+    """The measures (0-dim tensors) of one single-point SequenceModel on a probe batch x (B L [C])."""
+    _, inputs = model.trunk(x)                                              # n_layers × (B L H)
+    nan = torch.full((), NAN, device=x.device)
+    out = {}
+    lti = [(layer, u) for layer, u in zip(model.layers, inputs) if hasattr(layer, "kernel")]
+    taus = torch.cat([tau(layer.kernel(u.shape[1]), *input_stats(u)) for layer, u in lti]) if lti else None
+    out["tau"] = taus.mean() if lti else nan
+    out["tau_max"] = taus.max() if lti else nan
+    if lti and with_memory:
+        systems = [s4d_system(layer) if isinstance(layer, S4D) else s4_system(layer) for layer, _ in lti]
+        T = x.shape[1]  # MC of the stationary state (infinite past): the Gram sum runs until α_k has decayed
+        out["mc"] = torch.cat([memory_capacity(A, B, T, horizon=MEMORY_HORIZON * T) for A, B in systems]).mean().float()
+    else:
+        out["mc"] = nan
+    lam = torch.cat([eigenvalues(layer) for layer in model.layers])
+    out["eig_real_min"], out["eig_real_max"] = lam.real.min(), lam.real.max()
+    out["eig_imag_max"], out["s_A"] = lam.imag.max(), lam.real.max()
+    first, u = model.layers[0], inputs[0]
+    y = first(u) - (u * first.D if hasattr(first, "D") else 0)              # the convolution / scan part
+    out["output_scale"] = y[:, -1].abs().mean()
+    return {k: v.float() for k, v in out.items()}
+
+
+class _Probe(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, with_memory):
+        return probe(self.model, x, with_memory)
+
+
+@torch.no_grad()
+def measure_packed(packed, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
+    """Every point's measures at once: name -> (K) tensor on the CPU (grad_norm not included)."""
+    wrapper = _Probe(packed.base)
+    params = {f"model.{k}": v for k, v in packed.params.items()}
+    buffers = {f"model.{k}": v for k, v in packed.buffers.items()}
+
+    def one(p, b):
+        return functional_call(wrapper, (p, b), (x, with_memory))
+
+    return {k: v.cpu() for k, v in vmap(one)(params, buffers).items()}
+
+
+assert set(MEASURES) == {"tau", "tau_max", "mc", "s_A", "eig_real_min", "eig_real_max", "eig_imag_max",
+                         "output_scale", "grad_norm"}

@@ -1,0 +1,78 @@
+"""The papers' experiments: every config is valid at both scales, and claims give verdicts that can go either way."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ssmpipe import config as cfg
+from ssmpipe import sweep
+from ssmpipe.report.claims import CLAIMS, output_scale_vs_length, s_A_driven_negative
+from ssmpipe.report.figures import final_epoch
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "config" / "experiments").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("scale", ["small", "paper"])
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
+def test_experiment_configs_are_valid(path, scale):
+    import yaml
+
+    raw = yaml.safe_load(path.read_text())
+    config = cfg.check({**raw, "scale": scale})
+    assert config["scale"] == scale and "scales" not in config
+    points = sweep.expand(config)
+    assert len(points) >= 8
+    assert set(config["report"]["claims"]) <= set(CLAIMS)
+    if scale == "small":
+        assert len(points) <= 64  # minutes on 2 cores
+    else:
+        assert len(points) >= len(sweep.expand(cfg.check({**raw, "scale": "small"})))
+
+
+def test_scale_that_does_not_exist_is_an_error():
+    with pytest.raises(cfg.ConfigError, match="scale = 'huge'"):
+        cfg.check({"sweep": "x", "scale": "huge", "scales": {"small": {}, "paper": {}}})
+
+
+def _runs(scaling_slope_none, scaling_slope_tau):
+    rows = []
+    for scaling, slope in (("none", scaling_slope_none), ("tau", scaling_slope_tau)):
+        for L in (16, 64, 256, 1024):
+            rows.append({"run_id": f"{scaling}{L}", "epoch": 0, "model.init.c_scaling": scaling, "task.moment": 0.1,
+                         "seq_len": L, "output_scale": 0.3 * (L / 16) ** slope, "status": "ok"})
+    return pd.DataFrame(rows)
+
+
+def test_output_scale_claim_goes_both_ways():
+    yes = _runs(0.6, -0.1)
+    assert output_scale_vs_length(yes, final_epoch(yes.assign(train_loss=0.0, test_loss=0.0))).verdict == "supported"
+    no = _runs(0.6, 0.6)
+    assert output_scale_vs_length(no, final_epoch(no.assign(train_loss=0.0, test_loss=0.0))).verdict == "not supported"
+
+
+def test_s_A_claim_counts_runs_below_zero():
+    def runs(final_s_A):
+        rows = []
+        for i, end in enumerate(final_s_A):
+            for epoch, s in ((0, 0.1), (5, end)):
+                rows.append({"run_id": str(i), "epoch": epoch, "model.init.s_A": 0.1, "s_A": s, "seq_len": 50,
+                             "status": "ok", "train_loss": 0.1, "test_loss": 0.2})
+        return pd.DataFrame(rows)
+
+    yes, no = runs([-0.01, -0.2, 0.05]), runs([0.2, 0.3, -0.1])
+    assert s_A_driven_negative(yes, final_epoch(yes)).verdict == "supported"
+    verdict = s_A_driven_negative(no, final_epoch(no))
+    assert verdict.verdict == "not supported" and "1 of 3" in verdict.finding
+
+
+def test_claims_without_their_axes_say_no_data():
+    runs = pd.DataFrame({"run_id": ["a"], "epoch": [0], "status": ["ok"], "seq_len": [16], "train_loss": [1.0],
+                         "test_loss": [1.0], "test_acc": [0.5], "s_A": [np.nan], "mc": [np.nan],
+                         "model.init.c_scaling": ["none"], "reg.lambda": [0.0], "model.init.s_A": [0.0],
+                         "model.init.dt": ["s4d"], "model.init.imag": [1.0], "model.train_A": [True],
+                         "model.init.scheme": ["lin"], "task.name": ["delay"], "task.moment": [0.1],
+                         "output_scale": [1.0]})
+    for name, claim in CLAIMS.items():
+        assert claim(runs, final_epoch(runs)).verdict == "no data", name

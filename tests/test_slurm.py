@@ -1,0 +1,357 @@
+"""Sweeps on a real SLURM cluster through `snakemake --profile slurm` and submitit.
+
+The cluster is ../shared/ci/slurm-up.sh's single node (partition debug, account root,
+one fake GPU), which .ci/run brings up. With CI=true a cluster that is not up fails
+these tests; elsewhere they are skipped. Each test runs the real workflow from the
+repo root with the profile installed the README's way (`make slurm-profile`, into a
+temporary XDG_CONFIG_HOME), and compares with the same sweep trained locally.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, job_counts, snakemake, tiny_config, write_config
+
+from ssmpipe import config as cfg
+from ssmpipe import sweep
+from ssmpipe.slurm import job_name
+from ssmpipe.store import Store
+
+REQUESTS = {"partition": "debug", "account": "root", "qos": "normal", "gpus_per_node": 1, "cpus_per_task": 1,
+            "mem_gb": 1, "timeout_min": 5}
+METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
+TABLE = "results/{}/runs.parquet"  # a target: the sweep's table, without its report
+
+
+# --- the cluster, the profile, the workflow -----------------------------------------------
+
+
+def _slurm_problem() -> str | None:
+    """Why SLURM cannot run jobs here, or None when it can."""
+    for command in ("sbatch", "squeue", "sacct", "scontrol", "sinfo"):
+        if not shutil.which(command):
+            return f"{command} is not on PATH"
+    try:
+        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 10 s"
+    if nodes.returncode != 0:
+        return f"sinfo failed: {nodes.stderr.strip()}"
+    if not {"idle", "mixed", "allocated"} & set(nodes.stdout.split()):
+        return f"no node is up (sinfo: {nodes.stdout.split()})"
+    return None
+
+
+@pytest.fixture(scope="module")
+def slurm_env(tmp_path_factory):
+    """The environment of a user who ran `make slurm-profile`; fails in CI, skips elsewhere, without SLURM."""
+    problem = _slurm_problem()
+    if problem:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"SLURM is not up in CI ({problem}): .ci/run starts it with ../shared/ci/slurm-up.sh")
+        pytest.skip(f"no SLURM cluster here ({problem}); start one with `bash ../shared/ci/slurm-up.sh` as root")
+    env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg"))}
+    subprocess.run(["make", "-s", "slurm-profile"], cwd=REPO, env=env, check=True, capture_output=True)
+    return env
+
+
+def snakemake_slurm(env, workdir: Path, configfile: Path, *args, check=True, timeout=900, background=False):
+    """`snakemake --profile slurm` from the repo root, on `workdir`; a Popen when `background`."""
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "-d", str(workdir), *args,
+           "--configfile", str(configfile)]  # (--configfile takes every word after it)
+    if background:  # its own session, so a test can Ctrl-C it as a terminal would
+        out = open(workdir / "snakemake.out", "w")
+        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake --profile slurm failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def slurm_config(sweep_name="tiny", epochs=None, **slurm):
+    """The tiny sweep on SLURM; with `epochs`, one point that trains for a while (~0.5 s an epoch)."""
+    changes = {}
+    if epochs:
+        changes = {"fixed.seq_len": 64, "grid.seq_len": [64], "grid.model.init.real": [-0.5], "grid.seed": [0],
+                   "fixed.task": {"name": "delay", "lag": 30, "vocab": 16, "n_train": 1024, "n_test": 256},
+                   "fixed.model": {"d_model": 32, "d_state": 32, "n_layers": 1}, "fixed.train.epochs": epochs}
+    return tiny_config(sweep=sweep_name, slurm={**REQUESTS, **slurm}, **changes)
+
+
+def only_shard(workdir: Path, config: dict) -> str:
+    plan = sweep.plan(cfg.check({**config, "results": str(workdir / "results")}), write=False)
+    assert len(plan.shards) == 1
+    return plan.shards[0]
+
+
+def job_ids(workdir: Path, sweep_name: str) -> list[str]:
+    """The SLURM jobs of a sweep, oldest first, from its log folder."""
+    folder = workdir / "results" / sweep_name / "slurm"
+    return sorted((p.name.split("_")[0] for p in folder.glob("*_submitted.pkl")), key=int)
+
+
+def sacct(job_id: str, fields: str, every_start=False) -> list[dict]:
+    """sacct's records of a job (one per start of it with every_start)."""
+    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", fields, *(["-D"] if every_start else [])],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines()]
+
+
+def train_locally(workdir: Path, config: dict) -> subprocess.Popen:
+    """The sweep's table by the local launcher on one core, in the background."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(write_config(workdir, config)), "--cores", "1", TABLE.format(config["sweep"])]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def metrics(workdir: Path, sweep_name: str) -> pd.DataFrame:
+    """The sweep's table: every (run, epoch) with its status and metrics."""
+    table = pd.read_parquet(workdir / "results" / sweep_name / "runs.parquet",
+                            columns=["run_id", "shard_id", "epoch", "status", *METRICS])
+    return table.sort_values(["run_id", "epoch"], ignore_index=True)
+
+
+def wait_for(what: str, condition, timeout=120):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.5)
+
+
+def epochs_in_log(log: Path) -> int:
+    return log.read_text(errors="replace").count(" epoch ") if log.exists() else 0
+
+
+@pytest.fixture
+def node_feature():
+    """A feature on the cluster's node, so a job can ask for it (slurm.constraint); removed after."""
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
+                          check=True).stdout.split()[0]
+    update = ["scontrol", "update", f"NodeName={node}"]
+    subprocess.run([*update, "AvailableFeatures=ssmpipe_ci", "ActiveFeatures=ssmpipe_ci"], check=True, timeout=30)
+    yield "ssmpipe_ci"
+    subprocess.run([*update, "AvailableFeatures=", "ActiveFeatures="], check=True, timeout=30)
+
+
+# --- the tests ------------------------------------------------------------------------------
+
+
+@pytest.mark.slurm
+def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_path, slurm_env, node_feature):
+    config = slurm_config(constraint=node_feature)
+    local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
+    local_dir.mkdir(), slurm_dir.mkdir()
+    start = time.perf_counter()
+    snakemake(local_dir, write_config(local_dir, config))
+    local_s = time.perf_counter() - start
+    configfile = write_config(slurm_dir, config)
+    start = time.perf_counter()
+    on_slurm = snakemake_slurm(slurm_env, slurm_dir, configfile)
+    slurm_s = time.perf_counter() - start
+    print(f"\ntiny sweep, 2 shards: local {local_s:.1f} s, snakemake --profile slurm {slurm_s:.1f} s")
+
+    # the same metrics, bit for bit, from one SLURM job per shard
+    assert job_counts(on_slurm)["train"] == 2
+    pd.testing.assert_frame_equal(metrics(slurm_dir, "tiny"), metrics(local_dir, "tiny"), check_exact=True)
+    jobs = job_ids(slurm_dir, "tiny")
+    shards = sweep.plan(cfg.check({**config, "results": str(slurm_dir / "results")}), write=False).shards
+    names = {job: sacct(job, "JobName")[0]["JobName"] for job in jobs}
+    assert sorted(names.values()) == sorted(job_name(slurm_dir / "results", s) for s in shards)
+
+    # what SLURM was asked for is what the config says (accounting, and the controller's view)
+    for job in jobs:
+        [record] = sacct(job, "JobName,State,Partition,Account,QOS,Timelimit,ReqTRES,Constraints")
+        assert record["State"] == "COMPLETED"
+        assert (record["Partition"], record["Account"], record["QOS"]) == ("debug", "root", "normal")
+        assert record["Timelimit"] == "00:05:00" and record["Constraints"] == node_feature
+        tres = dict(item.split("=") for item in record["ReqTRES"].split(","))
+        assert (tres["gres/gpu"], tres["mem"], tres["cpu"]) == ("1", "1G", "1"), record["ReqTRES"]
+        shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=True).stdout
+        for field in ("TimeLimit=00:05:00", "MinMemoryNode=1G", "Features=ssmpipe_ci", "gres/gpu=1",
+                      "Partition=debug", "Account=root", "QOS=normal", "NumCPUs=1"):
+            assert field in shown, (field, shown)
+
+    # every job's log is in the sweep's log folder, named in its rule's log
+    for log in (slurm_dir / "results" / "store" / "logs").glob("*.log"):
+        named = [p for p in (slurm_dir / "results" / "tiny" / "slurm").glob("*_0_log.err") if str(p) in log.read_text()]
+        assert len(named) == 1, log.read_text()
+
+    status = subprocess.run([sys.executable, "-m", "ssmpipe", "status", str(configfile)], cwd=slurm_dir,
+                            capture_output=True, text=True, check=True).stdout
+    table = {line.split()[0]: line.split()[1:] for line in status.splitlines()[2:]}
+    assert "8 points in 2 shards (2 trained)" in status and table["ok"] == ["8"], status
+
+    # switching back to the local launcher trains nothing again
+    assert not {"train", "aggregate"} & set(job_counts(snakemake(slurm_dir, configfile)))
+
+
+@pytest.mark.slurm
+def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp_path, slurm_env):
+    # ~0.9 s an epoch on one thread here: about 2.5 minutes of training under a 1-minute limit
+    config = slurm_config("long", epochs=150, timeout_min=1, signal_delay_s=5, max_timeouts=20, gpus_per_node=0)
+    config["fixed"]["task"].update(n_train=2048)
+    config["grid"]["seq_len"] = [128]
+    local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
+    local_dir.mkdir(), slurm_dir.mkdir()
+    start = time.time()
+    local = train_locally(local_dir, config)  # uninterrupted, alongside
+    try:
+        snakemake_slurm(slurm_env, slurm_dir, write_config(slurm_dir, config), TABLE.format("long"), timeout=900)
+        slurm_s = time.time() - start
+        assert local.wait(timeout=600) == 0
+        local_s = (local_dir / TABLE.format("long")).stat().st_mtime - start
+    finally:
+        local.kill()
+    [job] = job_ids(slurm_dir, "long")
+    starts = sacct(job, "JobID,State,Elapsed", every_start=True)
+    err, out = ((slurm_dir / "results" / "long" / "slurm" / f"{job}_0_log.{kind}").read_text(errors="replace")
+                for kind in ("err", "out"))  # the job's logs, every start's lines
+    print(f"\nrequeued shard: {len(starts)} starts in {slurm_s:.0f} s ({[s['Elapsed'] for s in starts]}); "
+          f"uninterrupted here: {local_s:.0f} s")
+
+    # timed out, checkpointed, requeued, resumed from its epoch checkpoint: more than once
+    assert [s["State"] for s in starts][-1] == "COMPLETED" and len(starts) >= 3, starts
+    assert all(s["State"] == "REQUEUED" for s in starts[:-1]), starts
+    assert err.count("this job is timed-out") == out.count("Requeued job") == len(starts) - 1
+    resumed_after = [int(line.split("after epoch ")[1]) for line in err.splitlines() if "resuming group" in line]
+    assert len(resumed_after) == len(starts) - 1 and resumed_after == sorted(set(resumed_after)), resumed_after
+    # and trained exactly as the uninterrupted local run
+    pd.testing.assert_frame_equal(metrics(slurm_dir, "long"), metrics(local_dir, "long"), check_exact=True)
+    assert metrics(slurm_dir, "long")["epoch"].max() == 150
+
+
+@pytest.mark.slurm
+def test_a_killed_job_fails_its_rule_naming_its_slurm_log_in_bounded_time(tmp_path, slurm_env):
+    config = slurm_config("killed", epochs=200)  # ~45 s of training: killed long before
+    shard = only_shard(tmp_path, config)
+    proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), background=True)
+    try:
+        wait_for("the shard's job to train", lambda: len(job_ids(tmp_path, "killed")) == 1
+                 and Store(tmp_path / "results").ckpt_path(shard).exists())
+        [job] = job_ids(tmp_path, "killed")
+        killed = time.monotonic()
+        # SIGKILL to the training process, as the kernel's OOM killer would send it: no traceback, no result
+        subprocess.run(["scancel", "--signal=KILL", f"{job}.0"], check=True, timeout=30)
+        assert proc.wait(timeout=120) != 0
+        took = time.monotonic() - killed
+    finally:
+        proc.kill()
+    out = (tmp_path / "snakemake.out").read_text()
+    slurm_log = tmp_path / "results" / "killed" / "slurm" / f"{job}_0_log.err"
+    print(f"\nkilled job: the rule failed {took:.0f} s later")
+    assert took < 90 and "Error in rule train" in out
+    assert f"SLURM job {job} ended FAILED; its log: {slurm_log}" in out
+
+
+@pytest.mark.slurm
+def test_a_crashing_shard_fails_its_rule_with_the_error_and_its_slurm_log(tmp_path, slurm_env):
+    config = slurm_config("crash")
+    config["grid"]["seq_len"] = [16]
+    shard = only_shard(tmp_path, config)
+    checkpoint = Store(tmp_path / "results").ckpt_path(shard)  # a corrupt checkpoint: train_shard cannot load it
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"not a checkpoint")
+    start = time.perf_counter()
+    proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), check=False, timeout=300)
+    took = time.perf_counter() - start
+    [job] = job_ids(tmp_path, "crash")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Error in rule train" in out and took < 180
+    slurm_log = tmp_path / "results" / "crash" / "slurm" / f"{job}_0_log.err"
+    assert f"SLURM job {job} ended FAILED; its log: {slurm_log}" in out
+    assert "UnpicklingError" in out  # the job's own error, from its log
+
+
+@pytest.mark.slurm
+def test_scancel_is_reported_and_a_rerun_resumes(tmp_path, slurm_env):
+    config = slurm_config("cancel", epochs=200)  # longer than SLURM's KillWait (30 s): see below
+    local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
+    local_dir.mkdir(), slurm_dir.mkdir()
+    local = train_locally(local_dir, config)  # uninterrupted, alongside
+    configfile = write_config(slurm_dir, config)
+    proc = snakemake_slurm(slurm_env, slurm_dir, configfile, TABLE.format("cancel"), background=True)
+    try:
+        wait_for("the shard's job", lambda: len(job_ids(slurm_dir, "cancel")) == 1)
+        [first] = job_ids(slurm_dir, "cancel")
+        first_log = slurm_dir / "results" / "cancel" / "slurm" / f"{first}_0_log.err"
+        wait_for("5 epochs", lambda: epochs_in_log(first_log) >= 5)
+        # (submitit ignores the SIGTERM of scancel, as preemption sends one first: training goes on
+        # until SLURM's KillWait ends it, 30 s later here; a shard done by then would be stored)
+        subprocess.run(["scancel", first], check=True, timeout=30)
+        assert proc.wait(timeout=120) != 0
+    finally:
+        proc.kill()
+    out = (slurm_dir / "snakemake.out").read_text()
+    assert f"SLURM job {first} ended CANCELLED" in out and str(first_log) in out
+
+    status = subprocess.run([sys.executable, "-m", "ssmpipe", "status", str(configfile)], cwd=slurm_dir,
+                            capture_output=True, text=True, check=True).stdout
+    assert "job failed" in status and f"SLURM job {first} CANCELLED" in status, status
+
+    # the rerun resumes from the epoch the cancelled job reached, and ends as the local run
+    snakemake_slurm(slurm_env, slurm_dir, configfile, TABLE.format("cancel"))
+    [_, second] = job_ids(slurm_dir, "cancel")
+    second_log = (slurm_dir / "results" / "cancel" / "slurm" / f"{second}_0_log.err").read_text()
+    resumed_after = int(second_log.split("after epoch ")[1].split()[0])
+    assert resumed_after >= 4 and epochs_in_log(first_log) >= resumed_after
+    assert local.wait(timeout=300) == 0
+    pd.testing.assert_frame_equal(metrics(slurm_dir, "cancel"), metrics(local_dir, "cancel"), check_exact=True)
+
+
+@pytest.mark.slurm
+def test_stopping_snakemake_cancels_its_slurm_job(tmp_path, slurm_env):
+    config = slurm_config("stopped", epochs=200)
+    shard = only_shard(tmp_path, config)
+    proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), background=True)
+    try:
+        wait_for("the job to run", lambda: f"{job_name(tmp_path / 'results', shard)} RUNNING" in subprocess.run(
+            ["squeue", "-h", "-o", "%j %T"], capture_output=True, text=True).stdout)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    [job] = job_ids(tmp_path, "stopped")
+    wait_for("the job to leave the queue", lambda: job not in subprocess.run(
+        ["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split(), timeout=30)
+    assert sacct(job, "State")[0]["State"].startswith("CANCELLED")
+    assert f"cancelled SLURM job {job}" in Store(tmp_path / "results").log_path(shard).read_text()
+
+
+@pytest.mark.slurm
+def test_requests_slurm_refuses_are_an_error_before_any_job(tmp_path, slurm_env):
+    configfile = write_config(tmp_path, slurm_config(partition="no_such_partition"))
+    proc = snakemake_slurm(slurm_env, tmp_path, configfile, check=False, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "SLURM would not run a job asking for partition no_such_partition" in out
+    assert "invalid partition specified: no_such_partition" in out
+    assert not (tmp_path / "results" / "data").exists() and not (tmp_path / "results" / "tiny" / "slurm").exists()
+
+
+# --- without a cluster: errors before any job ---------------------------------------------------
+
+
+def test_a_signal_delay_longer_than_the_time_limit_is_a_config_error(tmp_path):
+    configfile = write_config(tmp_path, slurm_config(timeout_min=1))  # signal_delay_s defaults to 90
+    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "validate", str(configfile)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2
+    assert "slurm.signal_delay_s = 90 must be shorter than the time limit slurm.timeout_min = 1" in proc.stderr
+
+
+def test_launcher_slurm_without_sbatch_says_so(tmp_path):
+    config = slurm_config()
+    configfile = write_config(tmp_path, {**config, "results": str(tmp_path / "results")})
+    shard = sweep.plan(cfg.load(configfile)).shards[0]
+    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "train", "--results", str(tmp_path / "results"),
+                           "--slurm", str(configfile), shard], capture_output=True, text=True,
+                          env={**os.environ, "PATH": str(Path(sys.executable).parent)})
+    assert proc.returncode == 1 and "launcher slurm needs sbatch on PATH" in proc.stderr
+    assert not (tmp_path / "results" / "tiny" / "slurm").exists()
