@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny sweep config, and running the real Snakemake / ssmpipe CLI on it."""
 
 import copy
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +67,26 @@ def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
                 counts[parts[0]] = int(parts[1])
             break
     return counts
+
+
+def require_slurm() -> None:
+    """Skip (fail under CI=true) unless a SLURM cluster can run jobs here (.ci/run starts one)."""
+    problem = None
+    for command in ("sbatch", "squeue", "sacct", "scontrol", "sinfo"):
+        if not shutil.which(command):
+            problem = f"{command} is not on PATH"
+            break
+    else:
+        try:
+            nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=10)
+            if not {"idle", "mixed", "allocated", "completing"} & set(nodes.stdout.split()):
+                problem = f"no node is up (sinfo: {nodes.stdout.split() or nodes.stderr.strip()})"
+        except subprocess.TimeoutExpired:
+            problem = "sinfo did not answer within 10 s"
+    if problem and os.environ.get("CI") == "true":
+        pytest.fail(f"SLURM is not up in CI ({problem}): .ci/run starts it with ../shared/ci/slurm-up.sh")
+    if problem:
+        pytest.skip(f"no SLURM cluster here ({problem}); start one with `bash ../shared/ci/slurm-up.sh` as root")
 
 
 @pytest.fixture

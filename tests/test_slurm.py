@@ -8,7 +8,6 @@ temporary XDG_CONFIG_HOME), and compares with the same sweep trained locally.
 """
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, job_counts, snakemake, tiny_config, write_config
+from conftest import REPO, job_counts, require_slurm, snakemake, tiny_config, write_config
 
 from ssmpipe import config as cfg
 from ssmpipe import sweep
@@ -33,30 +32,10 @@ TABLE = "results/{}/runs.parquet"  # a target: the sweep's table, without its re
 # --- the cluster, the profile, the workflow -----------------------------------------------
 
 
-def _slurm_problem() -> str | None:
-    """Why SLURM cannot run jobs here, or None when it can."""
-    for command in ("sbatch", "squeue", "sacct", "scontrol", "sinfo"):
-        if not shutil.which(command):
-            return f"{command} is not on PATH"
-    try:
-        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 10 s"
-    if nodes.returncode != 0:
-        return f"sinfo failed: {nodes.stderr.strip()}"
-    if not {"idle", "mixed", "allocated"} & set(nodes.stdout.split()):
-        return f"no node is up (sinfo: {nodes.stdout.split()})"
-    return None
-
-
 @pytest.fixture(scope="module")
 def slurm_env(tmp_path_factory):
     """The environment of a user who ran `make slurm-profile`; fails in CI, skips elsewhere, without SLURM."""
-    problem = _slurm_problem()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"SLURM is not up in CI ({problem}): .ci/run starts it with ../shared/ci/slurm-up.sh")
-        pytest.skip(f"no SLURM cluster here ({problem}); start one with `bash ../shared/ci/slurm-up.sh` as root")
+    require_slurm()
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path_factory.mktemp("xdg"))}
     subprocess.run(["make", "-s", "slurm-profile"], cwd=REPO, env=env, check=True, capture_output=True)
     return env

@@ -14,7 +14,6 @@
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import job_counts, snakemake, tiny_config, write_config
+from conftest import job_counts, require_slurm, snakemake, tiny_config, write_config
 
 from ssmpipe import config as cfg
 from ssmpipe import sweep
@@ -280,27 +279,9 @@ def test_snakemake_runs_a_study_as_one_node_and_studies_reuse_grid_runs(tmp_path
 # --- a study inside a SLURM job ----------------------------------------------------------
 
 
-def _slurm_problem() -> str | None:
-    """Why SLURM cannot run jobs here, or None when it can."""
-    for command in ("sbatch", "squeue", "sacct", "sinfo"):
-        if not shutil.which(command):
-            return f"{command} is not on PATH"
-    try:
-        nodes = subprocess.run(["sinfo", "-h", "-N", "-o", "%T"], capture_output=True, text=True, timeout=10)
-    except subprocess.TimeoutExpired:
-        return "sinfo did not answer within 10 s"
-    if not {"idle", "mixed", "allocated", "completing"} & set(nodes.stdout.split()):
-        return f"no node is up (sinfo: {nodes.stdout.split() or nodes.stderr.strip()})"
-    return None
-
-
 @pytest.mark.slurm
 def test_study_runs_inside_a_slurm_job(tmp_path):
-    problem = _slurm_problem()
-    if problem:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"SLURM is not up in CI ({problem}): .ci/run starts it with ../shared/ci/slurm-up.sh")
-        pytest.skip(f"no SLURM cluster here ({problem}); start one with `bash ../shared/ci/slurm-up.sh` as root")
+    require_slurm()
     config = study_config(tmp_path, study="onslurm", num_samples=4, epochs=4)
     config["slurm"] = {"partition": "debug", "account": "root", "gpus_per_node": 0, "cpus_per_task": 2,
                        "mem_gb": 4, "timeout_min": 10, "signal_delay_s": 30}
