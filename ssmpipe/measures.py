@@ -23,7 +23,6 @@ from torch.func import functional_call, vmap
 from ssmpipe.models.s4 import S4
 from ssmpipe.models.s4d import S4D
 from ssmpipe.models.selective import Selective
-from ssmpipe.store import MEASURES
 from ssmpipe.theory import input_stats, memory_capacity, s4_system, s4d_system, tau
 
 NAN = float("nan")
@@ -86,7 +85,3 @@ def measure_packed(packed, x: torch.Tensor, with_memory: bool) -> dict[str, torc
         return functional_call(wrapper, (p, b), (x, with_memory))
 
     return {k: v.cpu() for k, v in vmap(one)(params, buffers).items()}
-
-
-assert set(MEASURES) == {"tau", "tau_max", "mc", "s_A", "eig_real_min", "eig_real_max", "eig_imag_max",
-                         "output_scale", "grad_norm"}
