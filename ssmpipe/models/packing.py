@@ -28,14 +28,3 @@ class PackedModel:
         def one(p, b, xk):
             return functional_call(self.base, (p, b), (xk,), kwargs)
         return vmap(one)(self.params, self.buffers, x)
-
-    @torch.no_grad()
-    def load_point(self, module: torch.nn.Module, k: int) -> torch.nn.Module:
-        """Copy point k's parameters and buffers into a single-point module of the same shape (to probe it)."""
-        module.load_state_dict({**{n: p[k] for n, p in self.params.items()},
-                                **{n: b[k] for n, b in self.buffers.items()}})
-        return module
-
-    def point_state(self, k: int) -> dict[str, torch.Tensor]:
-        """Point k's parameters, as a state_dict of the single-point module."""
-        return {name: p[k].detach().cpu() for name, p in self.params.items()}

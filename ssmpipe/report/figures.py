@@ -49,7 +49,7 @@ def _label(column: str) -> str:
     return LABELS.get(column, column.replace("_", " "))
 
 
-LABELS = {REAL: "real part a (Re λ)", IMAG: "imaginary scale s (Im λₙ = s·π·n)", LENGTH: "sequence length L",
+LABELS = {"epoch": "epoch", REAL: "real part a (Re λ)", IMAG: "imaginary scale s (Im λₙ = s·π·n)", LENGTH: "sequence length L",
           "test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss",
           "train_loss": "train loss", "gap": "generalization gap (test − train loss)", "s_A": "spectral abscissa s_A",
           "output_scale": "E|y_L| (first layer)", "tau": "τ (mean over channels)", "mc": "memory capacity",
@@ -88,6 +88,21 @@ def _panels_of(table: pd.DataFrame, panel: str | None):
     return [(None, table)] if panel is None else list(table.groupby(panel))
 
 
+def _finish(fig, axes, parts, panel, group, colours, metric, x, logy, title) -> None:
+    """What every panel figure ends with: scales, panel titles, axis labels, grid, key, title."""
+    for ax, (value, _) in zip(axes, parts):
+        if logy:
+            ax.set_yscale("log")
+        ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
+        ax.set_xlabel(_label(x))
+        ax.grid(alpha=0.3)
+    for ax in axes[::MAX_COLUMNS]:
+        ax.set_ylabel(_label(metric))
+    if group:
+        _key(fig, axes, colours, _label(group))
+    fig.suptitle(title, fontsize=10)
+
+
 def lines(final: pd.DataFrame, metric: str, x: str, group: str | None = None, panel: str | None = None,
           logy: bool = False):
     """Final `metric` against setting `x`, one line per `group` value, one panel per `panel` value.
@@ -116,16 +131,8 @@ def lines(final: pd.DataFrame, metric: str, x: str, group: str | None = None, pa
             ax.minorticks_off()
         if numeric:
             ax.set_xticks(xs, [_fmt(v) for v in xs], fontsize=7)
-        if logy:
-            ax.set_yscale("log")
-        ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
-        ax.set_xlabel(_label(x))
-        ax.grid(alpha=0.3)
-    for ax in axes[::MAX_COLUMNS]:
-        ax.set_ylabel(_label(metric))
-    if group:
-        _key(fig, axes, colours, _label(group))
-    fig.suptitle(f"{_label(metric)} against {_label(x)} (mean ± std over seeds)", fontsize=10)
+    _finish(fig, axes, parts, panel, group, colours, metric, x, logy,
+            f"{_label(metric)} against {_label(x)} (mean ± std over seeds)")
     return fig, table
 
 
@@ -167,16 +174,8 @@ def curves(runs: pd.DataFrame, metric: str, group: str | None = None, panel: str
     for ax, (value, t) in zip(axes, parts):
         for g, tg in (t.groupby(group) if group else [(None, t)]):
             ax.plot(tg["epoch"], tg[metric], color=colours[g], marker="o" if len(tg) == 1 else None, ms=3)
-        if logy:
-            ax.set_yscale("log")
-        ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
-        ax.set_xlabel("epoch")
-        ax.grid(alpha=0.3)
-    for ax in axes[::MAX_COLUMNS]:
-        ax.set_ylabel(_label(metric))
-    if group:
-        _key(fig, axes, colours, _label(group))
-    fig.suptitle(f"{_label(metric)} per epoch (epoch 0: at init; mean over seeds)", fontsize=10)
+    _finish(fig, axes, parts, panel, group, colours, metric, "epoch", logy,
+            f"{_label(metric)} per epoch (epoch 0: at init; mean over seeds)")
     wide = table.pivot_table(index=by, columns="epoch", values=metric).reset_index() if by else table
     return fig, wide
 
