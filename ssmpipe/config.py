@@ -91,7 +91,7 @@ def setting_schema(key: str, schema: dict | None = None) -> dict | None:
 
 
 def setting_types(schema: dict | None = None) -> dict[str, str]:
-    """Dotted key -> JSON type ('integer', 'number', 'string', 'boolean') of every leaf setting."""
+    """Dotted key -> JSON type ('integer', 'number', 'string', 'boolean', 'array' of integers) of every leaf setting."""
     out: dict[str, str] = {}
 
     def walk(node: dict, prefix: str) -> None:
@@ -225,6 +225,8 @@ def _axis_extremes(config: dict):
 
 
 def _check_settings(settings: dict, where: str) -> None:
+    for T in settings["test_seq_lens"]:  # each test length must make a data set of the task, as seq_len does
+        _check_settings({**settings, "seq_len": T, "test_seq_lens": []}, f"{where} (test_seq_lens: {T})")
     task = settings["task"]
     if task["name"] == "delay" and task["lag"] >= settings["seq_len"]:
         raise ConfigError(f"{where}: task.lag = {task['lag']!r} must be shorter than "
@@ -274,16 +276,21 @@ def _check_slurm(slurm: dict) -> None:
 
 
 def _check_report(report: dict) -> None:
-    from ssmpipe.store import MEASURES, METRICS
+    from ssmpipe.store import LENGTH_METRICS, MEASURES, METRICS, PROFILES
 
     settings = set(setting_types())
     metrics = set(METRICS) | set(MEASURES) | {"gap"}
     for i, spec in enumerate(report["figures"]):
         where = f"report.figures[{i}]"
-        if spec["metric"] not in metrics:
-            raise ConfigError(f"{where}.metric = {spec['metric']!r}: not a metric; known: {', '.join(sorted(metrics))}")
+        known = {"profile": set(PROFILES), "lengths": set(LENGTH_METRICS)}.get(spec["kind"], metrics)
+        if spec["metric"] not in known:
+            raise ConfigError(f"{where}.metric = {spec['metric']!r}: not a metric of kind {spec['kind']!r}; known: "
+                              f"{', '.join(sorted(known))}")
         for key in ("x", "group", "panel"):
             if key in spec and spec[key] not in settings:
                 raise ConfigError(f"{where}.{key} = {spec[key]!r}: not a setting")
+        for key in {"profile": ("x",), "lengths": ("x", "group")}.get(spec["kind"], ()):
+            if key in spec:  # their axes are fixed: the lag τ; train length × test length
+                raise ConfigError(f"{where}: kind {spec['kind']!r} takes no {key} ({key} = {spec[key]!r})")
         if spec["kind"] in ("lines", "heatmap") and "x" not in spec or spec["kind"] == "heatmap" and "group" not in spec:
             raise ConfigError(f"{where}: kind {spec['kind']!r} needs x" + (" and group" if spec["kind"] == "heatmap" else ""))

@@ -4,8 +4,13 @@ Beyond any one paper: every run carries all of them (where its layer kind define
 so any sweep can be re-read in the light of any paper. Columns (NaN where undefined):
 
     tau, tau_max       000: τ of the LTI layers (mean / max over channels and layers), on the probe batch
-    mc                 003: memory capacity Σ_{τ<T} MF(τ) per channel (mean over channels and layers), at init
-                       and at the end, of the stationary state (Gram sum over 4T steps: with T it would be a rank)
+    mf                 003: the memory function MF(τ) for τ < T (a list of T floats; mean over channels and
+                       layers), at init and at the end (null at other epochs), of the stationary state (Gram sum
+                       over 4T steps: with T, Σ MF would be a rank)
+    mc                 003: memory capacity Σ_{τ<T} MF(τ), at init and at the end
+    gram_cond          002: condition number κ of the Gram matrix Σ_{k<T} α_k α_kᵀ (median over channels and
+                       layers), at init and at the end; capped at GRAM_SINGULAR (numerically singular: repeated
+                       or aliased modes)
     s_A                001: spectral abscissa max Re λ(A) over the layers
     eig_real_min/max, eig_imag_max   eigenvalue summary of the continuous state matrices
     output_scale       E|y_{L−1}| of the first SSM layer's output (less its D·u skip) on the probe batch
@@ -23,7 +28,8 @@ from torch.func import functional_call, vmap
 from ssmpipe.models.s4 import S4
 from ssmpipe.models.s4d import S4D
 from ssmpipe.models.selective import Selective
-from ssmpipe.theory import input_stats, memory_capacity, s4_system, s4d_system, tau
+from ssmpipe.store import GRAM_SINGULAR
+from ssmpipe.theory import gram_condition, input_stats, memory_function, s4_system, s4d_system, tau
 
 NAN = float("nan")
 MEMORY_HORIZON = 4  # × T: how far back the Gram sum of the memory capacity reaches
@@ -42,7 +48,8 @@ def eigenvalues(layer) -> torch.Tensor:
 
 
 def probe(model, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
-    """The measures (0-dim tensors) of one single-point SequenceModel on a probe batch x (B L [C])."""
+    """The measures of one single-point SequenceModel on a probe batch x (B L [C]): 0-dim tensors, and with_memory
+    on an LTI model also `mf` (T)."""
     _, inputs = model.trunk(x)                                              # n_layers × (B L H)
     nan = torch.full((), NAN, device=x.device)
     out = {}
@@ -52,10 +59,13 @@ def probe(model, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
     out["tau_max"] = taus.max() if lti else nan
     if lti and with_memory:
         systems = [s4d_system(layer) if isinstance(layer, S4D) else s4_system(layer) for layer, _ in lti]
-        T = x.shape[1]  # MC of the stationary state (infinite past): the Gram sum runs until α_k has decayed
-        out["mc"] = torch.cat([memory_capacity(A, B, T, horizon=MEMORY_HORIZON * T) for A, B in systems]).mean().float()
+        T = x.shape[1]  # MF of the stationary state (infinite past): the Gram sum runs until α_k has decayed
+        out["mf"] = torch.cat([memory_function(A, B, T, horizon=MEMORY_HORIZON * T) for A, B in systems]).mean(0)  # (T)
+        out["mc"] = out["mf"].sum()
+        kappa = torch.cat([gram_condition(A, B, T) for A, B in systems])     # (channels), inf where singular
+        out["gram_cond"] = kappa.nan_to_num(GRAM_SINGULAR, GRAM_SINGULAR).clamp(max=GRAM_SINGULAR).median()
     else:
-        out["mc"] = nan
+        out["mc"] = out["gram_cond"] = nan
     lam = torch.cat([eigenvalues(layer) for layer in model.layers])
     out["eig_real_min"], out["eig_real_max"] = lam.real.min(), lam.real.max()
     out["eig_imag_max"], out["s_A"] = lam.imag.max(), lam.real.max()
@@ -76,7 +86,7 @@ class _Probe(torch.nn.Module):
 
 @torch.no_grad()
 def measure_packed(packed, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
-    """Every point's measures at once: name -> (K) tensor on the CPU (grad_norm not included)."""
+    """Every point's measures at once: name -> (K) tensor ((K T) for mf) on the CPU (grad_norm not included)."""
     wrapper = _Probe(packed.base)
     params = {f"model.{k}": v for k, v in packed.params.items()}
     buffers = {f"model.{k}": v for k, v in packed.buffers.items()}

@@ -31,11 +31,15 @@ from ssmpipe import config as cfg
 from ssmpipe.atomic import atomic_path, write_text
 
 METRICS = ("train_loss", "train_acc", "test_loss", "test_acc")
-MEASURES = ("tau", "tau_max", "mc", "s_A", "eig_real_min", "eig_real_max", "eig_imag_max", "output_scale",
-            "grad_norm")  # what each is: ssmpipe/measures.py
+MEASURES = ("tau", "tau_max", "mc", "gram_cond", "s_A", "eig_real_min", "eig_real_max", "eig_imag_max",
+            "output_scale", "grad_norm")  # what each is: ssmpipe/measures.py
+PROFILES = ("mf",)  # measures that are a curve: a list column, null at epochs that do not measure it
+LENGTH_METRICS = ("len_test_acc", "len_test_loss")  # one value per test_seq_lens entry, at the last epoch only
+GRAM_SINGULAR = 1e16  # gram_cond's cap: κ from float64 singular values is noise beyond ~1/ε ≈ 4.5e15 (singular)
 STATUSES = ("ok", "diverged", "failed")
 STOPPED = "stopped"  # the status of a tune trial its scheduler stopped early (ssmpipe/tune.py): rows so far kept
-_ARROW = {"integer": pa.int64(), "number": pa.float64(), "string": pa.string(), "boolean": pa.bool_()}
+_ARROW = {"integer": pa.int64(), "number": pa.float64(), "string": pa.string(), "boolean": pa.bool_(),
+          "array": pa.list_(pa.int64())}
 
 
 class Store:
@@ -109,6 +113,7 @@ def runs_schema() -> pa.Schema:
     settings = [pa.field(k, _ARROW[t]) for k, t in sorted(cfg.setting_types().items())]
     return pa.schema([pa.field("run_id", pa.string()), pa.field("shard_id", pa.string()), *settings,
                       pa.field("epoch", pa.int64()), *(pa.field(m, pa.float64()) for m in METRICS + MEASURES),
+                      *(pa.field(m, pa.list_(pa.float32())) for m in PROFILES + LENGTH_METRICS),
                       pa.field("wall_s", pa.float64()), pa.field("status", pa.string()),
                       pa.field("error", pa.string()),
                       pa.field("study", pa.string()), pa.field("trial_id", pa.string())])  # null unless a tune trial

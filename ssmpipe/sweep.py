@@ -145,9 +145,10 @@ def plan(config: dict, write: bool = True) -> Plan:
 
 
 def data_specs(settings_list) -> dict[str, dict]:
-    """Data cache key -> data spec, for a list of point settings."""
+    """Data cache key -> data spec, for a list of point settings: each point's length and its test lengths."""
     out = {}
     for s in settings_list:
-        spec = data.spec_of(s)
-        out[data.key_of(spec)] = spec
+        for length in (s["seq_len"], *s["test_seq_lens"]):
+            spec = data.spec_of({**s, "seq_len": length})
+            out[data.key_of(spec)] = spec
     return out

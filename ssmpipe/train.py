@@ -73,11 +73,13 @@ def evaluate(model: PackedModel, x: torch.Tensor, y: torch.Tensor, batch_size: i
 
 
 def train_group(points: list[dict], arrays: dict, device: torch.device, resume: dict | None,
-                checkpoint, progress_desc: str = "") -> list[dict]:
+                checkpoint, progress_desc: str = "", length_arrays: dict[int, dict] | None = None) -> list[dict]:
     """Train the packed points of one group; return their rows (one per point and epoch).
 
     After every epoch `checkpoint(state)` gets the group's whole resumable state (a dict of
     tensors and lists); passing that dict back as `resume` continues bit-identically.
+    length_arrays (`length_data`): the data sets at the test lengths T′; after the last epoch every
+    point is tested on each one's test split (len_test_loss, len_test_acc).
     """
     settings = points[0]["settings"]
     tr, lam = settings["train"], settings["reg"]["lambda"]
@@ -95,7 +97,7 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
     def measures(epoch, grad_norm) -> list[dict]:
         """Each point's measures (NaN for points no longer training) and its mean gradient norm."""
         values = measure_packed(model, probe_x, with_memory=epoch in (0, E))
-        return [{**{k: v[i].item() for k, v in values.items()}, "grad_norm": grad_norm[i]} for i in range(K)]
+        return [{**{k: v[i].tolist() for k, v in values.items()}, "grad_norm": grad_norm[i]} for i in range(K)]
 
     def state(epoch):
         return {"epoch": epoch, "elapsed": elapsed, "status": list(status), "rows": list(rows),
@@ -165,6 +167,12 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
         train_loss, train_acc = (loss_sum / count).cpu(), (correct / count).cpu()
         plateau.update(train_loss.to(device))
         measured = measures(epoch, (grad_norm_sum / -(-n // bs)).tolist())
+        if epoch == E and length_arrays:  # train at T, test at T′
+            at = [evaluate(model, *(torch.as_tensor(a[k], device=device) for k in ("x_test", "y_test")), bs)
+                  for a in length_arrays.values()]                          # per T′: loss (K), acc (K)
+            for k in range(K):
+                measured[k]["len_test_loss"] = [loss[k].item() for loss, _ in at]
+                measured[k]["len_test_acc"] = [acc[k].item() for _, acc in at]
         for k in range(K):
             if status[k] != "ok":
                 continue
@@ -271,7 +279,8 @@ def train_shard(results: str, shard: str, device: str | None = None) -> int:
 
         try:
             arrays = ensure_data(store, data.spec_of(points[0]["settings"]))
-            rows = train_group(points, arrays, dev, resume, checkpoint, f"{shard[:8]} group {i + 1}/{len(groups)}")
+            rows = train_group(points, arrays, dev, resume, checkpoint, f"{shard[:8]} group {i + 1}/{len(groups)}",
+                               length_data(store, points[0]["settings"]))
         except Exception as e:  # the group fails, the shard goes on
             log.error("shard %s group %s failed:\n%s", shard, key, traceback.format_exc())
             current = state.get("current") or {}
@@ -296,6 +305,11 @@ def ensure_data(store: Store, spec: dict) -> dict:
     if not path.exists():
         data.save(data.build(spec), path)
     return data.load(path)
+
+
+def length_data(store: Store, settings: dict) -> dict[int, dict]:
+    """T′ -> the data set of a point's task made at length T′, for each of its test_seq_lens (cached like any)."""
+    return {T: ensure_data(store, data.spec_of({**settings, "seq_len": T})) for T in settings["test_seq_lens"]}
 
 
 def _row(point, epoch, train_loss, train_acc, test_loss, test_acc, wall_s, measured=None) -> dict:

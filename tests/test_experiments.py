@@ -76,3 +76,51 @@ def test_claims_without_their_axes_say_no_data():
                          "output_scale": [1.0]})
     for name, claim in CLAIMS.items():
         assert claim(runs, final_epoch(runs)).verdict == "no data", name
+
+
+def test_memory_claim_ranks_within_each_setting_of_the_other_axes():
+    from ssmpipe.report.claims import memory_predicts_learning
+
+    def runs(agree: bool):
+        rows = []
+        for c, base in ((0.3, 0.1), (3.0, 0.5)):                      # Δ moves memory and accuracy together
+            for i, scheme in enumerate(["inv", "lin", "random"]):
+                mf_lag = base + 0.01 * i
+                acc = base + (0.01 * i if agree else -0.01 * i)
+                for epoch, test_acc in ((0, 0.1), (3, acc)):
+                    rows.append({"run_id": f"{c}{scheme}", "epoch": epoch, "status": "ok", "seed": 0,
+                                 "model.init.scheme": scheme, "model.init.dt_c": c, "task.lag": 2,
+                                 "mc": 10 * mf_lag, "mf": np.array([1.0, 0.5, mf_lag]), "test_acc": test_acc,
+                                 "train_loss": 0.0, "test_loss": 0.0})
+        return pd.DataFrame(rows)
+
+    yes, no = runs(True), runs(False)
+    verdict = memory_predicts_learning(yes, final_epoch(yes))
+    assert verdict.verdict == "supported" and "MF(τ = lag) at init 1.00" in verdict.finding
+    verdict = memory_predicts_learning(no, final_epoch(no))            # pooled over Δ it would look supported
+    assert verdict.verdict == "not supported" and "MF(τ = lag) at init -1.00" in verdict.finding
+    assert "model.init.dt_c" in verdict.finding
+
+
+def test_gram_claim_needs_singular_at_zero_and_slower_training_when_ill_conditioned():
+    from ssmpipe.report.claims import gram_conditioning
+
+    def runs(kappas, slow_when_ill=True):
+        rows = []
+        for seed in (0, 1):
+            for imag, kappa in zip((0.0, 1.0, 10.0), kappas):
+                loss = np.log10(kappa) if slow_when_ill else -np.log10(kappa)
+                for epoch in (0, 1, 2):
+                    rows.append({"run_id": f"{imag}-{seed}", "epoch": epoch, "status": "ok", "seed": seed,
+                                 "model.init.imag": imag, "model.init.real": -0.5, "gram_cond": kappa,
+                                 "train_loss": loss + 0.01 * seed, "test_loss": 0.0, "test_acc": 0.5})
+        return pd.DataFrame(rows)
+
+    singular = float(np.float32(1e16))                                 # the cap, as the float32 column holds it
+    yes = runs([singular, 10.0, 1e3])
+    verdict = gram_conditioning(yes, final_epoch(yes))
+    assert verdict.verdict == "supported" and "0: singular, 1: 10, 10: 1e+03" in verdict.finding
+    faster_when_ill = runs([singular, 10.0, 1e3], slow_when_ill=False)
+    assert gram_conditioning(faster_when_ill, final_epoch(faster_when_ill)).verdict == "not supported"
+    not_singular = runs([1e8, 10.0, 1e3])
+    assert gram_conditioning(not_singular, final_epoch(not_singular)).verdict == "not supported"

@@ -8,7 +8,7 @@ from conftest import tiny_config
 from ssmpipe import config as cfg
 from ssmpipe import data, sweep
 from ssmpipe.store import MEASURES, Store
-from ssmpipe.train import ensure_data, train_group
+from ssmpipe.train import ensure_data, length_data, train_group
 
 
 def _train(tmp_path, **changes):
@@ -17,7 +17,8 @@ def _train(tmp_path, **changes):
     arrays = ensure_data(Store(tmp_path), data.spec_of(points[0]["settings"]))
     import pandas as pd
 
-    rows = train_group(points, arrays, torch.device("cpu"), None, lambda state: None)
+    rows = train_group(points, arrays, torch.device("cpu"), None, lambda state: None, "",
+                       length_data(Store(tmp_path), points[0]["settings"]))
     return pd.DataFrame(rows)
 
 
@@ -83,3 +84,44 @@ def test_autocorr_dt_rule_sets_dt_from_the_input(tmp_path):
     u = model.trunk(x)[1][0].detach()
     want = float(dt_autocorr(x.shape[1], lambda_max(u, stationary=True), 0.5))
     torch.testing.assert_close(model.layers[0].log_dt.exp(), torch.full((4,), want), rtol=1e-5, atol=0)
+
+
+def test_memory_function_rows_sum_to_the_capacity(tmp_path):
+    df = _train(tmp_path, **{"fixed.train.epochs": 2, "fixed.model.init.scheme": "lin"})
+    measured = df[df["mf"].notna()]
+    assert sorted(measured["epoch"].unique()) == [0, 2]                # at init and at the end, null between
+    for _, row in measured.iterrows():
+        mf = np.asarray(row["mf"])
+        assert mf.shape == (16,) and (mf >= -1e-6).all() and (mf <= 1 + 1e-6).all()   # T = seq_len leverage scores
+        assert mf.sum() == pytest.approx(row["mc"], rel=1e-5)
+        assert mf[0] > mf[-1]                                          # memory fades with the lag
+
+
+def test_gram_condition_is_finite_for_distinct_modes_and_capped_when_they_coincide(tmp_path):
+    from ssmpipe.store import GRAM_SINGULAR
+    from ssmpipe.models.s4d import S4D
+    from ssmpipe.theory import gram_condition, s4d_system
+
+    def run(imag):
+        df = _train(tmp_path, **{"fixed.train.epochs": 1, "fixed.model.d_state": 8, "grid.model.init.imag": [imag],
+                                 "fixed.model.init.dt_min": 0.05, "fixed.model.init.dt_max": 0.05})
+        return df[df.epoch == 0]["gram_cond"].to_numpy()
+
+    distinct, equal = run(1.0), run(0.0)                               # Im λ_n = s·π·n: s = 0, all modes alike
+    assert np.isfinite(distinct).all() and (distinct > 1).all() and (distinct < 1e8).all()
+    assert equal == pytest.approx([GRAM_SINGULAR] * len(equal), rel=1e-6)  # float32 column
+    torch.manual_seed(0)
+    layer = S4D(4, 8, scheme="sweep", real=-0.5, imag=1.0, dt_min=0.05, dt_max=0.05).double()
+    want = gram_condition(*s4d_system(layer), 16).median().item()      # the measure is the median over channels
+    assert distinct[0] == pytest.approx(want, rel=1e-3)
+
+
+def test_test_lengths_give_the_train_at_T_test_at_T_prime_row(tmp_path):
+    df = _train(tmp_path, **{"fixed.train.epochs": 2, "fixed.test_seq_lens": [16, 32, 8]})
+    last, earlier = df[df.epoch == 2], df[df.epoch < 2]
+    assert earlier["len_test_acc"].isna().all()
+    for _, row in last.iterrows():
+        assert len(row["len_test_acc"]) == len(row["len_test_loss"]) == 3
+        assert row["len_test_acc"][0] == pytest.approx(row["test_acc"])  # T′ = T: the usual test split
+        assert row["len_test_loss"][0] == pytest.approx(row["test_loss"])
+        assert row["len_test_loss"][1] != pytest.approx(row["test_loss"])

@@ -39,6 +39,10 @@ def test_eigenvalue_schemes_match_their_formulas():
     torch.testing.assert_close(real, torch.complex(-(n + 1), torch.zeros_like(n)).to(real.dtype))
     sweep = eigenvalues("sweep", N, real=-0.25, imag=3.0)
     torch.testing.assert_close(sweep, torch.complex(torch.full_like(n, -0.25), 3 * math.pi * n).to(sweep.dtype))
+    linear, step = eigenvalues("linear", N), eigenvalues("step", N)
+    torch.testing.assert_close(linear, torch.complex(-(n + 1) / (N // 2), math.pi * n).to(linear.dtype))
+    torch.testing.assert_close(step, torch.complex(torch.tensor([-0.05, -0.05, -1.0, -1.0], dtype=torch.float64),
+                                                   math.pi * n).to(step.dtype))
     rand = eigenvalues("random", 64)
     assert (rand.real <= 0).all() and (rand.real >= -1).all() and (rand.imag >= 0).all()
     assert rand.real.unique().numel() == 32
@@ -68,3 +72,20 @@ def test_frozen_A_and_dt_stay_unchanged_by_training():
     for name, value in layer.named_buffers():
         assert torch.equal(value, frozen[name]), name
     assert not torch.equal(layer.C_real, C_before)
+
+
+def test_plain_block_is_the_ssm_alone_and_residual_adds_the_norm():
+    from ssmpipe.models.sequence import SequenceModel
+
+    info = {"input": "tokens", "d_input": 2, "target": "sequence", "n_out": 2}
+    torch.manual_seed(0)
+    layer = S4D(4, 4)
+    plain = SequenceModel([layer], 4, info, "last", block="plain")
+    residual = SequenceModel([layer], 4, info, "last", block="residual")
+    x = torch.randint(0, 2, (3, 10))
+    h, inputs = plain.trunk(x)
+    torch.testing.assert_close(h, layer(plain.encoder(x)))             # SPEC 001: embedding, SSM, readout
+    torch.testing.assert_close(plain(x), plain.decoder(h[:, -1]))
+    assert not any("norms" in name for name, _ in plain.named_parameters())
+    assert any("norms" in name for name, _ in residual.named_parameters())
+    assert not torch.allclose(residual.trunk(x)[0], h)

@@ -2,7 +2,9 @@
 
 Conjugate pairs are implicit: N/2 complex states give a real N-state system, the kernel
 being k̄_l = 2·Re(Σ_n C_n B̄_n Ā_n^l) (B = 1, as in S4D). Eigenvalue inits (SPEC 002):
-S4D-Lin, S4D-Inv, S4D-Real, random, and the sweep form λ_n = a + i·s·π·n.
+S4D-Lin, S4D-Inv, S4D-Real, random, and the sweep form λ_n = a + i·s·π·n; SPEC 003's "linear" and
+"step" spectra (the paper names them without formulas; the ones here are ssmpipe's choice, S4D-Lin's
+frequencies with the decay rates spread evenly, or in two groups).
 """
 
 import math
@@ -10,7 +12,8 @@ import math
 import torch
 import torch.nn as nn
 
-SCHEMES = ("sweep", "lin", "inv", "real", "random")
+SCHEMES = ("sweep", "lin", "inv", "real", "random", "linear", "step")
+STEP_RATES = (-0.05, -1.0)  # step spectrum: decay rates of the slow and the fast half of the modes
 
 
 def eigenvalues(scheme: str, d_state: int, real: float = -0.5, imag: float = 1.0) -> torch.Tensor:
@@ -26,6 +29,10 @@ def eigenvalues(scheme: str, d_state: int, real: float = -0.5, imag: float = 1.0
         re, im = -(n + 1), torch.zeros_like(n)
     elif scheme == "random":   # Re ~ −U(0,1), Im ~ U(0, πN/2): S4D-Lin's range of imaginary parts
         re, im = -torch.rand_like(n), torch.rand_like(n) * math.pi * N / 2
+    elif scheme == "linear":   # decay rates spread evenly over (0, 1]: −(n+1)/(N/2) + iπn
+        re, im = -(n + 1) / (N // 2), math.pi * n
+    elif scheme == "step":     # half the modes slow, half fast: −0.05 or −1, + iπn
+        re, im = torch.full_like(n, STEP_RATES[1]).masked_fill(n < N // 4, STEP_RATES[0]), math.pi * n
     else:
         raise ValueError(f"unknown eigenvalue init scheme {scheme!r}; known: {', '.join(SCHEMES)}")
     return torch.complex(re, im).to(torch.complex64)

@@ -38,16 +38,16 @@ LAYERS = {"s4d": s4d_layer, "s4": s4_layer, "selective": selective_layer}
 
 
 class SequenceModel(nn.Module):
-    """encoder -> n × [x + GELU(SSM(x)), LayerNorm] -> pooling -> decoder."""
+    """encoder -> n × block -> pooling -> decoder; block `residual`: LayerNorm(x + GELU(SSM(x))), `plain`: SSM(x)."""
 
-    def __init__(self, layers: list[nn.Module], d_model: int, info: dict, pooling: str):
+    def __init__(self, layers: list[nn.Module], d_model: int, info: dict, pooling: str, block: str = "residual"):
         super().__init__()
         if info["input"] == "tokens":
             self.encoder = nn.Embedding(info["d_input"], d_model)
         else:
             self.encoder = nn.Linear(info["d_input"], d_model)
         self.layers = nn.ModuleList(layers)
-        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in layers)
+        self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in layers) if block == "residual" else None
         self.decoder = nn.Linear(d_model, info["n_out"])
         self.pooling = pooling if info["target"] == "sequence" else "none"
 
@@ -55,9 +55,9 @@ class SequenceModel(nn.Module):
         """Encoder and blocks: x -> (h (B L H), the input (B L H) of every SSM layer)."""
         h = self.encoder(x if x.dtype == torch.long or x.dim() == 3 else x[..., None])  # (B L H)
         inputs = []
-        for ssm, norm in zip(self.layers, self.norms):
+        for i, ssm in enumerate(self.layers):
             inputs.append(h)
-            h = norm(h + F.gelu(ssm(h)))                                    # (B L H)
+            h = ssm(h) if self.norms is None else self.norms[i](h + F.gelu(ssm(h)))  # (B L H)
         return h, inputs
 
     def forward(self, x: torch.Tensor, with_tau: bool = False):
@@ -83,7 +83,7 @@ def build_model(settings: dict, info: dict) -> SequenceModel:
     torch.manual_seed(settings["seed"])
     m = settings["model"]
     layers = [LAYERS[m["kind"]](m["d_model"], m) for _ in range(m["n_layers"])]
-    return SequenceModel(layers, m["d_model"], info, m["pooling"])
+    return SequenceModel(layers, m["d_model"], info, m["pooling"], m["block"])
 
 
 @torch.no_grad()

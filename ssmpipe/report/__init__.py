@@ -29,7 +29,7 @@ def figures_of(config: dict) -> dict:
     for spec in config["report"]["figures"]:
         kind = spec["kind"]
         args = {k: spec[k] for k in ("metric", "x", "group", "panel") if k in spec}
-        if kind != "heatmap":
+        if kind not in ("heatmap", "lengths"):
             args["logy"] = spec.get("logy", False)
 
         def make(runs, final, kind=kind, args=args, at=spec.get("at", "final")):
@@ -45,7 +45,9 @@ def _caption(spec: dict) -> str:
     at = {"final": "Final", "init": "At init: ", "first": "Over the first epoch: "}[spec.get("at", "final")]
     what = {"lines": f"{at} {spec['metric']} against {spec.get('x')}",
             "heatmap": f"{at} {spec['metric']} over {spec.get('group')} × {spec.get('x')}",
-            "curves": f"{spec['metric']} per epoch (epoch 0: at init)"}[spec["kind"]]
+            "curves": f"{spec['metric']} per epoch (epoch 0: at init)",
+            "profile": f"{at} {spec['metric']} against the lag τ",
+            "lengths": f"{at} {spec['metric']} over train length seq_len × test length T′"}[spec["kind"]]
     parts = [what]
     if spec.get("group") and spec["kind"] != "heatmap":
         parts.append(f"one line per {spec['group']}")

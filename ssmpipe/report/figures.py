@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -10,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 REAL, IMAG, LENGTH = "model.init.real", "model.init.imag", "seq_len"
+TRAIN_LENGTH, TEST_LENGTH = "train_len", "test_len"  # the lengths figure: trained at seq_len T, tested at T′
 
 
 def final_epoch(runs: pd.DataFrame) -> pd.DataFrame:
@@ -51,12 +54,16 @@ def _label(column: str) -> str:
 
 LABELS = {"epoch": "epoch", REAL: "real part a (Re λ)", IMAG: "imaginary scale s (Im λₙ = s·π·n)", LENGTH: "sequence length L",
           "test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss",
-          "train_loss": "train loss", "gap": "generalization gap (test − train loss)", "s_A": "spectral abscissa s_A",
+          "train_loss": "train loss", "gap": "gap: test − train loss", "s_A": "spectral abscissa s_A",
           "output_scale": "E|y_L| (first layer)", "tau": "τ (mean over channels)", "mc": "memory capacity",
           "grad_norm": "gradient norm", "model.init.s_A": "s_A at init", "reg.lambda": "regularization λ",
           "model.init.c_scaling": "init scaling of C", "task.moment": "moment coefficient b",
           "model.init.dt": "Δ rule", "model.init.scheme": "eigenvalue init", "model.train_A": "A trained",
-          "task.lag": "lag τ", "task.name": "task"}
+          "task.lag": "lag τ", "task.name": "task", "mf": "memory function MF(τ)",
+          "gram_cond": "Gram condition number κ", "model.block": "block", "model.kind": "layer",
+          "model.init.dt_c": "c of the Δ rule Δ = c/√(L·λ_max)",
+          TRAIN_LENGTH: "train length T", TEST_LENGTH: "test length T′",
+          "len_test_acc": "test accuracy at T′", "len_test_loss": "test loss at T′"}
 
 
 def _fmt(v) -> str:
@@ -84,6 +91,11 @@ def _key(fig, axes, colours: dict, title: str) -> None:
         fig.colorbar(matplotlib.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, label=title, shrink=0.6)
 
 
+def _title(fig, text: str) -> None:
+    """The figure's title, wrapped to its width (about 15 characters an inch at 10 pt)."""
+    fig.suptitle(textwrap.fill(text, int(15 * fig.get_figwidth())), fontsize=10)
+
+
 def _panels_of(table: pd.DataFrame, panel: str | None):
     return [(None, table)] if panel is None else list(table.groupby(panel))
 
@@ -100,7 +112,7 @@ def _finish(fig, axes, parts, panel, group, colours, metric, x, logy, title) -> 
         ax.set_ylabel(_label(metric))
     if group:
         _key(fig, axes, colours, _label(group))
-    fig.suptitle(title, fontsize=10)
+    _title(fig, title)
 
 
 def lines(final: pd.DataFrame, metric: str, x: str, group: str | None = None, panel: str | None = None,
@@ -157,7 +169,7 @@ def heatmap(final: pd.DataFrame, metric: str, x: str, group: str, panel: str | N
     for ax in axes[::MAX_COLUMNS]:
         ax.set_ylabel(_label(group))
     fig.colorbar(im, ax=axes, label=f"final {_label(metric)} (mean over seeds)")
-    fig.suptitle(f"{_label(metric)} over {_label(group)} × {_label(x)}", fontsize=10)
+    _title(fig, f"{_label(metric)} over {_label(group)} × {_label(x)}")
     return fig, table
 
 
@@ -180,4 +192,45 @@ def curves(runs: pd.DataFrame, metric: str, group: str | None = None, panel: str
     return fig, wide
 
 
-KINDS = {"lines": lines, "heatmap": heatmap, "curves": curves}
+def profile(rows: pd.DataFrame, metric: str, group: str | None = None, panel: str | None = None, logy: bool = False):
+    """A curve-valued measure (`mf`: MF(τ) for τ < T) against its index τ, one line per `group` value, one panel per
+    `panel` value; mean over the runs (seeds and any setting not named) that have it. The table: its value at
+    τ = 0, 1, 4, 16, … and the last τ, and its sum (for mf: the memory capacity MC)."""
+    rows = rows[(rows["status"] == "ok") & rows[metric].notna()]
+    by = [c for c in (panel, group) if c]
+    means, records = {}, []
+    for key, sel in rows.groupby(by) if by else [((), rows)]:
+        key = key if isinstance(key, tuple) else (key,)
+        curves_ = [np.asarray(v, float) for v in sel[metric]]
+        width = max(len(c) for c in curves_)
+        mean = np.nanmean([np.pad(c, (0, width - len(c)), constant_values=np.nan) for c in curves_], axis=0)
+        means[key] = mean
+        at = sorted({0, *(4 ** k for k in range(8) if 4 ** k < width), width - 1})
+        records.append({**dict(zip(by, key)), "runs": len(curves_), **{f"τ={t}": mean[t] for t in at},
+                        "sum": float(np.nansum(mean))})
+    table = pd.DataFrame(records)
+    colours = _colours(table[group].unique()) if group else {None: "C0"}
+    parts = _panels_of(table, panel)
+    fig, axes = panels(len(parts), sharey=True)
+    for ax, (value, t) in zip(axes, parts):
+        for _, r in t.iterrows():
+            key = tuple(r[c] for c in by)
+            ax.plot(np.arange(len(means[key])), means[key], color=colours[r[group] if group else None], lw=1.2)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0)
+    _finish(fig, axes, parts, panel, group, colours, metric, "lag τ", logy,
+            f"{_label(metric)} against the lag τ (mean over seeds)")
+    return fig, table
+
+
+def lengths(final: pd.DataFrame, metric: str, panel: str | None = None):
+    """Train at T, test at T′: final `metric` (len_test_acc / len_test_loss, one value per test_seq_lens entry)
+    over train length seq_len (rows) × test length T′ (columns), mean over seeds, one panel per `panel` value."""
+    rows = final[final[metric].notna()]
+    long = pd.DataFrame([{**({panel: r[panel]} if panel else {}), TRAIN_LENGTH: r[LENGTH], TEST_LENGTH: int(T),
+                          "status": r["status"], metric: float(v)}
+                         for _, r in rows.iterrows() for T, v in zip(r["test_seq_lens"], r[metric])])
+    return heatmap(long, metric, x=TEST_LENGTH, group=TRAIN_LENGTH, panel=panel)
+
+
+KINDS = {"lines": lines, "heatmap": heatmap, "curves": curves, "profile": profile, "lengths": lengths}

@@ -57,7 +57,7 @@ ENVIRONMENT = {
 
 def trial(params: dict, ctx: dict) -> None:
     """One trial: train `fixed` + `params` with train_group, reporting each epoch; rows to the store."""
-    from ssmpipe.train import ensure_data, pick_device, train_group
+    from ssmpipe.train import ensure_data, length_data, pick_device, train_group
 
     torch.set_num_threads(ctx["threads"])
     store = Store(ctx["results"])
@@ -98,7 +98,8 @@ def trial(params: dict, ctx: dict) -> None:
 
     try:
         arrays = ensure_data(store, data.spec_of(settings))
-        rows = train_group([point], arrays, pick_device(ctx["device"]), resume, report, f"trial {trial_id}")
+        rows = train_group([point], arrays, pick_device(ctx["device"]), resume, report, f"trial {trial_id}",
+                           length_data(store, settings))
     except Exception as e:
         if last["reporting"]:
             raise
