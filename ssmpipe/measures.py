@@ -4,6 +4,7 @@ Beyond any one paper: every run carries all of them (where its layer kind define
 so any sweep can be re-read in the light of any paper. Columns (NaN where undefined):
 
     tau, tau_max       000: τ of the LTI layers (mean / max over channels and layers), on the probe batch
+    tau_layers         000: τ of each LTI layer (mean over its channels), a list, first layer first
     mf                 003: the memory function MF(τ) for τ < T (a list of T floats; mean over channels and
                        layers), at init and at the end (null at other epochs), of the stationary state (Gram sum
                        over 4T steps: with T, Σ MF would be a rank)
@@ -48,15 +49,18 @@ def eigenvalues(layer) -> torch.Tensor:
 
 
 def probe(model, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
-    """The measures of one single-point SequenceModel on a probe batch x (B L [C]): 0-dim tensors, and with_memory
-    on an LTI model also `mf` (T)."""
+    """The measures of one single-point SequenceModel on a probe batch x (B L [C]): 0-dim tensors; on an LTI model
+    also `tau_layers` (n_layers) and, with_memory, `mf` (T)."""
     _, inputs = model.trunk(x)                                              # n_layers × (B L H)
     nan = torch.full((), NAN, device=x.device)
     out = {}
     lti = [(layer, u) for layer, u in zip(model.layers, inputs) if hasattr(layer, "kernel")]
-    taus = torch.cat([tau(layer.kernel(u.shape[1]), *input_stats(u)) for layer, u in lti]) if lti else None
+    per_layer = [tau(layer.kernel(u.shape[1]), *input_stats(u)) for layer, u in lti]   # n_layers × (H)
+    taus = torch.cat(per_layer) if lti else None
     out["tau"] = taus.mean() if lti else nan
     out["tau_max"] = taus.max() if lti else nan
+    if lti:
+        out["tau_layers"] = torch.stack([t.mean() for t in per_layer])    # (n_layers)
     if lti and with_memory:
         systems = [s4d_system(layer) if isinstance(layer, S4D) else s4_system(layer) for layer, _ in lti]
         T = x.shape[1]  # MF of the stationary state (infinite past): the Gram sum runs until α_k has decayed
@@ -86,7 +90,8 @@ class _Probe(torch.nn.Module):
 
 @torch.no_grad()
 def measure_packed(packed, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
-    """Every point's measures at once: name -> (K) tensor ((K T) for mf) on the CPU (grad_norm not included)."""
+    """Every point's measures at once: name -> (K) tensor ((K n_layers) for tau_layers, (K T) for mf) on the CPU
+    (grad_norm not included)."""
     wrapper = _Probe(packed.base)
     params = {f"model.{k}": v for k, v in packed.params.items()}
     buffers = {f"model.{k}": v for k, v in packed.buffers.items()}

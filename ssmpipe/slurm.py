@@ -229,8 +229,9 @@ def _wait(job) -> None:
         time.sleep(1)
 
 
-class _Stopped(Exception):
-    pass
+class _Stopped(BaseException):
+    """A stop signal, as a BaseException (like KeyboardInterrupt): submitit's status calls catch Exception ("Bypassing
+    sacct error"), which swallowed a signal that came during one and left the job running."""
 
 
 @contextmanager

@@ -35,6 +35,7 @@ MEASURES = ("tau", "tau_max", "mc", "gram_cond", "s_A", "eig_real_min", "eig_rea
             "output_scale", "grad_norm")  # what each is: ssmpipe/measures.py
 PROFILES = ("mf",)  # measures that are a curve: a list column, null at epochs that do not measure it
 LENGTH_METRICS = ("len_test_acc", "len_test_loss")  # one value per test_seq_lens entry, at the last epoch only
+LAYER_MEASURES = ("tau_layers",)  # one value per layer (first layer first), every epoch; null where undefined
 GRAM_SINGULAR = 1e16  # gram_cond's cap: κ from float64 singular values is noise beyond ~1/ε ≈ 4.5e15 (singular)
 STATUSES = ("ok", "diverged", "failed")
 STOPPED = "stopped"  # the status of a tune trial its scheduler stopped early (ssmpipe/tune.py): rows so far kept
@@ -113,7 +114,7 @@ def runs_schema() -> pa.Schema:
     settings = [pa.field(k, _ARROW[t]) for k, t in sorted(cfg.setting_types().items())]
     return pa.schema([pa.field("run_id", pa.string()), pa.field("shard_id", pa.string()), *settings,
                       pa.field("epoch", pa.int64()), *(pa.field(m, pa.float64()) for m in METRICS + MEASURES),
-                      *(pa.field(m, pa.list_(pa.float32())) for m in PROFILES + LENGTH_METRICS),
+                      *(pa.field(m, pa.list_(pa.float32())) for m in PROFILES + LENGTH_METRICS + LAYER_MEASURES),
                       pa.field("wall_s", pa.float64()), pa.field("status", pa.string()),
                       pa.field("error", pa.string()),
                       pa.field("study", pa.string()), pa.field("trial_id", pa.string())])  # null unless a tune trial

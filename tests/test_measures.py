@@ -37,6 +37,23 @@ def test_every_row_carries_every_measure(tmp_path):
     assert (df["tau_max"] >= df["tau"]).all()
 
 
+def test_tau_per_layer_is_logged_every_epoch(tmp_path):
+    from ssmpipe.models import build_model, init_from_data
+    from ssmpipe.theory import model_tau
+
+    df = _train(tmp_path, **{"fixed.train.epochs": 1, "fixed.model.n_layers": 3, "grid.seed": [0]})
+    assert df["tau_layers"].map(len).eq(3).all()
+    for _, row in df.iterrows():
+        assert np.mean(row["tau_layers"]) == pytest.approx(row["tau"], rel=1e-5)   # equal channels per layer
+    settings = sweep.expand(cfg.check(tiny_config(**{"grid.seq_len": [16], "grid.model.init.real": [-0.5],
+                                                     "fixed.model.n_layers": 3, "grid.seed": [0]})))[0].settings
+    arrays = ensure_data(Store(tmp_path), data.spec_of(settings))
+    x = torch.as_tensor(arrays["x_train"][:32])                         # the probe batch: the first batch
+    model = init_from_data(build_model(settings, data.describe(arrays, settings["task"])), x, settings)
+    want = [t.mean().item() for t in model_tau(model, x)]
+    np.testing.assert_allclose(df[df.epoch == 0]["tau_layers"].iloc[0], want, rtol=1e-4)
+
+
 def test_tau_scaling_makes_init_tau_one(tmp_path):
     plain = _train(tmp_path, **{"fixed.train.epochs": 1, "fixed.model.init.scale": 30.0})
     scaled = _train(tmp_path, **{"fixed.train.epochs": 1, "fixed.model.init.scale": 30.0,
