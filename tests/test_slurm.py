@@ -334,3 +334,29 @@ def test_launcher_slurm_without_sbatch_says_so(tmp_path):
                           env={**os.environ, "PATH": str(Path(sys.executable).parent)})
     assert proc.returncode == 1 and "launcher slurm needs sbatch on PATH" in proc.stderr
     assert not (tmp_path / "results" / "tiny" / "slurm").exists()
+
+
+def test_a_stop_signal_inside_a_library_call_that_catches_exception_still_cancels():
+    """submitit's sacct poll catches Exception; a SIGINT that lands inside it must still cancel the job and exit."""
+    from ssmpipe.slurm import _cancelled_on_signal
+
+    class Job:  # what _cancelled_on_signal uses of a submitit job
+        job_id, cancelled = "42", False
+
+        def cancel(self, check=False):
+            self.cancelled = True
+
+    def poll_like_submitit():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)                          # arrives during the call
+            time.sleep(5)
+        except Exception:                                                # "Bypassing sacct error"
+            pass
+
+    job = Job()
+    start = time.monotonic()
+    with pytest.raises(SystemExit) as stop:
+        with _cancelled_on_signal(job):
+            poll_like_submitit()
+    assert stop.value.code == 128 + signal.SIGINT and job.cancelled and time.monotonic() - start < 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
