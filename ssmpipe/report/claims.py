@@ -85,6 +85,7 @@ def s_A_driven_negative(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     near = int((ends["s_A"] <= NEAR_ZERO).sum())
     finding = (f"final s_A < 0 in {below} of {len(ends)} runs started at s_A = "
                f"{', '.join(f'{v:g}' for v in sorted(start[S_A_INIT].unique()))}; ≤ {NEAR_ZERO:g} in {near}; "
+               f"diverged (final s_A read before the divergence): {int(table['diverged'].sum())}; "
                f"mean final s_A by T: " + ", ".join(f"{r.final_s_A:+.3f} (T = {r.seq_len})" for r in table.itertuples())
                + ".")
     return Verdict(paper, claim, "supported" if below > len(ends) / 2 else "not supported", finding, table)
