@@ -124,3 +124,26 @@ def test_gram_claim_needs_singular_at_zero_and_slower_training_when_ill_conditio
     assert gram_conditioning(faster_when_ill, final_epoch(faster_when_ill)).verdict == "not supported"
     not_singular = runs([1e8, 10.0, 1e3])
     assert gram_conditioning(not_singular, final_epoch(not_singular)).verdict == "not supported"
+
+
+def test_lag_tradeoff_asks_whether_the_longest_memory_is_also_best_at_short_lags():
+    from ssmpipe.report.claims import memory_lag_tradeoff
+
+    def runs(long_memory_best_short: bool):
+        rows = []
+        for scheme, mf_long, acc in (("lin", 0.3, {2: 0.6 if long_memory_best_short else 0.4, 8: 0.5}),
+                                     ("random", 0.1, {2: 0.5, 8: 0.2})):
+            for lag in (2, 8):
+                for epoch, test_acc in ((0, 0.1), (5, acc[lag])):
+                    mf = np.full(16, 0.5)
+                    mf[8] = mf_long
+                    rows.append({"run_id": f"{scheme}{lag}", "epoch": epoch, "status": "ok", "task.lag": lag,
+                                 "model.init.scheme": scheme, "mf": mf, "test_acc": test_acc, "train_loss": 0.0,
+                                 "test_loss": 0.0})
+        return pd.DataFrame(rows)
+
+    tradeoff = runs(long_memory_best_short=False)
+    verdict = memory_lag_tradeoff(tradeoff, final_epoch(tradeoff))
+    assert verdict.verdict == "supported" and "at lag 2: random (0.500, lin 0.400)" in verdict.finding
+    none = runs(long_memory_best_short=True)
+    assert memory_lag_tradeoff(none, final_epoch(none)).verdict == "not supported"

@@ -209,6 +209,30 @@ def memory_predicts_learning(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict
     return Verdict(paper, claim, "supported" if rho[predictor] > 0.3 else "not supported", finding, table)
 
 
+def memory_lag_tradeoff(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
+    paper, claim = "003", ("Accuracy–length tradeoff: more memory at long lags costs precision at short ones (the init "
+                           "with the most memory at the longest lag is not the most accurate at the shortest).")
+    lag, scheme = "task.lag", "model.init.scheme"
+    if lag not in final or final[lag].nunique() < 2 or final[scheme].nunique() < 2 or "mf" not in runs:
+        return _no_data(paper, claim, "needs several lags (task.lag) and inits (model.init.scheme)")
+    short, long = final[lag].min(), final[lag].max()
+    init = runs[(runs["epoch"] == 0) & (runs[lag] == long) & runs["mf"].notna()]
+    ok_runs = final[final["status"] == "ok"]
+    table = pd.DataFrame({
+        f"mf_init_at_lag_{long}": init.groupby(scheme)["mf"].apply(lambda m: float(np.mean([v[long] for v in m]))),
+        f"test_acc_lag_{short}": ok_runs[ok_runs[lag] == short].groupby(scheme)["test_acc"].mean(),
+        f"test_acc_lag_{long}": ok_runs[ok_runs[lag] == long].groupby(scheme)["test_acc"].mean()}).dropna()
+    if len(table) < 2:
+        return _no_data(paper, claim, "needs trained runs of two or more inits at the shortest and the longest lag")
+    most_memory = table.iloc[:, 0].idxmax()
+    best_short, best_long = table.iloc[:, 1].idxmax(), table.iloc[:, 2].idxmax()
+    finding = (f"most memory at lag {long} at init: {most_memory} (MF {table.iloc[:, 0].max():.3f}); most accurate at "
+               f"lag {long}: {best_long} ({table.iloc[:, 2].max():.3f}); at lag {short}: {best_short} "
+               f"({table.iloc[:, 1].max():.3f}, {most_memory} {table.loc[most_memory].iloc[1]:.3f}).")
+    return Verdict(paper, claim, "supported" if best_short != most_memory else "not supported", finding,
+                   table.reset_index())
+
+
 def fixed_vs_trained(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     paper, claim = "003", "Freezing the eigenvalues (reservoir) converges faster and matches learning them (per task)."
     if final["model.train_A"].nunique() < 2:
@@ -233,4 +257,4 @@ def fixed_vs_trained(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
 
 CLAIMS = {f.__name__: f for f in (output_scale_vs_length, regularizer_gap, s_A_driven_negative, s_A_init_sweep,
                                   accuracy_flat_in_length, dt_rule_keeps_output_scale, imaginary_part_tradeoff,
-                                  memory_predicts_learning, fixed_vs_trained, gram_conditioning)}
+                                  memory_predicts_learning, memory_lag_tradeoff, fixed_vs_trained, gram_conditioning)}
