@@ -149,6 +149,6 @@ def data_specs(settings_list) -> dict[str, dict]:
     out = {}
     for s in settings_list:
         for length in (s["seq_len"], *s["test_seq_lens"]):
-            spec = data.spec_of({**s, "seq_len": length})
+            spec = data.spec_of(s, length)
             out[data.key_of(spec)] = spec
     return out

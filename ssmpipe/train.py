@@ -309,7 +309,7 @@ def ensure_data(store: Store, spec: dict) -> dict:
 
 def length_data(store: Store, settings: dict) -> dict[int, dict]:
     """T′ -> the data set of a point's task made at length T′, for each of its test_seq_lens (cached like any)."""
-    return {T: ensure_data(store, data.spec_of({**settings, "seq_len": T})) for T in settings["test_seq_lens"]}
+    return {T: ensure_data(store, data.spec_of(settings, T)) for T in settings["test_seq_lens"]}
 
 
 def _row(point, epoch, train_loss, train_acc, test_loss, test_acc, wall_s, measured=None) -> dict:

@@ -27,9 +27,10 @@ ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 IGNORE = -100
 
 
-def spec_of(settings: dict) -> dict:
-    """The part of a point's settings that determines its data set."""
-    return {"task": dict(sorted(settings["task"].items())), "seq_len": settings["seq_len"]}
+def spec_of(settings: dict, seq_len: int | None = None) -> dict:
+    """The part of a point's settings that determines its data set; seq_len: made at that length instead (a test
+    length T′)."""
+    return {"task": dict(sorted(settings["task"].items())), "seq_len": seq_len or settings["seq_len"]}
 
 
 def key_of(spec: dict) -> str:
