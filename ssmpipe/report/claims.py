@@ -191,21 +191,23 @@ def memory_predicts_learning(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict
     joined = final[final["status"] == "ok"].assign(mc_init=lambda d: d["run_id"].map(init["mc"])).dropna(subset=["mc_init"])
     if joined["mc_init"].nunique() < 3:
         return _no_data(paper, claim, "needs runs with different memory capacities at init")
+    predictors = {"mc_init": "MC"}
     if "mf" in init and "task.lag" in joined:  # the memory of the lag the task asks for: MF(τ = lag) at init
         mf = joined["run_id"].map(init["mf"])
         joined["mf_lag_init"] = [m[lag] if m is not None and lag < len(m) else np.nan
                                  for m, lag in zip(mf, joined["task.lag"])]
+        if joined["mf_lag_init"].notna().all():
+            predictors["mf_lag_init"] = "MF(τ = lag)"
+    predictor = list(predictors)[-1]                                       # the verdict reads the most specific one
     settings = [c for c in joined.columns if "." in c or c == "seq_len"]
     within = [c for c in settings if c not in ("model.init.scheme", "seed") and joined[c].map(str).nunique() > 1]
-    predictor = "mf_lag_init" if joined.get("mf_lag_init", pd.Series(dtype=float)).notna().all() else "mc_init"
-    rho = {p: _pooled_spearman(joined, p, "test_acc", within) for p in ("mc_init", predictor)}
+    rho = {p: _pooled_spearman(joined, p, "test_acc", within) for p in predictors}
     by = [c for c in within if c != "task.lag"] + ["model.init.scheme"] + (["task.lag"] if "task.lag" in within else [])
-    table = joined.groupby(by)[list(dict.fromkeys(["mc_init", predictor, "test_acc"]))].mean().reset_index()
+    table = joined.groupby(by)[[*predictors, "test_acc"]].mean().reset_index()
     where = f" (ranks within each {', '.join(within)})" if within else ""
-    finding = (f"Spearman correlation with final test accuracy over {len(joined)} runs{where}: MC at init "
-               f"{rho['mc_init']:.2f}" + (f", MF(τ = lag) at init {rho[predictor]:.2f}" if predictor != "mc_init"
-                                          else "") + ". Supported needs > 0.3 for "
-               + ("MF(τ = lag)." if predictor != "mc_init" else "MC."))
+    finding = (f"Spearman correlation with final test accuracy over {len(joined)} runs{where}: "
+               + ", ".join(f"{name} at init {rho[p]:.2f}" for p, name in predictors.items())
+               + f". Supported needs > 0.3 for {predictors[predictor]}.")
     return Verdict(paper, claim, "supported" if rho[predictor] > 0.3 else "not supported", finding, table)
 
 
