@@ -193,16 +193,30 @@ def test_gram_matrix_equals_its_definition():
 def test_gram_condition_versus_imaginary_scale():
     """SPEC 002: Im λ sets the Gram conditioning. S4D sweep form λ_n = −½ + i·s·π·n, N = 64, L = 1024.
     Found: κ falls as s grows from 0 (s = 0: all eigenvalues equal, singular), as long as the discrete phases s·π·Δ·n
-    stay apart mod 2π; once s·Δ·m ∈ 2ℤ for some m < N/2, modes n and n + m coincide and κ blows up again."""
+    stay apart mod 2π; once s·Δ·m ∈ 2ℤ for some m < N/2, modes n and n + m coincide and κ is singular again.
+    "Singular" is the numerical rank (σ_min ≤ σ_max·L·ε), the same verdict on every machine."""
     N, L = 64, 1024
     kappa = {}
-    for dt in (1e-3, 1e-2):
-        for s in (0.0, 0.1, 1.0, 10.0):
+    for dt, scales in ((1e-3, (0.0, 1.0, 10.0)), (1e-2, (0.0, 0.3, 0.5, 1.0, 10.0))):
+        for s in scales:
             kappa[dt, s] = gram_condition(*zoh(eigenvalues("sweep", N, -0.5, s).to(torch.complex128), dt), L).item()
-    assert kappa[1e-3, 0.0] == math.inf and kappa[1e-2, 0.0] == math.inf
-    assert kappa[1e-3, 0.1] > kappa[1e-3, 1.0] > kappa[1e-3, 10.0]          # falls with s (no aliasing at Δ = 1e-3)
-    assert kappa[1e-3, 10.0] < 10 and kappa[1e-2, 1.0] < 100                 # near-orthogonal modes
-    assert kappa[1e-2, 10.0] > 1e20                                         # s·Δ = 0.1: modes n, n + 20 alias
+    assert kappa[1e-3, 0.0] == math.inf and kappa[1e-2, 0.0] == math.inf   # all modes alike
+    assert math.inf > kappa[1e-2, 0.3] > kappa[1e-2, 0.5] > kappa[1e-2, 1.0]  # falls with s
+    assert kappa[1e-2, 1.0] < 100 and kappa[1e-3, 10.0] < 10                # near-orthogonal modes
+    assert kappa[1e-3, 1.0] == math.inf                                     # phases 1e-3·π apart: below float64
+    assert kappa[1e-2, 10.0] == math.inf                                    # s·Δ = 0.1: modes n, n + 20 alias
+
+
+def test_gram_condition_decides_rank_with_a_relative_tolerance():
+    """Singular is decided by σ_min ≤ σ_max·max(L, n)·ε, never by an exact zero: the same verdict on every BLAS."""
+    A = torch.tensor([0.9, 0.5], dtype=f64)
+    for scale in (1.0, 1e-150, 1e150):                                      # the verdict is scale-free
+        assert math.isfinite(gram_condition(A, scale * torch.ones(2, dtype=f64), 20).item())
+        tiny = torch.tensor([0.9, 0.9 * (1 + 1e-15)], dtype=f64)            # modes equal up to rounding
+        assert gram_condition(tiny, scale * torch.ones(2, dtype=f64), 20).item() == math.inf
+    # a real mode's [Im] half never moves: left out, not counted as a zero singular value
+    assert math.isfinite(gram_condition(torch.tensor([0.9 + 0j, 0.5 + 0.5j]), torch.ones(2, dtype=torch.complex128),
+                                        20).item())
 
 
 # ---------------------------------------------------------------- 003: memory function

@@ -6,6 +6,8 @@ the optimization speed).
 Complex states are stacked as reals [Re; Im], which makes G real symmetric of size 2N.
 """
 
+import math
+
 import torch
 
 
@@ -60,11 +62,17 @@ def gram_matrix(A_bar: torch.Tensor, B_bar: torch.Tensor, L: int) -> torch.Tenso
 
 
 def gram_condition(A_bar: torch.Tensor, B_bar: torch.Tensor, L: int) -> torch.Tensor:
-    """002 conditioning: κ(G) = λ_max(G)/λ_min(G) = (σ_max/σ_min of [α_0 … α_{L−1}])², from the singular values of
-    the stacked states (not of G: that would square the error). Coordinates that are zero for every k (the [Im] half
-    of a real mode, e.g. n = 0 of S4D-Lin / the sweep form) are not states and are left out; inf where G is singular
-    on the rest (e.g. repeated eigenvalues). -> (...), float64."""
+    """002 conditioning: κ(G) = λ_max(G)/λ_min(G) = (σ_max/σ_min of X = [α_0 … α_{L−1}])², from the singular values of
+    the stacked states (not of G: that would square the error). Coordinates that never move (column norm of X at most
+    tol·max, e.g. the [Im] half of a real mode: n = 0 of S4D-Lin / the sweep form) are not states and are left out.
+    Rank is decided numerically, as numpy's matrix_rank does: σ ≤ σ_max·tol with tol = max(L, n)·ε(float64) counts as
+    zero, and a numerically rank-deficient X (e.g. repeated eigenvalues) gives κ = inf on every machine (never a
+    huge finite κ from a rounding-level σ_min). -> (...), float64."""
     X = impulse_states(A_bar, B_bar, L)                                     # (... L n)
+    tol = max(X.shape[-2:]) * torch.finfo(torch.float64).eps
+    norms = X.norm(dim=-2)                                                  # (... n)
+    states = (norms > tol * norms.amax(-1, keepdim=True)).sum(-1, keepdim=True)  # (... 1) coordinates that move
     s = torch.linalg.svdvals(X)                                             # (... n), descending
-    states = (X != 0).any(-2).sum(-1, keepdim=True)                         # (... 1) coordinates that move
-    return (s[..., 0] / s.gather(-1, (states - 1).clamp_min(0))[..., 0]).square()
+    rank = (s > tol * s[..., :1]).sum(-1, keepdim=True)                     # (... 1) numerical rank
+    kappa = (s[..., 0] / s.gather(-1, (states - 1).clamp_min(0))[..., 0]).square()
+    return torch.where(rank[..., 0] >= states[..., 0], kappa, torch.full_like(kappa, math.inf))
