@@ -1,4 +1,8 @@
-"""The `ssmpipe` command: what every Snakemake rule calls, and what users call by hand."""
+"""The `ssmpipe` command: what every Snakemake rule calls, and what users call by hand.
+
+A mistake of the user's (a bad config, a missing or corrupt file, an unknown sweep) is one
+line on stderr, `ssmpipe: ...`, and exit status 2; anything else keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from ssmpipe import config as cfg
 
@@ -13,14 +18,13 @@ from ssmpipe import config as cfg
 def cmd_validate(args) -> int:
     from ssmpipe import sweep
 
-    config = cfg.load(args.config)
+    config = cfg.load(args.config)  # the tune: section's check included
     plan = sweep.plan(config, write=False)
     print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points, "
           f"{len(plan.shards)} shards, {len(plan.pending)} still to train")
     if config.get("tune"):
         from ssmpipe import tune
 
-        tune.check(config)
         print(f"study {tune.study_name(config)!r}: {config['tune']['num_samples']} samples of "
               f"{', '.join(config['tune']['space'])}")
     return 0
@@ -66,6 +70,13 @@ def cmd_aggregate(args) -> int:
     from ssmpipe.store import Store, aggregate
 
     store = Store(args.results)
+    manifest = sweep_dir(args.results, args.sweep) / "points.json"
+    if not manifest.is_file():
+        raise cfg.InputError(f"{str(manifest)!r} does not exist: the workflow writes it when it plans the sweep")
+    try:
+        json.loads(manifest.read_text())
+    except ValueError as e:
+        raise cfg.InputError(f"{str(manifest)!r} is not JSON ({e})") from None
     out = args.out or store.sweep_dir(args.sweep) / "runs.parquet"
     table = aggregate(store, args.sweep, out)
     print(f"{out}: {table.num_rows} rows")
@@ -93,9 +104,23 @@ def cmd_report(args) -> int:
     from ssmpipe.report import build_report
     from ssmpipe.store import Store
 
+    sweep_dir(args.results, args.sweep)
     out = build_report(Store(args.results), args.sweep)
     print(f"report: {out}")
     return 0
+
+
+def sweep_dir(results: str, name: str) -> Path:
+    """<results>/<name>, or an InputError: a results root that is no folder, a bad or unknown sweep name."""
+    root = Path(results)
+    if not root.is_dir():
+        raise cfg.InputError(f"--results {results!r}: " + ("a file, not a folder" if root.exists() else
+                                                           "no such folder"))
+    cfg.check_name(name, "sweep")
+    if not (root / name).is_dir():
+        known = sorted(p.parent.name for p in root.glob("*/config.yaml"))  # every sweep's and study's snapshot
+        raise cfg.InputError(f"no sweep {name!r} under {results!r} (there: {', '.join(known) or 'none'})")
+    return root / name
 
 
 def parser() -> argparse.ArgumentParser:
@@ -152,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
         return args.func(args)
-    except cfg.ConfigError as e:
-        print(f"ssmpipe: config error: {e}", file=sys.stderr)
+    except cfg.InputError as e:  # one line, naming what is wrong; any other exception is a bug: its traceback shows
+        kind = "config error: " if isinstance(e, cfg.ConfigError) else ""
+        print(f"ssmpipe: {kind}{' '.join(str(e).split())}", file=sys.stderr)
         return 2

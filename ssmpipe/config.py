@@ -3,13 +3,17 @@
 This module owns what a valid config is. Snakemake (workflow/rules/common.smk)
 and the `ssmpipe` CLI both call `check`, which validates with the same schema
 file through `snakemake.utils.validate` and adds the checks a JSON schema
-cannot express (grid keys, grid values, data paths, cross-field bounds).
-Every error names the offending key and value.
+cannot express (finite numbers, the results root, reserved sweep names, grid keys,
+values and size, data files and their contents, cross-field bounds, the tune space).
+Every error is one line naming the offending key and value, raised before anything is
+written or any job starts.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import os
 import re
 from pathlib import Path
 
@@ -19,9 +23,15 @@ SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "co
 
 # PyYAML (and so Snakemake's config loader) reads `1e-3` as a string (YAML 1.1).
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+# Top-level folders of the results root that are not sweeps (ssmpipe/store.py; papers: the reproduction page).
+RESERVED = ("data", "papers", "store")
 
 
-class ConfigError(ValueError):
+class InputError(ValueError):
+    """A file, folder or name given by the user that cannot be used; the message names it (the CLI prints it)."""
+
+
+class ConfigError(InputError):
     """A config that cannot run; the message names the key and the value."""
 
 
@@ -62,7 +72,7 @@ def check(config: dict) -> dict:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    config = _apply_scale(_coerce_exponent_strings(copy.deepcopy(dict(config))))
+    config = _apply_scale(_finite_numbers(copy.deepcopy(dict(config))))
     schema = load_schema()
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:
@@ -71,12 +81,28 @@ def check(config: dict) -> dict:
         validate(config, str(SCHEMA_PATH), set_default=True)  # fills in the schema's defaults
     except (WorkflowError, ValidationError) as e:  # unreachable after the check above, kept honest
         raise ConfigError(str(e)) from None
+    check_name(config["sweep"], "sweep")
+    _check_results(config["results"])
     _check_grid(config, schema)
     for label, settings in _axis_extremes(config):
         _check_settings(settings, label)
     _check_slurm(config["slurm"])
     _check_report(config["report"])
+    if config.get("tune"):  # here, so the workflow stops on a bad space before planning writes anything
+        from ssmpipe import tune
+
+        tune.check(config)
     return config
+
+
+def check_name(name: str, key: str = "sweep") -> None:
+    """A sweep (or study) name must be a plain folder name under the results root, and not one of the store's."""
+    pattern = load_schema()["properties"]["sweep"]["pattern"]
+    if not isinstance(name, str) or not re.match(pattern, name):
+        raise ConfigError(f"{key} = {name!r}: not a sweep name (letters, digits and _ . -, not starting with . or -)")
+    if name.lower() in RESERVED:
+        raise ConfigError(f"{key} = {name!r}: the results root's {name.lower()}/ folder is the store's, not a "
+                          f"sweep's (reserved: {', '.join(RESERVED)}); choose another name")
 
 
 def setting_schema(key: str, schema: dict | None = None) -> dict | None:
@@ -124,14 +150,21 @@ def set_path(d: dict, key: str, value) -> None:
 def _read(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        raise ConfigError(f"config file {str(path)!r} " + ("is a folder" if path.is_dir() else "does not exist"))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not a text (UTF-8) file") from None
+    except OSError as e:
+        raise ConfigError(f"config file {str(path)!r} cannot be read: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or e
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {problem}{at}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(path)!r} must hold a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"config file {str(path)!r} " + ("is empty" if raw is None else
+                                                           f"must hold a mapping, got {type(raw).__name__}"))
     return raw
 
 
@@ -155,14 +188,33 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _coerce_exponent_strings(node):
+def _finite_numbers(node, path=()):
+    """Exponent strings ('1e-3') as floats; NaN or ±infinity anywhere (YAML .nan, .inf, '1e999') is an error."""
     if isinstance(node, dict):
-        return {k: _coerce_exponent_strings(v) for k, v in node.items()}
+        return {k: _finite_numbers(v, (*path, k)) for k, v in node.items()}
     if isinstance(node, list):
-        return [_coerce_exponent_strings(v) for v in node]
-    if isinstance(node, str) and _EXPONENT_FLOAT.match(node.strip()):
-        return float(node)
-    return node
+        return [_finite_numbers(v, (*path, i)) for i, v in enumerate(node)]
+    value = float(node) if isinstance(node, str) and _EXPONENT_FLOAT.match(node.strip()) else node
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{_where(path)} = {node!r}: not a finite number (NaN and infinity are not allowed)")
+    return value
+
+
+def _check_results(root: str) -> None:
+    """The results root must be a folder this process can write, or one it can create."""
+    path = Path(root)
+    if path.is_symlink() and not path.exists():
+        raise ConfigError(f"results = {root!r}: a broken symbolic link (to {os.readlink(path)!r})")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"results = {root!r}: a file, not a folder (the store needs a folder)")
+    parent = path.absolute()
+    while not parent.exists() and not parent.is_symlink():  # the nearest existing folder is where it is created
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"results = {root!r}: {str(parent)!r} is a file, not a folder, so the store cannot be made")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        what = "the folder" if parent == path.absolute() else f"{str(parent)!r}, where it would be made,"
+        raise ConfigError(f"results = {root!r}: {what} is not writable")
 
 
 def _where(path) -> str:
@@ -203,6 +255,12 @@ def _check_grid(config: dict, schema: dict) -> None:
             if value in seen:
                 raise ConfigError(f"grid.{key} has the value {value!r} twice")
             seen.append(value)
+    n = math.prod(len(values) for values in config["grid"].values())  # counted, not expanded
+    if n > config["max_points"]:
+        axes = " × ".join(f"{len(v)} {k}" for k, v in config["grid"].items())
+        raise ConfigError(f"grid: {n:,} points ({axes}) is more than max_points = {config['max_points']:,}, "
+                          f"and planning them would take minutes; shrink the grid, or raise the limit with "
+                          f"`max_points: {n}` in the config (or --config max_points={n})")
 
 
 def _axis_extremes(config: dict):
@@ -232,11 +290,14 @@ def _check_settings(settings: dict, where: str) -> None:
         raise ConfigError(f"{where}: task.lag = {task['lag']!r} must be shorter than "
                           f"seq_len = {settings['seq_len']!r}")
     if task["name"] == "npz":
+        from ssmpipe.data import npz
+
         path = task.get("path")
         if path is None:
             raise ConfigError(f"{where}: task.path is missing; task 'npz' needs a path to a .npz file")
-        if not Path(path).is_file():
-            raise ConfigError(f"{where}: task.path = {path!r}: no such file")
+        problem = npz.path_problem(path, task["vocab"], settings["seq_len"])
+        if problem:
+            raise ConfigError(f"{where}: task.path = {path!r}: {problem}")
     if task["name"] in ("imdb", "listops"):  # imdb reads a folder; listops reads one when path is set
         from ssmpipe.data import imdb, listops
 

@@ -75,7 +75,16 @@ def job_name(results: str | Path, shard: str) -> str:
 
 
 def executor_parameters(requests: dict, name: str) -> dict:
-    """submitit AutoExecutor parameters for the config's `slurm:` requests."""
+    """submitit AutoExecutor parameters for the config's `slurm:` requests (ConfigError for a line break in one).
+
+    submitit writes them into the job's sbatch script, shell-quoted but one `#SBATCH` line
+    each: a line break inside a value would begin a shell line of its own.
+    """
+    from ssmpipe.config import ConfigError
+
+    for key, value in requests.items():
+        if isinstance(value, str) and _breaks_line(value):
+            raise ConfigError(f"slurm.{key} = {value!r}: a SLURM request is one line")
     params = {"name": name, "timeout_min": requests["timeout_min"], "mem_gb": requests["mem_gb"],
               "cpus_per_task": requests["cpus_per_task"], "slurm_signal_delay_s": requests["signal_delay_s"],
               "slurm_srun_args": ["--open-mode=append"]}  # a requeued job's log keeps its earlier starts
@@ -91,6 +100,7 @@ def check_requests(requests: dict) -> None:
     """Ask SLURM (sbatch --test-only) whether it would run a job with these requests; ConfigError if not."""
     from ssmpipe.config import ConfigError
 
+    executor_parameters(requests, "check")  # a line break in a request: refused before SLURM is asked
     if not shutil.which("sbatch"):
         raise ConfigError("launcher = 'slurm', but sbatch is not on PATH: run on a SLURM login node, "
                           "or without --profile slurm")
@@ -115,6 +125,27 @@ def log_folder(results: str | Path, sweep: str) -> Path:
     return Path(results).resolve() / sweep / "slurm"
 
 
+def job_folder(folder: Path) -> Path:
+    """submitit's folder for a job, created private (mode 0700); ConfigError if its path breaks a line.
+
+    submitit pickles the function the job runs (<id>_submitted.pkl, unpickled on the node)
+    and its result (<id>_0_result.pkl, unpickled by the waiting process) into it, and writes
+    the path into the sbatch script: only the user running ssmpipe may write there.
+    """
+    from ssmpipe.config import ConfigError
+
+    if _breaks_line(str(folder)):
+        raise ConfigError(f"results = {str(folder)!r}: a results path for SLURM jobs is one line")
+    return private_dir(folder)
+
+
+def private_dir(folder: Path) -> Path:
+    """`folder`, created if missing, readable and writable by its owner only (0700): for files that get unpickled."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder
+
+
 def train(results: str | Path, shard: str, sweep: str, requests: dict) -> None:
     """Train `shard` as a SLURM job with the `slurm:` `requests`, logging to `sweep`'s folder; wait for it."""
     results = Path(results).resolve()
@@ -136,7 +167,8 @@ def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict,
     if live:
         raise JobFailed(f"{what} already has SLURM job {live[0]} ({live[1]}), from another run: "
                         f"wait for it to end or `scancel {live[0]}`, then run again (it resumes)")
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=requests["max_timeouts"])
+    executor = submitit.AutoExecutor(folder=job_folder(folder), cluster="slurm",
+                                     slurm_max_num_timeout=requests["max_timeouts"])
     executor.update_parameters(**executor_parameters(requests, name))
     try:
         job = executor.submit(function)
@@ -206,6 +238,10 @@ def _queued(name: str, completing_s: int = 120) -> tuple[str, str] | None:
         if not job or job[1] != "COMPLETING" or time.monotonic() > deadline:
             return job
         time.sleep(2)
+
+
+def _breaks_line(text: str) -> bool:
+    return any(c in text for c in "\n\r\0")
 
 
 def _describe(requests: dict) -> str:

@@ -43,7 +43,7 @@ def sweep_status(config: dict) -> SweepStatus:
     ids_of: dict[str, list[str]] = {}
     for run_id, shard in plan.shard_of.items():
         ids_of.setdefault(shard, []).append(run_id)
-    done = store.done_shards() & set(ids_of)
+    done = set(plan.shards) - set(plan.pending)  # shards whose rows are stored and check out
     status = SweepStatus(config["sweep"], log_folder=str(slurm.log_folder(config["results"], config["sweep"])))
 
     if done:

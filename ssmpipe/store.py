@@ -6,21 +6,34 @@ Layout under the results root (shared by every sweep, so sweeps share points):
     store/specs/<shard>.json         the points of a shard (written when planned)
     store/runs/<shard>.parquet       one row per (run, epoch); present = shard done
     store/ckpt/<shard>.pt            a shard's checkpoint while it trains
-    store/logs/<shard>.log           its log
+    store/locks/<shard>.lock         held by the one process training the shard (others wait, then reuse)
+    store/quarantine/                files the store could not trust, moved aside (never deleted)
     <sweep>/points.json, config.yaml the sweep's manifest and config
+    <sweep>/logs/train/<shard>.log   the log of a shard's train job in this sweep
     <sweep>/runs.parquet             the sweep's table (aggregate)
     <sweep>/report/                  its report
     store/runs/tune-<study>-<trial>.parquet   a tune trial's rows (ssmpipe/tune.py); a finished
                                      trial also has its spec, so grid sweeps reuse it
     <study>/study.json, runs.parquet, ray/    a tune study's summary, table and Ray state
 
-Every file is written atomically (ssmpipe.atomic).
+Every file is written atomically (ssmpipe.atomic), and nothing read back is trusted
+unchecked: a spec must hash to its own name (shards are content-addressed), a shard's
+runs file must hold exactly its spec's runs, and checkpoints load as plain tensors and
+containers (`load_state`, never a pickle that can run code). What fails a check is moved
+to store/quarantine/ with a warning naming it, and its shard trains again. A run's rows
+are never replaced by fewer rows (`write_runs`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import shutil
+import time
 from pathlib import Path
+
+import filelock
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -39,6 +52,13 @@ LAYER_MEASURES = ("tau_layers",)  # one value per layer (first layer first), eve
 GRAM_SINGULAR = 1e16  # gram_cond's cap: κ from float64 singular values is noise beyond ~1/ε ≈ 4.5e15 (singular)
 STATUSES = ("ok", "diverged", "failed")
 STOPPED = "stopped"  # the status of a tune trial its scheduler stopped early (ssmpipe/tune.py): rows so far kept
+log = logging.getLogger("ssmpipe.store")
+
+
+class StoreError(cfg.InputError):
+    """A store file ssmpipe cannot trust or write; the message names the file."""
+
+
 _ARROW = {"integer": pa.int64(), "number": pa.float64(), "string": pa.string(), "boolean": pa.bool_(),
           "array": pa.list_(pa.int64())}
 
@@ -57,25 +77,34 @@ class Store:
     def ckpt_path(self, shard: str) -> Path:
         return self.root / "store" / "ckpt" / f"{shard}.pt"
 
-    def log_path(self, shard: str) -> Path:
-        return self.root / "store" / "logs" / f"{shard}.log"
-
     def data_path(self, key: str) -> Path:
         return self.root / "data" / key.split("-")[0] / f"{key}.npz"
 
     def sweep_dir(self, sweep: str) -> Path:
         return self.root / sweep
 
+    def lock_path(self, shard: str) -> Path:
+        return self.root / "store" / "locks" / f"{shard}.lock"
+
+    def shard_lock(self, shard: str) -> filelock.FileLock:
+        """The inter-process lock (fcntl) of one shard: whoever trains it holds it; other processes wait."""
+        self.lock_path(shard).parent.mkdir(parents=True, exist_ok=True)
+        return filelock.FileLock(self.lock_path(shard))
+
     # --- shard specs ---
     def read_specs(self) -> dict[str, list[str]]:
-        """Shard id -> run ids, for every planned shard."""
+        """Shard id -> the run ids its spec claims (unchecked: `trusted_spec` checks one), for every spec file."""
         folder = self.root / "store" / "specs"
-        if not folder.is_dir():
-            return {}
-        return {p.stem: [pt["run_id"] for pt in json.loads(p.read_text())["points"]]
-                for p in sorted(folder.glob("*.json"))}
+        out = {}
+        for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            try:
+                out[p.stem] = [pt["run_id"] for pt in json.loads(p.read_text())["points"]]
+            except (OSError, ValueError, KeyError, TypeError):
+                out[p.stem] = []  # unreadable: trusted_spec says why
+        return out
 
     def done_shards(self) -> set[str]:
+        """Shards with a runs file (unchecked: `runs_problem` checks one)."""
         folder = self.root / "store" / "runs"
         return {p.stem for p in folder.glob("*.parquet")} if folder.is_dir() else set()
 
@@ -89,6 +118,94 @@ class Store:
         if path.suffix != ".json":
             path = self.spec_path(str(shard_or_path))
         return json.loads(path.read_text())
+
+    def spec_problem(self, shard: str) -> str | None:
+        """Why shard's spec cannot be trusted, or None: it must parse, name its shard, and be content-addressed
+        (each point's run id the hash of its settings; a sweep shard's id the hash of its run ids)."""
+        from ssmpipe.sweep import digest, run_id
+
+        try:
+            spec = self.read_spec(shard)
+            ids = [p["run_id"] for p in spec["points"]]
+            if spec["shard"] != shard:
+                return f"it names shard {spec['shard']!r}"
+            if not ids:
+                return "it holds no points"
+            if not shard.startswith("tune-") and digest(sorted(ids)) != shard:  # a trial's shard is named by its trial
+                return "its run ids do not hash to its name (edited by hand?)"
+            for p in spec["points"]:
+                if run_id(p["settings"]) != p["run_id"]:
+                    return f"the settings of run {p['run_id']} do not hash to its id (edited by hand?)"
+        except OSError as e:
+            return f"unreadable ({e.strerror})"
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            return f"not a shard spec ({type(e).__name__}: {e})"
+        return None
+
+    def runs_problem(self, shard: str, run_ids: list[str]) -> str | None:
+        """Why shard's runs file cannot be trusted, or None: it must be readable Parquet holding rows of exactly
+        `run_ids` (its spec's), each run's epochs 0, 1, … without a gap."""
+        try:
+            table = pq.read_table(self.runs_path(shard), columns=["run_id", "epoch"])
+        except OSError as e:  # pyarrow's ArrowInvalid (truncated, garbage) is an OSError too
+            return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+        except (ValueError, KeyError) as e:
+            return f"not a runs table ({type(e).__name__}: {e})"
+        rows = table.to_pydict()
+        if set(rows["run_id"]) != set(run_ids):
+            return (f"it holds {len(set(rows['run_id']))} runs, its spec {len(set(run_ids))}"
+                    f" ({len(set(rows['run_id']) ^ set(run_ids))} differ)")
+        epochs: dict[str, list[int]] = {}
+        for rid, epoch in zip(rows["run_id"], rows["epoch"]):
+            epochs.setdefault(rid, []).append(epoch)
+        for rid, got in epochs.items():
+            if sorted(got) != list(range(len(got))):
+                return f"run {rid} has epochs {sorted(got)[:6]}…, not 0, 1, …"
+        return None
+
+    def quarantine(self, path: str | Path, why: str) -> Path | None:
+        """Move a file the store cannot trust to store/quarantine/ (kept, never deleted), warning with its name.
+        None if it is already gone (another process moved it first)."""
+        path = Path(path)
+        folder = self.root / "store" / "quarantine"
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.parent.name}-{path.name}"
+        try:
+            os.replace(path, dest)
+        except FileNotFoundError:
+            return None
+        log.warning("ssmpipe: %s cannot be trusted: %s; moved to %s (its shard trains again)", path, why, dest)
+        return dest
+
+    def quarantine_shard(self, shard: str, why: str) -> None:
+        """An untrusted spec: the shard's spec, rows and checkpoint all go (each was made from or for that spec)."""
+        for path in (self.spec_path(shard), self.runs_path(shard), self.ckpt_path(shard)):
+            if path.exists():
+                self.quarantine(path, why if path == self.spec_path(shard) else f"its spec {why}")
+
+    def trusted(self, shard: str, repair: bool) -> tuple[list[str] | None, bool]:
+        """(run ids of shard's spec, or None if it is missing or untrusted; whether its rows are stored and
+        trusted). With repair, what fails a check is quarantined."""
+        if not self.spec_path(shard).exists():
+            return None, False
+        problem = self.spec_problem(shard)
+        if problem:
+            if repair:
+                self.quarantine_shard(shard, problem)
+            else:
+                log.warning("ssmpipe: %s cannot be trusted: %s", self.spec_path(shard), problem)
+            return None, False
+        ids = [p["run_id"] for p in self.read_spec(shard)["points"]]
+        if not self.runs_path(shard).exists():
+            return ids, False
+        problem = self.runs_problem(shard, ids)
+        if problem:
+            if repair:
+                self.quarantine(self.runs_path(shard), problem)
+            else:
+                log.warning("ssmpipe: %s cannot be trusted: %s", self.runs_path(shard), problem)
+            return ids, False
+        return ids, True
 
     # --- sweep manifest ---
     def manifest_path(self, sweep: str) -> Path:
@@ -105,6 +222,18 @@ class Store:
                    only_if_changed=True)
         write_text(self.config_path(config["sweep"]), yaml.safe_dump(_plain(config), sort_keys=False),
                    only_if_changed=True)
+        table = self.sweep_dir(config["sweep"]) / "runs.parquet"
+        report = self.sweep_dir(config["sweep"]) / "report" / "index.html"
+        if plan.pending and (table.exists() or report.exists()):
+            # Stale: built from shards that must train (again). Snakemake does not remake a missing intermediate
+            # file while the final target stands, so both step aside (kept) and the whole chain runs again.
+            for path, kept in ((table, table.with_name("runs.previous.parquet")),
+                               (report, report.with_name("index.previous.html"))):
+                if path.exists():
+                    os.replace(path, kept)
+            log.warning("ssmpipe: the table and report of sweep %r are stale (%d shards to train first); "
+                        "kept as runs.previous.parquet and report/index.previous.html until rebuilt",
+                        config["sweep"], len(plan.pending))
 
 
 # --- run tables ---------------------------------------------------------------
@@ -132,8 +261,42 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
 
 
 def write_runs(rows: list[dict], path: str | Path) -> None:
+    """Write a runs file atomically; never over one that holds more rows of a run that did not fail (StoreError)."""
+    table = rows_to_table(rows)
+    if Path(path).exists():
+        _check_no_fewer_rows(path, table)
     with atomic_path(path) as tmp:
-        pq.write_table(rows_to_table(rows), tmp)
+        pq.write_table(table, tmp)
+
+
+def _check_no_fewer_rows(path: str | Path, new: pa.Table) -> None:
+    try:
+        old = pq.read_table(path, columns=["run_id", "status"]).to_pydict()
+    except (OSError, ValueError, KeyError):
+        return  # unreadable: nothing in it to lose
+    count = lambda ids: {r: ids.count(r) for r in set(ids)}  # noqa: E731
+    before, after = count(old["run_id"]), count(new.column("run_id").to_pylist())
+    failed = {r for r, s in zip(old["run_id"], old["status"]) if s == "failed"}
+    for rid, n in sorted(before.items()):
+        if rid not in failed and after.get(rid, 0) < n:
+            raise StoreError(f"{path}: refusing to replace the {n} rows of run {rid} with {after.get(rid, 0)}")
+
+
+def load_state(path: str | Path) -> dict:
+    """A checkpoint (a dict of tensors, numbers, strings, lists, dicts), loaded with torch's weights_only unpickler:
+    a file asking for anything else (a crafted pickle's os.system, say) is refused, never run, as is one that is not
+    a torch file at all: StoreError naming the file."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        reason = next((line for line in lines if "nsupported" in line), lines[0])  # torch's words: what it refused
+        raise StoreError(f"{path}: not a checkpoint ssmpipe can trust ({type(e).__name__}: {reason}); move it "
+                         f"aside to train from scratch") from None
 
 
 def read_runs(paths: list[str | Path], run_ids: list[str] | None = None) -> pa.Table:
@@ -147,15 +310,44 @@ def read_runs(paths: list[str | Path], run_ids: list[str] | None = None) -> pa.T
 
 
 def aggregate(store: Store, sweep: str, out: str | Path) -> pa.Table:
-    """The sweep's table: every row of its points, from the shards that hold them."""
+    """The sweep's table: every row of its points, from the shards that hold them.
+
+    Every point must have rows (StoreError naming its shard otherwise). The table never shrinks
+    silently: runs the previous table had and this one lacks (the grid changed) are named in a
+    warning, and the previous table is kept beside it as runs.previous.parquet (also where
+    `write_manifest` puts a stale one).
+    """
     manifest = json.loads(store.manifest_path(sweep).read_text())
     points = manifest["points"]
     shards = sorted({p["shard"] for p in points})
     table = read_runs([store.runs_path(s) for s in shards], [p["run_id"] for p in points])
+    missing = [p for p in points if p["run_id"] not in set(table.column("run_id").to_pylist())]
+    if missing:
+        raise StoreError(f"{store.runs_path(missing[0]['shard'])} holds no rows of run {missing[0]['run_id']} "
+                         f"({len(missing)} of the sweep's {len(points)} runs have none): rerun snakemake, "
+                         f"which checks each shard and retrains what is missing")
     table = table.append_column("sweep", pa.array([sweep] * table.num_rows, pa.string()))
+    out = Path(out)
+    if out.exists():
+        _keep_if_shrinking(out, table)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
     return table
+
+
+def _keep_if_shrinking(out: Path, table: pa.Table) -> None:
+    try:
+        old = pq.read_table(out, columns=["run_id"]).column("run_id").to_pylist()
+    except (OSError, ValueError, KeyError):
+        return
+    lost = set(old) - set(table.column("run_id").to_pylist())
+    if lost or len(old) > table.num_rows:
+        kept = out.with_name("runs.previous.parquet")
+        with atomic_path(kept) as tmp:
+            shutil.copyfile(out, tmp)
+        log.warning("ssmpipe: %s shrinks from %d to %d rows (%d runs no longer in the sweep, e.g. %s); "
+                    "the previous table is kept as %s", out, len(old), table.num_rows, len(lost),
+                    sorted(lost)[:1] or "none", kept)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -12,6 +12,7 @@ or from another sweep with the same points, finds the same shard.
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -65,7 +66,12 @@ def digest(obj) -> str:
 
 def run_id(settings: dict) -> str:
     """Hash of the canonical resolved settings (sorted keys, schema-typed numbers)."""
-    return digest(typed(settings))
+    return digest(typed(settings, _setting_types()))
+
+
+@functools.lru_cache(maxsize=1)
+def _setting_types() -> dict[str, str]:
+    return cfg.setting_types()  # the schema is read once per process
 
 
 def pack_key(settings: dict) -> str:
@@ -91,6 +97,7 @@ def expand(config: dict) -> list[Point]:
         settings = copy.deepcopy(fixed)
         for k, v in zip(keys, values):
             cfg.set_path(settings, k, v)
+        settings = data.with_data_hash(settings)  # a task read from a path is keyed by its content
         points.append(Point(digest(settings), settings, dict(zip(keys, values))))
     return points
 
@@ -104,8 +111,9 @@ def chunk(items: list, size: int) -> list[list]:
 def plan(config: dict, write: bool = True) -> Plan:
     """Map every point to a shard: done shards from the store, unfinished ones reused, the rest new.
 
-    With write=True, new shard specs and the sweep's manifest are written (atomically;
-    unchanged files are left alone so Snakemake sees nothing new).
+    Only store files that check out count (Store.trusted). With write=True, new shard specs and
+    the sweep's manifest are written (atomically; unchanged files are left alone so Snakemake
+    sees nothing new), and files that fail their check are quarantined (their shards replanned).
     """
     store = Store(config["results"])
     points = expand(config)
@@ -113,14 +121,21 @@ def plan(config: dict, write: bool = True) -> Plan:
     shard_of: dict[str, str] = {}
     pending_shards: list[str] = []
 
-    specs = store.read_specs()  # shard id -> run ids, sorted by shard id
-    done = store.done_shards()
-    for shard, ids in specs.items():  # 1. points some finished shard already holds
+    trusted: dict[str, list[str]] = {}  # shard -> run ids, of every spec that may hold our points and checks out
+    done: set[str] = set()              # those whose rows are stored and check out
+    for shard, claimed in store.read_specs().items():
+        if claimed and not any(rid in by_id for rid in claimed):
+            continue  # another sweep's shard
+        ids, stored = store.trusted(shard, repair=write)  # with write, the untrusted go to quarantine
+        if ids is not None:
+            trusted[shard] = ids
+            done |= {shard} if stored else set()
+    for shard, ids in trusted.items():  # 1. points some finished shard already holds
         if shard in done:
             for rid in ids:
                 if rid in by_id:
                     shard_of.setdefault(rid, shard)
-    for shard, ids in specs.items():  # 2. unfinished shards made entirely of our pending points
+    for shard, ids in trusted.items():  # 2. unfinished shards made entirely of our pending points
         if shard not in done and ids and all(rid in by_id and rid not in shard_of for rid in ids):
             shard_of.update(dict.fromkeys(ids, shard))
             pending_shards.append(shard)

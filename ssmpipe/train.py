@@ -10,11 +10,14 @@ and started again, a shard resumes from its last checkpoint, bit-identically on 
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import time
 import traceback
+import zipfile
 
+import filelock
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +27,7 @@ from ssmpipe import data
 from ssmpipe.atomic import atomic_path
 from ssmpipe.measures import measure_packed
 from ssmpipe.models import PackedModel, build_model, init_from_data
-from ssmpipe.store import Store, write_runs
+from ssmpipe.store import Store, StoreError, load_state, read_runs, write_runs
 from ssmpipe.sweep import pack_key
 
 log = logging.getLogger("ssmpipe.train")
@@ -251,13 +254,42 @@ class Plateau:
         self.scale, self.best, self.bad = (state[k].to(device) for k in ("scale", "best", "bad"))
 
 
+class TrainIOError(StoreError):
+    """An I/O error while training (disk full, permissions, a vanished folder): the job fails, the checkpoint stays."""
+
+
 def train_shard(results: str, shard: str, device: str | None = None) -> int:
-    """Train every point of `shard` and write its Parquet file; return the number of rows."""
+    """Train every point of `shard` and write its Parquet file; return the number of rows.
+
+    One process at a time trains a shard (its lock in the store); a process that finds the
+    shard's rows stored and trusted once it holds the lock reuses them and trains nothing.
+    """
     store = Store(results)
+    lock = store.shard_lock(shard)
+    try:
+        lock.acquire(timeout=0)
+    except filelock.Timeout:
+        log.info("shard %s: another process is training it (lock %s): waiting for it", shard, lock.lock_file)
+        lock.acquire()
+    try:
+        return _train_locked(store, shard, pick_device(device))
+    finally:
+        lock.release()
+
+
+def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
+    ids, stored = store.trusted(shard, repair=True)
+    if ids is None:
+        raise StoreError(f"{store.spec_path(shard)}: missing or untrusted (see the warning above): rerun "
+                         f"snakemake to plan the shard anew")
+    if stored:
+        n = read_runs([store.runs_path(shard)]).num_rows
+        log.info("shard %s: already trained (by another process), %d rows reused from %s", shard, n,
+                 store.runs_path(shard))
+        return n
     spec = store.read_spec(shard)
-    dev = pick_device(device)
     ckpt_path = store.ckpt_path(shard)
-    state = torch.load(ckpt_path, weights_only=False) if ckpt_path.exists() else {"finished": {}}
+    state = load_state(ckpt_path) if ckpt_path.exists() else {"finished": {}}
     if "current" in state:
         log.info("shard %s: resuming group %s after epoch %d", shard, state["current"]["group"],
                  state["current"]["epoch"])
@@ -281,6 +313,11 @@ def train_shard(results: str, shard: str, device: str | None = None) -> int:
             arrays = ensure_data(store, data.spec_of(points[0]["settings"]))
             rows = train_group(points, arrays, dev, resume, checkpoint, f"{shard[:8]} group {i + 1}/{len(groups)}",
                                length_data(store, points[0]["settings"]))
+        except (OSError, data.DataChanged) as e:  # the machine's fault, not the points': the job fails
+            raise TrainIOError(f"shard {shard}: {'I/O error' if isinstance(e, OSError) else 'data changed'} while "
+                               f"training ({e}); nothing of it is stored as failed, "
+                               f"its checkpoint {ckpt_path} {'is kept' if ckpt_path.exists() else 'was not written'}"
+                               f": rerun to continue") from e
         except Exception as e:  # the group fails, the shard goes on
             log.error("shard %s group %s failed:\n%s", shard, key, traceback.format_exc())
             current = state.get("current") or {}
@@ -292,7 +329,11 @@ def train_shard(results: str, shard: str, device: str | None = None) -> int:
         _save(state, ckpt_path)
 
     rows = [r for key in sorted(state["finished"]) for r in state["finished"][key]]
-    write_runs(rows, store.runs_path(shard))
+    try:
+        write_runs(rows, store.runs_path(shard))
+    except OSError as e:
+        raise TrainIOError(f"shard {shard}: I/O error writing its rows ({e}); its checkpoint {ckpt_path} is kept: "
+                           f"rerun to continue") from e
     ckpt_path.unlink(missing_ok=True)
     counts = {s: len({r["run_id"] for r in rows if r["status"] == s}) for s in ("ok", "diverged", "failed")}
     log.info("shard %s: wrote %d rows to %s (%s)", shard, len(rows), store.runs_path(shard), counts)
@@ -300,10 +341,15 @@ def train_shard(results: str, shard: str, device: str | None = None) -> int:
 
 
 def ensure_data(store: Store, spec: dict) -> dict:
-    """The data set of `spec`, from the cache (built and cached first if missing)."""
+    """The data set of `spec`, from the cache (built and cached first if missing; an unreadable one is quarantined
+    and built again)."""
     path = store.data_path(data.key_of(spec))
-    if not path.exists():
-        data.save(data.build(spec), path)
+    if path.exists():
+        try:
+            return data.load(path)
+        except (ValueError, EOFError, zipfile.BadZipFile) as e:
+            store.quarantine(path, f"not a data set ({type(e).__name__}: {e})")
+    data.save(data.build(spec), path)
     return data.load(path)
 
 
@@ -330,5 +376,9 @@ def _finalise(rows: list[dict], status: dict, error: dict, points: list[dict] | 
 
 
 def _save(state: dict, path) -> None:
+    """Checkpoint atomically; serialised in memory first so a failed write is Python's OSError (disk full, EFBIG),
+    not torch's RuntimeError from its own file writer."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())

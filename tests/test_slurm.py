@@ -301,7 +301,7 @@ def test_stopping_snakemake_cancels_its_slurm_job(tmp_path, slurm_env):
     wait_for("the job to leave the queue", lambda: job not in subprocess.run(
         ["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split(), timeout=30)
     assert sacct(job, "State")[0]["State"].startswith("CANCELLED")
-    assert f"cancelled SLURM job {job}" in Store(tmp_path / "results").log_path(shard).read_text()
+    assert f"cancelled SLURM job {job}" in (tmp_path / "results" / "stopped" / "logs" / "train" / f"{shard}.log").read_text()
 
 
 @pytest.mark.slurm

@@ -6,6 +6,7 @@ from conftest import tiny_config
 
 from ssmpipe import config as cfg
 from ssmpipe import sweep
+from ssmpipe.store import write_runs
 
 
 def test_expansion_is_the_grid_product():
@@ -71,8 +72,9 @@ def test_replanning_finds_the_same_shards_and_done_ones(tmp_path):
     first = sweep.plan(config)
     assert sweep.plan(config).shard_of == first.shard_of  # unfinished shards are reused
     done = first.shards[0]
-    Store(tmp_path).runs_path(done).parent.mkdir(parents=True)
-    Store(tmp_path).runs_path(done).write_bytes(b"")  # the store now holds this shard
+    store = Store(tmp_path)
+    write_runs([{"run_id": rid, "shard_id": done, "settings": {}, "epoch": 0, "status": "ok"}
+                for rid in store.read_specs()[done]], store.runs_path(done))  # the store now holds this shard
     bigger = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0, 1, 2]}))
     second = sweep.plan(bigger)
     assert done in second.shards and done not in second.pending

@@ -13,7 +13,7 @@ from conftest import tiny_config
 
 from ssmpipe import config as cfg
 from ssmpipe import data, sweep
-from ssmpipe.store import Store
+from ssmpipe.store import Store, load_state
 from ssmpipe.train import ensure_data, train_group, train_shard
 
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
@@ -70,23 +70,25 @@ def test_large_learning_rate_diverges_mid_training(tmp_path):
 
 
 def test_a_failing_group_is_recorded_and_the_shard_goes_on(tmp_path):
-    """npz data that vanishes after planning: that group fails with the path in its error; delay trains."""
+    """A group whose data cannot be read (tokens outside the vocabulary) fails with its error; delay trains."""
     npz = tmp_path / "tokens.npz"
-    data.save(data.build(data.spec_of(cfg.check(tiny_config())["fixed"])), npz)
+    arrays = data.build(data.spec_of(cfg.check(tiny_config())["fixed"]))
     results = tmp_path / "results"
-    config = cfg.check(tiny_config(results=str(results), shard_size=100, **{
-        "grid.seq_len": [16], "grid.model.init.real": [-0.5], "grid.task.name": ["delay", "npz"],
-        "fixed.task.path": str(npz)}))
-    points = sweep.expand(config)
+    config = cfg.check(tiny_config(results=str(results), shard_size=100, **{"grid.seq_len": [16],
+                                                                            "grid.model.init.real": [-0.5]}))
+    delay = sweep.expand(config)[0].settings
+    data.save({**arrays, "x_train": arrays["x_train"] + 100}, npz)  # past config checks: settings made by hand
+    bad = data.with_data_hash({**delay, "task": {**delay["task"], "name": "npz", "path": str(npz)}})
+    points = [(sweep.run_id(s), s) for s in (delay, bad)]
+    shard = sweep.digest(sorted(r for r, _ in points))
     store = Store(results)
-    store.write_spec("mixed", [(p.run_id, p.settings) for p in points])
-    npz.unlink()
-    train_shard(str(results), "mixed")
-    df = pd.read_parquet(store.runs_path("mixed"))
+    store.write_spec(shard, points)
+    train_shard(str(results), shard)
+    df = pd.read_parquet(store.runs_path(shard))
     by_task = df.groupby("task.name")["status"].agg(set)
     assert by_task["npz"] == {"failed"} and by_task["delay"] == {"ok"}
     assert df[df["task.name"] == "npz"]["error"].str.contains("tokens.npz").all()
-    assert not store.ckpt_path("mixed").exists()
+    assert not store.ckpt_path(shard).exists()
 
 
 def _shard_results(root, config_changes):
@@ -118,7 +120,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     while time.time() < deadline:  # kill once the shard has checkpointed a few epochs
         if store.ckpt_path(shard).exists():
             try:
-                epoch = torch.load(store.ckpt_path(shard), weights_only=False)["current"]["epoch"]
+                epoch = load_state(store.ckpt_path(shard))["current"]["epoch"]  # plain tensors and containers
             except Exception:
                 epoch = -1  # renamed over while we read: try again
             if epoch >= 4:
@@ -127,7 +129,7 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not store.runs_path(shard).exists(), "shard finished before it was killed: make it longer"
-    killed_at = torch.load(store.ckpt_path(shard), weights_only=False)["current"]["epoch"]
+    killed_at = load_state(store.ckpt_path(shard))["current"]["epoch"]
     assert 4 <= killed_at < 12
 
     resumed = subprocess.run(_train_cmd(run_root, shard), check=True, capture_output=True, text=True)

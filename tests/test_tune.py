@@ -14,13 +14,13 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from conftest import job_counts, require_slurm, snakemake, tiny_config, write_config
@@ -28,6 +28,8 @@ from conftest import job_counts, require_slurm, snakemake, tiny_config, write_co
 from ssmpipe import config as cfg
 from ssmpipe import sweep
 from ssmpipe import tune
+
+FIXTURES = Path(__file__).parent / "fixtures"
 
 SPACE = {"train.lr": {"loguniform": [0.001, 0.3]}, "model.init.real": {"uniform": [-1.0, 0.0]},
          "model.init.imag": {"choice": [0.1, 1.0, 10.0]}}
@@ -194,21 +196,21 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path, sig):
 
 @pytest.mark.slow
 def test_failed_and_diverged_trials_are_stored_and_a_rerun_retries_only_failed_ones(tmp_path):
-    rng = np.random.default_rng(0)
-    good = {k: rng.integers(0, 8, (n, 16)) for k, n in (("x_train", 64), ("y_train", 64), ("x_test", 32),
-                                                           ("y_test", 32))}
-    np.savez(tmp_path / "good.npz", **good)
-    (tmp_path / "bad.npz").write_text("not an npz file")
+    good, bad = tmp_path / "good", tmp_path / "bad"  # LRA ListOps folders; bad's header passes the config check,
+    shutil.copytree(FIXTURES / "listops", good)    # a row of its deeper down (a Target that is no integer) fails
+    shutil.copytree(FIXTURES / "listops", bad)     # when a trial reads it
+    rows = (bad / "basic_train.tsv").read_text().splitlines()
+    (bad / "basic_train.tsv").write_text("\n".join([*rows[:5], rows[5].rsplit("\t", 1)[0] + "\tx", *rows[6:]]) + "\n")
     config = study_config(tmp_path, study="f", num_samples=1, epochs=3, scheduler="fifo",
-                          space={"task.path": {"grid": [str(tmp_path / "good.npz"), str(tmp_path / "bad.npz")]},
-                                 "train.lr": {"grid": [0.01, 1.0e9]}})
-    config["fixed"]["task"] = {"name": "npz", "path": str(tmp_path / "good.npz")}
+                          space={"task.path": {"grid": [str(good), str(bad)]}, "train.lr": {"grid": [0.01, 1.0e9]}})
+    config["fixed"]["task"] = {"name": "listops", "path": str(good)}
+    config["fixed"]["seq_len"] = 128
     path = write_config(tmp_path, config)
     proc = ssmpipe("tune", str(path))
     results = tmp_path / "results"
     study = json.loads((results / "f" / "study.json").read_text())
     assert study["counts"] == {"ok": 1, "stopped": 0, "diverged": 1, "failed": 2}, proc.stdout
-    status = {(t["params"]["task.path"].endswith("good.npz"), t["params"]["train.lr"]): t for t in study["trials"]}
+    status = {(t["params"]["task.path"].endswith("good"), t["params"]["train.lr"]): t for t in study["trials"]}
     assert status[True, 0.01]["status"] == "ok" and status[True, 0.01]["epochs"] == 3
     assert status[True, 1.0e9]["status"] == "diverged" and status[True, 1.0e9]["epochs"] < 3
     for lr in (0.01, 1.0e9):

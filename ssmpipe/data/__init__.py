@@ -4,12 +4,20 @@ A data set is named by its spec (task settings + seq_len) and stored once as a
 .npz file with arrays x_train, y_train, x_test, y_test: inputs (n L) int tokens,
 (n L) or (n L C) float values; targets (n L) per position or (n,) per sequence,
 int classes (-100: ignored, PyTorch's ignore_index) or float values (regression).
+
+A task read from a path (npz, imdb, listops with a path) is keyed by the content found
+there, not by the path: planning puts the sha256 of its bytes in the settings as
+`task.data_hash` (`with_data_hash`), so a changed file at the same path is another data set
+(another cache file, other run ids: the runs on it train again), and `build` refuses a file
+that changed after planning.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +47,50 @@ def key_of(spec: dict) -> str:
     return f"{spec['task']['name']}-L{spec['seq_len']}-{digest}"
 
 
+class DataChanged(RuntimeError):
+    """A task's file changed after planning: the job fails (nothing stored as failed); a rerun plans it anew."""
+
+
+def with_data_hash(settings: dict) -> dict:
+    """settings, with task.data_hash (the content hash of task.path) when the task reads a path; else as it is."""
+    path = settings["task"].get("path")
+    if not path:
+        return settings
+    return {**settings, "task": {**settings["task"], "data_hash": content_hash(path)}}
+
+
+def content_hash(path: str | Path) -> str:
+    """sha256 (16 hex digits) of a file's bytes, or of a folder's files (sorted relative names and bytes)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file())
+        return _hash_files(str(path), tuple((str(p.relative_to(path)), *_stamp(p)) for p in files))
+    return _hash_files(str(path.parent), ((path.name, *_stamp(path)),))
+
+
+def _stamp(p: Path) -> tuple[int, int]:
+    st = p.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=64)
+def _hash_files(root: str, files: tuple) -> str:
+    """Memoised by (name, size, mtime) per file, within one process only: a planning pass hashes each path once."""
+    h = hashlib.sha256()
+    for name, *_ in files:
+        h.update(name.encode() + b"\0")
+        with open(os.path.join(root, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
 def build(spec: dict) -> dict[str, np.ndarray]:
+    want = spec["task"].get("data_hash")
+    if want and content_hash(spec["task"]["path"]) != want:
+        raise DataChanged(f"task.path = {spec['task']['path']!r} changed since the sweep was planned (content hash "
+                         f"{content_hash(spec['task']['path'])}, planned {want}): rerun snakemake to plan it anew")
     arrays = TASKS[spec["task"]["name"]](spec["task"], spec["seq_len"])
     check_arrays(arrays, source=spec["task"]["name"])
     return arrays

@@ -69,9 +69,20 @@ def path_problem(path: str | Path) -> str | None:
     path = Path(path)
     if not path.is_dir():
         return "no such folder (IMDb reads an aclImdb folder or its Parquet export)"
-    if _layout(path) is None:
+    layout = _layout(path)
+    if layout is None:
         return ("the folder holds neither aclImdb's train/pos, train/neg, test/pos, test/neg "
                 "nor train and test *.parquet files")
+    if layout[0] == "parquet":  # each file's schema (its footer) only: the rows are checked as they are read
+        import pyarrow.parquet as pq
+
+        for f in sorted({f for files in layout[1].values() for f in files}):
+            try:
+                columns = pq.read_schema(f).names
+            except (OSError, ValueError) as e:
+                return f"{f.relative_to(path)} is not a readable Parquet file ({type(e).__name__})"
+            if not {"text", "label"} <= set(columns):
+                return f"{f.relative_to(path)} needs columns text and label, has {', '.join(columns)}"
     return None
 
 

@@ -78,6 +78,14 @@ def path_problem(path: str | Path) -> str | None:
     missing = [name for name in FILES.values() if not (path / name).is_file()]
     if missing:
         return f"the folder has no {' and no '.join(missing)} (LRA's ListOps files)"
+    for name in FILES.values():  # the header only: rows are checked as they are read
+        try:
+            with open(path / name, newline="", encoding="utf-8") as f:
+                first = next((r for r in csv.reader(f, delimiter="\t") if r), [])
+        except (OSError, UnicodeDecodeError) as e:
+            return f"{name} cannot be read as text ({type(e).__name__})"
+        if first[:2] != ["Source", "Target"]:
+            return f"{name} is not an LRA ListOps file (its first row must be Source<TAB>Target)"
     return None
 
 

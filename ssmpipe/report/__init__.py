@@ -2,7 +2,9 @@
 
 Each figure is written as a PNG beside the page (for `snakemake --report`) and
 embedded in it, with the table of numbers behind it; the config that made the
-sweep closes the page. Nothing here trains: reports rebuild from the store.
+sweep closes the page. A sweep none of whose runs finished ok gets pages (and
+figure files) that say so, with the first error. Nothing here trains: reports
+rebuild from the store. A missing or unreadable input is an InputError naming it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import base64
 import html
 import io
 import json
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -18,10 +21,11 @@ import pandas as pd
 import yaml
 
 from ssmpipe.atomic import atomic_path, write_text
+from ssmpipe.config import InputError
 from ssmpipe.report import figures
 from ssmpipe.report import study as study_figures
 from ssmpipe.report.claims import CLAIMS
-from ssmpipe.store import Store
+from ssmpipe.store import STOPPED, Store
 
 def figures_of(config: dict) -> dict:
     """file stem -> (title, caption, family, function of (runs, final)), from the config's report.figures."""
@@ -59,36 +63,84 @@ def _caption(spec: dict) -> str:
 def build_report(store: Store, sweep: str) -> Path:
     """index.html (everything), length.html and tradeoff.html (one family of figures each), figures/*.png."""
     folder = store.sweep_dir(sweep) / "report"
-    runs = pd.read_parquet(store.sweep_dir(sweep) / "runs.parquet")
-    config = yaml.safe_load(store.config_path(sweep).read_text())
+    runs = _read(store.sweep_dir(sweep) / "runs.parquet", pd.read_parquet, "a Parquet table")
+    missing = sorted({"run_id", "epoch", "status", "error", "train_loss", "test_loss"} - set(runs.columns))
+    if missing:
+        raise InputError(f"{str(store.sweep_dir(sweep) / 'runs.parquet')!r} is not a sweep's table "
+                         f"(no column {', '.join(missing)})")
+    config = _read(store.config_path(sweep), lambda p: yaml.safe_load(p.read_text()), "a YAML config")
+    if not isinstance(config, dict) or "report" not in config:
+        raise InputError(f"{str(store.config_path(sweep))!r} is not a checked sweep config (it has no report:)")
     final = figures.final_epoch(runs)
+    nothing = _nothing_ok(final)  # None when some run finished ok (or, in a study, was stopped early)
     head = [_status_section(final)]
     study_json = store.sweep_dir(sweep) / "study.json"
     if study_json.is_file():  # a tune study (ssmpipe/tune): its best config and trials, not a grid's figures
-        study = json.loads(study_json.read_text())
+        study = _read(study_json, lambda p: json.loads(p.read_text()), "a study summary (JSON)")
         head = [_study_best_section(study)]  # counts by status, best config, every trial (stopped ones are not "not ok")
         specs = {stem: (title, caption, "tradeoff", lambda runs, final, make=make: make(runs, study))
                  for stem, (title, caption, make) in STUDY_FIGURES.items()}
     else:
-        head += [_claim_section(CLAIMS[name](runs, final)) for name in config["report"]["claims"]]
+        head += [] if nothing else [_claim_section(CLAIMS[name](runs, final)) for name in config["report"]["claims"]]
         specs = figures_of(config)
     by_family: dict[str, list[str]] = {"length": [], "tradeoff": []}
+    if nothing:  # no figure to draw: each page says why, each figure file (a rule's output) shows the same line
+        head.insert(0, f'<section><h2>No results</h2><p><b>{html.escape(nothing)}</b></p></section>')
+        specs = {stem: (title, caption, "none", lambda runs, final: (_note(nothing), None))
+                 for stem, (title, caption, _, _) in specs.items()}
     for stem, (title, caption, family, make) in specs.items():
         fig, table = make(runs, final)
         png = _png(fig)
         with atomic_path(folder / "figures" / f"{stem}.png") as tmp:
             tmp.write_bytes(png)
-        by_family[family].append(_figure_section(title, caption, png, table))
+        if family in by_family:
+            by_family[family].append(_figure_section(title, caption, png, table))
     pages = {"index.html": ("", head + by_family["length"] + by_family["tradeoff"]),
              "length.html": (" — length generalization", by_family["length"]),
              "tradeoff.html": (" — tradeoffs", by_family["tradeoff"])}
     for name, (suffix, sections) in pages.items():
         page = _PAGE.format(title=html.escape(config["report"]["title"] + suffix), sweep=html.escape(sweep),
                             n_runs=final["run_id"].nunique(), n_rows=len(runs),
-                            sections="\n".join(sections) or "<p>No figures of this family in this sweep.</p>",
+                            sections="\n".join(sections) or
+                            f"<p>{html.escape(nothing or 'No figures of this family in this sweep.')}</p>",
                             config=html.escape(yaml.safe_dump(config, sort_keys=False)))
         write_text(folder / name, page)
     return folder / "index.html"
+
+
+def _read(path: Path, read, what: str):
+    """read(path), or an InputError naming the file: missing, or not `what`."""
+    if not path.is_file():
+        raise InputError(f"{str(path)!r} does not exist" + (" (`ssmpipe aggregate` writes it)"
+                                                           if path.name == "runs.parquet" else ""))
+    try:
+        return read(path)
+    except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: pyarrow's ArrowInvalid, JSON's, UTF-8's
+        raise InputError(f"{str(path)!r} is not {what} ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _nothing_ok(final: pd.DataFrame) -> str | None:
+    """'all N runs failed: <first error>' when no run finished ok (nor was stopped early by a study), else None."""
+    if final["status"].isin(("ok", STOPPED)).any():
+        return None
+    if final.empty:
+        return "The table holds no runs: nothing to show."
+    counts = final["status"].value_counts().sort_index()
+    text = f"All {len(final)} runs {' or '.join(counts.index)}"
+    if len(counts) > 1:
+        text += f" ({', '.join(f'{n} {status}' for status, n in counts.items())})"
+    errors = final.loc[final["status"] == "failed", "error"].dropna()
+    if len(errors):
+        return f"{text}; first error: {' '.join(errors.iloc[0].split())[:300]}"
+    diverged = " A diverged run's loss turned NaN or infinite." if "diverged" in counts else ""
+    return f"{text}: nothing to plot.{diverged}"
+
+
+def _note(text: str):
+    """A figure that holds one line of text (the figure file of a sweep with nothing to plot)."""
+    fig = plt.figure(figsize=(6, 1.2))
+    fig.text(0.5, 0.5, "\n".join(textwrap.wrap(text, 80)), ha="center", va="center", fontsize=9)
+    return fig
 
 
 def _claim_section(v) -> str:
@@ -139,7 +191,7 @@ def _figure_section(title: str, caption: str, png: bytes, table: pd.DataFrame) -
 
 
 def _status_section(final: pd.DataFrame) -> str:
-    counts = final["status"].value_counts().rename_axis("status").reset_index(name="runs")
+    counts = final["status"].value_counts().sort_index().rename_axis("status").reset_index(name="runs")
     failed = final[final["status"] != "ok"][["run_id", "status", "error"]]
     extra = f"<h3>Runs not ok</h3>{_table_html(failed)}" if len(failed) else ""
     return f"<section><h2>Runs</h2>{_table_html(counts)}{extra}</section>"

@@ -64,18 +64,21 @@ def max_epochs(config: dict) -> int:
 
 
 def trial_settings(fixed: dict, params: dict) -> dict:
-    """A trial's settings: `fixed` (defaults filled in) with the sampled values put in, schema-typed."""
+    """A trial's settings: `fixed` (defaults filled in) with the sampled values put in, schema-typed; a task read from
+    a path keyed by its content (task.data_hash), as a sweep's points are."""
+    from ssmpipe.data import with_data_hash
     from ssmpipe.sweep import typed
 
     settings = copy.deepcopy(fixed)
     for key, value in params.items():
         cfg.set_path(settings, key, value)
-    return typed(settings)
+    return with_data_hash(typed(settings))
 
 
 def check(config: dict) -> None:
     """What the schema cannot say about a checked config's `tune:` section; ConfigError naming key and value.
 
+    The study's name must be neither the sweep's nor a store folder's (data, papers, store).
     Every space key must be a known leaf setting; every value (and both ends of a range)
     valid for it; ranges only over number settings, low < high (low > 0 for loguniform);
     the settings at each value, and at the extreme corner, must pass the same
@@ -88,6 +91,9 @@ def check(config: dict) -> None:
                           "see README.md, 'Hyperparameter search'")
     tune, schema = config["tune"], cfg.load_schema()
     types = cfg.setting_types(schema)
+    cfg.check_name(study_name(config), "tune.study")
+    if study_name(config) == config["sweep"]:  # its runs.parquet and report would replace the sweep's
+        raise ConfigError(f"tune.study = {study_name(config)!r} is the sweep's own name; name the study otherwise")
     for key, spec in tune["space"].items():
         (kind, values), = spec.items()
         where = f"tune.space.{key}"

@@ -56,7 +56,7 @@ def run_on_slurm(config: dict) -> dict:
                               f"`scancel {live[0]}`, then run again (it resumes)")
     config = {**config, "results": str(results)}  # the job may start in another folder
     requests = config["slurm"]
-    folder = tn.study_dir(config).resolve() / "slurm"
+    folder = slurm.job_folder(tn.study_dir(config).resolve() / "slurm")  # private: submitit pickles into it
     executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=requests["max_timeouts"])
     executor.update_parameters(**slurm.executor_parameters(requests, slurm.job_name(results, name)))
     try:

@@ -19,6 +19,7 @@ import json
 import logging
 import math
 import os
+import shlex
 import tempfile
 import time
 from pathlib import Path
@@ -33,13 +34,14 @@ from ssmpipe import data
 from ssmpipe import tune as tn
 from ssmpipe.atomic import atomic_path, write_text
 from ssmpipe.config import ConfigError
+from ssmpipe.slurm import private_dir
 from ssmpipe.tune import StudyInterrupted
-from ssmpipe.store import METRICS, STOPPED, Store, _plain, read_runs, write_runs
+from ssmpipe.store import METRICS, STOPPED, Store, _plain, load_state, read_runs, write_runs
 from ssmpipe.sweep import run_id as run_id_of
 
 log = logging.getLogger("ssmpipe.tune")
 
-STATE = "state.pt"  # a trial checkpoint's file: the dict train_group resumes from
+STATE = "state.pt"  # a trial checkpoint's file: the dict train_group resumes from (read by load_state)
 EXPERIMENT = "ray"  # Ray's folder under <results>/<study>/
 # The part of a config that makes a study: a rerun with other values is another study.
 IDENTITY = ("fixed", "tune")
@@ -80,7 +82,7 @@ def trial(params: dict, ctx: dict) -> None:
     resume = None
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            resume = torch.load(Path(folder) / STATE, weights_only=False)
+            resume = load_state(Path(folder) / STATE)
 
     last = {"state": resume, "reporting": False}
 
@@ -181,7 +183,7 @@ def settle(store: Store, study: str, trial_id: str, checkpoint, error: str | Non
         log.warning("trial %s ended with no checkpoint and no rows: nothing to store", trial_id)
         return
     with checkpoint.as_directory() as folder:
-        state = torch.load(Path(folder) / STATE, weights_only=False)
+        state = load_state(Path(folder) / STATE)
     status = state["status"][0]
     if error is not None:
         status = "failed"
@@ -220,7 +222,7 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None) 
                "stored": _stored_runs(store)}
         trainable = tune.with_resources(tune.with_parameters(trial, ctx=ctx),
                                         {"cpu": t["cpus_per_trial"], "gpu": t["gpus_per_trial"]})
-        experiment = folder / EXPERIMENT
+        experiment = private_dir(folder / EXPERIMENT)  # Ray unpickles its files on restore: only this user writes there
         if tune.Tuner.can_restore(experiment):
             log.info("study %s: resuming %s", study, experiment)
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
@@ -313,13 +315,12 @@ def _same_study(config: dict, folder: Path) -> None:
 
 
 def _stored_runs(store: Store) -> dict[str, str]:
-    """Run id -> a finished shard holding it (one with a spec: grid shards and finished trials)."""
-    done = store.done_shards()
+    """Run id -> a finished shard holding it (one with a spec: grid shards and finished trials), checked first."""
     stored: dict[str, str] = {}
-    for shard, ids in store.read_specs().items():
-        if shard in done:
-            for rid in ids:
-                stored.setdefault(rid, shard)
+    for shard in store.read_specs():
+        ids, done = store.trusted(shard, repair=False)
+        for rid in ids or [] if done else []:
+            stored.setdefault(rid, shard)
     return stored
 
 
@@ -368,8 +369,9 @@ def summarise(config: dict, store: Store, trials: list[tuple[str, dict]], wall_s
         sweep = {"sweep": f"{study}-best", "results": str(config["results"]), "shard_size": 8,
                  "fixed": best["settings"], "grid": {"seed": [0, 1, 2, 3, 4]},
                  "report": {"title": f"Seeds around the best config of study {study}"}}
+        command = shlex.quote(str(folder / "best.yaml")).replace("\n", "\n# ")  # a path to paste into a shell
         write_text(folder / "best.yaml", "# The best config of the study as a sweep over seeds: snakemake --configfile "
-                   f"{folder / 'best.yaml'}\n" + yaml.safe_dump(sweep, sort_keys=False))
+                   f"{command}\n" + yaml.safe_dump(sweep, sort_keys=False))
     return summary
 
 

@@ -8,4 +8,4 @@ rule aggregate:
     log:
         f"{SWEEP_DIR}/logs/aggregate.log",
     shell:
-        "{SSMPIPE} aggregate --results {RESULTS} {config[sweep]} 2> {log}"
+        "{SSMPIPE:q} aggregate --results={RESULTS:q} -- {config[sweep]:q} 2> {log:q}"

@@ -7,4 +7,4 @@ rule data:
     log:
         f"{RESULTS}/data/{{task}}/{{key}}.log",
     shell:
-        "{SSMPIPE} data --spec {params.spec:q} {output} 2> {log}"
+        "{SSMPIPE:q} data --spec={params.spec:q} -- {output:q} 2> {log:q}"

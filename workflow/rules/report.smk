@@ -18,4 +18,4 @@ rule report:
     log:
         f"{SWEEP_DIR}/logs/report.log",
     shell:
-        "{SSMPIPE} report --results {RESULTS} {config[sweep]} 2> {log}"
+        "{SSMPIPE:q} report --results={RESULTS:q} -- {config[sweep]:q} 2> {log:q}"

@@ -7,7 +7,7 @@ if config["launcher"] == "slurm":
 
     if PLAN.pending:
         slurm.check_requests(config["slurm"])
-    LAUNCH = f"--slurm {SWEEP_DIR}/config.yaml"
+    LAUNCH = f"--slurm={SWEEP_DIR}/config.yaml"  # one word: quoted whole
 
 
 rule train:
@@ -16,13 +16,16 @@ rule train:
         spec=f"{RESULTS}/store/specs/{{shard}}.json",
         data=data_inputs,
     output:
-        f"{RESULTS}/store/runs/{{shard}}.parquet",
+        # update(): Snakemake must never delete a shard's rows before a job (nor after a failed one): another
+        # run sharing the store may have just written them; `ssmpipe train` holds the shard's lock and reuses them.
+        update(f"{RESULTS}/store/runs/{{shard}}.parquet"),
     log:
-        f"{RESULTS}/store/logs/{{shard}}.log",
+        f"{SWEEP_DIR}/logs/train/{{shard}}.log",  # per sweep: two sweeps sharing a shard never share its log
     threads: 1
     resources:
         mem_mb=2000,
     params:
         launch=LAUNCH,
     shell:
-        "{SSMPIPE} train --results {RESULTS} --threads {threads} {params.launch} {wildcards.shard} 2> {log}"
+        "{SSMPIPE:q} train --results={RESULTS:q} --threads={threads} {params.launch:q} -- {wildcards.shard:q} "
+        "2> {log:q}"

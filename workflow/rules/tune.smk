@@ -7,7 +7,6 @@ from ssmpipe import tune as ssmpipe_tune
 from ssmpipe.atomic import write_text
 from ssmpipe.store import _plain
 
-ssmpipe_tune.check(config)  # a bad space is an error naming key and value, before any job
 STUDY = ssmpipe_tune.study_name(config)
 STUDY_DIR = str(STORE.sweep_dir(STUDY))
 STUDY_REPORT = f"{STUDY_DIR}/report/index.html"
@@ -31,9 +30,9 @@ rule tune:
         f"{STUDY_DIR}/logs/tune.log",
     threads: workflow.cores
     params:
-        cluster="--cluster slurm" if config["launcher"] == "slurm" else "",
+        cluster="--cluster=slurm" if config["launcher"] == "slurm" else "",
     shell:
-        "{SSMPIPE} tune {params.cluster} --cpus {threads} {input} > {log} 2>&1"
+        "{SSMPIPE:q} tune {params.cluster} --cpus={threads} -- {input:q} > {log:q} 2>&1"
 
 
 rule tune_report:
@@ -48,4 +47,4 @@ rule tune_report:
     log:
         f"{STUDY_DIR}/logs/report.log",
     shell:
-        "{SSMPIPE} report --results {RESULTS} {STUDY} 2> {log}"
+        "{SSMPIPE:q} report --results={RESULTS:q} -- {STUDY:q} 2> {log:q}"
