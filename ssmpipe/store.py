@@ -93,14 +93,14 @@ class Store:
 
     # --- shard specs ---
     def read_specs(self) -> dict[str, list[str]]:
-        """Shard id -> the run ids its spec claims (unchecked: `trusted_spec` checks one), for every spec file."""
+        """Shard id -> the run ids its spec claims (unchecked: `trusted` checks one), for every spec file."""
         folder = self.root / "store" / "specs"
         out = {}
         for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
                 out[p.stem] = [pt["run_id"] for pt in json.loads(p.read_text())["points"]]
             except (OSError, ValueError, KeyError, TypeError):
-                out[p.stem] = []  # unreadable: trusted_spec says why
+                out[p.stem] = []  # unreadable: `trusted` says why
         return out
 
     def done_shards(self) -> set[str]:
@@ -147,9 +147,9 @@ class Store:
         `run_ids` (its spec's), each run's epochs 0, 1, … without a gap."""
         try:
             table = pq.read_table(self.runs_path(shard), columns=["run_id", "epoch"])
-        except OSError as e:  # pyarrow's ArrowInvalid (truncated, garbage) is an OSError too
-            return f"unreadable ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-        except (ValueError, KeyError) as e:
+        except OSError as e:
+            return f"unreadable ({type(e).__name__}: {e})"
+        except (ValueError, KeyError) as e:  # pyarrow's ArrowInvalid (truncated, garbage) is a ValueError
             return f"not a runs table ({type(e).__name__}: {e})"
         rows = table.to_pydict()
         if set(rows["run_id"]) != set(run_ids):
