@@ -119,9 +119,11 @@ class Store:
             path = self.spec_path(str(shard_or_path))
         return json.loads(path.read_text())
 
-    def spec_problem(self, shard: str) -> str | None:
+    def spec_problem(self, shard: str, known: dict[str, dict] | None = None) -> str | None:
         """Why shard's spec cannot be trusted, or None: it must parse, name its shard, and be content-addressed
-        (each point's run id the hash of its settings; a sweep shard's id the hash of its run ids)."""
+        (each point's run id the hash of its settings; a sweep shard's id the hash of its run ids). known: run id ->
+        settings already hashed to it (the planned points): equal settings need no hashing again."""
+        known = known or {}
         from ssmpipe.sweep import digest, run_id
 
         try:
@@ -134,7 +136,7 @@ class Store:
             if not shard.startswith("tune-") and digest(sorted(ids)) != shard:  # a trial's shard is named by its trial
                 return "its run ids do not hash to its name (edited by hand?)"
             for p in spec["points"]:
-                if run_id(p["settings"]) != p["run_id"]:
+                if known.get(p["run_id"]) != p["settings"] and run_id(p["settings"]) != p["run_id"]:
                     return f"the settings of run {p['run_id']} do not hash to its id (edited by hand?)"
         except OSError as e:
             return f"unreadable ({e.strerror})"
@@ -163,7 +165,7 @@ class Store:
                 return f"run {rid} has epochs {sorted(got)[:6]}…, not 0, 1, …"
         return None
 
-    def quarantine(self, path: str | Path, why: str) -> Path | None:
+    def quarantine(self, path: str | Path, why: str, then: str = "its shard trains again") -> Path | None:
         """Move a file the store cannot trust to store/quarantine/ (kept, never deleted), warning with its name.
         None if it is already gone (another process moved it first)."""
         path = Path(path)
@@ -174,7 +176,7 @@ class Store:
             os.replace(path, dest)
         except FileNotFoundError:
             return None
-        log.warning("ssmpipe: %s cannot be trusted: %s; moved to %s (its shard trains again)", path, why, dest)
+        log.warning("ssmpipe: %s cannot be trusted: %s; moved to %s (%s)", path, why, dest, then)
         return dest
 
     def quarantine_shard(self, shard: str, why: str) -> None:
@@ -183,12 +185,12 @@ class Store:
             if path.exists():
                 self.quarantine(path, why if path == self.spec_path(shard) else f"its spec {why}")
 
-    def trusted(self, shard: str, repair: bool) -> tuple[list[str] | None, bool]:
+    def trusted(self, shard: str, repair: bool, known: dict[str, dict] | None = None) -> tuple[list[str] | None, bool]:
         """(run ids of shard's spec, or None if it is missing or untrusted; whether its rows are stored and
-        trusted). With repair, what fails a check is quarantined."""
+        trusted). With repair, what fails a check is quarantined. known: as for `spec_problem`."""
         if not self.spec_path(shard).exists():
             return None, False
-        problem = self.spec_problem(shard)
+        problem = self.spec_problem(shard, known)
         if problem:
             if repair:
                 self.quarantine_shard(shard, problem)
@@ -320,8 +322,14 @@ def aggregate(store: Store, sweep: str, out: str | Path) -> pa.Table:
     manifest = json.loads(store.manifest_path(sweep).read_text())
     points = manifest["points"]
     shards = sorted({p["shard"] for p in points})
+    for shard in shards:
+        if not store.runs_path(shard).exists():
+            n = sum(p["shard"] == shard for p in points)
+            raise StoreError(f"{store.runs_path(shard)} does not exist: its {n} runs have no rows; rerun snakemake, "
+                             f"which trains what is missing")
     table = read_runs([store.runs_path(s) for s in shards], [p["run_id"] for p in points])
-    missing = [p for p in points if p["run_id"] not in set(table.column("run_id").to_pylist())]
+    have = set(table.column("run_id").to_pylist())
+    missing = [p for p in points if p["run_id"] not in have]
     if missing:
         raise StoreError(f"{store.runs_path(missing[0]['shard'])} holds no rows of run {missing[0]['run_id']} "
                          f"({len(missing)} of the sweep's {len(points)} runs have none): rerun snakemake, "

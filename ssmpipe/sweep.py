@@ -121,12 +121,13 @@ def plan(config: dict, write: bool = True) -> Plan:
     shard_of: dict[str, str] = {}
     pending_shards: list[str] = []
 
+    known = {p.run_id: p.settings for p in points}
     trusted: dict[str, list[str]] = {}  # shard -> run ids, of every spec that may hold our points and checks out
     done: set[str] = set()              # those whose rows are stored and check out
     for shard, claimed in store.read_specs().items():
         if claimed and not any(rid in by_id for rid in claimed):
             continue  # another sweep's shard
-        ids, stored = store.trusted(shard, repair=write)  # with write, the untrusted go to quarantine
+        ids, stored = store.trusted(shard, repair=write, known=known)  # with write, the untrusted: quarantined
         if ids is not None:
             trusted[shard] = ids
             done |= {shard} if stored else set()

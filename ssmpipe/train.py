@@ -348,7 +348,7 @@ def ensure_data(store: Store, spec: dict) -> dict:
         try:
             return data.load(path)
         except (ValueError, EOFError, zipfile.BadZipFile) as e:
-            store.quarantine(path, f"not a data set ({type(e).__name__}: {e})")
+            store.quarantine(path, f"not a data set ({type(e).__name__}: {e})", "it is built again")
     data.save(data.build(spec), path)
     return data.load(path)
 

@@ -57,6 +57,42 @@ def test_read_runs_filters_run_ids(tmp_path):
     assert sorted(set(table.column("run_id").to_pylist())) == sorted(want)
 
 
+def test_a_runs_rows_are_never_replaced_by_fewer_unless_it_failed(tmp_path):
+    points = sweep.expand(cfg.check(tiny_config()))[:2]
+    path = tmp_path / "runs.parquet"
+    store.write_runs(_rows(points, epochs=3), path)
+    with pytest.raises(store.StoreError, match=f"refusing to replace the 4 rows of run {points[0].run_id} with 2"):
+        store.write_runs(_rows(points, epochs=1), path)
+    assert pq.read_table(path).num_rows == 8                                # the file is as it was
+    store.write_runs(_rows(points, epochs=5), path)                        # more rows: fine
+    failed = [{**r, "status": "failed"} for r in _rows(points, epochs=5)]
+    store.write_runs(failed, path)
+    store.write_runs(_rows(points, epochs=1), path)                        # a failed run may be tried again
+    assert pq.read_table(path).num_rows == 4
+
+
+def test_aggregate_needs_every_point_and_never_shrinks_silently(tmp_path, caplog):
+    config = cfg.check(tiny_config(results=str(tmp_path)))
+    plan = sweep.plan(config)
+    st = store.Store(tmp_path)
+    by_shard = {}
+    for p in plan.points:
+        by_shard.setdefault(plan.shard_of[p.run_id], []).append(p)
+    for shard, members in by_shard.items():
+        store.write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
+    out = st.sweep_dir("tiny") / "runs.parquet"
+    assert store.aggregate(st, "tiny", out).num_rows == 8 * 3
+    smaller = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0]}))
+    sweep.plan(smaller)                                                     # the grid drops seed 1
+    assert store.aggregate(st, "tiny", out).num_rows == 4 * 3
+    assert "shrinks from 24 to 12 rows (4 runs no longer in the sweep" in caplog.text
+    assert pq.read_table(out.with_name("runs.previous.parquet")).num_rows == 24   # the old table is kept
+    bigger = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0, 1, 2]}))
+    sweep.plan(bigger)                                                      # seed 2: planned, not trained
+    with pytest.raises(store.StoreError, match=r"store/runs/\w+\.parquet does not exist: its 2 runs have no rows"):
+        store.aggregate(st, "tiny", out)
+
+
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
     path = tmp_path / "runs.parquet"
     points = sweep.expand(cfg.check(tiny_config()))
