@@ -29,8 +29,8 @@ slurm-profile:
 	ln -sfn "$(CURDIR)/profiles/slurm" "$(SNAKEMAKE_PROFILES)/slurm"
 	@echo "ssmpipe: $(SNAKEMAKE_PROFILES)/slurm -> $(CURDIR)/profiles/slurm"
 
-# Every experiment of config/experiments/ at its small scale (SCALE=paper for the papers' sizes), one after another.
+# Every experiment of config/papers.yaml in one DAG at its small scale (SCALE=paper for the papers' sizes), then
+# the reproduction page results/papers/index.html.
 SCALE ?= small
 experiments: $(VENV)/.installed
-	for f in config/experiments/*.yaml; do \
-	  $(BIN)/snakemake --cores 2 --configfile $$f --config scale=$(SCALE) || exit 1; done
+	$(BIN)/snakemake --cores 2 --configfile config/papers.yaml --config scale=$(SCALE)

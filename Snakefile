@@ -1,6 +1,8 @@
 # ssmpipe: config -> data -> train (one job per shard of sweep points) -> aggregate -> report.
 # Run: snakemake --cores 2   (profiles/default supplies --configfile config/config.yaml),
 # or snakemake --profile slurm (profiles/slurm: each shard a SLURM job, README).
+# Every paper at once: snakemake --configfile config/papers.yaml (one DAG of all experiments, then
+# results/papers/index.html, the reproduction page).
 
 
 include: "workflow/rules/common.smk"
@@ -11,16 +13,17 @@ include: "workflow/rules/report.smk"
 
 
 TUNE_TARGETS = []  # a config with a tune: section adds its study's report (workflow/rules/tune.smk)
-if config.get("tune"):
+if not PAPERS and config.get("tune"):
 
     include: "workflow/rules/tune.smk"
 
 
 rule all:
     input:
-        REPORT,
+        REPORTS,
         TUNE_TARGETS,
+        [f"{RESULTS}/papers/index.html"] if PAPERS else [],
 
 
 onsuccess:
-    print(f"ssmpipe: report at {REPORT}")
+    print(f"ssmpipe: reproduction page at {RESULTS}/papers/index.html" if PAPERS else f"ssmpipe: report at {REPORTS[0]}")

@@ -110,12 +110,31 @@ def cmd_report(args) -> int:
     return 0
 
 
-def sweep_dir(results: str, name: str) -> Path:
-    """<results>/<name>, or an InputError: a results root that is no folder, a bad or unknown sweep name."""
+def cmd_papers(args) -> int:
+    from ssmpipe.report.papers import build_papers_page
+
+    root = results_root(args.results)
+    for name in args.sweeps:  # an experiment file names its sweep; a sweep name must be one under --results
+        if not name.endswith((".yaml", ".yml")):
+            sweep_dir(args.results, name)
+    print(f"papers: {build_papers_page(root, args.sweeps, args.out)}")
+    return 0
+
+
+def results_root(results: str | None) -> Path:
+    """The results root, or an InputError: not given, or no folder."""
+    if results is None:
+        raise cfg.InputError("--results=RESULTS is required (the results root holding the sweeps)")
     root = Path(results)
     if not root.is_dir():
         raise cfg.InputError(f"--results {results!r}: " + ("a file, not a folder" if root.exists() else
                                                            "no such folder"))
+    return root
+
+
+def sweep_dir(results: str, name: str) -> Path:
+    """<results>/<name>, or an InputError: a results root that is no folder, a bad or unknown sweep name."""
+    root = results_root(results)
     cfg.check_name(name, "sweep")
     if not (root / name).is_dir():
         known = sorted(p.parent.name for p in root.glob("*/config.yaml"))  # every sweep's and study's snapshot
@@ -169,6 +188,14 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--results", required=True, help="results root holding the sweep")
     s.add_argument("sweep", help="sweep or study name")
     s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("papers", help="build the reproduction page (default <results>/papers/index.html): each "
+                       "paper's claims, their verdicts in each experiment, the papers' values, from the store alone")
+    s.add_argument("--results", help="results root holding the sweeps (required)")
+    s.add_argument("--out", help="the HTML file to write (default <results>/papers/index.html)")
+    s.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep name, or experiment config file (.yaml: its "
+                   "sweep:); one not run yet shows as such")
+    s.set_defaults(func=cmd_papers)
     return p
 
 

@@ -95,6 +95,39 @@ def check(config: dict) -> dict:
     return config
 
 
+# A config of configs: `experiments: [files]` plans them all in one DAG; these keys, given beside the list (or
+# with --config), override every experiment's own.
+EXPERIMENT_OVERRIDES = ("results", "scale", "launcher", "slurm")
+
+
+def sweeps(config: dict) -> list[dict]:
+    """The checked sweep configs a config stands for: itself, or each file its `experiments:` list names, with
+    EXPERIMENT_OVERRIDES put in. ConfigError naming the key or file; two experiments may not share a sweep name."""
+    if "experiments" not in config:
+        return [check(config)]
+    extra = sorted(set(config) - {"experiments", *EXPERIMENT_OVERRIDES})
+    if extra:
+        raise ConfigError(f"unknown key {extra[0]!r} beside experiments:; allowed: experiments, "
+                          f"{', '.join(EXPERIMENT_OVERRIDES)}")
+    files = config["experiments"]
+    if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
+        raise ConfigError(f"experiments = {files!r}: a list of experiment config files")
+    out, seen = [], {}
+    for i, path in enumerate(files):
+        raw = _read(path)
+        raw.update({k: config[k] for k in EXPERIMENT_OVERRIDES if k in config})
+        try:
+            checked = check(raw)
+        except ConfigError as e:
+            raise ConfigError(f"experiments[{i}] ({path}): {e}") from None
+        if checked["sweep"] in seen:
+            raise ConfigError(f"experiments[{i}] ({path}): sweep {checked['sweep']!r} is also "
+                              f"experiments[{seen[checked['sweep']]}]'s")
+        seen[checked["sweep"]] = i
+        out.append(checked)
+    return out
+
+
 def check_name(name: str, key: str = "sweep") -> None:
     """A sweep (or study) name must be a plain folder name under the results root, and not one of the store's."""
     pattern = load_schema()["properties"]["sweep"]["pattern"]

@@ -63,16 +63,9 @@ def _caption(spec: dict) -> str:
 def build_report(store: Store, sweep: str) -> Path:
     """index.html (everything), length.html and tradeoff.html (one family of figures each), figures/*.png."""
     folder = store.sweep_dir(sweep) / "report"
-    runs = _read(store.sweep_dir(sweep) / "runs.parquet", pd.read_parquet, "a Parquet table")
-    missing = sorted({"run_id", "epoch", "status", "error", "train_loss", "test_loss"} - set(runs.columns))
-    if missing:
-        raise InputError(f"{str(store.sweep_dir(sweep) / 'runs.parquet')!r} is not a sweep's table "
-                         f"(no column {', '.join(missing)})")
-    config = _read(store.config_path(sweep), lambda p: yaml.safe_load(p.read_text()), "a YAML config")
-    if not isinstance(config, dict) or "report" not in config:
-        raise InputError(f"{str(store.config_path(sweep))!r} is not a checked sweep config (it has no report:)")
+    runs, config = read_sweep(store, sweep)
     final = figures.final_epoch(runs)
-    nothing = _nothing_ok(final)  # None when some run finished ok (or, in a study, was stopped early)
+    nothing = nothing_ok(final)  # None when some run finished ok (or, in a study, was stopped early)
     head = [_status_section(final)]
     study_json = store.sweep_dir(sweep) / "study.json"
     if study_json.is_file():  # a tune study (ssmpipe/tune): its best config and trials, not a grid's figures
@@ -103,9 +96,27 @@ def build_report(store: Store, sweep: str) -> Path:
                             n_runs=final["run_id"].nunique(), n_rows=len(runs),
                             sections="\n".join(sections) or
                             f"<p>{html.escape(nothing or 'No figures of this family in this sweep.')}</p>",
-                            config=html.escape(yaml.safe_dump(config, sort_keys=False)))
+                            config=html.escape(yaml.safe_dump(config, sort_keys=False)), style=STYLE)
         write_text(folder / name, page)
     return folder / "index.html"
+
+
+def read_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, dict]:
+    """The sweep's table (one row per run and epoch) and its config snapshot; an InputError names a bad file."""
+    runs = _read(store.sweep_dir(sweep) / "runs.parquet", pd.read_parquet, "a Parquet table")
+    missing = sorted({"run_id", "epoch", "status", "error", "train_loss", "test_loss"} - set(runs.columns))
+    if missing:
+        raise InputError(f"{str(store.sweep_dir(sweep) / 'runs.parquet')!r} is not a sweep's table "
+                         f"(no column {', '.join(missing)})")
+    return runs, read_config(store.config_path(sweep))
+
+
+def read_config(path: Path) -> dict:
+    """A sweep config with a report: section (a snapshot, or an experiment's file); an InputError names a bad one."""
+    config = _read(path, lambda p: yaml.safe_load(p.read_text()), "a YAML config")
+    if not isinstance(config, dict) or "report" not in config:
+        raise InputError(f"{str(path)!r} is not a checked sweep config (it has no report:)")
+    return config
 
 
 def _read(path: Path, read, what: str):
@@ -119,7 +130,7 @@ def _read(path: Path, read, what: str):
         raise InputError(f"{str(path)!r} is not {what} ({type(e).__name__}: {str(e)[:200]})") from None
 
 
-def _nothing_ok(final: pd.DataFrame) -> str | None:
+def nothing_ok(final: pd.DataFrame) -> str | None:
     """'all N runs failed: <first error>' when no run finished ok (nor was stopped early by a study), else None."""
     if final["status"].isin(("ok", STOPPED)).any():
         return None
@@ -143,11 +154,16 @@ def _note(text: str):
     return fig
 
 
+def verdict_html(verdict: str) -> str:
+    """The verdict word in bold: green supported, red not supported, grey anything else (no data, not run yet)."""
+    colour = {"supported": "#1a7f37", "not supported": "#b42318"}.get(verdict, "#666")
+    return f'<b style="color:{colour}">{html.escape(verdict)}</b>'
+
+
 def _claim_section(v) -> str:
-    colour = {"supported": "#1a7f37", "not supported": "#b42318"}.get(v.verdict, "#666")
     return (f"<section><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>"
-            f'<p><b style="color:{colour}">{html.escape(v.verdict)}</b> — {html.escape(v.finding)}</p>'
-            f"<details open><summary>numbers</summary>{_table_html(v.table)}</details></section>")
+            f"<p>{verdict_html(v.verdict)} — {html.escape(v.finding)}</p>"
+            f"<details open><summary>numbers</summary>{table_html(v.table)}</details></section>")
 
 
 STUDY_FIGURES = {  # a tune study's: file stem -> (title, caption, function of (runs, study.json))
@@ -167,8 +183,8 @@ def _study_best_section(study: dict) -> str:
             f"scheduler, {study['mode']} {html.escape(study['metric'])}): {study['n_trials']} trials, {c['ok']} "
             f"trained to the end, {c['stopped']} stopped early, {c['diverged']} diverged, {c['failed']} failed; "
             f"{sum(study['wall_s']):.0f} s.")
-    return (f"<section><h2>Best config</h2><p>{text}</p>{_table_html(study_figures.best_table(study))}"
-            f"<details><summary>all trials</summary>{_table_html(study_figures.trials_table(study))}</details>"
+    return (f"<section><h2>Best config</h2><p>{text}</p>{table_html(study_figures.best_table(study))}"
+            f"<details><summary>all trials</summary>{table_html(study_figures.trials_table(study))}</details>"
             f"</section>")
 
 
@@ -179,7 +195,7 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def _table_html(table: pd.DataFrame) -> str:
+def table_html(table: pd.DataFrame) -> str:
     return table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="numbers")
 
 
@@ -187,26 +203,28 @@ def _figure_section(title: str, caption: str, png: bytes, table: pd.DataFrame) -
     img = base64.b64encode(png).decode()
     return (f"<section><h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>"
             f'<img alt="{html.escape(title)}" src="data:image/png;base64,{img}">'
-            f"<details open><summary>numbers</summary>{_table_html(table)}</details></section>")
+            f"<details open><summary>numbers</summary>{table_html(table)}</details></section>")
 
 
 def _status_section(final: pd.DataFrame) -> str:
     counts = final["status"].value_counts().sort_index().rename_axis("status").reset_index(name="runs")
     failed = final[final["status"] != "ok"][["run_id", "status", "error"]]
-    extra = f"<h3>Runs not ok</h3>{_table_html(failed)}" if len(failed) else ""
-    return f"<section><h2>Runs</h2>{_table_html(counts)}{extra}</section>"
+    extra = f"<h3>Runs not ok</h3>{table_html(failed)}" if len(failed) else ""
+    return f"<section><h2>Runs</h2>{table_html(counts)}{extra}</section>"
 
+
+STYLE = """body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+img { max-width: 100%; }
+table.numbers { border-collapse: collapse; font-size: 0.85em; }
+table.numbers td, table.numbers th { padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; }
+pre { background: #f6f6f6; padding: 1em; }
+section { margin-bottom: 2.5em; }
+"""  # the reports' CSS (the reproduction page adds its own after it)
 
 _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>{title}</title>
 <style>
-body {{ font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }}
-img {{ max-width: 100%; }}
-table.numbers {{ border-collapse: collapse; font-size: 0.85em; }}
-table.numbers td, table.numbers th {{ padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; }}
-pre {{ background: #f6f6f6; padding: 1em; }}
-section {{ margin-bottom: 2.5em; }}
-</style></head><body>
+{style}</style></head><body>
 <h1>{title}</h1>
 <p>Sweep <code>{sweep}</code>: {n_runs} runs, {n_rows} rows (one per run and epoch).
 Pages: <a href="index.html">all</a> · <a href="length.html">length generalization</a> ·

@@ -1,11 +1,11 @@
 rule aggregate:
-    """One table of the sweep: every (run, epoch) row of its points, from the shards holding them."""
+    """One table of a sweep: every (run, epoch) row of its points, from the shards holding them."""
     input:
-        manifest=f"{SWEEP_DIR}/points.json",
-        shards=[str(STORE.runs_path(s)) for s in PLAN.shards],
+        manifest=f"{RESULTS}/{{sweep}}/points.json",
+        shards=lambda wc: [str(STORE.runs_path(s)) for s in PLANS[wc.sweep].shards],
     output:
-        f"{SWEEP_DIR}/runs.parquet",
+        f"{RESULTS}/{{sweep}}/runs.parquet",
     log:
-        f"{SWEEP_DIR}/logs/aggregate.log",
+        f"{RESULTS}/{{sweep}}/logs/aggregate.log",
     shell:
-        "{SSMPIPE:q} aggregate --results={RESULTS:q} -- {config[sweep]:q} 2> {log:q}"
+        "{SSMPIPE:q} aggregate --results={RESULTS:q} -- {wildcards.sweep:q} 2> {log:q}"

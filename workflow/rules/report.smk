@@ -1,21 +1,33 @@
 rule report:
-    """The sweep's HTML reports (images embedded) and their figures, from runs.parquet alone."""
+    """A sweep's HTML reports (images embedded) and their figures, from runs.parquet alone."""
     input:
-        runs=f"{SWEEP_DIR}/runs.parquet",
-        config=f"{SWEEP_DIR}/config.yaml",
+        runs=f"{RESULTS}/{{sweep}}/runs.parquet",
+        config=f"{RESULTS}/{{sweep}}/config.yaml",
     output:
-        html=REPORT,
-        pages=[f"{SWEEP_DIR}/report/{page}.html" for page in ("length", "tradeoff")],
-        figures=[
-            report(
-                f"{SWEEP_DIR}/report/figures/{spec['name']}.png",
-                caption="../report/figure.rst",
-                category="Figures",
-                labels={"figure": spec.get("title", spec["name"])},
-            )
-            for spec in config["report"]["figures"]
-        ],
+        html=f"{RESULTS}/{{sweep}}/report/index.html",
+        pages=[f"{RESULTS}/{{sweep}}/report/{page}.html" for page in ("length", "tradeoff")],
+        figures=report(
+            directory(f"{RESULTS}/{{sweep}}/report/figures"),
+            patterns=["{figure}.png"],
+            caption="../report/figure.rst",
+            category="Figures",
+            labels={"sweep": "{sweep}", "figure": "{figure}"},
+        ),
     log:
-        f"{SWEEP_DIR}/logs/report.log",
+        f"{RESULTS}/{{sweep}}/logs/report.log",
     shell:
-        "{SSMPIPE:q} report --results={RESULTS:q} -- {config[sweep]:q} 2> {log:q}"
+        "{SSMPIPE:q} report --results={RESULTS:q} -- {wildcards.sweep:q} 2> {log:q}"
+
+
+rule papers:
+    """The reproduction page: per paper and claim, the verdict, ssmpipe's numbers and the paper's, from the store."""
+    input:
+        REPORTS,
+    output:
+        f"{RESULTS}/papers/index.html",
+    log:
+        f"{RESULTS}/papers/logs/papers.log",
+    params:
+        sweeps=list(SWEEPS),
+    shell:
+        "{SSMPIPE:q} papers --results={RESULTS:q} --out={output:q} -- {params.sweeps:q} 2> {log:q}"

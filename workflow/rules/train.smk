@@ -1,13 +1,22 @@
 # launcher slurm (profiles/slurm): the job submits its shard to SLURM through submitit, with the
-# requests of the sweep's config snapshot, and waits for it (ssmpipe/slurm.py). SLURM is asked
+# requests of its sweep's config snapshot, and waits for it (ssmpipe/slurm.py). SLURM is asked
 # first whether it would run such a job, so a request it refuses is an error before any job.
-LAUNCH = ""
-if config["launcher"] == "slurm":
+SLURM_SWEEPS = {name for name, c in SWEEPS.items() if c["launcher"] == "slurm"}
+if SLURM_SWEEPS and PENDING:
     from ssmpipe import slurm
 
-    if PLAN.pending:
-        slurm.check_requests(config["slurm"])
-    LAUNCH = f"--slurm={SWEEP_DIR}/config.yaml"  # one word: quoted whole
+    for _name in sorted(SLURM_SWEEPS):
+        slurm.check_requests(SWEEPS[_name]["slurm"])
+
+
+def launch(wildcards):
+    """--slurm=<the shard's sweep's config snapshot> (one word, quoted whole), or nothing to train here."""
+    name = SWEEP_OF.get(wildcards.shard)
+    return f"--slurm={RESULTS}/{name}/config.yaml" if name in SLURM_SWEEPS else ""
+
+
+# Train logs: per sweep (two sweeps sharing a shard never share its log); with experiments:, in papers/.
+TRAIN_LOGS = f"{RESULTS}/papers/logs/train" if PAPERS else f"{RESULTS}/{FIRST['sweep']}/logs/train"
 
 
 rule train:
@@ -20,12 +29,12 @@ rule train:
         # run sharing the store may have just written them; `ssmpipe train` holds the shard's lock and reuses them.
         update(f"{RESULTS}/store/runs/{{shard}}.parquet"),
     log:
-        f"{SWEEP_DIR}/logs/train/{{shard}}.log",  # per sweep: two sweeps sharing a shard never share its log
+        f"{TRAIN_LOGS}/{{shard}}.log",
     threads: 1
     resources:
         mem_mb=2000,
     params:
-        launch=LAUNCH,
+        launch=launch,
     shell:
         "{SSMPIPE:q} train --results={RESULTS:q} --threads={threads} {params.launch:q} -- {wildcards.shard:q} "
         "2> {log:q}"

@@ -1,0 +1,273 @@
+"""The reproduction page: does the data agree with each paper, and how sure are we — one HTML page.
+
+It owns the papers' side of the comparison, written by hand from ../shared/SPEC.md: PAPERS (the four
+papers' titles) and REFERENCE (each claim's paper, what the paper reports, with its numbers, and the SPEC
+section it comes from). build_papers_page reads each experiment's runs.parquet and config.yaml snapshot
+alone, runs the claims its config lists (report.claims) and writes <results>/papers/index.html: per paper,
+per claim, one row per experiment that checks it, with the verdict, the numbers measured, the runs, seeds,
+statuses and spread over seeds, and relative links to the experiment's report pages and figures. An
+experiment without a table yet is "not run yet". Nothing here trains or draws: it takes seconds.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+
+from ssmpipe import config as cfg
+from ssmpipe.atomic import write_text
+from ssmpipe.config import InputError
+from ssmpipe.report import STYLE, nothing_ok, read_config, read_sweep, verdict_html
+from ssmpipe.report.claims import CLAIMS, Verdict
+from ssmpipe.report.figures import final_epoch, summarise
+from ssmpipe.store import Store
+
+NOT_RUN = "not run yet"
+VERDICTS = ("supported", "not supported", "no data", NOT_RUN)
+
+PAPERS = {  # SPEC.md's section headings
+    "000": "Liu & Li, “From Generalization Analysis to Optimization Designs for SSMs” (ICML 2024, arXiv 2405.02670)",
+    "001": "Honarpisheh et al., “Generalization Error Analysis for Selective SSMs Through the Lens of Attention” "
+           "(arXiv 2502.01473)",
+    "002": "Liu & Li, “Autocorrelation Matters: Understanding the Role of Initialization Schemes for State Space "
+           "Models” (ICLR 2025, arXiv 2411.19455)",
+    "003": "Guan et al., “Memory Determines Learning Direction: A Theory of Gradient-Based Optimization in State "
+           "Space Models” (arXiv 2510.00563)",
+}
+
+
+@dataclass(frozen=True)
+class Reference:
+    paper: str
+    says: str            # what the paper reports, with its numbers (SPEC.md's words)
+    section: str         # where in SPEC.md
+    metric: str          # the column whose spread over seeds says how sure the verdict is
+    at: str = "final"    # the metric at each run's last epoch ("final") or at init ("init")
+
+
+REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, in CLAIMS' order
+    "output_scale_vs_length": Reference(
+        "000", "Fig. 2, a process whose variance grows with time (moment b ∈ {0.01, 0.1, 1}), L from 1 to 1000: "
+        "without the τ scaling C → C/√τ, E|y_L| and the gradient norm at init grow with L and b; with it they stay "
+        "O(1); plus the training MSE at L = 1000 with and without it.", "SPEC 000, Experiments, Fig. 2",
+        "output_scale", "init"),
+    "regularizer_gap": Reference(
+        "000", "Ablation table {none, scaling, regularizer, both} × tasks: train loss, test loss and the "
+        "generalization gap, and the gap against λ; the regularizer is loss = R_n(θ) + λ·τ(θ), λ ∈ {0, 1e-4, "
+        "1e-3, 1e-2, 1e-1}.", "SPEC 000, Optimization designs 2; Experiments, Ablation table", "gap"),
+    "s_A_driven_negative": Reference(
+        "001", "Exp. 1: init s_A = 0.1, trained at several T (Majority 50..350, IMDb 300..600, ListOps 100..700): "
+        "training drives s_A below 0.", "SPEC 001, Experiments, Exp. 1", "s_A"),
+    "s_A_init_sweep": Reference(
+        "001", "Exp. 1b: init s_A ∈ {−0.1, −0.08, …, 0.1} at fixed T (250 / 500 / 300). The bound is independent "
+        "of T when s_A < 0 and grows exponentially in T when s_A > 0; runs with s_A > 0 may diverge.",
+        "SPEC 001, Quantities; Experiments, Exp. 1b", "test_acc"),
+    "accuracy_flat_in_length": Reference(
+        "001", "Exp. 2: s_A = 0, 5 seeds, test accuracy against T: Majority ≈ 0.86–0.89 flat in T (25..400); "
+        "IMDb ≈ 0.74 → 0.85 (100..2000); ListOps ≈ 0.15–0.17 (100..1000).", "SPEC 001, Experiments, Exp. 2",
+        "test_acc"),
+    "dt_rule_keeps_output_scale": Reference(
+        "002", "For the output to be O(1) at init, Δ ≲ 1/√(L·λ_max(E[uuᵀ])): white noise (λ_max ≈ 1) Δ ~ L^−1/2, "
+        "fully correlated input (λ_max ≈ L) Δ ~ L^−1; S4D's default is Δ ~ LogUniform[1e-3, 1e-1].",
+        "SPEC 002, Claims, timescale vs length and autocorrelation", "output_scale", "init"),
+    "imaginary_part_tradeoff": Reference(
+        "002", "There is an approximation–estimation tradeoff between large and small imaginary parts "
+        "(sweep λ_n = a + i·s·πn, a ∈ {−1, −0.5, −0.1, 0}, s ∈ {0, 0.1, 1, 10}).",
+        "SPEC 002, Claims, imaginary part; Eigenvalue init schemes", "test_acc"),
+    "memory_predicts_learning": Reference(
+        "003", "The gradient with respect to the readout is governed by MF: what the model remembers at init is "
+        "what it learns first, so init with the longest memory wins (MC = Σ_τ MF(τ) ≤ N; MF curves for N = 32, "
+        "T = 1024).", "SPEC 003, Claims; Experiments", "test_acc"),
+    "memory_lag_tradeoff": Reference(
+        "003", "There is an accuracy–length tradeoff: more memory at long lags costs precision at short ones "
+        "(accuracy of recalling lag τ against τ, per init, on a delay/copy task).", "SPEC 003, Claims; Experiments",
+        "test_acc"),
+    "fixed_vs_trained": Reference(
+        "003", "Freezing the recurrent eigenvalues (reservoir style, RC) converges faster and matches or beats "
+        "learning them on LRA, except ListOps.", "SPEC 003, Claims", "test_acc"),
+    "gram_conditioning": Reference(
+        "002", "Im λ sets the conditioning of the SSM's Gram matrix, hence optimization speed.",
+        "SPEC 002, Claims, imaginary part", "train_loss"),
+}
+
+
+@dataclass
+class Experiment:
+    sweep: str
+    config: dict                     # the config snapshot (or, not run yet, the experiment's own file)
+    runs: pd.DataFrame | None        # every (run, epoch) row; None: not run yet
+    final: pd.DataFrame | None       # each run's last epoch
+
+
+@dataclass
+class Check:                          # one row of the page: a claim checked by one experiment
+    name: str
+    experiment: Experiment
+    verdict: Verdict | None          # None: not run yet
+
+
+def load_experiment(results: Path, item: str) -> Experiment:
+    """A sweep name, or an experiment config file (.yaml/.yml: its sweep:), read from the store alone."""
+    own = read_config(Path(item)) if item.endswith((".yaml", ".yml")) else None
+    sweep = own["sweep"] if own else item
+    cfg.check_name(sweep)
+    store = Store(results)
+    if not store.config_path(sweep).is_file() and own is None:
+        raise InputError(f"no sweep {sweep!r} under {str(results)!r} (no {str(store.config_path(sweep))!r})")
+    if not (store.sweep_dir(sweep) / "runs.parquet").is_file():  # planned, or not even that: not run yet
+        return Experiment(sweep, read_config(store.config_path(sweep)) if own is None else own, None, None)
+    runs, config = read_sweep(store, sweep)
+    return Experiment(sweep, config, runs, final_epoch(runs))
+
+
+def check(experiment: Experiment, name: str) -> Check:
+    """The claim's verdict on this experiment's table ("no data", with the reason, when no run finished ok)."""
+    if experiment.runs is None:
+        return Check(name, experiment, None)
+    nothing = nothing_ok(experiment.final)
+    verdict = (Verdict(REFERENCE[name].paper, "", "no data", nothing, pd.DataFrame()) if nothing
+               else CLAIMS[name](experiment.runs, experiment.final))
+    return Check(name, experiment, verdict)
+
+
+def word(c: Check) -> str:
+    return c.verdict.verdict if c.verdict else NOT_RUN
+
+
+def build_papers_page(results: Path, sweeps: list[str], out: Path | None = None) -> Path:
+    """Write the reproduction page for these sweeps (names or experiment files) to `out`
+    (default <results>/papers/index.html); return its path."""
+    results = Path(results)
+    out = Path(out) if out else results / "papers" / "index.html"
+    experiments = list({e.sweep: e for e in (load_experiment(results, s) for s in sweeps)}.values())
+    checks = [check(e, name) for e in experiments for name in e.config["report"].get("claims", [])]
+    sections = [_paper_section(paper, title, [c for c in checks if REFERENCE[c.name].paper == paper],
+                               results, out.parent) for paper, title in PAPERS.items()]
+    page = _PAGE.format(style=STYLE, summary=_summary(checks, experiments), glance=_glance(checks),
+                        sections="\n".join(sections),
+                        sweeps=", ".join(f"<code>{html.escape(e.sweep)}</code>" for e in experiments))
+    write_text(out, page)
+    return out
+
+
+def _summary(checks: list[Check], experiments: list[Experiment]) -> str:
+    """One paragraph: how many checks (and claims) are supported, and at what scale."""
+    ran = [c for c in checks if c.verdict]
+    count = {v: sum(word(c) == v for c in checks) for v in VERDICTS}
+    scales = sorted({str(e.config.get("scale", "small")) for e in experiments if e.runs is not None})
+    claims = {c.name for c in ran}
+    always = {n for n in claims if all(word(c) == "supported" for c in ran if c.name == n)}
+    runs = sum(e.final["run_id"].nunique() for e in experiments if e.final is not None)
+    text = (f"{count['supported']} of {len(ran)} claim checks (claim × experiment) supported at "
+            f"{' and '.join(scales) or 'no'} scale; {count['not supported']} not supported, {count['no data']} "
+            f"without the data to decide. {len(always)} of {len(claims)} claims are supported by every experiment "
+            f"that checks them. {sum(e.runs is not None for e in experiments)} of {len(experiments)} experiments "
+            f"have run ({runs} runs); {count[NOT_RUN]} checks wait for an experiment not run yet.")
+    missing = [n for n in REFERENCE if n not in {c.name for c in checks}]
+    if missing:
+        text += f" No experiment here checks {len(missing)} of the {len(REFERENCE)} claims (shown without a row)."
+    return (f"<p>{html.escape(text)} A verdict is what these small sweeps measured with the claim's test in "
+            f"<code>ssmpipe/report/claims.py</code>, not what the paper found.</p>")
+
+
+def _glance(checks: list[Check]) -> str:
+    """One line per claim: its verdict in each experiment that checks it."""
+    rows = []
+    for name, ref in REFERENCE.items():
+        mine = [c for c in checks if c.name == name]
+        verdicts = " · ".join(f"{verdict_html(word(c))} <small>{html.escape(c.experiment.sweep)}</small>"
+                              for c in mine) or '<span class="quiet">no experiment here</span>'
+        rows.append(f'<tr><td>{ref.paper}</td><td><a href="#{name}"><code>{name}</code></a></td>'
+                    f"<td>{verdicts}</td></tr>")
+    return f'<div class="scroll"><table class="page"><tr><th>paper</th><th>claim</th><th>verdicts</th></tr>' \
+           f'{"".join(rows)}</table></div>'
+
+
+def _paper_section(paper: str, title: str, checks: list[Check], results: Path, here: Path) -> str:
+    """The paper's claims, each with its reference values and one row per experiment that checks it."""
+    parts = [f'<section><h2 id="paper-{paper}">{paper} — {html.escape(title)}</h2>']
+    for name, ref in REFERENCE.items():
+        if ref.paper != paper:
+            continue
+        mine = [c for c in checks if c.name == name]
+        statement = next((c.verdict.claim for c in mine if c.verdict and c.verdict.claim), "")
+        rows = "".join(_check_row(c, results, here) for c in mine) or \
+            '<tr><td colspan="5" class="quiet">No experiment among these sweeps checks this claim.</td></tr>'
+        parts.append(f'<h3 id="{name}"><code>{name}</code> {html.escape(statement)}</h3>'
+                     f'<p class="ref"><b>Paper:</b> {html.escape(ref.says)} <i>({html.escape(ref.section)})</i></p>'
+                     f'<div class="scroll"><table class="page"><tr><th>experiment</th><th>verdict</th>'
+                     f"<th>measured</th><th>how sure</th><th>report and figures</th></tr>{rows}</table></div>")
+    return "\n".join(parts) + "</section>"
+
+
+def _check_row(c: Check, results: Path, here: Path) -> str:
+    e = c.experiment
+    title = html.escape(e.config["report"].get("title", e.sweep))
+    where = f"{title}<br><code>{html.escape(e.sweep)}</code>, {html.escape(str(e.config.get('scale', 'small')))} scale"
+    if c.verdict is None:
+        return f'<tr><td>{where}</td><td>{verdict_html(NOT_RUN)}</td><td colspan="3" class="quiet">No ' \
+               f'<code>runs.parquet</code> under <code>{html.escape(e.sweep)}/</code> yet.</td></tr>'
+    return (f"<tr><td>{where}</td><td>{verdict_html(c.verdict.verdict)}</td><td>{html.escape(c.verdict.finding)}</td>"
+            f"<td>{html.escape(how_sure(e, REFERENCE[c.name]))}</td><td>{_links(e, results, here)}</td></tr>")
+
+
+def how_sure(e: Experiment, ref: Reference) -> str:
+    """Runs, seeds and statuses, and the spread of the claim's key metric over seeds (per setting) and over runs."""
+    final = e.final
+    counts = final["status"].value_counts()
+    seeds = final["seed"].nunique() if "seed" in final else 1
+    text = (f"{len(final)} runs, {seeds} seed{'s' * (seeds != 1)}: " + ", ".join(
+        f"{int(counts.get(s, 0))} {s}" for s in ("ok", "diverged", "failed")) + ".")
+    rows = final if ref.at == "final" else e.runs[e.runs["epoch"] == 0]
+    values = rows.loc[rows["status"] == "ok", ref.metric].dropna() if ref.metric in rows else pd.Series(dtype=float)
+    label = f"{ref.metric}{' at init' if ref.at == 'init' else ''}"
+    if values.empty:
+        return f"{text} {label}: not measured in ok runs."
+    axes = [a for a in e.config.get("grid", {}) if a != "seed" and a in rows]
+    by_setting = summarise(rows.assign(all_runs=0), ["all_runs", *axes], ref.metric).dropna(subset=["std"])
+    spread = (f"std over seeds median {by_setting['std'].median():.3g}, max {by_setting['std'].max():.3g} "
+              f"({len(by_setting)} settings)" if seeds > 1 else "one seed: no spread over seeds")
+    return f"{text} {label}: {spread}; {values.min():.3g} to {values.max():.3g} over {len(values)} ok runs."
+
+
+def _links(e: Experiment, results: Path, here: Path) -> str:
+    """Relative links to the experiment's report pages and figure files that exist."""
+    report = results / e.sweep / "report"
+    pages = [(f, label) for f, label in (("index.html", "report"), ("length.html", "length"),
+                                         ("tradeoff.html", "tradeoffs")) if (report / f).is_file()]
+    figures = [(f"figures/{f['name']}.png", f.get("title", f["name"])) for f in e.config["report"].get("figures", [])
+               if (report / "figures" / f"{f['name']}.png").is_file()]
+    if not pages:
+        return '<span class="quiet">report not built yet</span>'
+
+    def link(f: str, label: str) -> str:
+        return f'<a href="{html.escape(quote(os.path.relpath(report / f, here)))}">{html.escape(label)}</a>'
+
+    return " · ".join(link(*p) for p in pages) + ("<br>figures: " + ", ".join(link(*f) for f in figures)
+                                                  if figures else "")
+
+
+_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>ssmpipe — reproducing the four papers</title>
+<style>
+{style}table.page {{ border-collapse: collapse; font-size: 0.9em; width: 100%; }}
+table.page td, table.page th {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }}
+table.page th {{ background: #f3f3f3; }}
+.scroll {{ overflow-x: auto; }}
+.ref {{ background: #f6f8fa; border-left: 3px solid #8a99ad; padding: 0.4em 0.8em; }}
+.quiet {{ color: #666; }}
+h3 {{ font-size: 1.05em; margin-top: 1.8em; }}
+</style></head><body>
+<h1>Reproducing the four papers</h1>
+<p>Experiments: {sweeps}. Built from each experiment's <code>runs.parquet</code> and config snapshot alone;
+each row links to the experiment's report and its figures.</p>
+{summary}
+{glance}
+{sections}
+</body></html>
+"""
