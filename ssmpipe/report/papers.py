@@ -50,7 +50,7 @@ class Reference:
     at: str = "final"    # the metric at each run's last epoch ("final") or at init ("init")
 
 
-REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, in CLAIMS' order
+REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, by paper
     "output_scale_vs_length": Reference(
         "000", "Fig. 2, a process whose variance grows with time (moment b ∈ {0.01, 0.1, 1}), L from 1 to 1000: "
         "without the τ scaling C → C/√τ, E|y_L| and the gradient norm at init grow with L and b; with it they stay "
@@ -79,6 +79,9 @@ REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, in CLAI
         "002", "There is an approximation–estimation tradeoff between large and small imaginary parts "
         "(sweep λ_n = a + i·s·πn, a ∈ {−1, −0.5, −0.1, 0}, s ∈ {0, 0.1, 1, 10}).",
         "SPEC 002, Claims, imaginary part; Eigenvalue init schemes", "test_acc"),
+    "gram_conditioning": Reference(
+        "002", "Im λ sets the conditioning of the SSM's Gram matrix, hence optimization speed.",
+        "SPEC 002, Claims, imaginary part", "train_loss"),
     "memory_predicts_learning": Reference(
         "003", "The gradient with respect to the readout is governed by MF: what the model remembers at init is "
         "what it learns first, so init with the longest memory wins (MC = Σ_τ MF(τ) ≤ N; MF curves for N = 32, "
@@ -90,9 +93,6 @@ REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, in CLAI
     "fixed_vs_trained": Reference(
         "003", "Freezing the recurrent eigenvalues (reservoir style, RC) converges faster and matches or beats "
         "learning them on LRA, except ListOps.", "SPEC 003, Claims", "test_acc"),
-    "gram_conditioning": Reference(
-        "002", "Im λ sets the conditioning of the SSM's Gram matrix, hence optimization speed.",
-        "SPEC 002, Claims, imaginary part", "train_loss"),
 }
 
 
@@ -136,7 +136,13 @@ def check(experiment: Experiment, name: str) -> Check:
 
 
 def word(c: Check) -> str:
+    """The check's verdict word (one of VERDICTS)."""
     return c.verdict.verdict if c.verdict else NOT_RUN
+
+
+def tally(checks: list[Check]) -> dict[str, int]:
+    """verdict word -> how many of these checks have it."""
+    return {v: sum(word(c) == v for c in checks) for v in VERDICTS}
 
 
 def build_papers_page(results: Path, sweeps: list[str], out: Path | None = None) -> Path:
@@ -158,7 +164,7 @@ def build_papers_page(results: Path, sweeps: list[str], out: Path | None = None)
 def _summary(checks: list[Check], experiments: list[Experiment]) -> str:
     """One paragraph: how many checks (and claims) are supported, and at what scale."""
     ran = [c for c in checks if c.verdict]
-    count = {v: sum(word(c) == v for c in checks) for v in VERDICTS}
+    count = tally(checks)
     scales = sorted({str(e.config.get("scale", "small")) for e in experiments if e.runs is not None})
     claims = {c.name for c in ran}
     always = {n for n in claims if all(word(c) == "supported" for c in ran if c.name == n)}
@@ -171,7 +177,7 @@ def _summary(checks: list[Check], experiments: list[Experiment]) -> str:
     missing = [n for n in REFERENCE if n not in {c.name for c in checks}]
     if missing:
         text += f" No experiment here checks {len(missing)} of the {len(REFERENCE)} claims (shown without a row)."
-    return (f"<p>{html.escape(text)} A verdict is what these small sweeps measured with the claim's test in "
+    return (f"<p>{html.escape(text)} A verdict is what these sweeps measured with the claim's test in "
             f"<code>ssmpipe/report/claims.py</code>, not what the paper found.</p>")
 
 
@@ -190,18 +196,22 @@ def _glance(checks: list[Check]) -> str:
 
 def _paper_section(paper: str, title: str, checks: list[Check], results: Path, here: Path) -> str:
     """The paper's claims, each with its reference values and one row per experiment that checks it."""
-    parts = [f'<section><h2 id="paper-{paper}">{paper} — {html.escape(title)}</h2>']
+    count = tally(checks)
+    counts = ", ".join(f"{n} {v}" for v, n in count.items() if n) or "no experiment here checks its claims"
+    parts = [f'<section><h2 id="paper-{paper}">{paper} — {html.escape(title)}</h2>'
+             f"<p>Checks of its claims: {html.escape(counts)}.</p>"]
     for name, ref in REFERENCE.items():
         if ref.paper != paper:
             continue
         mine = [c for c in checks if c.name == name]
         statement = next((c.verdict.claim for c in mine if c.verdict and c.verdict.claim), "")
-        rows = "".join(_check_row(c, results, here) for c in mine) or \
-            '<tr><td colspan="5" class="quiet">No experiment among these sweeps checks this claim.</td></tr>'
+        rows = "".join(_check_row(c, results, here) for c in mine)
         parts.append(f'<h3 id="{name}"><code>{name}</code> {html.escape(statement)}</h3>'
                      f'<p class="ref"><b>Paper:</b> {html.escape(ref.says)} <i>({html.escape(ref.section)})</i></p>'
-                     f'<div class="scroll"><table class="page"><tr><th>experiment</th><th>verdict</th>'
-                     f"<th>measured</th><th>how sure</th><th>report and figures</th></tr>{rows}</table></div>")
+                     + (f'<div class="scroll"><table class="page"><tr><th class="w1">experiment</th><th>verdict</th>'
+                        f'<th class="w3">measured</th><th class="w2">how sure</th><th class="w1">report and figures'
+                        f"</th></tr>{rows}</table></div>" if rows else
+                        '<p class="quiet">No experiment among these sweeps checks this claim.</p>'))
     return "\n".join(parts) + "</section>"
 
 
@@ -209,11 +219,12 @@ def _check_row(c: Check, results: Path, here: Path) -> str:
     e = c.experiment
     title = html.escape(e.config["report"].get("title", e.sweep))
     where = f"{title}<br><code>{html.escape(e.sweep)}</code>, {html.escape(str(e.config.get('scale', 'small')))} scale"
+    verdict = f'<tr><td>{where}</td><td class="v">{verdict_html(word(c))}</td>'
     if c.verdict is None:
-        return f'<tr><td>{where}</td><td>{verdict_html(NOT_RUN)}</td><td colspan="3" class="quiet">No ' \
-               f'<code>runs.parquet</code> under <code>{html.escape(e.sweep)}/</code> yet.</td></tr>'
-    return (f"<tr><td>{where}</td><td>{verdict_html(c.verdict.verdict)}</td><td>{html.escape(c.verdict.finding)}</td>"
-            f"<td>{html.escape(how_sure(e, REFERENCE[c.name]))}</td><td>{_links(e, results, here)}</td></tr>")
+        return (f'{verdict}<td colspan="3" class="quiet">No <code>runs.parquet</code> under '
+                f"<code>{html.escape(e.sweep)}/</code> yet.</td></tr>")
+    return (f"{verdict}<td>{html.escape(c.verdict.finding)}</td><td>{html.escape(how_sure(e, REFERENCE[c.name]))}"
+            f"</td><td>{_links(e, results, here)}</td></tr>")
 
 
 def how_sure(e: Experiment, ref: Reference) -> str:
@@ -261,6 +272,7 @@ table.page th {{ background: #f3f3f3; }}
 .scroll {{ overflow-x: auto; }}
 .ref {{ background: #f6f8fa; border-left: 3px solid #8a99ad; padding: 0.4em 0.8em; }}
 .quiet {{ color: #666; }}
+td.v {{ white-space: nowrap; }} th.w1 {{ width: 18%; }} th.w2 {{ width: 24%; }} th.w3 {{ width: 32%; }}
 h3 {{ font-size: 1.05em; margin-top: 1.8em; }}
 </style></head><body>
 <h1>Reproducing the four papers</h1>

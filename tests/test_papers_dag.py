@@ -1,0 +1,56 @@
+"""Every experiment in one DAG: a config listing experiment configs plans them all in one Snakemake call (data sets
+and shards shared), builds each experiment's report and the reproduction page, and a second call has nothing to do."""
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, job_counts, snakemake
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_experiment(name: str, folder: Path) -> Path:
+    """config/experiments/<name>.yaml at a few points: each axis its first two values, two epochs, little data."""
+    raw = yaml.safe_load((REPO / "config" / "experiments" / f"{name}.yaml").read_text())
+    raw.pop("scales", None)
+    raw["grid"] = {k: v[:2] for k, v in raw["grid"].items()}
+    raw["fixed"]["train"]["epochs"] = min(raw["fixed"]["train"].get("epochs", 2), 2)
+    raw["fixed"]["task"].update(n_train=64, n_test=32)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_two_experiments_and_the_reproduction_page_in_one_call(tmp_path):
+    files = [tiny_experiment(name, tmp_path) for name in ("002_timescale", "003_memory")]
+    papers = tmp_path / "papers.yaml"
+    papers.write_text(yaml.safe_dump({"experiments": [str(f) for f in files], "results": "results"}))
+
+    first = snakemake(tmp_path, papers)
+    jobs = job_counts(first)
+    assert jobs["aggregate"] == jobs["report"] == 2 and jobs["papers"] == 1 and jobs["train"] >= 2
+    results = tmp_path / "results"
+    for sweep in ("002-timescale", "003-memory"):
+        html = (results / sweep / "report" / "index.html").read_text()
+        assert "data:image/png;base64," in html
+    page = (results / "papers" / "index.html").read_text()
+    for claim in ("dt_rule_keeps_output_scale", "memory_predicts_learning", "memory_lag_tradeoff"):
+        assert claim in page or claim.replace("_", " ") in page.lower()
+    for href in re.findall(r'(?:href|src)="([^"#:]+)"', page):  # relative links resolve
+        assert (results / "papers" / href).resolve().exists(), href
+    assert "ssmpipe: reproduction page at results/papers/index.html" in first.stdout + first.stderr
+
+    again = snakemake(tmp_path, papers)
+    assert job_counts(again) == {} and "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_two_experiments_of_one_sweep_name_are_an_error_before_any_job(tmp_path):
+    one = tiny_experiment("003_memory", tmp_path)
+    papers = tmp_path / "papers.yaml"
+    papers.write_text(yaml.safe_dump({"experiments": [str(one), str(one)]}))
+    proc = snakemake(tmp_path, papers, check=False)
+    assert proc.returncode != 0 and "experiments[1]" in proc.stderr and "'003-memory' is also experiments[0]'s" in \
+        proc.stderr
+    assert not (tmp_path / "results").exists()
