@@ -18,22 +18,22 @@ from ssmpipe import config as cfg
 def cmd_validate(args) -> int:
     from ssmpipe import sweep
 
-    config = cfg.load(args.config)  # the tune: section's check included
-    plan = sweep.plan(config, write=False)
-    print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points, "
-          f"{len(plan.shards)} shards, {len(plan.pending)} still to train")
-    if config.get("tune"):
-        from ssmpipe import tune
+    for config in cfg.load_sweeps(args.config):  # the tune: section's check included
+        plan = sweep.plan(config, write=False)
+        print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points, "
+              f"{len(plan.shards)} shards, {len(plan.pending)} still to train")
+        if config.get("tune"):
+            from ssmpipe import tune
 
-        print(f"study {tune.study_name(config)!r}: {config['tune']['num_samples']} samples of "
-              f"{', '.join(config['tune']['space'])}")
+            print(f"study {tune.study_name(config)!r}: {config['tune']['num_samples']} samples of "
+                  f"{', '.join(config['tune']['space'])}")
     return 0
 
 
 def cmd_status(args) -> int:
     from ssmpipe import status
 
-    print(status.render(status.sweep_status(cfg.load(args.config))))
+    print("\n".join(status.render(status.sweep_status(c)) for c in cfg.load_sweeps(args.config)))
     return 0
 
 

@@ -45,6 +45,11 @@ def load(path: str | Path) -> dict:
     return check(_read(path))
 
 
+def load_sweeps(path: str | Path) -> list[dict]:
+    """The checked sweeps of a config file: its own, or those of the experiments it lists (`sweeps`)."""
+    return sweeps(_read(path))
+
+
 def load_slurm(path: str | Path) -> tuple[str, dict]:
     """A config file's sweep name and its checked `slurm:` section (defaults filled in), the rest unchecked.
 
