@@ -12,9 +12,9 @@ One node (`slurm.nodes: 1`, the default): Ray starts in the job on the allocatio
 Several nodes (`slurm.nodes: N`): the job has N tasks, one per node (submitit's nodes ×
 tasks_per_node=1), each with cpus_per_task CPUs, gpus_per_node GPUs and mem_gb. Task 0
 starts a Ray head on its node (`ray start --head --block`, on the node's address and a
-free port), writes that address to a rendezvous file in the job's private folder
-(<results>/<study>/slurm/<job>_<restart>.ray-head) and runs the study against it once
-all N nodes have joined. Every other task reads the file and starts a Ray worker node
+free port), writes that address and the cluster's token to a rendezvous file in the
+job's private folder (<results>/<study>/slurm/<job>_<restart>.ray-head) and runs the
+study against it once all N nodes have joined. Every other task reads the file and starts a Ray worker node
 (`ray start --address=<head> --block`) with its own CPUs and GPUs, until task 0 writes
 <job>_<restart>.ray-done (the study ended, or failed) or its Ray ends. Trials are placed
 on every node as resources allow (a trial asks for tune.cpus_per_trial CPUs, which each
@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -53,9 +54,12 @@ log = logging.getLogger("ssmpipe.tune")
 HEAD_WAIT_S = 300   # how long a worker task waits for the head's address
 GCS_WAIT_S = 120    # how long task 0 waits for its Ray head to listen
 STOP_WAIT_S = 30    # how long a Ray node has to stop (SIGTERM) before it is killed
-# Ray on the job's nodes: no auth token (nodes join by address; several nodes of one host
-# need it off to join), no usage reports, no dashboard (and no network beyond the nodes).
-RAY_NODE_ENVIRONMENT = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+# Ray on the job's nodes: no usage reports, no dashboard (and no network beyond the nodes).
+# Nodes and the driver authenticate with a token made for the job (RAY_AUTH_MODE=token,
+# RAY_AUTH_TOKEN), passed in the rendezvous file: Ray's default token (~/.ray/auth_token,
+# shared by every cluster of the user's home) would not tell this job's nodes from others,
+# and with none (RAY_AUTH_MODE=disabled) anyone reaching the head's port could run code as you.
+RAY_NODE_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
 class StudyJob(submitit.helpers.Checkpointable):
@@ -66,10 +70,10 @@ class StudyJob(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict | None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        from ssmpipe.tune.study import run_study
-
         nodes = getattr(self, "nodes", 1)  # a job pickled before multi-node studies
         if nodes == 1:
+            from ssmpipe.tune.study import run_study
+
             return run_study(self.config, cpus=self.cpus)
         env = submitit.JobEnvironment()
         meeting = Rendezvous(Path(self.folder), env.job_id)
@@ -81,6 +85,8 @@ class StudyJob(submitit.helpers.Checkpointable):
 
     def _head(self, meeting: "Rendezvous", nodes: int) -> dict:
         """Task 0: a Ray head on this node, then the study on the cluster once every node has joined."""
+        token = secrets.token_hex(32)
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)  # before Ray is imported: it reads them once
         from ray.util import get_node_ip_address
 
         from ssmpipe.tune.study import ENVIRONMENT, run_study
@@ -93,7 +99,7 @@ class StudyJob(submitit.helpers.Checkpointable):
                              self.cpus)
         try:
             _wait_listening(ip, port, ray)
-            meeting.announce(address)
+            meeting.announce(address, token)
             log.info("study %s: Ray head at %s on %s; waiting for %d worker node(s)", tn.study_name(self.config),
                      address, node_name(), nodes - 1)
             return run_study(self.config, cpus=self.cpus, address=address, nodes=nodes)
@@ -107,10 +113,12 @@ class StudyJob(submitit.helpers.Checkpointable):
 
         for key, value in ENVIRONMENT.items():
             os.environ.setdefault(key, value)
-        address = meeting.wait_for_head()
-        if address is None:
+        head = meeting.wait_for_head()
+        if head is None:
             log.info("task %d (%s): the study ended before this node joined", rank, node_name())
             return {"node": node_name(), "joined": False}
+        address = head["address"]
+        os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=head["token"])
         ray = start_ray_node([f"--address={address}"], self.cpus)
         log.info("task %d (%s): Ray worker node joining %s", rank, node_name(), address)
         try:
@@ -128,17 +136,19 @@ class StudyJob(submitit.helpers.Checkpointable):
 class Rendezvous:
     """The head's address and the end of the study, as files in the job's private folder, per job start.
 
-    <job>_<restart>.ray-head holds {"address": "ip:port"}; <job>_<restart>.ray-done says the
-    head task ended. SLURM_RESTART_COUNT tells a requeued job's start from the earlier ones.
+    <job>_<restart>.ray-head holds {"address": "ip:port", "token": the Ray cluster's token}
+    (mode 0600, in a 0700 folder); <job>_<restart>.ray-done says the head task ended. SLURM_RESTART_COUNT tells a requeued job's start from the earlier ones.
     """
 
     def __init__(self, folder: Path, job_id: str):
         start = f"{job_id}_{os.environ.get('SLURM_RESTART_COUNT', '0')}"
         self.head, self.done = folder / f"{start}.ray-head", folder / f"{start}.ray-done"
 
-    def announce(self, address: str) -> None:
+    def announce(self, address: str, token: str) -> None:
         tmp = self.head.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"address": address}))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"address": address, "token": token}, f)
         tmp.replace(self.head)
 
     def close(self) -> None:
@@ -147,12 +157,12 @@ class Rendezvous:
     def closed(self) -> bool:
         return self.done.exists()
 
-    def wait_for_head(self, timeout_s: float = HEAD_WAIT_S) -> str | None:
-        """The head's address; None if the head task ended first; RuntimeError after `timeout_s`."""
+    def wait_for_head(self, timeout_s: float = HEAD_WAIT_S) -> dict | None:
+        """The head's address and token; None if the head task ended first; RuntimeError after `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.head.exists():
-                return json.loads(self.head.read_text())["address"]
+                return json.loads(self.head.read_text())
             if self.closed():
                 return None
             time.sleep(0.5)
