@@ -39,6 +39,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -137,7 +138,8 @@ class Rendezvous:
     """The head's address and the end of the study, as files in the job's private folder, per job start.
 
     <job>_<restart>.ray-head holds {"address": "ip:port", "token": the Ray cluster's token}
-    (mode 0600, in a 0700 folder); <job>_<restart>.ray-done says the head task ended. SLURM_RESTART_COUNT tells a requeued job's start from the earlier ones.
+    (mode 0600, in a 0700 folder); <job>_<restart>.ray-done says the head task ended.
+    SLURM_RESTART_COUNT tells a requeued job's start from the earlier ones.
     """
 
     def __init__(self, folder: Path, job_id: str):
@@ -179,22 +181,28 @@ def start_ray_node(args: list[str], cpus: int) -> subprocess.Popen:
     """`ray start --block` for this node with `cpus` CPUs and its GPUs, in its own session; stopped by `stop`.
 
     Every port a node opens besides the head's is free-picked: several nodes may share a
-    host (and other Ray instances may run there).
+    host (and other Ray instances may run there). Its files go to a private temporary
+    folder of its own, not /tmp/ray: `ray start` records its cluster's address there
+    (ray_current_cluster), and any `ray.init()` on the host reading /tmp/ray's would join
+    this cluster, or fail on it once it is gone.
     """
     import torch
 
     gpus = torch.cuda.device_count()
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
-    cmd = [ray, "start", "--block", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
+    temp = tempfile.mkdtemp(prefix="ray-ssmpipe-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short: sockets
+    cmd = [ray, "start", "--block", f"--temp-dir={temp}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
            f"--object-store-memory={256 * 2**20}", "--disable-usage-stats",
            f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}", *args]
     log.info("node %s: %s", node_name(), " ".join(cmd))
-    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+    node = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
+    node.temp_dir = temp
+    return node
 
 
 def stop(ray: subprocess.Popen) -> None:
-    """Stop a node started by start_ray_node: SIGTERM (ray start stops what it started), then SIGKILL."""
+    """Stop a node started by start_ray_node: SIGTERM (ray start stops what it started), then SIGKILL; its files go."""
     if ray.poll() is None:
         ray.send_signal(signal.SIGTERM)
         try:
@@ -202,6 +210,7 @@ def stop(ray: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(ray.pid, signal.SIGKILL)
             ray.wait()
+    shutil.rmtree(ray.temp_dir, ignore_errors=True)
 
 
 def _wait_listening(ip: str, port: int, ray: subprocess.Popen) -> None:

@@ -217,9 +217,9 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None, 
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     job = os.environ.get("SLURM_JOB_ID")
-    if address is None:
-        ray.init(num_cpus=cpus or os.cpu_count(), num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=256 * 2**20, logging_level=logging.WARNING)
+    if address is None:  # "local": a Ray of its own, even where a `ray start` left its address in /tmp/ray
+        ray.init(address="local", num_cpus=cpus or os.cpu_count(), num_gpus=gpus, include_dashboard=False,
+                 log_to_driver=False, object_store_memory=256 * 2**20, logging_level=logging.WARNING)
         log.info("study %s: Ray started with %d CPUs and %d GPUs%s", study, cpus or os.cpu_count(), gpus,
                  f" in SLURM job {job}" if job else "")
     else:
