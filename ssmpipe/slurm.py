@@ -74,11 +74,13 @@ def job_name(results: str | Path, shard: str) -> str:
     return f"ssmpipe-{shard}-{store}"
 
 
-def executor_parameters(requests: dict, name: str) -> dict:
+def executor_parameters(requests: dict, name: str, nodes: int = 1) -> dict:
     """submitit AutoExecutor parameters for the config's `slurm:` requests (ConfigError for a line break in one).
 
     submitit writes them into the job's sbatch script, shell-quoted but one `#SBATCH` line
-    each: a line break inside a value would begin a shell line of its own.
+    each: a line break inside a value would begin a shell line of its own. `nodes` > 1 (a
+    study's Ray cluster, never a shard's job) asks for that many nodes with one task on each,
+    every task with the CPUs, GPUs and memory of the requests.
     """
     from ssmpipe.config import ConfigError
 
@@ -90,6 +92,8 @@ def executor_parameters(requests: dict, name: str) -> dict:
               "slurm_srun_args": ["--open-mode=append"]}  # a requeued job's log keeps its earlier starts
     if requests["gpus_per_node"]:
         params["gpus_per_node"] = requests["gpus_per_node"]
+    if nodes > 1:
+        params.update(nodes=nodes, tasks_per_node=1)
     for key in ("partition", "account", "qos", "constraint"):
         if requests.get(key):
             params[f"slurm_{key}"] = requests[key]

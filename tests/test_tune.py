@@ -9,7 +9,8 @@
 - optuna and hyperopt search (the search extra);
 - a Snakemake workflow runs a study as one DAG node, and a study whose points a grid
   sweep already trained replays them instead of training;
-- `ssmpipe tune --cluster slurm` runs a study inside one SLURM job.
+- `ssmpipe tune --cluster slurm` runs a study inside one SLURM job, and on the Ray nodes of a
+  two-node job (slurm.nodes: 2), whose trials run on both nodes.
 """
 
 import json
@@ -305,3 +306,54 @@ def test_study_runs_inside_a_slurm_job(tmp_path):
     final = table.sort_values("epoch").groupby("trial_id").tail(1)
     assert (final[final["status"] == "ok"]["epoch"] == 4).all()
     assert study["best"]["run_id"] in set(table["run_id"])
+
+
+def require_nodes(n: int) -> list[str]:
+    """The cluster's nodes that are up; skip (fail under CI=true) with fewer than `n`."""
+    require_slurm()
+    out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=10).stdout
+    up = sorted({name for name, state in (line.split() for line in out.splitlines())
+                 if state in ("idle", "mixed", "allocated", "completing")})
+    if len(up) < n:
+        problem = (f"needs a SLURM cluster with {n} nodes, this one has {len(up)} up ({', '.join(up) or 'none'}): "
+                   f"as root, `SLURM_CI_NODES={n} bash ../shared/ci/slurm-up.sh`")
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{problem} (.ci/run does)")
+        pytest.skip(problem)
+    return up
+
+
+@pytest.mark.slurm
+def test_study_runs_on_two_ray_nodes_of_one_slurm_job(tmp_path):
+    up = require_nodes(2)
+    # 6 one-CPU trials, 4 at once on 2 nodes × 2 CPUs: the head's node cannot hold them all. Trials of a few
+    # seconds: Tune gives a pending trial to a free actor of a finished one (reuse_actors) before a new one starts.
+    config = study_config(tmp_path, study="nodes", num_samples=6, epochs=5, n_train=2048, scheduler="fifo",
+                          max_concurrent_trials=4, cpus_per_trial=1)
+    config["slurm"] = {"partition": "debug", "account": "root", "gpus_per_node": 0, "cpus_per_task": 2,
+                       "mem_gb": 3, "timeout_min": 10, "signal_delay_s": 30, "nodes": 2}
+    proc = ssmpipe("tune", str(write_config(tmp_path, config)), "--cluster", "slurm", timeout=600)
+    results = tmp_path / "results"
+    study = json.loads((results / "nodes" / "study.json").read_text())
+    # Every trial stored, each with the SLURM node it ran on: both nodes of the job took trials.
+    assert study["n_trials"] == 6 and len(trial_files(results, "nodes")) == 6 and not study["trials_without_rows"]
+    assert study["counts"]["ok"] == 6, proc.stdout
+    per_node = {}
+    for t in study["trials"]:
+        per_node[t["node"]] = per_node.get(t["node"], 0) + 1
+    print("trials per node:", per_node)
+    assert len(per_node) == 2 and set(per_node) <= set(up), per_node
+    # One job of two tasks: task 0 ran the study on a Ray cluster of both nodes, task 1 a Ray worker node.
+    submitted = list((results / "nodes" / "slurm").glob("*_submitted.pkl"))
+    assert len(submitted) == 1
+    job_id = submitted[0].name.split("_")[0]
+    assert f"SLURM job {job_id} (2 nodes × 2 CPU" in proc.stderr
+    head_log = (results / "nodes" / "slurm" / f"{job_id}_0_log.err").read_text()
+    assert "study nodes: Ray cluster of 2 nodes at" in head_log and "4 CPUs" in head_log
+    worker_log = (results / "nodes" / "slurm" / f"{job_id}_1_log.err").read_text()
+    assert "Ray worker node joining" in worker_log
+    nnodes = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes"], capture_output=True,
+                            text=True, timeout=30).stdout.split()
+    assert nnodes == ["2"], nnodes
+    table = pd.read_parquet(results / "nodes" / "runs.parquet")
+    assert table["trial_id"].nunique() == 6 and (table.groupby("trial_id")["epoch"].max() == 5).all()

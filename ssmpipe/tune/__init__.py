@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import os
+import socket
 from pathlib import Path
 
 from ssmpipe import config as cfg
@@ -47,6 +49,11 @@ def study_name(config: dict) -> str:
 
 def study_dir(config: dict) -> Path:
     return Store(config["results"]).sweep_dir(study_name(config))
+
+
+def node_name() -> str:
+    """Where this process runs: its SLURM node (SLURMD_NODENAME: a job's nodes may share a host), else the host."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def trial_shard(study: str, trial_id: str) -> str:

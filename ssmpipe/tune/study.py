@@ -124,7 +124,7 @@ def _state_of(model, opt, gens, status, rows, epoch, elapsed) -> dict:
 
 def _metrics(row: dict, status: str, ctx: dict) -> dict:
     """What a trial reports for one epoch; a NaN/Inf metric reads as the worst value to the search."""
-    out = {"epoch": int(row["epoch"]), "status": status, "run_id": row["run_id"],
+    out = {"epoch": int(row["epoch"]), "status": status, "run_id": row["run_id"], "node": tn.node_name(),
            **{k: float(row[k]) for k in (*METRICS, "wall_s") if row.get(k) is not None}}
     value = out.get(ctx["metric"], math.nan)
     if not math.isfinite(value):
@@ -192,8 +192,13 @@ def settle(store: Store, study: str, trial_id: str, checkpoint, error: str | Non
     _write_trial(store, shard, state["rows"], status, error, {"study": study, "trial_id": trial_id}, None)
 
 
-def run_study(config: dict, cpus: int | None = None, gpus: float | None = None) -> dict:
-    """Run the config's study with Ray on this machine (or resume it); write its outputs; return study.json."""
+def run_study(config: dict, cpus: int | None = None, gpus: float | None = None, address: str | None = None,
+              nodes: int = 1) -> dict:
+    """Run the config's study with Ray on this machine (or resume it); write its outputs; return study.json.
+
+    With `address`, the study runs on the Ray cluster there (a head started by
+    ssmpipe.tune.cluster), once `nodes` nodes have joined it.
+    """
     tn.check(config)
     t, study = config["tune"], tn.study_name(config)
     store = Store(Path(config["results"]).resolve())
@@ -211,12 +216,20 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None) 
     import ray
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-    ray.init(num_cpus=cpus or os.cpu_count(), num_gpus=gpus, include_dashboard=False, log_to_driver=False,
-             object_store_memory=256 * 2**20, logging_level=logging.WARNING)
     job = os.environ.get("SLURM_JOB_ID")
-    log.info("study %s: Ray started with %d CPUs and %d GPUs%s", study, cpus or os.cpu_count(), gpus,
-             f" in SLURM job {job}" if job else "")
+    if address is None:  # "local": a Ray of its own, even where a `ray start` left its address in /tmp/ray
+        ray.init(address="local", num_cpus=cpus or os.cpu_count(), num_gpus=gpus, include_dashboard=False,
+                 log_to_driver=False, object_store_memory=256 * 2**20, logging_level=logging.WARNING)
+        log.info("study %s: Ray started with %d CPUs and %d GPUs%s", study, cpus or os.cpu_count(), gpus,
+                 f" in SLURM job {job}" if job else "")
+    else:
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     try:
+        if address is not None:
+            joined = _wait_for_nodes(ray, nodes)
+            log.info("study %s: Ray cluster of %d nodes at %s, %d CPUs and %d GPUs%s", study, len(joined), address,
+                     sum(n["Resources"].get("CPU", 0) for n in joined),
+                     sum(n["Resources"].get("GPU", 0) for n in joined), f" in SLURM job {job}" if job else "")
         ctx = {"results": str(store.root), "study": study, "fixed": config["fixed"], "metric": t["metric"],
                "mode": t["mode"], "threads": t["cpus_per_trial"], "device": "cuda" if t["gpus_per_trial"] else "cpu",
                "stored": _stored_runs(store)}
@@ -243,7 +256,7 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None) 
                                           verbose=1))
         results = tuner.fit()
         ended = _ended_trials(experiment)
-        trials, unfinished = [], []
+        trials, unfinished, nodes_of = [], [], {}
         for result in results:
             trial_id = Path(result.path).name
             if ended is not None and trial_id not in ended:  # interrupted (Ctrl-C): it resumes on the next run
@@ -251,12 +264,27 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None) 
                 continue
             settle(store, study, trial_id, result.checkpoint, str(result.error) if result.error else None)
             trials.append((trial_id, result.config))
+            if (result.metrics or {}).get("node"):
+                nodes_of[trial_id] = result.metrics["node"]
     finally:
         ray.shutdown()
     if unfinished:
         raise StudyInterrupted(f"study {study} was interrupted with {len(unfinished)} trials unfinished "
                                f"({len(trials)} ended); run the same command again to resume it")
-    return summarise(config, store, trials, time.perf_counter() - t0)
+    return summarise(config, store, trials, time.perf_counter() - t0, nodes_of)
+
+
+def _wait_for_nodes(ray, nodes: int, timeout_s: float = 300) -> list[dict]:
+    """The Ray cluster's live nodes once there are `nodes` of them; RuntimeError after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        if len(alive) >= nodes:
+            return alive
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(alive)} of {nodes} Ray nodes joined within {timeout_s:.0f} s "
+                               f"(see the job's other tasks' logs)")
+        time.sleep(1)
 
 
 def _ended_trials(experiment: Path) -> set[str] | None:
@@ -327,8 +355,12 @@ def _stored_runs(store: Store) -> dict[str, str]:
 # --- the study's outputs -----------------------------------------------------
 
 
-def summarise(config: dict, store: Store, trials: list[tuple[str, dict]], wall_s: float) -> dict:
-    """Write the study's table, study.json and best.yaml from its trials' rows in the store."""
+def summarise(config: dict, store: Store, trials: list[tuple[str, dict]], wall_s: float,
+              nodes: dict[str, str] | None = None) -> dict:
+    """Write the study's table, study.json and best.yaml from its trials' rows in the store.
+
+    `nodes`: trial id -> the node (SLURM node, else host) its last epoch ran on, as each trial's `node`.
+    """
     t, study = config["tune"], tn.study_name(config)
     folder = store.sweep_dir(study)
     paths = [store.runs_path(tn.trial_shard(study, tid)) for tid, _ in trials]
@@ -346,7 +378,8 @@ def summarise(config: dict, store: Store, trials: list[tuple[str, dict]], wall_s
         entries.append({"trial_id": tid, "run_id": final["run_id"], "params": _jsonable(params_of.get(tid, {})),
                         "status": final["status"], "epochs": int(final["epoch"]),
                         "value": _float(final[t["metric"]]),
-                        "error": final["error"] if isinstance(final["error"], str) else None})
+                        "error": final["error"] if isinstance(final["error"], str) else None,
+                        "node": (nodes or {}).get(tid)})
     missing = sorted(set(params_of) - {e["trial_id"] for e in entries})
     finished = [e for e in entries if e["status"] == "ok" and e["value"] is not None]
     pick = max if t["mode"] == "max" else min
