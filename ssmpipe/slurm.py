@@ -27,7 +27,7 @@ runs one `sacct -j` for the waited-for jobs that left the queue without a result
 and writes jobs.json atomically; the others only read it. A waiter knows its job is done
 from its result file (checked every second) or from an end state in jobs.json; a poller
 that dies frees the lock, one that hangs leaves jobs.json to age, and past `stale_s` a
-waiter polls without the lock. `ssmpipe status` and the check before a submission read
+waiter waits `hung_s` for the lock, then polls without it. `ssmpipe status` and the check before a submission read
 the same file when it is fresh, and poll once (as the poller) when it is not.
 """
 
@@ -258,7 +258,8 @@ class StoreJobs:
     def __init__(self, results: str | Path, poll_s: float = POLL_S):
         self.results = Path(results).resolve()
         self.poll_s = float(poll_s)
-        self.stale_s = 2 * self.poll_s + 150  # a poll takes at most 2 x 60 s (squeue, sacct): older, its poller is gone
+        self.hung_s = 130                     # a poll takes at most 2 x 60 s (squeue, sacct, their timeouts)
+        self.stale_s = 2 * self.poll_s + self.hung_s  # jobs.json older than this while poll.lock is held: a poller hangs
         self.folder = self.results / "store" / "slurm"
         self.path = self.folder / "jobs.json"
         self.waiting = self.folder / "waiting"
@@ -280,9 +281,12 @@ class StoreJobs:
         except filelock.Timeout:  # another process is polling: its result comes within seconds
             if self._age(state) < self.stale_s:
                 return state
-            log.warning("%s is %.0f s old and %s is held: its poller hangs; polling here", self.path,
-                        self._age(state), self._lock.lock_file)
-            return self._poll()
+            try:  # no poll yet (or a very old one): wait for this one, as long as a poll can take
+                self._lock.acquire(timeout=self.hung_s)
+            except filelock.Timeout:
+                log.warning("%s has been held for %.0f s: its poller hangs; polling here", self._lock.lock_file,
+                            self.hung_s)
+                return self._poll()
         try:
             state = self._read()  # another process may have polled meanwhile
             return state if self._age(state) < max_age else self._poll()

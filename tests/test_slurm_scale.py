@@ -66,6 +66,7 @@ def test_waiting_processes_share_one_query_per_interval_and_learn_how_a_job_ende
     acct.write_text("")
     bin_dir = counting_bin(tmp_path / "bin", log, {"squeue": f"cat {queue}", "sacct": f"cat {acct}"})
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    start = time.time()  # all start at once, before any poll: one polls, the others wait for it
     waiters = [subprocess.Popen([sys.executable, "-c", WAITER, str(results), str(100 + i), "1"], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
     try:
@@ -73,7 +74,6 @@ def test_waiting_processes_share_one_query_per_interval_and_learn_how_a_job_ende
         while len(list((results / "store" / "slurm" / "waiting").glob("*.json"))) < n:
             assert time.monotonic() < deadline and all(w.poll() is None for w in waiters)
             time.sleep(0.2)
-        start = time.time()
         time.sleep(5)
         assert set(slurm.StoreJobs(results, 1)._read()["jobs"]) == {str(100 + i) for i in range(n)}  # this store's
         # 6 jobs end with a result file; 2 leave the queue without one: sacct says how they ended
@@ -110,7 +110,7 @@ def test_a_stale_state_file_is_polled_anew_and_a_failing_squeue_does_not_make_ev
         # a poller that hangs holds the lock and lets jobs.json age: past stale_s, a waiter polls anyway
         jobs[0]._lock.acquire()
         other = slurm.StoreJobs(results, 1)
-        other.stale_s = 1.5
+        other.stale_s, other.hung_s = 1.5, 0.5
         before = calls(log).get("squeue", 0)
         time.sleep(1.6)
         other.snapshot()
