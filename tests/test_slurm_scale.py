@@ -148,19 +148,21 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def sweep_in_flight(tmp_path: Path, shards: int, env: dict) -> dict:
-    """`snakemake --profile profiles/slurm --cores <shards>` on a sweep of `shards` one-point shards; what it cost."""
+def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, poll_s: int | None = POLL_S) -> dict:
+    """`snakemake --profile profiles/slurm --cores <shards>` (from `repo`) on `shards` one-point shards; what it cost.
+
+    Each shard trains for 300 epochs of the tiny sweep (~5 s alone, ~10 s four at a time here)."""
     workdir = tmp_path / f"in-flight-{shards}"
     workdir.mkdir()
-    config = tiny_config(sweep=f"scale{shards}", shard_size=1,
-                         slurm={"partition": "debug", "account": "root", "qos": "normal", "gpus_per_node": 0,
-                                "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 5, "poll_s": POLL_S},
-                         **{"fixed.train.epochs": 10, "grid.seed": list(range(shards // 4))})
+    requests = {"partition": "debug", "account": "root", "qos": "normal", "gpus_per_node": 0, "cpus_per_task": 1,
+                "mem_gb": 1, "timeout_min": 5, **({"poll_s": poll_s} if poll_s else {})}
+    config = tiny_config(sweep=f"scale{shards}", shard_size=1, slurm=requests,
+                         **{"fixed.train.epochs": 300, "grid.seed": list(range(shards // 4))})
     log = Path(env["SSMPIPE_CALLS"])
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--cores", str(shards), "-d",
            str(workdir), f"results/scale{shards}/runs.parquet", "--configfile", str(write_config(workdir, config))]
     out = open(workdir / "snakemake.out", "w")
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
     first = last = None
     most, samples = 0, []
     try:
