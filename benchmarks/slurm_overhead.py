@@ -5,13 +5,17 @@ Measures, on this machine and its SLURM:
     `ssmpipe train --slurm CONFIG SHARD` (submit through submitit, wait, 1 CPU, no GPU);
     the difference is the per-job overhead (sbatch, scheduling, the job's Python start, polling);
   * the default sweep's shape shrunk to the tiny test sweep, through `snakemake --cores 2` and
-    `snakemake --profile profiles/slurm` (2 shards).
+    `snakemake --profile profiles/slurm` (2 shards), counting its SLURM calls (squeue, sacct,
+    sbatch: wrappers first on PATH) at the default slurm.poll_s.
+(How the status queries scale with the shards in flight: tests/test_slurm_scale.py.)
 The last line printed is a JSON object of the figures.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,10 +36,19 @@ REQUESTS = {"gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 
 N = 4  # shards, each trained once per launcher
 
 
-def timed(cmd: list[str], cwd: Path = REPO) -> float:
+def timed(cmd: list[str], cwd: Path = REPO, env: dict | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, env=env)
     return time.perf_counter() - start
+
+
+def counting_path(folder: Path, log: Path) -> dict:
+    """An environment whose PATH starts with wrappers of squeue, sacct and sbatch that log a line per call."""
+    folder.mkdir(parents=True)
+    for name in ("squeue", "sacct", "sbatch"):
+        (folder / name).write_text(f'#!/bin/sh\necho {name} >> "{log}"\nexec {shutil.which(name)} "$@"\n')
+        (folder / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
 
 
 def main() -> None:
@@ -61,9 +74,14 @@ def main() -> None:
         workdir.mkdir()
         config = tiny_config(sweep="tiny", slurm=REQUESTS)
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+        calls = work / "calls.log"
+        env = counting_path(work / "bin", calls) if launcher == "slurm" else None
         figures[f"sweep_{launcher}_s"] = round(timed(
             [sys.executable, "-m", "snakemake", *profile, "-d", str(workdir),
-             "--configfile", str(workdir / "config.yaml")]), 1)
+             "--configfile", str(workdir / "config.yaml")], env=env), 1)
+        if env:
+            names = calls.read_text().split()
+            figures.update({f"sweep_slurm_{name}_calls": names.count(name) for name in ("squeue", "sacct", "sbatch")})
     print(json.dumps(figures))
 
 

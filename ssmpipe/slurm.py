@@ -17,26 +17,44 @@ A job that ends without writing the shard (crash, cancel, too many timeouts) rai
 (SIGINT/SIGTERM/SIGHUP, e.g. Ctrl-C on Snakemake) cancels the job; the checkpoint
 stays, so a rerun resumes. `live_jobs` and `ended_jobs` say which shards have a
 SLURM job queued or running, and how their last job ended (for `ssmpipe status`).
+
+Status at cluster scale (`StoreJobs`): the waiting processes of a store share one
+status query per `slurm.poll_s` (30 s by default) for all its jobs, however many are in
+flight. Whichever waiter first finds <results>/store/slurm/jobs.json older than poll_s
+and takes poll.lock (a filelock, without waiting) runs one `squeue` for this user's jobs,
+keeps those named `ssmpipe-*-<store hash>` (and the jobs waited for, waiting/<id>.json),
+runs one `sacct -j` for the waited-for jobs that left the queue without a result file,
+and writes jobs.json atomically; the others only read it. A waiter knows its job is done
+from its result file (checked every second) or from an end state in jobs.json; a poller
+that dies frees the lock, one that hangs leaves jobs.json to age, and past `stale_s` a
+waiter waits `hung_s` for the lock, then polls without it. `ssmpipe status` and the check before a submission read
+the same file when it is fresh, and poll once (as the poller) when it is not.
 """
 
 from __future__ import annotations
 
 import getpass
 import hashlib
+import json
 import logging
 import math
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import filelock
 import submitit
+
+from ssmpipe.atomic import write_text
 
 log = logging.getLogger("ssmpipe.slurm")
 
-STATE_POLL_S = 60        # longest wait between two sacct calls of one waiting job
+POLL_S = 30              # slurm.poll_s's default: seconds between two status queries of a store's jobs
 # States of a job that holds its shard (will train it, or is training it); COMPLETING: ending.
 LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "PREEMPTED")
 
@@ -68,10 +86,14 @@ class TrainShard(submitit.helpers.Checkpointable):
         return train_shard(self.results, self.shard)
 
 
+def store_hash(results: str | Path) -> str:
+    """The last part of the SLURM job names of the store at `results`: a hash of its path."""
+    return hashlib.sha256(str(Path(results).resolve()).encode()).hexdigest()[:8]
+
+
 def job_name(results: str | Path, shard: str) -> str:
     """The SLURM job name of `shard` in the store at `results`."""
-    store = hashlib.sha256(str(Path(results).resolve()).encode()).hexdigest()[:8]
-    return f"ssmpipe-{shard}-{store}"
+    return f"ssmpipe-{shard}-{store_hash(results)}"
 
 
 def executor_parameters(requests: dict, name: str, nodes: int = 1) -> dict:
@@ -154,20 +176,25 @@ def train(results: str | Path, shard: str, sweep: str, requests: dict) -> None:
     """Train `shard` as a SLURM job with the `slurm:` `requests`, logging to `sweep`'s folder; wait for it."""
     results = Path(results).resolve()
     run(TrainShard(str(results), shard, requests["cpus_per_task"]), log_folder(results, sweep), requests,
-        job_name(results, shard), f"shard {shard}")
+        job_name(results, shard), f"shard {shard}", results)
 
 
-def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict, name: str, what: str):
+def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict, name: str, what: str,
+        results: str | Path | None = None):
     """Run `function` as one SLURM job named `name` with the `slurm:` requests, logs in `folder`; wait for it.
 
     Returns what `function` returned. Refused (JobFailed) while a job of that name is
     queued or running; SIGINT/SIGTERM/SIGHUP meanwhile cancel the job; a job that ends
-    without a result raises JobFailed naming `what`, its id, state and log.
+    without a result raises JobFailed naming `what`, its id, state and log. Its state comes
+    from the store's shared poll (`StoreJobs`; the store at `results`, by default the one
+    whose log folder `folder` is).
     """
     if not shutil.which("sbatch"):
         raise JobFailed(f"{what}: launcher slurm needs sbatch on PATH (run on a SLURM login node, "
                         "or without --profile slurm)")
-    live = _queued(name)
+    jobs = StoreJobs(results if results is not None else Path(folder).resolve().parent.parent,
+                     requests.get("poll_s", POLL_S))
+    live = jobs.queued(name)
     if live:
         raise JobFailed(f"{what} already has SLURM job {live[0]} ({live[1]}), from another run: "
                         f"wait for it to end or `scancel {live[0]}`, then run again (it resumes)")
@@ -180,7 +207,9 @@ def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict,
         raise JobFailed(f"{what}: sbatch refused the job (slurm: {_describe(requests)}): {str(e).strip()}") from None
     log.info("%s: SLURM job %s (%s); log %s", what, job.job_id, _describe(requests), job.paths.stderr)
     with _cancelled_on_signal(job):
-        _wait(job)
+        ended = _wait(job, jobs)
+    if ended:  # over without a result file: no need to ask submitit (sacct) again
+        raise JobFailed(_failure(job, what, ended))
     try:
         result = job.result()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError):
@@ -189,14 +218,19 @@ def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict,
     return result
 
 
-def live_jobs(results: str | Path, shards: list[str]) -> dict[str, tuple[str, str]]:
-    """Shard -> (job id, state) of the shards' queued or running jobs (this user's, squeue); {} without SLURM."""
+def live_jobs(results: str | Path, shards: list[str], poll_s: float = POLL_S) -> dict[str, tuple[str, str]]:
+    """Shard -> (job id, state) of the shards' queued or running jobs (this user's); {} without SLURM.
+
+    From the store's shared poll (`StoreJobs`): its jobs.json when younger than `poll_s`, else
+    one squeue for all of the store's jobs (which renews jobs.json).
+    """
     shard_of = {job_name(results, s): s for s in shards}
     jobs = {}
-    for line in _run(["squeue", "-h", "-u", getpass.getuser(), "-o", "%i|%j|%T"]).splitlines():
-        job_id, name, state = line.split("|", 2)
-        if name in shard_of and state in LIVE:
-            jobs[shard_of[name]] = (job_id, state)
+    if not shutil.which("squeue"):
+        return jobs
+    for job_id, info in StoreJobs(results, poll_s).snapshot().get("jobs", {}).items():
+        if info["name"] in shard_of and info.get("queue") in LIVE:
+            jobs[shard_of[info["name"]]] = (job_id, info["queue"])
     return jobs
 
 
@@ -215,6 +249,148 @@ def ended_jobs(results: str | Path, shards: list[str], days: int = 30) -> dict[s
     return ended
 
 
+class StoreJobs:
+    """The SLURM jobs of the store at `results`, from one status query per `poll_s` shared by its processes.
+
+    Its files, in <results>/store/slurm/ (private, 0700): jobs.json, the last poll
+    ({"time", "jobs": {job id: {"name", "queue": squeue's state, "end": sacct's end state}}},
+    written atomically); poll.lock, held by the process polling; waiting/<job id>.json, one
+    per job a process waits for, so that a poll asks sacct how those that left the queue
+    without a result file ended. See the module docstring.
+    """
+
+    def __init__(self, results: str | Path, poll_s: float = POLL_S):
+        self.results = Path(results).resolve()
+        self.poll_s = float(poll_s)
+        self.hung_s = 130                     # a poll takes at most 2 x 60 s (squeue, sacct, their timeouts)
+        self.stale_s = 2 * self.poll_s + self.hung_s  # jobs.json older than this while poll.lock is held: a poller hangs
+        self.folder = self.results / "store" / "slurm"
+        self.path = self.folder / "jobs.json"
+        self.waiting = self.folder / "waiting"
+        self._suffix = f"-{store_hash(self.results)}"
+        self._lock = filelock.FileLock(self.folder / "poll.lock", timeout=0)
+        self._seen: tuple = (None, {})  # (stat of jobs.json, its content) as last read
+
+    def snapshot(self, max_age: float | None = None) -> dict:
+        """The store's jobs, as of a poll at most `max_age` (default poll_s) seconds old, or the poll in progress's."""
+        max_age = self.poll_s if max_age is None else max_age
+        state = self._read()
+        if self._age(state) < max_age:
+            return state
+        if not self.folder.parent.is_dir():  # no store yet (ssmpipe status of a new sweep): ask, write nothing
+            return self._poll(write=False)
+        private_dir(self.folder)
+        try:
+            self._lock.acquire()
+        except filelock.Timeout:  # another process is polling: its result comes within seconds
+            if self._age(state) < self.stale_s:
+                return state
+            try:  # no poll yet (or a very old one): wait for this one, as long as a poll can take
+                self._lock.acquire(timeout=self.hung_s)
+            except filelock.Timeout:
+                log.warning("%s has been held for %.0f s: its poller hangs; polling here", self._lock.lock_file,
+                            self.hung_s)
+                return self._poll()
+        try:
+            state = self._read()  # another process may have polled meanwhile
+            return state if self._age(state) < max_age else self._poll()
+        finally:
+            self._lock.release()
+
+    def queued(self, name: str, completing_s: int = 120) -> tuple[str, str] | None:
+        """(job id, state) of the store's job `name` in the queue, or None; a COMPLETING one is waited for.
+
+        A job seen in a poll older than 2 s is looked for again in a new one before it counts.
+        A cancelled submitit job keeps running until SLURM kills it (KillWait, 30 s by default:
+        submitit ignores SIGTERM, which preemption sends first): COMPLETING until then.
+        """
+        deadline, max_age = time.monotonic() + completing_s, None
+        while True:
+            state = self.snapshot(max_age)
+            job = next(((job_id, info["queue"]) for job_id, info in state.get("jobs", {}).items()
+                        if info["name"] == name and info.get("queue")), None)
+            if not job:
+                return None
+            if max_age is None and self._age(state) > 2:  # seen a while ago: look again, now
+                max_age = 2
+                continue
+            if job[1] != "COMPLETING" or time.monotonic() > deadline:
+                return job
+            max_age = 2
+            time.sleep(2)
+
+    def register(self, job_id: str, result: str) -> None:
+        """Note that this process waits for `job_id`, whose result file is `result`."""
+        private_dir(self.waiting)
+        write_text(self.waiting / f"{job_id}.json", json.dumps(
+            {"job": str(job_id), "result": result, "host": socket.gethostname(), "pid": os.getpid()}))
+
+    def unregister(self, job_id: str) -> None:
+        (self.waiting / f"{job_id}.json").unlink(missing_ok=True)
+
+    # --- internals
+
+    def _read(self) -> dict:
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return {}
+        key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+        if key != self._seen[0]:
+            try:
+                self._seen = (key, json.loads(self.path.read_text()))
+            except (OSError, ValueError):  # written atomically: unreadable only if damaged; polled anew
+                return {}
+        return self._seen[1]
+
+    @staticmethod
+    def _age(state: dict) -> float:
+        return time.time() - state["time"] if "time" in state else math.inf
+
+    def _waited_for(self) -> dict[str, dict]:
+        """Job id -> entry of the jobs processes wait for; entries of dead waiters on this host are removed."""
+        entries, host = {}, socket.gethostname()
+        for path in self.waiting.glob("*.json") if self.waiting.is_dir() else ():
+            try:
+                entry = json.loads(path.read_text())
+                old = time.time() - path.stat().st_mtime > 7 * 86400
+            except (OSError, ValueError):
+                continue
+            if old or (entry.get("host") == host and not _alive(entry.get("pid"))):  # killed (SIGKILL) waiter
+                path.unlink(missing_ok=True)
+            else:
+                entries[str(entry["job"])] = entry
+        return entries
+
+    def _poll(self, write: bool = True) -> dict:
+        """Ask SLURM once for all of the store's jobs (squeue; sacct for waited-for jobs that left it); write jobs.json."""
+        start, user, waited = time.time(), getpass.getuser(), self._waited_for()
+        out = _query(["squeue", "-h", "-u", user, "-o", "%i|%j|%T"])
+        jobs = {}
+        for line in (out or "").splitlines():
+            job_id, name, queue = line.split("|", 2)
+            if name.endswith(self._suffix) or job_id in waited:
+                jobs[job_id] = {"name": name, "queue": queue}
+        if out is None:  # squeue failed: keep the last poll's jobs, and let the next poll be due in poll_s
+            jobs = self._read().get("jobs", {})
+        ended = [job_id for job_id, entry in waited.items() if out is not None
+                 and jobs.get(job_id, {}).get("queue") not in LIVE and not Path(entry["result"]).exists()]
+        known = self._read().get("jobs", {})
+        for job_id in [j for j in ended if known.get(j, {}).get("end")]:  # an end state stays: not asked again
+            jobs.setdefault(job_id, {"name": known[job_id]["name"]})["end"] = known[job_id]["end"]
+            ended.remove(job_id)
+        if ended:  # left the queue (or are leaving it) without a result file: how did they end?
+            out = _query(["sacct", "-X", "-n", "-P", "-j", ",".join(ended), "-o", "JobID,JobName,State"]) or ""
+            for line in out.splitlines():
+                job_id, name, end = line.split("|", 2)
+                if job_id in ended and end.split()[0] not in (*LIVE, "COMPLETING"):
+                    jobs.setdefault(job_id, {"name": name})["end"] = end
+        state = {"time": start, "poll_s": self.poll_s, "by": f"{socket.gethostname()}:{os.getpid()}", "jobs": jobs}
+        if write:
+            write_text(self.path, json.dumps(state))
+        return state
+
+
 # --- internals ---------------------------------------------------------------
 
 
@@ -229,19 +405,23 @@ def _run(cmd: list[str]) -> str:
         return ""
 
 
-def _queued(name: str, completing_s: int = 120) -> tuple[str, str] | None:
-    """(job id, state) of this user's job `name` in the queue, or None; a COMPLETING one is waited for.
+def _query(cmd: list[str]) -> str | None:
+    """A SLURM query's stdout; None when it fails (unlike `_run`: an empty queue is not a failure)."""
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout
+    except (subprocess.SubprocessError, OSError) as e:
+        log.warning("%s did not answer: %s", cmd[0], e)
+        return None
 
-    A cancelled submitit job keeps running until SLURM kills it (KillWait, 30 s by default:
-    submitit ignores SIGTERM, which preemption sends first): COMPLETING until then.
-    """
-    deadline = time.monotonic() + completing_s
-    while True:
-        out = _run(["squeue", "-h", "-u", getpass.getuser(), "-n", name, "-o", "%i|%T"]).split()
-        job = tuple(out[0].split("|", 1)) if out else None
-        if not job or job[1] != "COMPLETING" or time.monotonic() > deadline:
-            return job
-        time.sleep(2)
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, TypeError, ValueError):
+        return True
+    return True
 
 
 def _breaks_line(text: str) -> bool:
@@ -254,19 +434,45 @@ def _describe(requests: dict) -> str:
                       f"{requests['mem_gb']} GB", f"{requests['timeout_min']} min"])
 
 
-def _wait(job) -> None:
-    """Until the job is over: its result file is checked every second, SLURM at least every STATE_POLL_S."""
-    next_poll, state = time.monotonic() + STATE_POLL_S, None
-    while True:
-        poll = time.monotonic() >= next_poll
-        if job.done(force_check=poll):
-            return
-        if poll:
-            next_poll = time.monotonic() + STATE_POLL_S
-        if job.state not in (state, "UNKNOWN"):  # UNKNOWN: not in sacct yet
-            state = job.state
-            log.info("SLURM job %s: %s", job.job_id, state)
-        time.sleep(1)
+def _wait(job, jobs: StoreJobs | None = None) -> str | None:
+    """Until the job is over: None once its result file is there, else the state it ended in.
+
+    Its result file is checked every second; its state is read from the store's shared poll
+    (`jobs`; by default that of the store whose log folder holds the job's files), which
+    queries SLURM once per poll_s for all of the store's jobs. No submitit status call (sacct).
+    """
+    if jobs is None:
+        jobs = StoreJobs(Path(job.paths.folder).resolve().parent.parent)
+    result, shown = Path(job.paths.result_pickle), None
+    jobs.register(job.job_id, str(result))
+    try:
+        while True:
+            if result.exists():
+                return None
+            info = jobs.snapshot().get("jobs", {}).get(str(job.job_id))
+            state = info and (info.get("end") or info.get("queue"))
+            if state and state != shown:
+                log.info("SLURM job %s: %s", job.job_id, state)
+                shown = state
+            if info and info.get("end"):
+                if info["end"].startswith("COMPLETED"):  # a result file that a shared file system shows late
+                    for _ in range(30):
+                        if result.exists():
+                            return None
+                        _refresh(result.parent)
+                        time.sleep(1)
+                return info["end"]
+            time.sleep(1)
+    finally:
+        jobs.unregister(job.job_id)
+
+
+def _refresh(folder: Path) -> None:
+    """Make NFS show a folder's new files now (submitit's trick: a chmod drops its attribute cache)."""
+    try:
+        folder.chmod(folder.stat().st_mode)
+    except OSError:
+        pass
 
 
 class _Stopped(BaseException):
@@ -293,9 +499,9 @@ def _cancelled_on_signal(job):
             signal.signal(s, handler)
 
 
-def _failure(job, what: str) -> str:
-    """Why the job ended without a result: its id, state, log, and the log's last lines."""
-    for _ in range(30):  # a job that raised is still ending: its final state comes within seconds
+def _failure(job, what: str, state: str | None = None) -> str:
+    """Why the job ended without a result: its id, state (asked of sacct unless given), log, and the log's last lines."""
+    for _ in range(0 if state else 30):  # a job that raised is still ending: its final state comes within seconds
         state = job.get_info(mode="force").get("State") or "UNKNOWN"
         if state.split()[0] not in (*LIVE, "COMPLETING", "UNKNOWN"):
             break

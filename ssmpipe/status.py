@@ -2,7 +2,7 @@
 
 A point is in exactly one state. Trained (its shard's rows are in the store): ok,
 diverged or failed, its run's status. Not yet trained, by its shard: running or
-queued (a live SLURM job), job failed (its last SLURM job ended without writing
+queued (a live SLURM job: from the store's shared SLURM poll, see slurm.StoreJobs), job failed (its last SLURM job ended without writing
 the shard: crashed, cancelled, out of time), interrupted (a checkpoint and no
 live job: training here now, or stopped; a rerun resumes it), or to train.
 Planning writes nothing, and only the run_id and status columns of the store are
@@ -55,7 +55,8 @@ def sweep_status(config: dict) -> SweepStatus:
         status.shards["trained"] = len(done)
 
     todo = sorted(set(ids_of) - done)
-    live = slurm.live_jobs(config["results"], todo) if todo else {}
+    # SLURM's view: the store's shared poll (jobs.json, renewed by the waiting train jobs) when fresh, else one squeue
+    live = slurm.live_jobs(config["results"], todo, config["slurm"]["poll_s"]) if todo else {}
     ended = slurm.ended_jobs(config["results"], [s for s in todo if s not in live]) if len(live) < len(todo) else {}
     for shard in todo:
         if shard in live:

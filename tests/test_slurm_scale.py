@@ -1,0 +1,201 @@
+"""SLURM status at cluster scale: the waiting train jobs of a store share one status query per slurm.poll_s.
+
+Without a cluster: fake `squeue`/`sacct` on PATH and several waiting processes (ssmpipe.slurm._wait),
+counting their calls. On the CI cluster (../shared/ci/slurm-up.sh, 2 nodes): sweeps with 4 and with 12
+shards in flight under `snakemake --profile profiles/slurm`, with counting wrappers for sacct, squeue
+and sbatch first on PATH: the status queries per minute do not grow with the shards in flight.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, require_slurm, tiny_config, write_config
+
+from ssmpipe import slurm
+
+POLL_S = 2  # slurm.poll_s in these tests (the default: 30)
+
+
+def counting_bin(folder: Path, log: Path, commands: dict[str, str]) -> Path:
+    """A bin/ of shell scripts, one per command: each appends '<epoch s> <command>' to `log`, then runs `commands[name]`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, body in commands.items():
+        script = folder / name
+        script.write_text(f'#!/bin/sh\necho "$(date +%s.%N) {name}" >> "{log}"\n{body}\n')
+        script.chmod(0o755)
+    return folder
+
+
+def calls(log: Path, start: float = 0, end: float = float("inf")) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for line in log.read_text().splitlines() if log.exists() else []:
+        when, name = line.split()
+        if start <= float(when) <= end:
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+# --- without a cluster: the sharing itself ----------------------------------------------------------
+
+
+WAITER = textwrap.dedent("""
+    import sys, types
+    from pathlib import Path
+    from ssmpipe import slurm
+    results, job_id = Path(sys.argv[1]), sys.argv[2]
+    folder = results / "tiny" / "slurm"
+    job = types.SimpleNamespace(job_id=job_id, paths=types.SimpleNamespace(
+        folder=folder, result_pickle=folder / f"{job_id}_0_result.pkl"))
+    print(slurm._wait(job, slurm.StoreJobs(results, float(sys.argv[3]))), flush=True)
+""")
+
+
+def test_waiting_processes_share_one_query_per_interval_and_learn_how_a_job_ended(tmp_path):
+    results = tmp_path / "results"
+    (results / "tiny" / "slurm").mkdir(parents=True)
+    queue, acct, log = tmp_path / "queue.txt", tmp_path / "acct.txt", tmp_path / "calls.log"
+    n = 8
+    queue.write_text("".join(f"{100 + i}|{slurm.job_name(results, f's{i}')}|RUNNING\n" for i in range(n))
+                     + "7|someone-elses-job|RUNNING\n")
+    acct.write_text("")
+    bin_dir = counting_bin(tmp_path / "bin", log, {"squeue": f"cat {queue}", "sacct": f"cat {acct}"})
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    start = time.time()  # all start at once, before any poll: one polls, the others wait for it
+    waiters = [subprocess.Popen([sys.executable, "-c", WAITER, str(results), str(100 + i), "1"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(list((results / "store" / "slurm" / "waiting").glob("*.json"))) < n:
+            assert time.monotonic() < deadline and all(w.poll() is None for w in waiters)
+            time.sleep(0.2)
+        time.sleep(5)
+        assert set(slurm.StoreJobs(results, 1)._read()["jobs"]) == {str(100 + i) for i in range(n)}  # this store's
+        # 6 jobs end with a result file; 2 leave the queue without one: sacct says how they ended
+        for i in range(6):
+            (results / "tiny" / "slurm" / f"{100 + i}_0_result.pkl").write_bytes(b"")
+        queue.write_text("")
+        acct.write_text(f"106|{slurm.job_name(results, 's6')}|FAILED\n107|{slurm.job_name(results, 's7')}|CANCELLED by 0\n")
+        outs = [w.communicate(timeout=30)[0].strip() for w in waiters]
+        took = time.time() - start
+    finally:
+        for w in waiters:
+            w.kill()
+    assert outs == ["None"] * 6 + ["FAILED", "CANCELLED by 0"], outs
+    counts = calls(log, start)
+    print(f"\n{n} waiting processes, {took:.1f} s at poll_s 1: {counts}")
+    assert counts["squeue"] <= took + 2          # one per interval for all of them, not one per waiter
+    assert counts.get("sacct", 0) <= 2           # for the two that ended without a result, together
+    assert not list((results / "store" / "slurm" / "waiting").iterdir())  # each waiter unregistered
+
+
+def test_a_stale_state_file_is_polled_anew_and_a_failing_squeue_does_not_make_every_waiter_poll(tmp_path):
+    results = tmp_path / "results"
+    (results / "store").mkdir(parents=True)
+    log = tmp_path / "calls.log"
+    bin_dir = counting_bin(tmp_path / "bin", log, {"squeue": "exit 1", "sacct": "exit 1"})
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{bin_dir}:{old_path}"
+    try:
+        jobs = [slurm.StoreJobs(results, 1) for _ in range(4)]
+        for _ in range(10):  # ~2.5 s, four readers
+            for j in jobs:
+                j.snapshot()
+            time.sleep(0.25)
+        # a poller that hangs holds the lock and lets jobs.json age: past stale_s, a waiter polls anyway
+        jobs[0]._lock.acquire()
+        other = slurm.StoreJobs(results, 1)
+        other.stale_s, other.hung_s = 1.5, 0.5
+        before = calls(log).get("squeue", 0)
+        time.sleep(1.6)
+        other.snapshot()
+        jobs[0]._lock.release()
+    finally:
+        os.environ["PATH"] = old_path
+    assert 2 <= before <= 4, calls(log)           # one per second however many ask, even while squeue fails
+    assert calls(log)["squeue"] == before + 1
+
+
+# --- on the CI cluster: 4 and 12 shards in flight -----------------------------------------------------
+
+
+def waiting_trains() -> list[int]:
+    """Pids of this host's `ssmpipe train --slurm` processes (the Python ones, not their shells)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                argv = (proc / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.startswith(b"--slurm") for a in argv) and b"train" in argv and b"python" in argv[0]:
+                pids.append(int(proc.name))
+    return pids
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, poll_s: int | None = POLL_S) -> dict:
+    """`snakemake --profile profiles/slurm --cores <shards>` (from `repo`) on `shards` one-point shards; what it cost.
+
+    Each shard trains for 300 epochs of the tiny sweep (~5 s alone, ~10 s four at a time here)."""
+    workdir = tmp_path / f"in-flight-{shards}"
+    workdir.mkdir()
+    requests = {"partition": "debug", "account": "root", "qos": "normal", "gpus_per_node": 0, "cpus_per_task": 1,
+                "mem_gb": 1, "timeout_min": 5, **({"poll_s": poll_s} if poll_s else {})}
+    config = tiny_config(sweep=f"scale{shards}", shard_size=1, slurm=requests,
+                         **{"fixed.train.epochs": 300, "grid.seed": list(range(shards // 4))})
+    log = Path(env["SSMPIPE_CALLS"])
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--cores", str(shards), "-d",
+           str(workdir), f"results/scale{shards}/runs.parquet", "--configfile", str(write_config(workdir, config))]
+    out = open(workdir / "snakemake.out", "w")
+    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+    first = last = None
+    most, samples = 0, []
+    try:
+        while proc.poll() is None:
+            pids = waiting_trains()
+            if pids:
+                first, last = first or time.time(), time.time()
+                most = max(most, len(pids))
+                if len(pids) == most:  # memory while the most shards are in flight
+                    samples.append(sum(rss_mb(p) for p in pids) / len(pids))
+            time.sleep(0.5)
+            assert time.time() - (first or time.time()) < 300, "the sweep took over 5 minutes"
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, (workdir / "snakemake.out").read_text()
+    counts = calls(log, first, last)
+    minutes = (last - first) / 60
+    return {"shards": shards, "in_flight": most, "seconds": round(last - first, 1), **counts,
+            "queries_per_min": round((counts.get("squeue", 0) + counts.get("sacct", 0)) / minutes, 1),
+            "rss_mb_per_shard": round(max(samples), 1)}
+
+
+@pytest.mark.slurm
+def test_status_queries_per_minute_do_not_grow_with_the_shards_in_flight(tmp_path):
+    require_slurm()
+    log = tmp_path / "calls.log"
+    real = {name: shutil.which(name) for name in ("sacct", "squeue", "sbatch")}
+    bin_dir = counting_bin(tmp_path / "bin", log, {name: f'exec {path} "$@"' for name, path in real.items()})
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SSMPIPE_CALLS": str(log),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    few, many = sweep_in_flight(tmp_path, 4, env), sweep_in_flight(tmp_path, 12, env)
+    print(f"\npoll_s {POLL_S}:\n  {few}\n  {many}")
+    assert few["in_flight"] == 4 and many["in_flight"] >= 12
+    assert many["sbatch"] >= 12
+    assert many["queries_per_min"] <= 1.5 * few["queries_per_min"] + 2, (few, many)
+    assert many["queries_per_min"] <= 2 * 60 / POLL_S + 2  # at most one squeue and one sacct per interval
