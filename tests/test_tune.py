@@ -308,6 +308,26 @@ def test_study_runs_inside_a_slurm_job(tmp_path):
     assert study["best"]["run_id"] in set(table["run_id"])
 
 
+def test_a_study_on_slurm_nodes_asks_for_one_task_per_node_and_trials_that_fit_one(tmp_path):
+    from ssmpipe import slurm
+    from ssmpipe.tune.cluster import check_fits
+
+    config = study_config(tmp_path, cpus_per_trial=2)
+    config["slurm"] = {"cpus_per_task": 2, "gpus_per_node": 0, "nodes": 3}
+    config = cfg.check(config)
+    params = slurm.executor_parameters(config["slurm"], "n", nodes=3)
+    assert params["nodes"] == 3 and params["tasks_per_node"] == 1 and params["cpus_per_task"] == 2
+    one = slurm.executor_parameters(config["slurm"], "n")  # a shard's job, and a one-node study: as before
+    assert "nodes" not in one and "tasks_per_node" not in one
+    assert cfg.check(study_config(tmp_path))["slurm"]["nodes"] == 1
+    check_fits(config)
+    config["tune"]["cpus_per_trial"] = 3
+    with pytest.raises(cfg.ConfigError, match="tune.cpus_per_trial = 3 is more than the 2 CPUs of a node"):
+        check_fits(config)
+    with pytest.raises(cfg.ConfigError, match="slurm.nodes"):
+        cfg.check({**study_config(tmp_path), "slurm": {"nodes": 0}})
+
+
 def require_nodes(n: int) -> list[str]:
     """The cluster's nodes that are up; skip (fail under CI=true) with fewer than `n`."""
     require_slurm()
@@ -318,7 +338,7 @@ def require_nodes(n: int) -> list[str]:
         problem = (f"needs a SLURM cluster with {n} nodes, this one has {len(up)} up ({', '.join(up) or 'none'}): "
                    f"as root, `SLURM_CI_NODES={n} bash ../shared/ci/slurm-up.sh`")
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{problem} (.ci/run does)")
+            pytest.fail(f"{problem} (.ci/run starts SLURM with SLURM_CI_NODES=2)")
         pytest.skip(problem)
     return up
 
