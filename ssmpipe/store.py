@@ -119,8 +119,8 @@ class Store:
             path = self.spec_path(str(shard_or_path))
         return json.loads(path.read_text())
 
-    def spec_problem(self, shard: str, known: dict[str, dict] | None = None) -> str | None:
-        """Why shard's spec cannot be trusted, or None: it must parse, name its shard, and be content-addressed
+    def spec_problem(self, shard: str, known: dict[str, dict] | None = None) -> tuple[str | None, list[str]]:
+        """(why shard's spec cannot be trusted, or None; its run ids, read once): it must parse, name its shard, and be content-addressed
         (each point's run id the hash of its settings; a sweep shard's id the hash of its run ids). known: run id ->
         settings already hashed to it (the planned points): equal settings need no hashing again."""
         known = known or {}
@@ -130,19 +130,19 @@ class Store:
             spec = self.read_spec(shard)
             ids = [p["run_id"] for p in spec["points"]]
             if spec["shard"] != shard:
-                return f"it names shard {spec['shard']!r}"
+                return f"it names shard {spec['shard']!r}", []
             if not ids:
-                return "it holds no points"
+                return "it holds no points", []
             if not shard.startswith("tune-") and digest(sorted(ids)) != shard:  # a trial's shard is named by its trial
-                return "its run ids do not hash to its name (edited by hand?)"
+                return "its run ids do not hash to its name (edited by hand?)", []
             for p in spec["points"]:
                 if known.get(p["run_id"]) != p["settings"] and run_id(p["settings"]) != p["run_id"]:
-                    return f"the settings of run {p['run_id']} do not hash to its id (edited by hand?)"
+                    return f"the settings of run {p['run_id']} do not hash to its id (edited by hand?)", []
         except OSError as e:
-            return f"unreadable ({e.strerror})"
+            return f"unreadable ({e.strerror})", []
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            return f"not a shard spec ({type(e).__name__}: {e})"
-        return None
+            return f"not a shard spec ({type(e).__name__}: {e})", []
+        return None, ids
 
     def runs_problem(self, shard: str, run_ids: list[str]) -> str | None:
         """Why shard's runs file cannot be trusted, or None: it must be readable Parquet holding rows of exactly
@@ -190,14 +190,13 @@ class Store:
         trusted). With repair, what fails a check is quarantined. known: as for `spec_problem`."""
         if not self.spec_path(shard).exists():
             return None, False
-        problem = self.spec_problem(shard, known)
+        problem, ids = self.spec_problem(shard, known)
         if problem:
             if repair:
                 self.quarantine_shard(shard, problem)
             else:
                 log.warning("ssmpipe: %s cannot be trusted: %s", self.spec_path(shard), problem)
             return None, False
-        ids = [p["run_id"] for p in self.read_spec(shard)["points"]]
         if not self.runs_path(shard).exists():
             return ids, False
         problem = self.runs_problem(shard, ids)
