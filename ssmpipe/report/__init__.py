@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -25,10 +26,13 @@ from ssmpipe.config import InputError
 from ssmpipe.report import figures
 from ssmpipe.report import study as study_figures
 from ssmpipe.report.claims import CLAIMS
+from ssmpipe.report.config_block import config_section
 from ssmpipe.store import STOPPED, Store
 
 def figures_of(config: dict) -> dict:
-    """file stem -> (title, caption, family, function of (runs, final)), from the config's report.figures."""
+    """file stem -> (title, caption, family, function of (runs, final)), from the config's report.figures.
+
+    family: the spec's (length, tradeoff), but a curves figure left in tradeoff (the default) is "training"."""
     out = {}
     for spec in config["report"]["figures"]:
         kind = spec["kind"]
@@ -41,7 +45,10 @@ def figures_of(config: dict) -> dict:
             return figures.KINDS[kind](runs if kind == "curves" else rows, **args)
 
         caption = spec.get("caption") or _caption(spec)
-        out[spec["name"]] = (spec.get("title", spec["name"]), caption, spec.get("family", "tradeoff"), make)
+        family = spec.get("family", "tradeoff")
+        if kind == "curves" and family == "tradeoff":  # the schema's default family: training curves are no tradeoff
+            family = "training"
+        out[spec["name"]] = (spec.get("title", spec["name"]), caption, family, make)
     return out
 
 
@@ -60,25 +67,35 @@ def _caption(spec: dict) -> str:
     return "; ".join(parts) + ". Mean over seeds and any setting not named; diverged and failed runs left out."
 
 
+PAGES = {  # file -> (title suffix, navigation label, the figure families it holds)
+    "index.html": ("", "Everything", ("length", "tradeoff", "training")),
+    "length.html": (" — length generalization", "Length generalization", ("length",)),
+    "tradeoff.html": (" — tradeoffs", "Tradeoffs", ("tradeoff",)),
+}
+
+
 def build_report(store: Store, sweep: str) -> Path:
-    """index.html (everything), length.html and tradeoff.html (one family of figures each), figures/*.png."""
+    """index.html (everything), length.html and tradeoff.html (one family of figures each), figures/*.png.
+
+    Figures of kind curves (training curves) not put on the length page show on index.html alone."""
     folder = store.sweep_dir(sweep) / "report"
     runs, config = read_sweep(store, sweep)
     final = figures.final_epoch(runs)
     nothing = nothing_ok(final)  # None when some run finished ok (or, in a study, was stopped early)
     head = [_status_section(final)]
     study_json = store.sweep_dir(sweep) / "study.json"
+    study = None
     if study_json.is_file():  # a tune study (ssmpipe/tune): its best config and trials, not a grid's figures
         study = _read(study_json, lambda p: json.loads(p.read_text()), "a study summary (JSON)")
         head = [_study_best_section(study)]  # counts by status, best config, every trial (stopped ones are not "not ok")
-        specs = {stem: (title, caption, "tradeoff", lambda runs, final, make=make: make(runs, study))
-                 for stem, (title, caption, make) in STUDY_FIGURES.items()}
+        specs = {stem: (title, caption, family, lambda runs, final, make=make: make(runs, study))
+                 for stem, (title, caption, family, make) in STUDY_FIGURES.items()}
     else:
         head += [] if nothing else [_claim_section(CLAIMS[name](runs, final)) for name in config["report"]["claims"]]
         specs = figures_of(config)
-    by_family: dict[str, list[str]] = {"length": [], "tradeoff": []}
+    by_family: dict[str, list[str]] = {"length": [], "tradeoff": [], "training": []}
     if nothing:  # no figure to draw: each page says why, each figure file (a rule's output) shows the same line
-        head.insert(0, f'<section><h2>No results</h2><p><b>{html.escape(nothing)}</b></p></section>')
+        head.insert(0, f'<section id="nothing"><h2>No results</h2><p><b>{html.escape(nothing)}</b></p></section>')
         specs = {stem: (title, caption, "none", lambda runs, final: (_note(nothing), None))
                  for stem, (title, caption, _, _) in specs.items()}
     for stem, (title, caption, family, make) in specs.items():
@@ -87,18 +104,50 @@ def build_report(store: Store, sweep: str) -> Path:
         with atomic_path(folder / "figures" / f"{stem}.png") as tmp:
             tmp.write_bytes(png)
         if family in by_family:
-            by_family[family].append(_figure_section(title, caption, png, table))
-    pages = {"index.html": ("", head + by_family["length"] + by_family["tradeoff"]),
-             "length.html": (" — length generalization", by_family["length"]),
-             "tradeoff.html": (" — tradeoffs", by_family["tradeoff"])}
-    for name, (suffix, sections) in pages.items():
-        page = _PAGE.format(title=html.escape(config["report"]["title"] + suffix), sweep=html.escape(sweep),
-                            n_runs=final["run_id"].nunique(), n_rows=len(runs),
-                            sections="\n".join(sections) or
-                            f"<p>{html.escape(nothing or 'No figures of this family in this sweep.')}</p>",
-                            config=html.escape(yaml.safe_dump(config, sort_keys=False)), style=STYLE)
+            by_family[family].append(_figure_section(stem, title, caption, png, table))
+    header = _header(config, sweep, study, final, runs)
+    config_block = config_section(config)
+    for name, (suffix, _, families) in PAGES.items():
+        sections = ([*head] if name == "index.html" else []) + [s for f in families for s in by_family[f]]
+        body = "\n".join(sections) or f"<p>{html.escape(nothing or 'No figures of this family in this sweep.')}</p>"
+        page = _PAGE.format(title=html.escape(config["report"]["title"] + suffix), style=STYLE, header=header,
+                            nav=_nav(name, {p: sum(len(by_family[f]) for f in fs) for p, (_, _, fs) in PAGES.items()}),
+                            contents=_contents(sections), sections=body, config=config_block)
         write_text(folder / name, page)
     return folder / "index.html"
+
+
+def _header(config: dict, sweep: str, study: dict | None, final: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """One line under the title: the sweep (or study), its runs by status, its table's rows."""
+    counts = final["status"].value_counts()
+    statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
+    what = f"Study <code>{html.escape(sweep)}</code> ({study['n_trials']} trials" if study else \
+        f"Sweep <code>{html.escape(sweep)}</code> ({final['run_id'].nunique()} runs"
+    return f"{what}: {html.escape(statuses) or 'none'}); {len(runs)} rows in its table, one per run and epoch."
+
+
+def _nav(current: str, figures_on: dict[str, int]) -> str:
+    """A tab per page that has figures (and the current one), with how many; the current one marked."""
+    links = []
+    for name, (_, label, _) in PAGES.items():
+        if not figures_on[name] and name != current:
+            continue
+        count = f" <small>({figures_on[name]} figure{'s' * (figures_on[name] != 1)})</small>"
+        here = ' aria-current="page"' if name == current else ""
+        links.append(f'<a href="{name}"{here}>{label}{count}</a>')
+    return f'<nav>{"".join(links)}</nav>'
+
+
+def _contents(sections: list[str]) -> str:
+    """'On this page': a link to each section's heading (its id)."""
+    items = [(m.group(1), html.unescape(m.group(2))) for m in map(_HEADING.search, sections) if m]
+    if len(items) < 3:
+        return ""
+    links = " · ".join(f'<a href="#{i}">{html.escape(text)}</a>' for i, text in items)
+    return f'<p class="contents">On this page: {links}</p>'
+
+
+_HEADING = re.compile(r'<section id="([^"]+)"><h2>(.*?)</h2>')
 
 
 def read_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, dict]:
@@ -161,19 +210,24 @@ def verdict_html(verdict: str) -> str:
 
 
 def _claim_section(v) -> str:
-    return (f"<section><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>"
+    return (f'<section id="claim-{_slug(v.claim)[:40]}"><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>'
             f"<p>{verdict_html(v.verdict)} — {html.escape(v.finding)}</p>"
-            f"<details open><summary>numbers</summary>{table_html(v.table)}</details></section>")
+            f"{numbers(v.table, 'The numbers behind the verdict')}</section>")
 
 
-STUDY_FIGURES = {  # a tune study's: file stem -> (title, caption, function of (runs, study.json))
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+STUDY_FIGURES = {  # a tune study's: file stem -> (title, caption, family, function of (runs, study.json))
     "study_settings": ("Metric against each searched setting",
-                       "Each trial's metric at its last epoch against its sampled value of each searched setting; "
-                       "hollow grey: stopped early by the scheduler (its last epoch is earlier); star: the best "
-                       "trial trained to the end.",
-                       study_figures.metric_vs_settings),
-    "study_curves": ("Trials per epoch", "The metric per epoch of every trial (epoch 0: at init); grey lines end "
-                     "where the scheduler stopped the trial.", study_figures.trial_curves),
+                       ("Each trial's metric at its last epoch against its sampled value of each searched setting; "
+                        "hollow grey: stopped early by the scheduler (its last epoch is earlier); star: the best "
+                        "trial trained to the end."),
+                       "tradeoff", study_figures.metric_vs_settings),
+    "study_curves": ("Trials per epoch", ("The metric per epoch of every trial (epoch 0: at init); grey lines end "
+                                          "where the scheduler stopped the trial."),
+                     "training", study_figures.trial_curves),
 }
 
 
@@ -183,9 +237,9 @@ def _study_best_section(study: dict) -> str:
             f"scheduler, {study['mode']} {html.escape(study['metric'])}): {study['n_trials']} trials, {c['ok']} "
             f"trained to the end, {c['stopped']} stopped early, {c['diverged']} diverged, {c['failed']} failed; "
             f"{sum(study['wall_s']):.0f} s.")
-    return (f"<section><h2>Best config</h2><p>{text}</p>{table_html(study_figures.best_table(study))}"
-            f"<details><summary>all trials</summary>{table_html(study_figures.trials_table(study))}</details>"
-            f"</section>")
+    return (f'<section id="best"><h2>Best config</h2><p>{text}</p>'
+            f'<div class="box">{table_html(study_figures.best_table(study))}</div>'
+            f"{numbers(study_figures.trials_table(study), 'Every trial')}</section>")
 
 
 def _png(fig) -> bytes:
@@ -199,37 +253,65 @@ def table_html(table: pd.DataFrame) -> str:
     return table.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="—", border=0, classes="numbers")
 
 
-def _figure_section(title: str, caption: str, png: bytes, table: pd.DataFrame) -> str:
+def numbers(table: pd.DataFrame | None, what: str) -> str:
+    """A table folded away: a closed <details> whose summary says what it is and its size, the table in a box that
+    scrolls (a wide or long table stays inside the page)."""
+    if table is None or table.empty:
+        return ""
+    rows, cols = table.shape
+    return (f"<details><summary>{html.escape(what)}: {rows} row{'s' * (rows != 1)} × {cols} columns</summary>"
+            f'<div class="box">{table_html(table)}</div></details>')
+
+
+def _figure_section(stem: str, title: str, caption: str, png: bytes, table: pd.DataFrame | None) -> str:
     img = base64.b64encode(png).decode()
-    return (f"<section><h2>{html.escape(title)}</h2><p>{html.escape(caption)}</p>"
-            f'<img alt="{html.escape(title)}" src="data:image/png;base64,{img}">'
-            f"<details open><summary>numbers</summary>{table_html(table)}</details></section>")
+    return (f'<section id="fig-{stem}"><h2>{html.escape(title)}</h2>'
+            f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{img}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            f"{numbers(table, 'The numbers behind the figure')}</section>")
 
 
 def _status_section(final: pd.DataFrame) -> str:
-    counts = final["status"].value_counts().sort_index().rename_axis("status").reset_index(name="runs")
+    counts = final["status"].value_counts().sort_index()
+    text = ", ".join(f"{n} {status}" for status, n in counts.items()) or "none"
     failed = final[final["status"] != "ok"][["run_id", "status", "error"]]
-    extra = f"<h3>Runs not ok</h3>{table_html(failed)}" if len(failed) else ""
-    return f"<section><h2>Runs</h2>{table_html(counts)}{extra}</section>"
+    return (f'<section id="runs"><h2>Runs</h2><p>{len(final)} runs: {html.escape(text)}.</p>'
+            f"{numbers(failed, 'Runs not ok, with their errors')}</section>")
 
 
-STYLE = """body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
-img { max-width: 100%; }
+STYLE = """body { font: 16px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 0 auto; padding: 1.5em;
+       color: #222; }
+h1 { font-size: 1.6em; margin: 0 0 0.2em; } h2 { font-size: 1.25em; margin: 0 0 0.4em; }
+code { font-size: 0.9em; } .meta { color: #555; margin-top: 0; }
+nav { display: flex; flex-wrap: wrap; gap: 0.4em; margin: 1em 0 1.5em; }
+nav a { padding: 0.3em 0.8em; border: 1px solid #ccd; border-radius: 4px; text-decoration: none; color: #234; }
+nav a[aria-current] { background: #234; color: #fff; border-color: #234; }
+.contents { font-size: 0.9em; color: #555; }
+figure { margin: 0.5em 0; } figcaption { color: #444; font-size: 0.92em; margin-top: 0.3em; }
+img { max-width: 100%; height: auto; display: block; }
+details { margin: 0.6em 0; } summary { cursor: pointer; color: #234; }
+.box { overflow: auto; max-height: 26em; width: fit-content; max-width: 100%; border: 1px solid #ddd;
+       margin-top: 0.4em; }
 table.numbers { border-collapse: collapse; font-size: 0.85em; }
-table.numbers td, table.numbers th { padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; }
-pre { background: #f6f6f6; padding: 1em; }
+table.numbers td, table.numbers th { padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right;
+       white-space: nowrap; }
+table.numbers th { background: #f3f3f3; position: sticky; top: 0; }
+pre { background: #f6f6f6; padding: 1em; overflow: auto; max-width: 100%; box-sizing: border-box; }
 section { margin-bottom: 2.5em; }
 """  # the reports' CSS (the reproduction page adds its own after it)
 
 _PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{title}</title>
 <style>
 {style}</style></head><body>
-<h1>{title}</h1>
-<p>Sweep <code>{sweep}</code>: {n_runs} runs, {n_rows} rows (one per run and epoch).
-Pages: <a href="index.html">all</a> · <a href="length.html">length generalization</a> ·
-<a href="tradeoff.html">tradeoffs</a>.</p>
+<header><h1>{title}</h1>
+<p class="meta">{header}</p>
+{nav}</header>
+<main>
+{contents}
 {sections}
-<section><h2>Config</h2><pre>{config}</pre></section>
+</main>
+{config}
 </body></html>
 """
