@@ -76,7 +76,7 @@ def check_page(browser: Browser, page: Path, shots: Path) -> dict:
                 assert closed == 0, f"{page.name}: {closed} <details> open"
             for state in ("folded", "unfolded"):
                 if state == "unfolded":
-                    assert tab.evaluate(OPEN_ALL) > 0
+                    tab.evaluate(OPEN_ALL)
                     seen = tab.inspect()
                 assert seen["scrollWidth"] <= width and seen["wide"] == [], (page.name, width, state, seen["wide"])
             _links_resolve(page, seen["links"], seen["ids"])

@@ -110,7 +110,8 @@ PAPER_001_ACCURACY = {"majority": "≈ 0.86–0.89", "imdb": "≈ 0.74 → 0.85"
 def accuracy_flat_in_length(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     tasks = sorted(final["task.name"].unique()) if "task.name" in final else []
     levels = "; ".join(f"{t} {v}" for t, v in PAPER_001_ACCURACY.items() if t in tasks or not tasks)
-    paper, claim = "001", f"With s_A = 0, test accuracy stays flat in the length T (paper: {levels})."
+    paper, claim = "001", "With s_A = 0, test accuracy stays flat in the length T" + (f" (paper: {levels})." if levels
+                                                                                   else ".")
     ok_runs = final[final["status"] == "ok"]
     if ok_runs["seq_len"].nunique() < 2:
         return _no_data(paper, claim, "needs several lengths")
