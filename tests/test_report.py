@@ -69,11 +69,18 @@ def test_config_block_shows_what_the_sweep_set_and_folds_the_defaults_it_read():
     assert defaults["fixed"]["train"]["weight_decay"] == 0.0 and defaults["fixed"]["model"]["block"] == "residual"
     assert "label_noise" not in defaults["fixed"]["task"] and "moment" not in defaults["fixed"]["task"]  # not delay's
     assert "s_A" not in defaults["fixed"]["model"]["init"]                            # a selective layer's
+    assert "dt_c" not in defaults["fixed"]["model"]["init"]                           # the autocorr Δ rule's
     assert "real" not in defaults["fixed"]["model"]["init"] and "seq_len" not in defaults["fixed"]  # grid axes
     assert "slurm" not in chosen and "slurm" not in defaults and "tune" not in defaults  # train jobs run here
     block = config_section(config)
     assert "Real × imaginary" in block and "\\x" not in block and "<details open" not in block
     assert "seq_len: [16, 24]" in block                                                 # one line per axis
+
+
+def test_config_block_leaves_out_the_eigenvalue_sweep_settings_of_another_scheme():
+    _, defaults = split(cfg.check(tiny_config(**{"fixed.model.init.scheme": "lin", "grid": {"seed": [0, 1]}})))
+    init = defaults["fixed"]["model"]["init"]
+    assert "real" not in init and "imag" not in init and init["dt_min"] == 0.001
 
 
 def test_config_block_of_a_selective_model_and_a_majority_task_keeps_their_settings():

@@ -5,8 +5,9 @@ The snapshot <results>/<sweep>/config.yaml holds the checked config, the schema'
 value differs from its default, every grid axis, the task's name and the model's kind are what the sweep set;
 the rest are the defaults it ran with (a setting the file gave its default value counts among them). Settings the run
 never reads are left out of both: a fixed value a grid axis replaces, a task key its task does not read
-(TASK_KEYS), a model key its layer does not read (MODEL_KEYS), slurm: when train jobs run here, and in a
-tune study the grid (a study samples its space instead) — the study's name heads the block, not the sweep's.
+(TASK_KEYS), a model key its layer does not read (MODEL_KEYS) or reads only with another setting's value
+(ONLY_WITH), slurm: when train jobs run here, and in a tune study the grid (a study samples its space
+instead) and the fixed values of the searched settings — the study's name heads the block, not the sweep's.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ _LTI = {"model.init.scale", "model.init.dt_min", "model.init.dt_max", "model.ini
 MODEL_KEYS = {"s4d": _LTI | {"model.init.scheme", "model.init.real", "model.init.imag"}, "s4": _LTI,
               "selective": {"model.init.s_A"}}
 _BY_KIND = set().union(*MODEL_KEYS.values())
+# keys read only when another setting has a value (ssmpipe/models/s4d.py: real, imag by the sweep scheme;
+# ssmpipe/models/sequence.py: dt_c by the autocorr Δ rule)
+ONLY_WITH = {"model.init.real": ("model.init.scheme", "sweep"), "model.init.imag": ("model.init.scheme", "sweep"),
+             "model.init.dt_c": ("model.init.dt", "autocorr")}
 NAMED = ("task.name", "model.kind")  # fixed settings always in the set part, default or not
 
 
@@ -85,17 +90,31 @@ def _used(config: dict) -> dict:
         config.pop("tune", None)
     if config.get("launcher", "local") == "local":
         config.pop("slurm", None)
-    grid = config.get("grid") or {}
-    tasks = {(config.get("fixed") or {}).get("task", {}).get("name", "delay"), *grid.get("task.name", [])}
-    kinds = {(config.get("fixed") or {}).get("model", {}).get("kind", "s4d"), *grid.get("model.kind", [])}
-    reads = set().union(*(TASK_KEYS.get(t, set()) for t in tasks))
-    uses = set().union(*(MODEL_KEYS.get(k, _BY_KIND) for k in kinds))
+    fixed = config.get("fixed") or {}
+    # the values a setting takes in some run: the grid's (a study's space: only its choices are known), else fixed's
+    swept = study["space"] if study else config.get("grid") or {}
+
+    def values(key: str) -> set:
+        choices = swept.get(key)
+        if isinstance(choices, dict):  # a study's {choice: [...]} / {grid: [...]}; uniform ranges are numbers
+            choices = choices.get("choice", choices.get("grid", []))
+        if choices is not None:
+            return set(choices)
+        try:
+            return {cfg.get_path(fixed, key)}
+        except (KeyError, TypeError):
+            return set()
+
+    reads = set().union(*(TASK_KEYS.get(t, set()) for t in values("task.name")))
+    uses = set().union(*(MODEL_KEYS.get(k, _BY_KIND) for k in values("model.kind")))
 
     def keep(key: str) -> bool:
-        if key in grid:
+        if key in swept:
             return False
         if key.startswith("task."):
             return key.split(".", 1)[1] in reads
+        if key in ONLY_WITH and ONLY_WITH[key][1] not in values(ONLY_WITH[key][0]):
+            return False
         return key not in _BY_KIND or key in uses
 
     if "fixed" in config:
