@@ -11,6 +11,7 @@ import base64
 import fcntl
 import json
 import os
+import select
 import shutil
 import subprocess
 import tempfile
@@ -126,7 +127,8 @@ class Browser:
     def _receive(self) -> dict:
         deadline = time.monotonic() + self.timeout_s
         while b"\0" not in self._buffer:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._read], [], [], left)[0]:
                 raise TimeoutError(f"Chromium did not answer within {self.timeout_s} s (exit {self.proc.poll()})")
             chunk = os.read(self._read, 1 << 20)
             if not chunk:

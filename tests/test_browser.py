@@ -138,3 +138,24 @@ def test_study_report_names_the_study_in_its_header_and_config(browser, study_re
     config = text[text.index('<section id="config">'):]
     assert "study: st" in config and "sweep: tiny" not in config and "grid:" not in config
     assert [s for s in _sections(study_report / "tradeoff.html") if s.startswith("fig-")] == ["fig-study_settings"]
+
+
+def test_the_browser_sees_what_a_reader_would_not_enjoy(browser, tmp_path):
+    """The checks above can fail: a console error, an image that does not decode, a table wider than the page
+    (caught; the same inside a scrolling box is not), a link to a missing file."""
+    page = tmp_path / "bad.html"
+    page.write_text('<!doctype html><html><head><meta charset="utf-8"><title>bad</title></head><body>'
+                    '<img alt="broken" src="missing.png"><div style="width:2000px">a wide table</div>'
+                    '<div style="overflow:auto"><div style="width:3000px">a wide table in its box</div></div>'
+                    '<a href="nowhere.html">a link</a><script>console.error("a script failed")</script></body></html>')
+    tab = browser.page(page.as_uri(), 800)
+    try:
+        errors = tab.errors()
+        assert any("a script failed" in e for e in errors) and any("missing.png" in e for e in errors), errors
+        seen = tab.inspect()
+        assert seen["images"] == [{"alt": "broken", "ok": False}]
+        assert seen["scrollWidth"] > 800 and [w.split(" ")[0] for w in seen["wide"]] == ["div"]
+        with pytest.raises(AssertionError, match="nowhere.html does not exist"):
+            _links_resolve(page, seen["links"], seen["ids"])
+    finally:
+        tab.close()
