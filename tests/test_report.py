@@ -96,7 +96,7 @@ def test_config_block_of_a_study_names_the_study_not_the_sweep():
     config = tiny_config(grid={})
     config["tune"] = {"study": "st", "space": {"train.lr": {"loguniform": [0.001, 0.1]}}, "num_samples": 3}
     chosen, defaults = split(cfg.check(config))
-    assert list(chosen)[0] == "study" and chosen["study"] == "st" and "sweep" not in chosen and "grid" not in chosen
+    assert next(iter(chosen)) == "study" and chosen["study"] == "st" and "sweep" not in chosen and "grid" not in chosen
     assert chosen["tune"] == {"num_samples": 3, "space": {"train.lr": {"loguniform": [0.001, 0.1]}}}
     assert defaults["tune"]["scheduler"] == "asha" and "study" not in defaults["tune"]
 
