@@ -91,7 +91,8 @@ def build_report(store: Store, sweep: str) -> Path:
         specs = {stem: (title, caption, family, lambda runs, final, make=make: make(runs, study))
                  for stem, (title, caption, family, make) in STUDY_FIGURES.items()}
     else:
-        head += [] if nothing else [_claim_section(CLAIMS[name](runs, final)) for name in config["report"]["claims"]]
+        head += [] if nothing else [_claim_section(name, CLAIMS[name](runs, final))
+                                  for name in config["report"]["claims"]]
         specs = figures_of(config)
     by_family: dict[str, list[str]] = {"length": [], "tradeoff": [], "training": []}
     if nothing:  # no figure to draw: each page says why, each figure file (a rule's output) shows the same line
@@ -209,14 +210,11 @@ def verdict_html(verdict: str) -> str:
     return f'<b style="color:{colour}">{html.escape(verdict)}</b>'
 
 
-def _claim_section(v) -> str:
-    return (f'<section id="claim-{_slug(v.claim)[:40]}"><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>'
+def _claim_section(name: str, v) -> str:
+    return (f'<section id="claim-{name}"><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>'
             f"<p>{verdict_html(v.verdict)} — {html.escape(v.finding)}</p>"
             f"{numbers(v.table, 'The numbers behind the verdict')}</section>")
 
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 STUDY_FIGURES = {  # a tune study's: file stem -> (title, caption, family, function of (runs, study.json))
