@@ -73,6 +73,10 @@ def split(config: dict) -> tuple[dict, dict]:
         set_part, default_part = _diff(value, defaults.get(key))
         if set_part is not None:
             chosen[key] = set_part
+        if key == "report" and "figures" in (set_part or {}):  # each figure as written: its defaults left out
+            item = figure_defaults()
+            set_part["figures"] = [{k: v for k, v in f.items() if k not in item or item[k] != v}
+                                   for f in set_part["figures"]]
         if default_part is not None:
             used[key] = default_part
     return chosen, used
@@ -137,6 +141,12 @@ def _filter(node, keep, prefix: str = ""):
     return out
 
 
+def figure_defaults() -> dict:
+    """A report figure's defaults (logy, at, family), from the schema."""
+    item = cfg.load_schema()["properties"]["report"]["properties"]["figures"]["items"]["properties"]
+    return {k: v["default"] for k, v in item.items() if "default" in v}
+
+
 def _defaults(node: dict, root: dict | None = None):
     """The schema's defaults as a config: every property with a default (objects: their properties' defaults)."""
     root = root or node
@@ -179,15 +189,26 @@ def _count(node) -> int:
 
 def _yaml(node: dict) -> str:
     """YAML in UTF-8 (× stays ×, not \\xD7), lists of plain values on one line, escaped for HTML."""
-    return html.escape(yaml.dump(node, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)) if node else ""
+    return html.escape(yaml.dump(node, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=140)) if node else ""
+
+
+class _Flat(dict):
+    """A mapping of plain values inside a list (a report figure): one line, as the config files write them."""
 
 
 class _Dumper(yaml.SafeDumper):
-    """SafeDumper, with a list of plain values in flow style ([64, 128]) and mappings as blocks."""
+    """SafeDumper, with a list of plain values in flow style ([64, 128]), each flat mapping in a list on one line,
+    other mappings as blocks."""
 
     def represent_list(self, data):
+        if all(isinstance(v, dict) and not any(isinstance(x, (dict, list)) for x in v.values()) for v in data):
+            return self.represent_sequence("tag:yaml.org,2002:seq", [_Flat(v) for v in data], flow_style=False)
         flat = all(not isinstance(v, (dict, list)) for v in data)
         return self.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flat)
 
+    def represent_flat(self, data):
+        return self.represent_mapping("tag:yaml.org,2002:map", data.items(), flow_style=True)
+
 
 _Dumper.add_representer(list, _Dumper.represent_list)
+_Dumper.add_representer(_Flat, _Dumper.represent_flat)
