@@ -77,6 +77,14 @@ def test_config_block_shows_what_the_sweep_set_and_folds_the_defaults_it_read():
     assert "seq_len: [16, 24]" in block                                                 # one line per axis
 
 
+def test_config_block_shows_report_figures_as_written():
+    figure = {"name": "acc", "kind": "curves", "metric": "test_acc", "group": "seed", "logy": True}
+    chosen, _ = split(cfg.check(tiny_config(**{"report.figures": [figure]})))
+    assert chosen["report"]["figures"] == [figure]                         # at: final, family: tradeoff left out
+    assert "- {name: acc, kind: curves, metric: test_acc, group: seed, logy: true}" in config_section(
+        cfg.check(tiny_config(**{"report.figures": [figure]})))
+
+
 def test_config_block_leaves_out_the_eigenvalue_sweep_settings_of_another_scheme():
     _, defaults = split(cfg.check(tiny_config(**{"fixed.model.init.scheme": "lin", "grid": {"seed": [0, 1]}})))
     init = defaults["fixed"]["model"]["init"]
