@@ -294,7 +294,8 @@ table.numbers { border-collapse: collapse; font-size: 0.85em; }
 table.numbers td, table.numbers th { padding: 2px 8px; border-bottom: 1px solid #eee; text-align: right;
        white-space: nowrap; }
 table.numbers th { background: #f3f3f3; position: sticky; top: 0; }
-pre { background: #f6f6f6; padding: 1em; overflow: auto; max-width: 100%; box-sizing: border-box; }
+pre { background: #f6f6f6; padding: 1em; overflow: auto; max-width: 100%; box-sizing: border-box;
+      font-size: 0.85em; }
 section { margin-bottom: 2.5em; }
 """  # the reports' CSS (the reproduction page adds its own after it)
 
