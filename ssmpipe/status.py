@@ -1,13 +1,14 @@
 """Where a sweep stands: its points counted by state, the shards training now with their epoch, loss and ETA.
 
-A point is in exactly one state. Trained (its shard's rows are in the store): ok,
-diverged or failed, its run's status. Not yet trained, by its shard: training (a
-process holds the shard's lock now, here or on a SLURM node, or its SLURM job is
-running: the shared poll slurm.StoreJobs), queued (its SLURM job waits in the queue),
-job failed (its last SLURM job ended without writing the shard: crashed, cancelled, out
-of time), interrupted (a checkpoint and nobody training it: a rerun resumes it), or to
-train. A shard training (or interrupted) shows its progress record (ssmpipe/progress.py):
-group, epoch, mean train loss, elapsed time and the time left at its pace so far.
+A point is in exactly one state. Trained (its shard's rows are in the store): ok, diverged
+or failed, its run's status. Not yet trained, by its shard: training (a process holds the
+shard's lock now, here or on a SLURM node, or its SLURM job is running), queued (its SLURM
+job waits in the queue), job failed (its last SLURM job ended without writing the shard:
+crashed, cancelled, out of time), interrupted (a checkpoint and nobody training it: a rerun
+resumes it), or to train. SLURM is asked (the store's shared poll, slurm.StoreJobs) only for
+a sweep on SLURM or a store some sweep submitted jobs from. A shard training (or
+interrupted) shows its progress record (ssmpipe/progress.py): group, epoch, mean train
+loss, elapsed time and the time left at its pace so far.
 
 Planning writes nothing, and only the run_id and status columns of the store are read, so a
 5,000-point sweep is counted in a second or two; `watch` plans once, then on each redraw
@@ -103,8 +104,10 @@ def _trained_statuses(store: Store, shards: list[str], ids_of: dict) -> dict[str
 
 def _untrained_states(store: Store, config: dict, todo: list[str]) -> dict[str, tuple[str, tuple | None]]:
     """Shard -> (state, its SLURM job or None) for shards not trained yet."""
-    # SLURM's view: the store's shared poll (jobs.json, renewed by the waiting train jobs) when fresh, else one squeue
-    live = slurm.live_jobs(config["results"], todo, config["slurm"]["poll_s"]) if todo else {}
+    # SLURM's view, for a sweep on SLURM or a store some sweep submitted jobs from (its <sweep>/slurm/ log folder):
+    # the store's shared poll (jobs.json, renewed by the waiting train jobs) when fresh, else one squeue
+    on_slurm = bool(todo) and (config["launcher"] == "slurm" or any(Path(config["results"]).glob("*/slurm")))
+    live = slurm.live_jobs(config["results"], todo, config["slurm"]["poll_s"]) if on_slurm else {}
     out = {}
     for shard in todo:
         if shard in live:
@@ -112,7 +115,7 @@ def _untrained_states(store: Store, config: dict, todo: list[str]) -> dict[str, 
         elif progress.lock_held(store.lock_path(shard)):
             out[shard] = ("training", None)
     rest = [s for s in todo if s not in out]
-    ended = slurm.ended_jobs(config["results"], rest) if rest else {}
+    ended = slurm.ended_jobs(config["results"], rest) if rest and on_slurm else {}
     for shard in rest:
         if shard in ended and not ended[shard][1].startswith("COMPLETED"):
             out[shard] = ("job failed", ended[shard])
