@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -67,6 +68,10 @@ def cmd_train(args) -> int:
     if len(args.shards) != 1:
         raise cfg.InputError(f"--results {args.results!r}: give one shard id after it (got {len(args.shards)})")
     args.shard = args.shards[0]
+    spec = results_root(args.results) / "store" / "specs" / f"{args.shard}.json"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.shard) or not spec.is_file():
+        raise cfg.InputError(f"shard {args.shard!r}: no such shard under {args.results!r} (no {str(spec)!r}; "
+                             "the workflow plans shards, or `ssmpipe train CONFIG`)")
     if args.slurm:
         from ssmpipe import slurm
 
@@ -117,9 +122,10 @@ def cmd_aggregate(args) -> int:
         raise cfg.InputError(f"--out {args.out!r}: one file, but {args.target!r} names {len(named)} sweeps")
     for results, name in named:
         store = Store(results)
-        manifest = sweep_dir(results, name) / "points.json"
+        manifest = Path(results) / name / "points.json"
         if not manifest.is_file():
-            raise cfg.InputError(f"{str(manifest)!r} does not exist: the workflow writes it when it plans the sweep")
+            raise cfg.InputError(f"{str(manifest)!r} does not exist: the workflow writes it when it plans the sweep "
+                                 "(snakemake --configfile CONFIG, or ssmpipe train CONFIG)")
         try:
             json.loads(manifest.read_text())
         except ValueError as e:
@@ -152,7 +158,7 @@ def cmd_report(args) -> int:
     from ssmpipe.store import Store
 
     for results, name in targets(args, studies=True):
-        table = sweep_dir(results, name) / "runs.parquet"
+        table = Path(results) / name / "runs.parquet"
         if not table.is_file():
             raise cfg.InputError(f"sweep {name!r} has no table yet ({str(table)!r}): run it first (snakemake "
                                  f"--configfile CONFIG), or `ssmpipe aggregate` if its shards are trained")
@@ -177,6 +183,7 @@ def targets(args, studies: bool = False) -> list[tuple[str, str]]:
     """(results root, sweep name) pairs: `--results=R -- NAME`, or each sweep of the config file args.target
     (with studies, a tune: section's study too)."""
     if args.results is not None:
+        sweep_dir(args.results, args.target)
         return [(args.results, args.target)]
     if not args.target.endswith((".yaml", ".yml")) and not Path(args.target).exists():
         raise cfg.InputError(f"{args.target!r}: give the sweep's config file, or --results=RESULTS -- {args.target}")
