@@ -157,11 +157,16 @@ def cmd_report(args) -> int:
     from ssmpipe.report import build_report
     from ssmpipe.store import Store
 
-    for results, name in targets(args, studies=True):
-        table = Path(results) / name / "runs.parquet"
-        if not table.is_file():
-            raise cfg.InputError(f"sweep {name!r} has no table yet ({str(table)!r}): run it first (snakemake "
-                                 f"--configfile CONFIG), or `ssmpipe aggregate` if its shards are trained")
+    named = targets(args, studies=True)
+    ready = [(results, name) for results, name in named if (Path(results) / name / "runs.parquet").is_file()]
+    for results, name in named:  # a config's sweeps (or study) not run yet: skipped, unless none has run
+        if (results, name) not in ready:
+            why = (f"sweep {name!r} has no table yet ({str(Path(results) / name / 'runs.parquet')!r}): run it first "
+                   f"(snakemake --configfile CONFIG), or `ssmpipe aggregate` if its shards are trained")
+            if not ready:
+                raise cfg.InputError(why)
+            print(f"ssmpipe: {why}; skipped", file=sys.stderr)
+    for results, name in ready:
         print(f"report: {build_report(Store(results), name)}")
     return 0
 
@@ -169,8 +174,8 @@ def cmd_report(args) -> int:
 def cmd_papers(args) -> int:
     from ssmpipe.report.papers import build_papers_page
 
-    if args.results is None:  # config files: their sweeps, under their results root
-        args.results, args.sweeps = papers_of(args.sweeps)
+    if args.results is None and all(name.endswith((".yaml", ".yml")) for name in args.sweeps):
+        args.results, args.sweeps = papers_of(args.sweeps)  # config files: their sweeps, under their results root
     root = results_root(args.results)
     for name in args.sweeps:  # an experiment file names its sweep; a sweep name must be one under --results
         if not name.endswith((".yaml", ".yml")):
@@ -221,7 +226,8 @@ def papers_of(files: list[str]) -> tuple[str, list[str]]:
 def results_root(results: str | None) -> Path:
     """The results root, or an InputError: not given, or no folder."""
     if results is None:
-        raise cfg.InputError("--results=RESULTS is required (the results root holding the sweeps)")
+        raise cfg.InputError("--results=RESULTS is required (the results root holding the sweeps), unless config "
+                             "files are given")
     root = Path(results)
     if not root.is_dir():
         raise cfg.InputError(f"--results {results!r}: " + ("a file, not a folder" if root.exists() else

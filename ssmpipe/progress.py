@@ -5,7 +5,8 @@ The training process (`Progress`, called from train.py) writes
 packed group: the group, the epoch reached and the epochs in all, the mean train loss of the
 points still training, the mean wall time of an epoch so far in this process and the
 seconds left at that pace, its host and pid. The record is deleted once the shard's rows are
-stored. `ssmpipe status` reads the records (`read`) and asks whether a shard's lock is
+stored. It is a hint only: one that cannot be written is warned about once, and training
+goes on. `ssmpipe status` reads the records (`read`) and asks whether a shard's lock is
 held right now (`lock_held`): held means a process trains it now (the record then says how
 far it is); a record or checkpoint with the lock free means it stopped (interrupted).
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import math
 import os
 import socket
@@ -21,6 +23,8 @@ import time
 from pathlib import Path
 
 from ssmpipe.atomic import write_text
+
+log = logging.getLogger("ssmpipe.progress")
 
 
 def path(results: str | Path, shard: str) -> Path:
@@ -35,6 +39,7 @@ class Progress:
         self.started = time.time()
         self.mark: tuple[int, int, float] | None = None  # (group, epoch, time) of the last record
         self.epoch_s_sum, self.epochs_timed = 0.0, 0
+        self.failed = False  # a write failed (warned once)
 
     def start(self, group: int = 0, epoch: int = 0) -> None:
         """Training starts (or resumes) at `epoch` of group `group` (0-based)."""
@@ -66,7 +71,12 @@ class Progress:
                   "train_loss": train_loss if math.isfinite(train_loss) else None, "alive": alive,
                   "epoch_s": epoch_s, "eta_s": None if epoch_s is None else left * epoch_s,
                   "started": self.started, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
-        write_text(self.path, json.dumps(record))
+        try:
+            write_text(self.path, json.dumps(record))
+        except OSError as e:  # a hint only: the checkpoint's own write says whether training can go on
+            if not self.failed:
+                log.warning("shard %s: progress record %s not written (%s); training goes on", self.shard, self.path, e)
+            self.failed = True
 
 
 def read(results: str | Path, shard: str) -> dict | None:

@@ -57,6 +57,11 @@ def test_every_subcommand_takes_the_config_file(trained):
     assert proc.returncode == 0 and "results/other/runs.parquet: 6 rows" in proc.stdout, proc.stderr
     proc = ssmpipe_cli("report", "exps.yaml", cwd=trained)
     assert proc.returncode == 0 and proc.stdout.count("report: ") == 2, proc.stderr
+    write_config(trained, tiny_config(sweep="fresh", **{"grid.seed": [7]}), "fresh.yaml")  # never run
+    write_config(trained, {"experiments": ["config.yaml", "fresh.yaml"]}, "partial.yaml")
+    proc = ssmpipe_cli("report", "partial.yaml", cwd=trained)  # what has run is reported; the rest named, skipped
+    assert proc.returncode == 0 and proc.stdout.count("report: ") == 1 and "results/tiny/report" in proc.stdout
+    assert "sweep 'fresh' has no table yet" in proc.stderr and "skipped" in proc.stderr, proc.stderr
     proc = ssmpipe_cli("papers", "exps.yaml", cwd=trained)
     page = trained / "results" / "papers" / "index.html"
     assert proc.returncode == 0 and page.is_file() and "<code>other</code>" in page.read_text(), proc.stderr

@@ -132,6 +132,9 @@ def test_status_follows_a_shard_training_now_then_killed_then_rerun(tmp_path):
         with open(tmp_path / "train2.log", "w") as log:
             subprocess.run([*ssmpipe, "train", str(configfile)], stderr=log, check=True, timeout=600)
         assert f"after epoch {last}" in (tmp_path / "train2.log").read_text()
+        logs = [(tmp_path / name).read_text() for name in ("train1.log", "train2.log")]
+        assert "epoch 3/30 train_loss" in logs[0] and "epoch 30/30 train_loss" in logs[1]
+        assert not any("\r" in text or "|" in text for text in logs)  # a log file: a line per epoch, no progress bar
         done = sweep_status(config)
         assert done.finished and done.points["ok"] == 2 and not done.progress
         assert not progress.path(config["results"], shard).exists()
