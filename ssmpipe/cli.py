@@ -1,8 +1,9 @@
 """The `ssmpipe` command: what every Snakemake rule calls, and what users call by hand.
 
-Every subcommand takes the sweep's config file (one with `experiments:` stands for each of
-its sweeps); `report`, `aggregate`, `papers` and `train` also take `--results=R -- NAME`,
-the form the Snakemake rules call. A mistake of the user's (a bad config, a missing or
+Every subcommand but `data` (the workflow's step that builds one data set) takes the
+sweep's config file (one with `experiments:` stands for each of its sweeps); `report`,
+`aggregate`, `papers` and `train` also take `--results=R -- NAME`, the form the Snakemake
+rules call. A mistake of the user's (a bad config, a missing or
 corrupt file, an unknown sweep, a bad option) is one line on stderr, `ssmpipe: ...`, and
 a non-zero exit status (2); anything else keeps its traceback.
 """
