@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -79,13 +80,31 @@ class Progress:
             self.failed = True
 
 
+# A record's fields and their types (None allowed for the last three): what `read` accepts.
+FIELDS = {"group": int, "groups": int, "epoch": int, "epochs": int, "epochs_left": int, "started": float,
+          "time": float, "host": str, "pid": int, "train_loss": float, "epoch_s": float, "eta_s": float}
+OPTIONAL = ("train_loss", "epoch_s", "eta_s")
+
+
 def read(results: str | Path, shard: str) -> dict | None:
-    """A shard's progress record, or None: none written, or unreadable (a record is only ever a hint)."""
+    """A shard's progress record, or None: none written, unreadable, or not a record (a hint only; its host is
+    printed, so it must be a plain host name)."""
     try:
         record = json.loads(path(results, shard).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict):
+        return None
+    if not all(_fits(record.get(key), kind) or (key in OPTIONAL and record.get(key) is None)
+               for key, kind in FIELDS.items()):
+        return None
+    return record if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", record["host"]) else None
+
+
+def _fits(value, kind: type) -> bool:
+    if kind is float:  # any finite JSON number
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return type(value) is kind
 
 
 def lock_held(lock_file: str | Path) -> bool:

@@ -1,6 +1,7 @@
 """`ssmpipe status`: a 5,000-point sweep counted by state from a real store, fast; a real training process
 followed through training now, interrupted (killed) and done (rerun), by `status` and `status --watch`."""
 
+import json
 import math
 import subprocess
 import sys
@@ -149,3 +150,22 @@ def test_status_follows_a_shard_training_now_then_killed_then_rerun(tmp_path):
               for t in tables]
     order = [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
     assert order == ["to train", "training", "interrupted", "training", "ok"], shown
+
+
+def test_a_progress_record_is_read_back_and_anything_else_is_no_record(tmp_path):
+    written = progress.Progress(tmp_path, "s", [4, 6])
+    written.start()
+    for epoch in range(3):  # epochs 1 and 2 follow one another in this process: timed
+        written.epoch(0, {"epoch": epoch, "rows": [{"epoch": epoch, "train_loss": 2.0}, {"epoch": epoch,
+                                                                                          "train_loss": math.nan}]})
+    record = progress.read(tmp_path, "s")
+    assert (record["group"], record["groups"], record["epoch"], record["epochs"]) == (1, 2, 2, 4)
+    assert record["epochs_left"] == 2 + 6 and record["alive"] == 2 and record["train_loss"] == 2.0  # NaN left out
+    assert record["epoch_s"] > 0 and math.isclose(record["eta_s"], 8 * record["epoch_s"], rel_tol=1e-9)
+    for bad in ("not json", "[1, 2]", '{"epoch": 3}', json.dumps({**record, "epoch": "3"}),
+                json.dumps({**record, "pid": True}), json.dumps({**record, "host": "\u001b]0;owned\u0007"}),
+                json.dumps({**record, "started": None})):
+        progress.path(tmp_path, "s").write_text(bad)
+        assert progress.read(tmp_path, "s") is None, bad
+    written.done()
+    assert progress.read(tmp_path, "s") is None and not progress.path(tmp_path, "s").exists()
