@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 
+from ssmpipe import config as cfg
 from ssmpipe import progress, slurm, sweep
 from ssmpipe.store import STATUSES, Store
 
@@ -106,7 +107,8 @@ def _untrained_states(store: Store, config: dict, todo: list[str]) -> dict[str, 
     """Shard -> (state, its SLURM job or None) for shards not trained yet."""
     # SLURM's view, for a sweep on SLURM or a store some sweep submitted jobs from (its <sweep>/slurm/ log folder):
     # the store's shared poll (jobs.json, renewed by the waiting train jobs) when fresh, else one squeue
-    on_slurm = bool(todo) and (config["launcher"] == "slurm" or any(Path(config["results"]).glob("*/slurm")))
+    on_slurm = bool(todo) and (config["launcher"] == "slurm" or any(
+        p.parent.name not in cfg.RESERVED for p in Path(config["results"]).glob("*/slurm")))  # not store/slurm/
     live = slurm.live_jobs(config["results"], todo, config["slurm"]["poll_s"]) if on_slurm else {}
     out = {}
     for shard in todo:
