@@ -1,8 +1,10 @@
 """The `ssmpipe` command's shape: every subcommand takes the sweep's config file (the rules' `--results=R -- NAME`
 form still works), `--version`, and every user mistake is one line on stderr with a non-zero exit."""
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -141,3 +143,20 @@ def test_every_user_mistake_is_one_line_and_a_non_zero_exit(trained, tmp_path):
         assert lines[0].startswith("ssmpipe") and says in lines[0], (args, lines[0])
     assert not list(trained.rglob("escape*"))  # the shard id was refused before any lock file was made
     assert yaml.safe_load((folder / "exps.yaml").read_text())["experiments"] == ["config.yaml", "other.yaml"]
+
+
+def test_ctrl_c_stops_status_watch_with_exit_0(tmp_path):
+    configfile = write_config(tmp_path, tiny_config())  # never trained: --watch would go on forever
+    with open(tmp_path / "watch.out", "w") as out:
+        watch = subprocess.Popen([sys.executable, "-m", "ssmpipe", "status", "--watch", "--interval=0.2",
+                                  str(configfile)], cwd=tmp_path, stdout=out, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while (tmp_path / "watch.out").read_text().count("to train") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # two tables drawn
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=60)
+    finally:
+        watch.kill()
+    assert watch.returncode == 0 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert (tmp_path / "watch.out").read_text().count("sweep 'tiny': 8 points in 2 shards (0 trained)") >= 2
