@@ -1,7 +1,11 @@
 """The `ssmpipe` command: what every Snakemake rule calls, and what users call by hand.
 
-A mistake of the user's (a bad config, a missing or corrupt file, an unknown sweep) is one
-line on stderr, `ssmpipe: ...`, and exit status 2; anything else keeps its traceback.
+Every subcommand but `data` (the workflow's step that builds one data set) takes the
+sweep's config file (one with `experiments:` stands for each of its sweeps); `report`,
+`aggregate`, `papers` and `train` also take `--results=R -- NAME`, the form the Snakemake
+rules call. A mistake of the user's (a bad config, a missing or
+corrupt file, an unknown sweep, a bad option) is one line on stderr, `ssmpipe: ...`, and
+a non-zero exit status (2); anything else keeps its traceback.
 """
 
 from __future__ import annotations
@@ -9,9 +13,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
+import ssmpipe
 from ssmpipe import config as cfg
 
 
@@ -20,8 +26,10 @@ def cmd_validate(args) -> int:
 
     for config in cfg.load_sweeps(args.config):  # the tune: section's check included
         plan = sweep.plan(config, write=False)
-        print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points, "
-              f"{len(plan.shards)} shards, {len(plan.pending)} still to train")
+        pending = set(plan.pending)
+        to_train = sum(shard in pending for shard in plan.shard_of.values())
+        print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points in "
+              f"{len(plan.shards)} shards, {to_train} points still to train (in {len(pending)} shards)")
         if config.get("tune"):
             from ssmpipe import tune
 
@@ -33,19 +41,38 @@ def cmd_validate(args) -> int:
 def cmd_status(args) -> int:
     from ssmpipe import status
 
-    print("\n".join(status.render(status.sweep_status(c)) for c in cfg.load_sweeps(args.config)))
+    configs = cfg.load_sweeps(args.config)
+    if not args.watch:
+        print("\n".join(status.render(status.sweep_status(c)) for c in configs))
+        return 0
+    try:
+        status.watch(configs, args.interval)
+    except KeyboardInterrupt:  # Ctrl-C: the user has seen enough
+        print()
     return 0
 
 
 def cmd_data(args) -> int:
     from ssmpipe import data
 
-    spec = json.loads(args.spec)
+    try:
+        spec = json.loads(args.spec)
+    except ValueError as e:
+        raise cfg.InputError(f"--spec {args.spec!r} is not JSON ({e})") from None
     data.save(data.build(spec), args.out)
     return 0
 
 
 def cmd_train(args) -> int:
+    if args.results is None:  # the config form: plan the sweeps (as Snakemake does), then train each shard here
+        return train_config(args)
+    if len(args.shards) != 1:
+        raise cfg.InputError(f"--results {args.results!r}: give one shard id after it (got {len(args.shards)})")
+    args.shard = args.shards[0]
+    spec = results_root(args.results) / "store" / "specs" / f"{args.shard}.json"
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.shard) or not spec.is_file():
+        raise cfg.InputError(f"shard {args.shard!r}: no such shard under {args.results!r} (no {str(spec)!r}; "
+                             "the workflow plans shards, or `ssmpipe train CONFIG`)")
     if args.slurm:
         from ssmpipe import slurm
 
@@ -66,20 +93,47 @@ def cmd_train(args) -> int:
     return 0
 
 
+def train_config(args) -> int:
+    """`ssmpipe train CONFIG`: every shard the config's sweeps still need, one after another in this process."""
+    import torch
+
+    from ssmpipe import sweep
+    from ssmpipe.train import train_shard
+
+    if not args.shards:
+        raise cfg.InputError("train: give a sweep config file, or --results=RESULTS -- SHARD")
+    if args.slurm or len(args.shards) > 1:
+        raise cfg.InputError(f"train {' '.join(args.shards)}: with a config file, no shard ids and no --slurm "
+                             "(those go with --results=RESULTS -- SHARD, the form the workflow calls)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for config in cfg.load_sweeps(args.shards[0]):
+        plan = sweep.plan(config)  # writes the shard specs and the manifest, as the workflow does
+        for shard in plan.pending:
+            train_shard(config["results"], shard, args.device)
+        print(f"sweep {config['sweep']!r}: {len(plan.pending)} shards trained, {len(plan.shards)} in all")
+    return 0
+
+
 def cmd_aggregate(args) -> int:
     from ssmpipe.store import Store, aggregate
 
-    store = Store(args.results)
-    manifest = sweep_dir(args.results, args.sweep) / "points.json"
-    if not manifest.is_file():
-        raise cfg.InputError(f"{str(manifest)!r} does not exist: the workflow writes it when it plans the sweep")
-    try:
-        json.loads(manifest.read_text())
-    except ValueError as e:
-        raise cfg.InputError(f"{str(manifest)!r} is not JSON ({e})") from None
-    out = args.out or store.sweep_dir(args.sweep) / "runs.parquet"
-    table = aggregate(store, args.sweep, out)
-    print(f"{out}: {table.num_rows} rows")
+    named = targets(args)
+    if args.out and len(named) > 1:
+        raise cfg.InputError(f"--out {args.out!r}: one file, but {args.target!r} names {len(named)} sweeps")
+    for results, name in named:
+        store = Store(results)
+        manifest = Path(results) / name / "points.json"
+        if not manifest.is_file():
+            raise cfg.InputError(f"{str(manifest)!r} does not exist: the workflow writes it when it plans the sweep "
+                                 "(snakemake --configfile CONFIG, or ssmpipe train CONFIG)")
+        try:
+            json.loads(manifest.read_text())
+        except ValueError as e:
+            raise cfg.InputError(f"{str(manifest)!r} is not JSON ({e})") from None
+        out = args.out or store.sweep_dir(name) / "runs.parquet"
+        table = aggregate(store, name, out)
+        print(f"{out}: {table.num_rows} rows")
     return 0
 
 
@@ -104,15 +158,25 @@ def cmd_report(args) -> int:
     from ssmpipe.report import build_report
     from ssmpipe.store import Store
 
-    sweep_dir(args.results, args.sweep)
-    out = build_report(Store(args.results), args.sweep)
-    print(f"report: {out}")
+    named = targets(args, studies=True)
+    ready = [(results, name) for results, name in named if (Path(results) / name / "runs.parquet").is_file()]
+    for results, name in named:  # a config's sweeps (or study) not run yet: skipped, unless none has run
+        if (results, name) not in ready:
+            why = (f"sweep {name!r} has no table yet ({str(Path(results) / name / 'runs.parquet')!r}): run it first "
+                   f"(snakemake --configfile CONFIG), or `ssmpipe aggregate` if its shards are trained")
+            if not ready:
+                raise cfg.InputError(why)
+            print(f"ssmpipe: {why}; skipped", file=sys.stderr)
+    for results, name in ready:
+        print(f"report: {build_report(Store(results), name)}")
     return 0
 
 
 def cmd_papers(args) -> int:
     from ssmpipe.report.papers import build_papers_page
 
+    if args.results is None and all(name.endswith((".yaml", ".yml")) for name in args.sweeps):
+        args.results, args.sweeps = papers_of(args.sweeps)  # config files: their sweeps, under their results root
     root = results_root(args.results)
     for name in args.sweeps:  # an experiment file names its sweep; a sweep name must be one under --results
         if not name.endswith((".yaml", ".yml")):
@@ -121,10 +185,50 @@ def cmd_papers(args) -> int:
     return 0
 
 
+def targets(args, studies: bool = False) -> list[tuple[str, str]]:
+    """(results root, sweep name) pairs: `--results=R -- NAME`, or each sweep of the config file args.target
+    (with studies, a tune: section's study too)."""
+    if args.results is not None:
+        sweep_dir(args.results, args.target)
+        return [(args.results, args.target)]
+    if not args.target.endswith((".yaml", ".yml")) and not Path(args.target).exists():
+        raise cfg.InputError(f"{args.target!r}: give the sweep's config file, or --results=RESULTS -- {args.target}")
+    named = []
+    for config in cfg.load_sweeps(args.target):
+        named.append((config["results"], config["sweep"]))
+        if studies and config.get("tune"):
+            from ssmpipe import tune
+
+            named.append((config["results"], tune.study_name(config)))
+    return named
+
+
+def papers_of(files: list[str]) -> tuple[str, list[str]]:
+    """The results root and the items (a sweep's name once it is planned, else its config file) of the sweeps
+    these config files stand for."""
+    import yaml
+
+    from ssmpipe.store import Store
+
+    items, roots = [], set()
+    for path in files:
+        configs = cfg.load_sweeps(path)
+        listed = yaml.safe_load(Path(path).read_text()).get("experiments") or [path] * len(configs)
+        for config, source in zip(configs, listed):
+            roots.add(config["results"])
+            planned = Store(config["results"]).config_path(config["sweep"]).is_file()
+            items.append(config["sweep"] if planned else source)
+    if len(roots) > 1:
+        raise cfg.InputError(f"{', '.join(files)}: the sweeps name several results roots ({sorted(roots)}); "
+                             "give one with --results")
+    return roots.pop(), items
+
+
 def results_root(results: str | None) -> Path:
     """The results root, or an InputError: not given, or no folder."""
     if results is None:
-        raise cfg.InputError("--results=RESULTS is required (the results root holding the sweeps)")
+        raise cfg.InputError("--results=RESULTS is required (the results root holding the sweeps), unless config "
+                             "files are given")
     root = Path(results)
     if not root.is_dir():
         raise cfg.InputError(f"--results {results!r}: " + ("a file, not a folder" if root.exists() else
@@ -142,37 +246,63 @@ def sweep_dir(results: str, name: str) -> Path:
     return root / name
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage mistake as one line (which subcommand, what is wrong, where help is) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
+def interval(text: str) -> float:
+    """--interval: seconds between two redraws, a number from 0.1 to 86400."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.1 <= value <= 86400:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds from 0.1 to 86400")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ssmpipe", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="ssmpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ssmpipe {ssmpipe.__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    config_help = "the sweep's YAML config (with experiments:, each of its sweeps)"
+    results_help = "results root holding the sweep; the positional is then a sweep name (the workflow's form)"
 
     s = sub.add_parser("validate", help="check a sweep config and say what it would train")
-    s.add_argument("config", help="YAML sweep config")
+    s.add_argument("config", help=config_help)
     s.set_defaults(func=cmd_validate)
 
-    s = sub.add_parser("status", help="count a sweep's points by state: trained (ok/diverged/failed), "
-                       "running/queued/failed on SLURM, interrupted, to train")
-    s.add_argument("config", help="YAML sweep config (or its snapshot <results>/<sweep>/config.yaml)")
+    s = sub.add_parser("status", help="where a sweep stands: points by state (trained ok/diverged/failed, training "
+                       "now, queued, job failed, interrupted, to train), each training shard's epoch, loss and ETA")
+    s.add_argument("config", help=config_help + ", or its snapshot <results>/<sweep>/config.yaml")
+    s.add_argument("--watch", action="store_true", help="redraw the table every --interval seconds until every "
+                   "point is trained (Ctrl-C stops; not on a terminal: one table after another)")
+    s.add_argument("--interval", type=interval, default=5.0, metavar="S", help="seconds between redraws (default 5)")
     s.set_defaults(func=cmd_status)
 
-    s = sub.add_parser("data", help="build one data set into its cache file")
+    s = sub.add_parser("data", help="build one data set into its cache file (the workflow's data rule)")
     s.add_argument("--spec", required=True, help="the data spec as JSON (task settings and seq_len)")
     s.add_argument("out", help="the .npz file to write")
     s.set_defaults(func=cmd_data)
 
-    s = sub.add_parser("train", help="train one shard of sweep points, resuming from its checkpoint")
-    s.add_argument("--results", required=True, help="results root holding the store")
+    s = sub.add_parser("train", help="train what a sweep config still needs here, one shard after another; or, "
+                       "with --results, one shard (resuming from its checkpoint)")
+    s.add_argument("--results", help="results root holding the store; the positional is then a shard id")
     s.add_argument("--device", help="torch device (default, and on SLURM: cuda when present, else cpu)")
     s.add_argument("--threads", type=int, help="torch CPU threads (on SLURM: slurm.cpus_per_task)")
-    s.add_argument("--slurm", metavar="CONFIG", help="train as a SLURM job (through submitit) with the requests "
-                   "of CONFIG's slurm: section, and wait for it; logs in <results>/<sweep>/slurm/")
-    s.add_argument("shard", help="shard id (its spec is <results>/store/specs/<shard>.json)")
+    s.add_argument("--slurm", metavar="CONFIG", help="train the shard as a SLURM job (through submitit) with the "
+                   "requests of CONFIG's slurm: section, and wait for it; logs in <results>/<sweep>/slurm/")
+    s.add_argument("shards", nargs="*", metavar="CONFIG|SHARD",
+                   help=config_help + "; with --results: the shard id (its spec is <results>/store/specs/<shard>.json)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("aggregate", help="gather a sweep's rows from the store into one Parquet table")
-    s.add_argument("--results", required=True, help="results root holding the store")
+    s.add_argument("--results", help=results_help)
     s.add_argument("--out", help="output file (default <results>/<sweep>/runs.parquet)")
-    s.add_argument("sweep", help="sweep name")
+    s.add_argument("target", metavar="CONFIG|SWEEP", help=config_help)
     s.set_defaults(func=cmd_aggregate)
 
     s = sub.add_parser("tune", help="run (or resume) the config's tune: study with Ray Tune; trials' rows go to "
@@ -184,17 +314,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cpus", type=int, help="CPUs Ray may use here (default: all; on SLURM: slurm.cpus_per_task)")
     s.set_defaults(func=cmd_tune)
 
-    s = sub.add_parser("report", help="build a sweep's (or a tune study's) HTML report from its table")
-    s.add_argument("--results", required=True, help="results root holding the sweep")
-    s.add_argument("sweep", help="sweep or study name")
+    s = sub.add_parser("report", help="build a sweep's (and a tune: study's) HTML report from its table")
+    s.add_argument("--results", help=results_help + " (or a study's)")
+    s.add_argument("target", metavar="CONFIG|SWEEP", help=config_help)
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("papers", help="build the reproduction page (default <results>/papers/index.html): each "
                        "paper's claims, their verdicts in each experiment, the papers' values, from the store alone")
-    s.add_argument("--results", help="results root holding the sweeps (required)")
+    s.add_argument("--results", help="results root holding the sweeps; then each SWEEP is a sweep name or an "
+                   "experiment's config file (without it: config files, e.g. config/papers.yaml)")
     s.add_argument("--out", help="the HTML file to write (default <results>/papers/index.html)")
-    s.add_argument("sweeps", nargs="+", metavar="SWEEP", help="sweep name, or experiment config file (.yaml: its "
-                   "sweep:); one not run yet shows as such")
+    s.add_argument("sweeps", nargs="+", metavar="CONFIG|SWEEP", help="config file (with experiments:, each of its "
+                   "sweeps), or with --results a sweep name or experiment config file; one not run yet shows as such")
     s.set_defaults(func=cmd_papers)
     return p
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from ssmpipe import data
+from ssmpipe import progress as live
 from ssmpipe.atomic import atomic_path
 from ssmpipe.measures import measure_packed
 from ssmpipe.models import PackedModel, build_model, init_from_data
@@ -130,7 +131,8 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
                              measured[k]))
         checkpoint(state(0))
 
-    bar = tqdm(range(start, E + 1), desc=progress_desc, initial=start - 1, total=E, mininterval=2.0)
+    bar = tqdm(range(start, E + 1), desc=progress_desc, initial=start - 1, total=E, mininterval=2.0,
+               disable=None)  # a bar on a terminal only; in a log file, the log line of each epoch
     for epoch in bar:
         alive = torch.tensor([s == "ok" for s in status], device=device)
         if not alive.any():
@@ -298,6 +300,10 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
         p = {**p, "shard": shard}
         groups.setdefault(pack_key(p["settings"]), []).append(p)
     log.info("shard %s: %d points in %d packed groups on %s", shard, len(spec["points"]), len(groups), dev)
+    order = sorted(groups)
+    progress = live.Progress(store.root, shard, [groups[k][0]["settings"]["train"]["epochs"] for k in order])
+    at = state.get("current") or {"group": next((k for k in order if k not in state["finished"]), order[-1]), "epoch": 0}
+    progress.start(order.index(at["group"]), at["epoch"])
 
     for i, (key, points) in enumerate(sorted(groups.items())):
         if key in state["finished"]:
@@ -305,9 +311,10 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
         current = state.get("current")
         resume = current if current and current["group"] == key else None
 
-        def checkpoint(group_state, key=key):
+        def checkpoint(group_state, key=key, i=i):
             state["current"] = {"group": key, **group_state}
             _save(state, ckpt_path)
+            progress.epoch(i, group_state)
 
         try:
             arrays = ensure_data(store, data.spec_of(points[0]["settings"]))
@@ -335,6 +342,7 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
         raise TrainIOError(f"shard {shard}: I/O error writing its rows ({e}); its checkpoint {ckpt_path} is kept: "
                            f"rerun to continue") from e
     ckpt_path.unlink(missing_ok=True)
+    progress.done()
     counts = {s: len({r["run_id"] for r in rows if r["status"] == s}) for s in ("ok", "diverged", "failed")}
     log.info("shard %s: wrote %d rows to %s (%s)", shard, len(rows), store.runs_path(shard), counts)
     return len(rows)
