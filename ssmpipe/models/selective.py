@@ -29,10 +29,11 @@ BLOCK_STATE = 2**18  # elements of a (T C B d N) block tensor (1 MiB in float32)
 
 
 def to_blocks(x: torch.Tensor, T: int, C: int) -> torch.Tensor:
-    """(L ...) -> (K T C ...): blocks of C chunks of T steps, step k·CT + c·T + t at [k, t, c], zero-padded at the end.
-    Zero steps are the identity of the recurrence (Δ = 0: Ā = 1, Δ B u = 0) and add nothing to any gradient."""
-    K = -(-x.shape[0] // (T * C))
-    x = torch.cat([x, x.new_zeros(K * T * C - x.shape[0], *x.shape[1:])])       # (K·C·T ...)
+    """(L ...) -> (K T C ...): blocks of C chunks of T steps, step k·CT + c·T + t at [k, t, c], zero-padded at the end
+    (a padded step of u has B u = 0, so it changes no state before it, nor, its gradient being 0, any gradient)."""
+    K, pad = -(-x.shape[0] // (T * C)), -x.shape[0] % (T * C)
+    if pad:
+        x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])                       # (K·C·T ...)
     return x.unflatten(0, (K, C, T)).transpose(1, 2).contiguous()               # (K T C ...)
 
 
@@ -72,17 +73,16 @@ def _chunk_ends(a: torch.Tensor, b: torch.Tensor, reverse: bool) -> torch.Tensor
     return h
 
 
-def _flushed_exp(z: torch.Tensor) -> torch.Tensor:
-    """e^z, but 0 where e^z is below e·(smallest normal number) (an absolute change < 3.3e-38 in float32, 6.1e-308
-    in float64): exp's slow path for subnormal results costs ~30× per element on CPU, and chunk products often
-    reach it."""
-    floor = math.log(torch.finfo(z.dtype).tiny) + 1
-    return torch.exp(z.clamp(min=floor)).masked_fill_(z < floor, 0)
+def _product_exp(z: torch.Tensor) -> torch.Tensor:
+    """e^z for a product of many Ā, with z clamped below at 1 + the log of the smallest normal number: e^z then
+    changes by less than 3.3e-38 in float32 (6.1e-308 in float64), and exp's slow path for subnormal results
+    (~30-50× per element on CPU), which chunk products would nearly always take, is never taken."""
+    return torch.exp(z.clamp(min=math.log(torch.finfo(z.dtype).tiny) + 1))
 
 
 def _decays(delta: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Ā_t = e^{Δ_t A} (T C B d N) and the chunk products Π_t Ā_t = e^{A Σ_t Δ_t} (C B d N), from Δ (T C B), A (d N)."""
-    return (delta[..., None, None] * A).exp_(), _flushed_exp(delta.sum(0)[..., None, None] * A)
+    return (delta[..., None, None] * A).exp_(), _product_exp(delta.sum(0)[..., None, None] * A)
 
 
 def _run(a: torch.Tensor, x: torch.Tensor, x_in: torch.Tensor) -> None:
@@ -175,11 +175,10 @@ class Selective(nn.Module):
         """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks."""
         L = u.shape[1]
         T, C = self.chunking(L, u.shape[0] * self.A.numel())
-        u_t = u.transpose(0, 1)                                                  # (L B d)
-        delta = F.softplus(self.p + u_t @ self.q)                                # (L B)
-        B_t, C_t = u_t @ self.W_B.T, u_t @ self.W_C.T                            # (L B N)
-        blocks = [to_blocks(v, T, C) for v in (delta, B_t, C_t, u_t)]            # (K T C ...)
-        y, _ = _SelectiveScan.apply(blocks[0], self.A, *blocks[1:])              # (K T C B d)
+        u_b = to_blocks(u.transpose(0, 1), T, C)                                 # (K T C B d)
+        delta = F.softplus(self.p + u_b @ self.q)                                # (K T C B)
+        B_t, C_t = u_b @ self.W_B.T, u_b @ self.W_C.T                            # (K T C B N)
+        y, _ = _SelectiveScan.apply(delta, self.A, B_t, C_t, u_b)                # (K T C B d)
         return from_blocks(y, L).transpose(0, 1)                                 # (B L d)
 
 
