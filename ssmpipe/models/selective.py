@@ -9,14 +9,16 @@ W_B, W_C ~ N(0,1) of shape (N d); q ~ N(0,1) of shape (d); p ~ N(0,1) of shape (
 (the paper's heads read y directly). Not offered: its use_delta=False (Δ ≡ 1) and fix_sA=True (A frozen at s_A).
 A is unconstrained: training may move s_A = max A either way, and s_A > 0 makes x_t grow like e^{s_A Σ Δ}.
 
-The scan is a two-pass chunked scan, `_SelectiveScan`: time is cut into C chunks of T steps laid out (T C ...), so a
-Python loop over the T steps of a chunk advances all C chunks at once (one op on a (C B d N) slice per step);
-pass 1 finds each chunk's end state from a zero start, a short loop over the C chunks carries the state across
-(x_in[c+1] = e^{A ΣΔ_chunk c} x_in[c] + h_c), pass 2 reruns the chunks from their true start states, in place.
-O(L) work, 2T + C Python steps instead of L. Backward is the adjoint scan done the same way (reverse time), with
-all parameter gradients in closed form, so autograd never stores per-step tensors; Ā_t is recomputed, not stored.
-Products of Ā over a chunk are e^{A·ΣΔ}, which overflow only where the recurrence itself does.
-`selective_loop` is the step-by-step reference.
+The scan, `_SelectiveScan`, runs blocks of steps in turn (state carried over), each block cut into C chunks of T
+steps laid out (T C ...), so that one op on a (C B d N) slice advances all C chunks by a step: pass 1 finds each
+chunk's end state from a zero start, a loop over the C chunks carries the state across (x_in[c+1] = e^{A·ΣΔ_c}
+x_in[c] + h_c), pass 2 reruns the chunks from their true start states. O(L) work, about 3T + C ops per block instead
+of one per step. On CPU a block holds BLOCK_STATE state elements, so that its passes stay in cache; on CUDA one
+block holds up to 2^26 (one for most sequences: there launches, not bytes, cost). The forward keeps only the chunk
+start states; the backward recomputes each block's states from them and runs the adjoint scan the same way in reverse
+time, with every gradient in closed form, so no (L B d N) tensor is stored or written to memory.
+Chunk products e^{A·ΣΔ} overflow only where the states of that chunk do; they are clamped below e·(smallest
+normal number) (`_product_exp`). `selective_loop` is the step-by-step reference.
 """
 
 import math
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-BLOCK_STATE = 2**18  # elements of a (T C B d N) block tensor (1 MiB in float32): what a pass keeps in cache
+BLOCK_STATE = {"cpu": 2**18, "cuda": 2**26}  # elements of a (T C B d N) block: 1 MiB float32 stays in a CPU's cache
 
 
 def to_blocks(x: torch.Tensor, T: int, C: int) -> torch.Tensor:
@@ -65,7 +67,7 @@ def _carry(h: torch.Tensor, P: torch.Tensor, s: torch.Tensor, reverse: bool) -> 
 def _chunk_ends(a: torch.Tensor, b: torch.Tensor, reverse: bool) -> torch.Tensor:
     """Pass 1: each chunk's final state from a zero start (reverse: its state at step 0). a, b: (T C ...) (a may be a
     list of T (C ...) tensors) -> (C ...).
-    In place on one (C ...) buffer: a fresh tensor per step costs more than the step on CPU (page faults)."""
+    In place on one (C ...) buffer."""
     steps = range(len(a))
     h = (b[-1] if reverse else b[0]).clone()
     for t in (reversed(steps[:-1]) if reverse else steps[1:]):
@@ -128,7 +130,8 @@ class _SelectiveScan(torch.autograd.Function):
             x = (delta[k, ..., None] * Bm[k])[..., None, :] * u[k, ..., None]    # (T C B d N)
             _run(a, x, starts[k])                                                # x_t, recomputed
             d_C = (gy[k, ..., None, :] @ x).squeeze(-2)                          # (T C B N) ∂C_t = Σ_i gy_t[i] x_t[i]
-            a_last, P = _decays(nxt[k, -1:], A)[0][0], _decays(nxt[k], A)[1]     # (C B d N) Ā_{t+1} at t = T−1, Π Ā_{t+1}
+            a_last = (nxt[k, -1, ..., None, None] * A).exp_()                    # (C B d N) Ā_{t+1} at t = T−1
+            P = _product_exp(nxt[k].sum(0)[..., None, None] * A)                 # (C B d N) Π_t Ā_{t+1}
             a_next = [a[t + 1] for t in range(a.shape[0] - 1)] + [a_last]        # T × (C B d N) Ā_{t+1}
             lam = gy[k, ..., None] * Cm[k, ..., None, :]                         # (T C B d N)
             lam_in, s = _carry(_chunk_ends(a_next, lam, True), P, s, True)       # (C B d N) λ at the next chunk's start
@@ -164,17 +167,17 @@ class Selective(nn.Module):
         """s_A = max Re λ(A) = max over the real diagonal A (a 0-dim tensor, differentiable)."""
         return self.A.max()
 
-    def chunking(self, L: int, state: int) -> tuple[int, int]:
-        """(T, C): chunks of T steps (`chunk`, or ≈ √ of a block's steps: it minimises the 2T + C Python steps of a
-        pass), C chunks to a block of ≈ BLOCK_STATE elements; state: elements per step (B d N)."""
-        steps = min(L, max(1, BLOCK_STATE // state))                             # steps per block
+    def chunking(self, L: int, state: int, device: torch.device) -> tuple[int, int]:
+        """(T, C): chunks of T steps (`chunk`, or ≈ √ of a block's steps: it balances the ~3T ops of the passes and
+        the C of the carry), C chunks to a block of ≈ BLOCK_STATE elements; state: elements per step (B d N)."""
+        steps = min(L, max(1, BLOCK_STATE.get(device.type, BLOCK_STATE["cpu"]) // state))  # steps per block
         T = min(L, self.chunk or max(1, math.isqrt(steps)))
         return T, max(1, steps // T)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks."""
         L = u.shape[1]
-        T, C = self.chunking(L, u.shape[0] * self.A.numel())
+        T, C = self.chunking(L, u.shape[0] * self.A.numel(), u.device)
         u_b = to_blocks(u.transpose(0, 1), T, C)                                 # (K T C B d)
         delta = F.softplus(self.p + u_b @ self.q)                                # (K T C B)
         B_t, C_t = u_b @ self.W_B.T, u_b @ self.W_C.T                            # (K T C B N)
