@@ -12,8 +12,8 @@ A is unconstrained: training may move s_A = max A either way, and s_A > 0 makes 
 The scan, `_SelectiveScan`, runs blocks of steps in turn (state carried over), each block cut into C chunks of T
 steps laid out (T C ...), so that one op on a (C B d N) slice advances all C chunks by a step: pass 1 finds each
 chunk's end state from a zero start, a loop over the C chunks carries the state across (x_in[c+1] = e^{A·ΣΔ_c}
-x_in[c] + h_c), pass 2 reruns the chunks from their true start states. O(L) work, about 3T + C ops per block instead
-of one per step. On CPU a block holds BLOCK_STATE state elements, so that its passes stay in cache; on CUDA one
+x_in[c] + h_c), pass 2 reruns the chunks from their true start states. O(L) work in about 4T + C ops per block,
+not one per step. On CPU a block holds BLOCK_STATE state elements, so that its passes stay in cache; on CUDA one
 block holds up to 2^26 (one for most sequences: there launches, not bytes, cost). The forward keeps only the chunk
 start states; the backward recomputes each block's states from them and runs the adjoint scan the same way in reverse
 time, with every gradient in closed form, so no (L B d N) tensor is stored or written to memory.
@@ -168,7 +168,7 @@ class Selective(nn.Module):
         return self.A.max()
 
     def chunking(self, L: int, state: int, device: torch.device) -> tuple[int, int]:
-        """(T, C): chunks of T steps (`chunk`, or ≈ √ of a block's steps: it balances the ~3T ops of the passes and
+        """(T, C): chunks of T steps (`chunk`, or ≈ √ of a block's steps: it balances the ~4T ops of the passes and
         the C of the carry), C chunks to a block of ≈ BLOCK_STATE elements; state: elements per step (B d N)."""
         steps = min(L, max(1, BLOCK_STATE.get(device.type, BLOCK_STATE["cpu"]) // state))  # steps per block
         T = min(L, self.chunk or max(1, math.isqrt(steps)))
