@@ -1,5 +1,6 @@
-"""The selective SSM layer (SPEC 001): chunked scan against the step-by-step loop (float64, values and gradients),
-exact spectral abscissa at init, vmap over stacked layers, long sequences, the S₂ closed form."""
+"""The selective SSM layer (SPEC 001): the blocked, chunked scan against the step-by-step loop (float64, values and
+gradients; one block and several, lengths not a multiple of a chunk or block, s_A > 0), exact spectral abscissa at
+init, vmap over stacked layers, long sequences, the S₂ closed form."""
 
 import contextlib
 
@@ -8,7 +9,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from ssmpipe.models.packing import PackedModel
-from ssmpipe.models.selective import Selective, scan, selective_loop
+from ssmpipe.models.selective import Selective, selective_loop
 from ssmpipe.theory import s2
 
 
@@ -28,7 +29,7 @@ def grads(y, g, inputs):
 
 @pytest.mark.parametrize("s_A", [-0.1, 0.0, 0.1])
 @pytest.mark.parametrize("N,L,chunk", [(4, 1, 256), (4, 2, 256), (1, 5, 256), (4, 37, 256), (8, 300, 256),
-                                       (16, 50, 16), (4, 33, 8), (4, 8, 8), (2, 9, 1)])
+                                       (16, 50, 16), (4, 33, 8), (4, 8, 8), (2, 9, 1), (4, 37, None), (8, 300, None)])
 def test_scan_equals_loop(N, L, chunk, s_A):
     torch.manual_seed(N * 1000 + L)
     layer = Selective(3, N, s_A, chunk=chunk).double()
@@ -40,23 +41,44 @@ def test_scan_equals_loop(N, L, chunk, s_A):
     inputs = [u, *layer.parameters()]
     assert len(inputs) == 6                                                      # u, A, W_B, W_C, q, p
     for name, a, b in zip(["u", *dict(layer.named_parameters())], grads(y_fast, g, inputs), grads(y_ref, g, inputs)):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m: f"grad {name}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
-def test_scan_both_directions_against_loops():
-    torch.manual_seed(0)
-    for L in [1, 2, 3, 6, 7, 16, 31]:
-        a, b = torch.rand(L, 2, 3, dtype=torch.float64) * 1.2, torch.randn(L, 2, 3, dtype=torch.float64)
-        fwd, bwd, x = [], [None] * L, torch.zeros(2, 3, dtype=torch.float64)
-        for t in range(L):
-            x = a[t] * x + b[t]
-            fwd.append(x)
-        x = torch.zeros(2, 3, dtype=torch.float64)
-        for t in reversed(range(L)):
-            x = a[t] * x + b[t]
-            bwd[t] = x
-        torch.testing.assert_close(scan(a, b), torch.stack(fwd), rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(scan(a, b, reverse=True), torch.stack(bwd), rtol=1e-12, atol=1e-12)
+def blocks_of(layer, u):
+    """(K, T, C): the blocks and chunks `layer` cuts u (B L d) into."""
+    T, C = layer.chunking(u.shape[1], u.shape[0] * layer.A.numel(), u.device)
+    return -(-u.shape[1] // (T * C)), T, C
+
+
+@pytest.mark.parametrize("s_A", [-0.1, 0.1])
+@pytest.mark.parametrize("chunk", [None, 7])
+def test_several_blocks_equal_loop(s_A, chunk):
+    """d 16, N 16, batch 4: a block holds 256 steps on CPU, so L = 600 is 3 blocks, the last one padded."""
+    torch.manual_seed(7)
+    layer = Selective(16, 16, s_A, chunk=chunk).double()
+    u = torch.randn(4, 600, 16, dtype=torch.float64, requires_grad=True)
+    K, T, C = blocks_of(layer, u)
+    assert K == 3 and K * T * C > 600 and (chunk is None or T == chunk)
+    y_fast, y_ref = layer(u), selective_loop(layer, u)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-9)
+    g = torch.randn_like(y_ref)
+    inputs = [u, *layer.parameters()]
+    for name, a, b in zip(["u", *dict(layer.named_parameters())], grads(y_fast, g, inputs), grads(y_ref, g, inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+def test_backward_twice_gives_the_same_gradients():
+    """The backward works in place on its own buffers only: a second backward through the same graph agrees."""
+    torch.manual_seed(3)
+    layer = Selective(16, 16, 0.05, chunk=5).double()
+    u = torch.randn(4, 300, 16, dtype=torch.float64, requires_grad=True)
+    assert blocks_of(layer, u)[0] == 2
+    y = layer(u)
+    g = torch.randn_like(y)
+    inputs = [u, *layer.parameters()]
+    first = torch.autograd.grad((y * g).sum(), inputs, retain_graph=True)
+    for a, b in zip(first, torch.autograd.grad((y * g).sum(), inputs)):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_large_inputs_stay_exact_and_finite():
@@ -109,6 +131,18 @@ def test_vmap_over_stacked_layers_equals_one_by_one():
     for name, p in packed.params.items():
         for k, layer in enumerate(layers):
             torch.testing.assert_close(p.grad[k], layer.get_parameter(name).grad, rtol=1e-8, atol=1e-10)
+
+
+def test_vmap_over_several_blocks_equals_one_by_one():
+    torch.manual_seed(1)
+    layers = [Selective(16, 16, s_A).double() for s_A in (-0.1, 0.1)]
+    x = torch.randn(2, 4, 600, 16, dtype=torch.float64)                          # (K B L d)
+    assert blocks_of(layers[0], x[0])[0] == 3
+    params, buffers = stack_module_state(layers)
+    base = Selective(16, 16).to("meta")
+    y = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)))(params, buffers, x)
+    torch.testing.assert_close(y, torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)]),
+                               rtol=1e-6, atol=1e-9)
 
 
 def test_long_sequence_stays_finite():

@@ -9,62 +9,149 @@ W_B, W_C ~ N(0,1) of shape (N d); q ~ N(0,1) of shape (d); p ~ N(0,1) of shape (
 (the paper's heads read y directly). Not offered: its use_delta=False (Δ ≡ 1) and fix_sA=True (A frozen at s_A).
 A is unconstrained: training may move s_A = max A either way, and s_A > 0 makes x_t grow like e^{s_A Σ Δ}.
 
-The forward pass runs chunks of 256 steps in turn (state carried over); within a chunk an odd–even (cyclic-reduction)
-scan over time, `scan`: no Python loop over steps, O(L) work, log₂(256) = 8 levels, backward by the adjoint scan.
-It only multiplies the factors e^{Δ_t A} (never forms e^{+large}, not even for s_A > 0), so it overflows only where
-the recurrence itself does. `selective_loop` is the step-by-step reference.
+The scan, `_SelectiveScan`, runs blocks of steps in turn (state carried over), each block cut into C chunks of T
+steps laid out (T C ...), so that one op on a (C B d N) slice advances all C chunks by a step: pass 1 finds each
+chunk's end state from a zero start, a loop over the C chunks carries the state across (x_in[c+1] = e^{A·ΣΔ_c}
+x_in[c] + h_c), pass 2 reruns the chunks from their true start states. O(L) work in about 4T + C ops per block,
+not one per step. On CPU a block holds BLOCK_STATE state elements, so that its passes stay in cache; on CUDA one
+block holds up to 2^26 (one for most sequences: there launches, not bytes, cost). The forward keeps only the chunk
+start states; the backward recomputes each block's states from them and runs the adjoint scan the same way in reverse
+time, with every gradient in closed form, so no (L B d N) tensor is stored or written to memory.
+Chunk products e^{A·ΣΔ} overflow only where the states of that chunk do; they are clamped below e·(smallest
+normal number) (`_product_exp`). `selective_loop` is the step-by-step reference.
 """
 
+import math
+
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
+
+BLOCK_STATE = {"cpu": 2**18, "cuda": 2**26}  # elements of a (T C B d N) block: 1 MiB float32 stays in a CPU's cache
 
 
-def scan(a: torch.Tensor, b: torch.Tensor, reverse: bool = False) -> torch.Tensor:
-    """x_t = a_t ⊙ x_{t−1} + b_t along dim 0 (x_{−1} = 0; reverse: x_t = a_t ⊙ x_{t+1} + b_t, x_L = 0) by odd–even
-    reduction: fold each pair of steps into one, recurse on L/2 steps, fill in the others. a, b: (L ...) -> x: (L ...).
-    Only shape-dependent branching (vmap-safe); pairs by unflatten/unbind, not strided slices (their backward fills zeros)."""
-    L = a.shape[0]
-    if L == 1:
-        return b.clone()                                                         # a new tensor, as for L > 1
-    if L % 2:                                                                    # pad with the identity step (1, 0)
-        x = scan(torch.cat([a, torch.ones_like(a[:1])]), torch.cat([b, torch.zeros_like(b[:1])]), reverse)
-        return x.split([L, 1])[0]                                                # (L ...)
-    m, i, j = L // 2, int(reverse), 1 - int(reverse)                             # step i of a pair comes first
-    a_pair, b_pair = a.unflatten(0, (m, 2)).unbind(1), b.unflatten(0, (m, 2)).unbind(1)   # 2 × (m ...)
-    x_j = scan(a_pair[j] * a_pair[i], torch.addcmul(b_pair[j], a_pair[j], b_pair[i]), reverse)  # (m ...)
-    zero = torch.zeros_like(x_j[:1])
-    x_before = (torch.cat([x_j.split([1, m - 1])[1], zero]) if reverse           # (m ...) state entering step i
-                else torch.cat([zero, x_j.split([m - 1, 1])[0]]))
-    x_i = torch.addcmul(b_pair[i], a_pair[i], x_before)                          # (m ...)
-    return torch.stack([x_i, x_j] if j else [x_j, x_i], 1).flatten(0, 1)         # (L ...)
+def to_blocks(x: torch.Tensor, T: int, C: int) -> torch.Tensor:
+    """(L ...) -> (K T C ...): blocks of C chunks of T steps, step k·CT + c·T + t at [k, t, c], zero-padded at the end
+    (a padded step of u has B u = 0, so it changes no state before it, nor, its gradient being 0, any gradient)."""
+    K, pad = -(-x.shape[0] // (T * C)), -x.shape[0] % (T * C)
+    if pad:
+        x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])                       # (K·C·T ...)
+    return x.unflatten(0, (K, C, T)).transpose(1, 2).contiguous()               # (K T C ...)
 
 
-class _Scan(torch.autograd.Function):
-    """`scan` with the adjoint recurrence as backward: λ_t = g_t + a_{t+1} λ_{t+1}, ∂/∂b_t = λ_t, ∂/∂a_t = λ_t x_{t−1}.
-    Saves only a and x, instead of autograd's per-level intermediates."""
+def from_blocks(x: torch.Tensor, L: int) -> torch.Tensor:
+    """(K T C ...) -> (L ...), the inverse of `to_blocks`."""
+    return x.transpose(1, 2).flatten(0, 2)[:L]
+
+
+def _shift(v: torch.Tensor, step: int) -> torch.Tensor:
+    """v (K T C ...) -> v' with v'[time τ] = v[time τ + step] (step ±1), zero where τ + step is outside."""
+    K, T, C = v.shape[:3]
+    flat = from_blocks(v, K * T * C)                                             # (K·C·T ...) in time order
+    zero = torch.zeros_like(flat[:1])
+    flat = torch.cat([flat[1:], zero] if step == 1 else [zero, flat[:-1]])
+    return flat.unflatten(0, (K, C, T)).transpose(1, 2).contiguous()            # (K T C ...)
+
+
+def _carry(h: torch.Tensor, P: torch.Tensor, s: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """States entering each chunk: s_c = P_{c−1} s_{c−1} + h_{c−1} from s_0 = s, the state entering the block
+    (reverse: from the last chunk backwards). h, P: (C ...) chunk results from a zero start and chunk products of Ā,
+    s: (...) -> (C ...) and the state leaving the block (...)."""
+    out = []
+    for c in (reversed(range(h.shape[0])) if reverse else range(h.shape[0])):
+        out.append(s)
+        s = torch.addcmul(h[c], P[c], s)
+    return torch.stack(out[::-1] if reverse else out), s
+
+
+def _chunk_ends(a: torch.Tensor, b: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """Pass 1: each chunk's final state from a zero start (reverse: its state at step 0). a, b: (T C ...) (a may be a
+    list of T (C ...) tensors) -> (C ...).
+    In place on one (C ...) buffer."""
+    steps = range(len(a))
+    h = (b[-1] if reverse else b[0]).clone()
+    for t in (reversed(steps[:-1]) if reverse else steps[1:]):
+        h.mul_(a[t]).add_(b[t])
+    return h
+
+
+def _product_exp(z: torch.Tensor) -> torch.Tensor:
+    """e^z for a product of many Ā, with z clamped below at 1 + the log of the smallest normal number: e^z then
+    changes by less than 3.3e-38 in float32 (6.1e-308 in float64), and exp's slow path for subnormal results
+    (~30-50× per element on CPU), which chunk products would nearly always take, is never taken."""
+    return torch.exp(z.clamp(min=math.log(torch.finfo(z.dtype).tiny) + 1))
+
+
+def _decays(delta: torch.Tensor, A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ā_t = e^{Δ_t A} (T C B d N) and the chunk products Π_t Ā_t = e^{A Σ_t Δ_t} (C B d N), from Δ (T C B), A (d N)."""
+    return (delta[..., None, None] * A).exp_(), _product_exp(delta.sum(0)[..., None, None] * A)
+
+
+def _run(a: torch.Tensor, x: torch.Tensor, x_in: torch.Tensor) -> None:
+    """Pass 2, in place on x: b_t -> x_t = Ā_t x_{t−1} + b_t from the chunk start states x_in. a, x: (T C ...), x_in:
+    (C ...). a is kept (the backward reads Ā_{t+1} from it); Ā_t x_{t−1} is a small (C ...) temporary per step."""
+    for t in range(x.shape[0]):
+        x[t].add_(a[t] * (x_in if t == 0 else x[t - 1]))
+
+
+class _SelectiveScan(torch.autograd.Function):
+    """y = the scan, block after block (state carried), each block by chunks laid out (T C ...): inputs Δ (K T C B),
+    A (d N), B_t, C_t (K T C B N), u (K T C B d) -> y (K T C B d), plus the chunk start states (K C B d N), the only
+    state kept for backward (not differentiable), which recomputes each block's states x_t from them in cache.
+    Per-step ops are in place or on small (C B d N) tensors (mul_/add_: vmap has batching rules for them)."""
     generate_vmap_rule = True
 
     @staticmethod
-    def forward(a, b):
-        return scan(a, b)
+    def forward(delta, A, Bm, Cm, u):
+        s, ys, starts = torch.zeros(*u.shape[3:], A.shape[-1], dtype=u.dtype, device=u.device), [], []  # (B d N)
+        for k in range(delta.shape[0]):
+            a, P = _decays(delta[k], A)                                          # (T C B d N), (C B d N)
+            x = (delta[k, ..., None] * Bm[k])[..., None, :] * u[k, ..., None]    # (T C B d N) b_t = Δ_t B_t u_t
+            x_in, s = _carry(_chunk_ends(a, x, False), P, s, False)             # (C B d N), state leaving the block
+            _run(a, x, x_in)
+            ys.append((x @ Cm[k, ..., None]).squeeze(-1))                        # (T C B d) y_t = Σ_n C_t[n] x_t
+            starts.append(x_in)
+        return torch.stack(ys), torch.stack(starts)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        ctx.save_for_backward(inputs[0], output)
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
-    def backward(ctx, g):
-        a, x = ctx.saved_tensors                                                 # (L ...)
-        L = a.shape[0]
-        a_next = torch.cat([a.split([1, L - 1])[1], torch.ones_like(a[:1])])    # (L ...) a_{t+1}
-        lam = scan(a_next, g, reverse=True)                                      # (L ...)
-        x_prev = torch.cat([torch.zeros_like(x[:1]), x.split([L - 1, 1])[0]])   # (L ...) x_{t−1}
-        return lam * x_prev, lam
+    def backward(ctx, gy, _gs):
+        """Adjoint: λ_t = C_t ⊗ gy_t + Ā_{t+1} λ_{t+1}; ∂b_t = λ_t; Ā_t ∂Ā_t = w_t = λ_t Ā_t x_{t−1}, formed in the
+        pass as w_{t+1} = (Ā_{t+1} λ_{t+1}) ⊙ x_t (w_0 = 0, as x_{−1} = 0), over x's buffer once ∂C_t has read it."""
+        delta, A, Bm, Cm, u, starts = ctx.saved_tensors
+        nxt = _shift(delta, 1)                                                   # (K T C B) Δ_{t+1}
+        s, d_A, grads = torch.zeros_like(starts[0, 0]), torch.zeros_like(A), []  # s: λ entering from the next block
+        for k in reversed(range(delta.shape[0])):
+            a, _ = _decays(delta[k], A)                                          # (T C B d N)
+            x = (delta[k, ..., None] * Bm[k])[..., None, :] * u[k, ..., None]    # (T C B d N)
+            _run(a, x, starts[k])                                                # x_t, recomputed
+            d_C = (gy[k, ..., None, :] @ x).squeeze(-2)                          # (T C B N) ∂C_t = Σ_i gy_t[i] x_t[i]
+            a_last = (nxt[k, -1, ..., None, None] * A).exp_()                    # (C B d N) Ā_{t+1} at t = T−1
+            P = _product_exp(nxt[k].sum(0)[..., None, None] * A)                 # (C B d N) Π_t Ā_{t+1}
+            a_next = [a[t + 1] for t in range(a.shape[0] - 1)] + [a_last]        # T × (C B d N) Ā_{t+1}
+            lam = gy[k, ..., None] * Cm[k, ..., None, :]                         # (T C B d N)
+            lam_in, s = _carry(_chunk_ends(a_next, lam, True), P, s, True)       # (C B d N) λ at the next chunk's start
+            for t in reversed(range(lam.shape[0])):                              # pass 2: -> λ_t; x_t -> w_{t+1}
+                step = a_next[t] * (lam_in if t == lam.shape[0] - 1 else lam[t + 1])  # (C B d N) Ā_{t+1} λ_{t+1}
+                lam[t].add_(step)
+                x[t].mul_(step)
+            lam_B = (lam @ Bm[k, ..., None]).squeeze(-1)                         # (T C B d) Σ_n λ_t B_t[n]
+            d_A += (nxt[k].flatten() @ x.flatten(0, 2).flatten(1)).view_as(A)    # Σ_t Δ_t w_t
+            grads.append((x.flatten(-2) @ A.flatten(),                           # (T C B) ∂Δ_{t+1} via Ā
+                          (u[k] * lam_B).sum(-1),                                # (T C B) ∂Δ_t via b
+                          delta[k, ..., None] * (u[k, ..., None, :] @ lam).squeeze(-2),  # (T C B N) ∂B_t
+                          d_C,
+                          delta[k, ..., None] * lam_B))                          # (T C B d) ∂u_t
+        d_next, d_b, d_B, d_C, d_u = (torch.stack(g[::-1]) for g in zip(*grads))
+        return _shift(d_next, -1) + d_b, d_A, d_B, d_C, d_u
 
 
 class Selective(nn.Module):
-    def __init__(self, d_model: int, d_state: int, s_A: float = 0.0, A_spread: float = 10.0, chunk: int = 256):
+    def __init__(self, d_model: int, d_state: int, s_A: float = 0.0, A_spread: float = 10.0, chunk: int | None = None):
         super().__init__()
         d, N = d_model, d_state
         A = -A_spread * torch.rand(d, N) + s_A                                   # (d N), A ≤ s_A
@@ -74,29 +161,28 @@ class Selective(nn.Module):
         self.W_C = nn.Parameter(torch.randn(N, d))                               # (N d)
         self.q = nn.Parameter(torch.randn(d))                                    # (d)
         self.p = nn.Parameter(torch.randn(1))                                    # (1)
-        self.chunk = chunk                                                       # steps per scan (speed only)
+        self.chunk = chunk                                                       # steps per chunk T (speed only)
 
     def spectral_abscissa(self) -> torch.Tensor:
         """s_A = max Re λ(A) = max over the real diagonal A (a 0-dim tensor, differentiable)."""
         return self.A.max()
 
+    def chunking(self, L: int, state: int, device: torch.device) -> tuple[int, int]:
+        """(T, C): chunks of T steps (`chunk`, or ≈ √ of a block's steps: it balances the ~4T ops of the passes and
+        the C of the carry), C chunks to a block of ≈ BLOCK_STATE elements; state: elements per step (B d N)."""
+        steps = min(L, max(1, BLOCK_STATE.get(device.type, BLOCK_STATE["cpu"]) // state))  # steps per block
+        T = min(L, self.chunk or max(1, math.isqrt(steps)))
+        return T, max(1, steps // T)
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u: (B L d) -> y: (B L d). Chunks of `chunk` steps in turn, each by one `scan`, the state x carried over
-        (folded into the chunk's first step: b_0 += a_0 ⊙ x_in); chunking keeps the (T B d N) tensors in cache."""
-        u_t = u.transpose(0, 1)                                                  # (L B d)
-        delta = F.softplus(self.p + u_t @ self.q)                                # (L B)
-        B_t, C_t = u_t @ self.W_B.T, u_t @ self.W_C.T                            # (L B N)
-        x_in, ys = None, []
-        for dt, Bc, Cc, uc in zip(*(t.split(self.chunk) for t in (delta, B_t, C_t, u_t))):
-            a = torch.exp(dt[..., None, None] * self.A)                          # (T B d N)  Ā_t = exp(Δ_t A)
-            b = (dt[..., None] * Bc)[..., None, :] * uc[..., None]               # (T B d N)  Δ_t B_t u_t
-            if x_in is not None:
-                b0, b_rest = b.split([1, b.shape[0] - 1])
-                b = torch.cat([torch.addcmul(b0, a[:1], x_in), b_rest])
-            x = _Scan.apply(a, b)                                                # (T B d N)
-            ys.append((x * Cc[..., None, :]).sum(-1))                            # (T B d)  y_t = Σ_n C_t[n] x_t[:,n]
-            x_in = x.split([x.shape[0] - 1, 1])[1]                               # (1 B d N)
-        return torch.cat(ys).transpose(0, 1)                                     # (B L d)
+        """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks."""
+        L = u.shape[1]
+        T, C = self.chunking(L, u.shape[0] * self.A.numel(), u.device)
+        u_b = to_blocks(u.transpose(0, 1), T, C)                                 # (K T C B d)
+        delta = F.softplus(self.p + u_b @ self.q)                                # (K T C B)
+        B_t, C_t = u_b @ self.W_B.T, u_b @ self.W_C.T                            # (K T C B N)
+        y, _ = _SelectiveScan.apply(delta, self.A, B_t, C_t, u_b)                # (K T C B d)
+        return from_blocks(y, L).transpose(0, 1)                                 # (B L d)
 
 
 def selective_loop(layer: Selective, u: torch.Tensor) -> torch.Tensor:
@@ -111,4 +197,3 @@ def selective_loop(layer: Selective, u: torch.Tensor) -> torch.Tensor:
         x = torch.exp(dt * layer.A) * x + dt * B_t[:, t, None, :] * u[:, t, :, None]
         ys.append(torch.einsum("bdn,bn->bd", x, C_t[:, t]))
     return torch.stack(ys, 1)                                                    # (B L d)
-
