@@ -30,6 +30,32 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    """Write what planning decides: new shard specs, each sweep's points.json and config.yaml snapshot (the tune
+    study's config with --study); quarantine store files that fail their checks. What the workflow's plan job runs."""
+    from ssmpipe import sweep
+
+    if args.json:
+        try:
+            configs = [cfg.check(json.loads(text)) for text in args.config]
+        except ValueError as e:  # json's error; a ConfigError is an InputError, printed as such
+            if isinstance(e, cfg.InputError):
+                raise
+            raise cfg.ConfigError(f"--json: a config is not JSON ({e})") from None
+    else:
+        configs = [c for path in args.config for c in cfg.load_sweeps(path)]
+    for config in configs:
+        if args.study:
+            from ssmpipe import tune
+
+            tune.write_study_config(config)
+            continue
+        plan = sweep.plan(config, write=True)
+        print(f"sweep {config['sweep']!r}: {len(plan.points)} points, {len(plan.shards)} shards, "
+              f"{len(plan.pending)} to train")
+    return 0
+
+
 def cmd_status(args) -> int:
     from ssmpipe import status
 
@@ -149,6 +175,14 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a sweep config and say what it would train")
     s.add_argument("config", help="YAML sweep config")
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("plan", help="plan sweeps into the store: write new shard specs and each sweep's points.json "
+                       "and config.yaml, quarantine store files that fail their checks")
+    s.add_argument("--json", action="store_true", help="each CONFIG is a sweep config as JSON text, not a file")
+    s.add_argument("--study", action="store_true", help="write only the tune study's config "
+                   "(<results>/<study>/snakemake-config.yaml), rewritten only when it changes")
+    s.add_argument("config", nargs="+", help="YAML config file (experiments: plans each experiment's sweep)")
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("status", help="count a sweep's points by state: trained (ok/diverged/failed), "
                        "running/queued/failed on SLURM, interrupted, to train")
