@@ -23,7 +23,7 @@ TUNE_TARGETS = [STUDY_REPORT, *STUDY_CHANGED]
 rule study_config:
     """Write the study's config, only when it changes (`ssmpipe plan --study`)."""
     output:
-        STUDY_CONFIG,
+        update(STUDY_CONFIG),  # left alone where unchanged
         [touch(p) for p in STUDY_CHANGED],
     log:
         f"{STUDY_DIR}/logs/study_config.log",
