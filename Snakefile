@@ -24,7 +24,8 @@ rule all:
     input:
         REPORTS,
         TUNE_TARGETS,
-        PLANNED,  # the plan job's marker, where the store is not as planned (workflow/rules/plan.smk)
+        PLANNED,  # markers: jobs that must write what planning decided (workflow/rules/common.smk)
+        SNAPSHOTS,
         [f"{RESULTS}/papers/index.html"] if PAPERS else [],
 
 

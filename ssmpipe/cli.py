@@ -31,9 +31,11 @@ def cmd_validate(args) -> int:
 
 
 def cmd_plan(args) -> int:
-    """Write what planning decides: new shard specs, each sweep's points.json and config.yaml snapshot (the tune
-    study's config with --study); quarantine store files that fail their checks. What the workflow's plan job runs."""
+    """Write what planning decides: new shard specs, each sweep's points.json and config.yaml snapshot; quarantine
+    store files that fail their checks. What the workflow's plan jobs run (--only: one part of it)."""
     from ssmpipe import sweep
+    from ssmpipe.atomic import write_text
+    from ssmpipe.store import Store
 
     if args.json:
         try:
@@ -45,7 +47,11 @@ def cmd_plan(args) -> int:
     else:
         configs = [c for path in args.config for c in cfg.load_sweeps(path)]
     for config in configs:
-        if args.study:
+        if args.only == "snapshot":
+            store = Store(config["results"])
+            write_text(store.config_path(config["sweep"]), store.snapshot_text(config), only_if_changed=True)
+            continue
+        if args.only == "study":
             from ssmpipe import tune
 
             tune.write_study_config(config)
@@ -179,8 +185,8 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("plan", help="plan sweeps into the store: write new shard specs and each sweep's points.json "
                        "and config.yaml, quarantine store files that fail their checks")
     s.add_argument("--json", action="store_true", help="each CONFIG is a sweep config as JSON text, not a file")
-    s.add_argument("--study", action="store_true", help="write only the tune study's config "
-                   "(<results>/<study>/snakemake-config.yaml), rewritten only when it changes")
+    s.add_argument("--only", choices=["snapshot", "study"], help="write only each sweep's config.yaml snapshot, or "
+                   "only its tune study's config (<results>/<study>/snakemake-config.yaml), where they change")
     s.add_argument("config", nargs="+", help="YAML config file (experiments: plans each experiment's sweep)")
     s.set_defaults(func=cmd_plan)
 

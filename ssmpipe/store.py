@@ -215,12 +215,15 @@ class Store:
     def config_path(self, sweep: str) -> Path:
         return self.sweep_dir(sweep) / "config.yaml"
 
-    def manifest_texts(self, config: dict, plan) -> dict[Path, str]:
-        """The sweep's points (points.json) and its config snapshot (config.yaml), path -> text."""
+    def manifest_text(self, config: dict, plan) -> str:
+        """The sweep's points.json: each point's run id, shard and grid values."""
         points = [{"run_id": p.run_id, "shard": plan.shard_of[p.run_id], "axes": p.axes} for p in plan.points]
-        return {self.manifest_path(config["sweep"]):
-                json.dumps({"sweep": config["sweep"], "points": points}, indent=1, sort_keys=True),
-                self.config_path(config["sweep"]): yaml.safe_dump(_plain(config), sort_keys=False)}
+        return json.dumps({"sweep": config["sweep"], "points": points}, indent=1, sort_keys=True)
+
+    @staticmethod
+    def snapshot_text(config: dict) -> str:
+        """The sweep's config.yaml: the checked config it was planned with."""
+        return yaml.safe_dump(_plain(config), sort_keys=False)
 
     def stale_outputs(self, config: dict, plan) -> list[Path]:
         """The sweep's table and report, where they exist while some of its shards must train (again)."""
@@ -230,8 +233,8 @@ class Store:
 
     def write_manifest(self, config: dict, plan) -> None:
         """The sweep's points and its config, rewritten only when they change (Snakemake keys on mtime)."""
-        for path, text in self.manifest_texts(config, plan).items():
-            write_text(path, text, only_if_changed=True)
+        write_text(self.manifest_path(config["sweep"]), self.manifest_text(config, plan), only_if_changed=True)
+        write_text(self.config_path(config["sweep"]), self.snapshot_text(config), only_if_changed=True)
         stale = self.stale_outputs(config, plan)
         # Stale: built from shards that must train (again). Snakemake does not remake a missing intermediate
         # file while the final target stands, so both step aside (kept) and the whole chain runs again.

@@ -195,16 +195,24 @@ def plan_sweeps(configs: list[dict]) -> dict[str, Plan]:
 
 
 def unwritten(plan: Plan) -> list[str]:
-    """What `plan(config, write=True)` would still change in the store for this plan (a plan made with
-    write=False): untrusted files to quarantine, new shard specs, a manifest or config snapshot that differs,
-    a table or report gone stale. Empty: the store is as planned. Reads only."""
+    """What `plan(config, write=True)` would still change in the store for this plan (one made with
+    write=False), its config snapshot aside (`changed_snapshot`): untrusted files to quarantine, new shard
+    specs, a manifest that differs, a table or report gone stale. Empty: the store is as planned. Reads only."""
     store = Store(plan.config["results"])
+    manifest = store.manifest_path(plan.config["sweep"])
     why = [f"{path} cannot be trusted" for path in plan.untrusted]
     why += [f"{store.spec_path(s)} is new" for s in plan.pending if not store.spec_path(s).exists()]
-    why += [f"{path} changes" for path, text in store.manifest_texts(plan.config, plan).items()
-            if not path.is_file() or path.read_text() != text]
+    if not manifest.is_file() or manifest.read_text() != store.manifest_text(plan.config, plan):
+        why.append(f"{manifest} changes")
     why += [f"{path} is stale" for path in store.stale_outputs(plan.config, plan)]
     return why
+
+
+def changed_snapshot(config: dict) -> bool:
+    """Whether the sweep's config snapshot (<results>/<sweep>/config.yaml) differs from `config`. Reads only."""
+    store = Store(config["results"])
+    path = store.config_path(config["sweep"])
+    return not path.is_file() or path.read_text() != store.snapshot_text(config)
 
 
 def data_specs(settings_list) -> dict[str, dict]:

@@ -92,7 +92,7 @@ def data_of_shards():
 
 
 DATA_OF, DATA_SPECS = data_of_shards()
-MARKERS = []
+RUN = uuid.uuid4().hex  # names this run's markers
 
 
 def marker(name):
@@ -100,17 +100,23 @@ def marker(name):
     missing file only where a job that must run needs it). Named anew by each run, so a stale one never
     stands in for it, beside Snakemake's own metadata; removed after the run (drop_markers).
     """
-    MARKERS.append(f".snakemake/ssmpipe/{name}-{uuid.uuid4().hex}")
-    return MARKERS[-1]
+    return f".snakemake/ssmpipe/{RUN}-{name}"
 
 
 def drop_markers():
     """The Snakefile's onsuccess and onerror: this run's markers go."""
-    for path in MARKERS:
-        Path(path).unlink(missing_ok=True)
+    for path in Path(".snakemake/ssmpipe").glob(f"{RUN}-*"):
+        path.unlink(missing_ok=True)
 
 
-PLANNED = [marker("plan")] if UNWRITTEN else []  # workflow/rules/plan.smk
+# Where the store is not as planned, or a sweep's config snapshot is to change, rule all asks for the
+# marker of the job writing it (workflow/rules/plan.smk).
+PLANNED = [marker("plan")] if UNWRITTEN else []
+SNAPSHOTS = [
+    marker(f"snapshot-{name}")
+    for name, c in SWEEPS.items()
+    if sweep.changed_snapshot(c)
+]
 
 
 def results_of(levels):
@@ -124,7 +130,12 @@ def data_inputs(wildcards):
     return DATA_OF.get(wildcards.shard, [])
 
 
-def launch(wildcards):
-    """--slurm=<the shard's sweep's config snapshot> (one word, quoted whole), or nothing to train here."""
+def slurm_config(wildcards):
+    """The train job's input: the config snapshot whose slurm: requests it submits with, or none (here)."""
     name = SWEEP_OF.get(wildcards.shard)
-    return f"--slurm={RESULTS}/{name}/config.yaml" if name in SLURM_SWEEPS else ""
+    return [str(STORE.config_path(name))] if name in SLURM_SWEEPS else []
+
+
+def launch(wildcards, input):
+    """--slurm=<the shard's sweep's config snapshot> (one word, quoted whole), or nothing to train here."""
+    return f"--slurm={input.slurm[0]}" if input.slurm else ""

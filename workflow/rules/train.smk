@@ -21,6 +21,7 @@ rule train:
     input:
         spec=f"{RESULTS}/store/specs/{{shard}}.json",  # a pending shard's: written by the plan job
         data=data_inputs,
+        slurm=slurm_config,
     output:
         # update(): Snakemake must never delete a shard's rows before a job (nor after a failed one): another
         # run sharing the store may have just written them; `ssmpipe train` holds the shard's lock and reuses them.

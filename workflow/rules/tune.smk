@@ -21,7 +21,7 @@ TUNE_TARGETS = [STUDY_REPORT, *STUDY_CHANGED]
 
 
 rule study_config:
-    """Write the study's config, only when it changes (`ssmpipe plan --study`)."""
+    """Write the study's config, only when it changes (`ssmpipe plan --only=study`)."""
     output:
         update(STUDY_CONFIG),  # left alone where unchanged
         [touch(p) for p in STUDY_CHANGED],
@@ -34,7 +34,7 @@ rule study_config:
         ssmpipe=SSMPIPE,
         config=json.dumps(config),
     shell:
-        "{params.ssmpipe:q} plan --study --json -- {params.config:q} 2> {log:q}"
+        "{params.ssmpipe:q} plan --only=study --json -- {params.config:q} 2> {log:q}"
 
 
 rule tune:
