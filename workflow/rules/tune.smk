@@ -71,7 +71,7 @@ rule tune_report:
         ENV
     params:
         ssmpipe=SSMPIPE,
-        results=RESULTS,
+        results=results_of(3),  # RESULTS
         study=STUDY,
     shell:
         "{params.ssmpipe:q} report --results={params.results:q} -- {params.study:q} 2> {log:q}"
