@@ -37,29 +37,30 @@ def cmd_plan(args) -> int:
     from ssmpipe.atomic import write_text
     from ssmpipe.store import Store
 
-    if args.json:
-        try:
-            configs = [cfg.check(json.loads(text)) for text in args.config]
-        except ValueError as e:  # json's error; a ConfigError is an InputError, printed as such
-            if isinstance(e, cfg.InputError):
-                raise
-            raise cfg.ConfigError(f"--json: a config is not JSON ({e})") from None
-    else:
-        configs = [c for path in args.config for c in cfg.load_sweeps(path)]
-    for config in configs:
+    for config in plan_configs(args.config, args.json):
+        store = Store(config["results"])
         if args.only == "snapshot":
-            store = Store(config["results"])
             write_text(store.config_path(config["sweep"]), store.snapshot_text(config), only_if_changed=True)
-            continue
-        if args.only == "study":
+        elif args.only == "study":
             from ssmpipe import tune
 
             tune.write_study_config(config)
-            continue
-        plan = sweep.plan(config, write=True)
-        print(f"sweep {config['sweep']!r}: {len(plan.points)} points, {len(plan.shards)} shards, "
-              f"{len(plan.pending)} to train")
+        else:
+            plan = sweep.plan(config, write=True)
+            print(f"sweep {config['sweep']!r}: {len(plan.points)} points, {len(plan.shards)} shards, "
+                  f"{len(plan.pending)} to train")
     return 0
+
+
+def plan_configs(configs: list[str], as_json: bool) -> list[dict]:
+    """The checked sweep configs of `ssmpipe plan`'s arguments: config files, or (as_json) configs as JSON text."""
+    if not as_json:
+        return [c for path in configs for c in cfg.load_sweeps(path)]
+    try:
+        loaded = [json.loads(text) for text in configs]
+    except ValueError as e:
+        raise cfg.ConfigError(f"--json: a config is not JSON ({e})") from None
+    return [cfg.check(c) for c in loaded]
 
 
 def cmd_status(args) -> int:

@@ -97,3 +97,28 @@ def test_the_conda_environment_installs_torch_and_this_repository():
     editable = next(line.split(maxsplit=1)[1] for line in pip if line.startswith("-e "))
     root = (REPO / ".snakemake" / "conda" / editable).resolve()
     assert root == REPO and 'name = "ssmpipe"' in (root / "pyproject.toml").read_text()
+
+
+def test_sweeps_planned_without_writing_share_shards_as_the_plan_job_writes_them(tmp_path):
+    from ssmpipe import config as cfg
+    from ssmpipe import sweep
+
+    # b holds a's points and more: written one after the other, b reuses a's new shards
+    a = cfg.check(tiny_config(sweep="a", results=str(tmp_path / "results")))
+    b = cfg.check(tiny_config(sweep="b", results=str(tmp_path / "results"), shard_size=3,
+                              **{"grid.seed": [0, 1, 2]}))
+    dry = sweep.plan_sweeps([a, b])
+    assert not (tmp_path / "results").exists()
+    written = {c["sweep"]: sweep.plan(c, write=True) for c in (a, b)}
+    for name in ("a", "b"):
+        assert dry[name].shard_of == written[name].shard_of and dry[name].pending == written[name].pending
+    assert set(dry["a"].shards) < set(dry["b"].shards)
+    assert all(sweep.unwritten(plan) == [] and not sweep.changed_snapshot(plan.config) for plan in
+               sweep.plan_sweeps([a, b]).values())
+
+
+def test_plan_names_a_config_that_is_not_json_in_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "plan", "--json", "--", "{not json"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.startswith("ssmpipe: config error: --json: a config is not JSON")
+    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
