@@ -125,15 +125,24 @@ def results_of(levels):
     return lambda wildcards, output: str(Path(output[0]).parents[levels - 1])
 
 
-def data_inputs(wildcards):
-    """A finished shard needs nothing: its data may be gone from the cache without a retrain."""
-    return DATA_OF.get(wildcards.shard, [])
+def train_inputs(wildcards):
+    """A shard's train job's inputs, from the plans in memory (no spec file is read):
 
-
-def slurm_config(wildcards):
-    """The train job's input: the config snapshot whose slurm: requests it submits with, or none (here)."""
+    plan: a pending shard's job waits for the plan job, which writes its spec: the manifest of its first
+      sweep (the plan job's output; one file, not one per shard, keeps the DAG light). A finished shard's:
+      its spec (a newer spec retrains it).
+    data: a pending shard's data sets; a finished shard needs none (its data may be gone from the cache
+      without a retrain).
+    slurm: the config snapshot whose slurm: requests it submits with, or none (it trains here).
+    """
     name = SWEEP_OF.get(wildcards.shard)
-    return [str(STORE.config_path(name))] if name in SLURM_SWEEPS else []
+    if name is None:
+        return {"plan": str(STORE.spec_path(wildcards.shard)), "data": [], "slurm": []}
+    return {
+        "plan": str(STORE.manifest_path(name)),
+        "data": DATA_OF[wildcards.shard],
+        "slurm": [str(STORE.config_path(name))] if name in SLURM_SWEEPS else [],
+    }
 
 
 def launch(wildcards, input):

@@ -11,10 +11,10 @@ rule plan:
     """Write the sweeps' plans into the store (`ssmpipe plan`): specs, manifests (and config snapshots,
     the same text as rule snapshot's)."""
     output:
-        # update(): Snakemake must not delete them before the job: `ssmpipe plan` quarantines an untrusted
-        # spec (kept, named in a warning) and rewrites a manifest only where it changes.
+        # The manifests only (the shards' train jobs wait for them), not the specs it writes: thousands of
+        # outputs of one job cost Snakemake seconds. update(): not deleted before the job, which rewrites
+        # a manifest only where it changes.
         manifests=[update(str(STORE.manifest_path(name))) for name in SWEEPS],
-        specs=[update(str(STORE.spec_path(s))) for s in PENDING],
         changed=[touch(p) for p in PLANNED],
     log:
         f"{RESULTS}/logs/plan.log",

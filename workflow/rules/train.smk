@@ -19,9 +19,7 @@ TRAIN_LOGS = (
 rule train:
     """Train one shard of sweep points (packed, checkpointed each epoch, resumable), here or on SLURM."""
     input:
-        spec=f"{RESULTS}/store/specs/{{shard}}.json",  # a pending shard's: written by the plan job
-        data=data_inputs,
-        slurm=slurm_config,
+        unpack(train_inputs),  # one input function per job: Snakemake inspects each, per job
     output:
         # update(): Snakemake must never delete a shard's rows before a job (nor after a failed one): another
         # run sharing the store may have just written them; `ssmpipe train` holds the shard's lock and reuses them.
