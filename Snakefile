@@ -6,13 +6,15 @@
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/plan.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 
 
-TUNE_TARGETS = []  # a config with a tune: section adds its study's report (workflow/rules/tune.smk)
+# A config with a tune: section adds its study's report (workflow/rules/tune.smk).
+TUNE_TARGETS = []
 if not PAPERS and config.get("tune"):
 
     include: "workflow/rules/tune.smk"
@@ -22,8 +24,19 @@ rule all:
     input:
         REPORTS,
         TUNE_TARGETS,
+        PLANNED,  # markers: jobs that must write what planning decided (workflow/rules/common.smk)
+        SNAPSHOTS,
         [f"{RESULTS}/papers/index.html"] if PAPERS else [],
 
 
 onsuccess:
-    print(f"ssmpipe: reproduction page at {RESULTS}/papers/index.html" if PAPERS else f"ssmpipe: report at {REPORTS[0]}")
+    drop_markers()  # workflow/rules/common.smk
+    print(
+        f"ssmpipe: reproduction page at {RESULTS}/papers/index.html"
+        if PAPERS
+        else f"ssmpipe: report at {REPORTS[0]}"
+    )
+
+
+onerror:
+    drop_markers()

@@ -100,6 +100,8 @@ def measure(n: int, tmp_root: Path, rng: random.Random) -> dict:
     print(f"[{n} points] dry run: {dry_s:.2f} s, jobs {dry_stats}", flush=True)
 
     t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ssmpipe", "plan", "config.yaml"], cwd=workdir, check=True,
+                   capture_output=True)  # the plan job's work: a dry run writes nothing
     n_runs = synthetic_store(store, rng)
     print(f"[{n} points] setup: synthetic store of {n_runs} runs in "
           f"{len(store.done_shards())} shards ({time.perf_counter() - t0:.1f} s, not timed)", flush=True)

@@ -38,6 +38,39 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_plan(args) -> int:
+    """Write what planning decides: new shard specs, each sweep's points.json and config.yaml snapshot; quarantine
+    store files that fail their checks. What the workflow's plan jobs run (--only: one part of it)."""
+    from ssmpipe import sweep
+    from ssmpipe.atomic import write_text
+    from ssmpipe.store import Store
+
+    for config in plan_configs(args.config, args.json):
+        store = Store(config["results"])
+        if args.only == "snapshot":
+            write_text(store.config_path(config["sweep"]), store.snapshot_text(config), only_if_changed=True)
+        elif args.only == "study":
+            from ssmpipe import tune
+
+            tune.write_study_config(config)
+        else:
+            plan = sweep.plan(config, write=True)
+            print(f"sweep {config['sweep']!r}: {len(plan.points)} points, {len(plan.shards)} shards, "
+                  f"{len(plan.pending)} to train")
+    return 0
+
+
+def plan_configs(configs: list[str], as_json: bool) -> list[dict]:
+    """The checked sweep configs of `ssmpipe plan`'s arguments: config files, or (as_json) configs as JSON text."""
+    if not as_json:
+        return [c for path in configs for c in cfg.load_sweeps(path)]
+    try:
+        loaded = [json.loads(text) for text in configs]
+    except ValueError as e:
+        raise cfg.ConfigError(f"--json: a config is not JSON ({e})") from None
+    return [cfg.check(c) for c in loaded]
+
+
 def cmd_status(args) -> int:
     from ssmpipe import status
 
@@ -274,6 +307,14 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="check a sweep config and say what it would train")
     s.add_argument("config", help=config_help)
     s.set_defaults(func=cmd_validate)
+
+    s = sub.add_parser("plan", help="plan sweeps into the store: write new shard specs and each sweep's points.json "
+                       "and config.yaml, quarantine store files that fail their checks")
+    s.add_argument("--json", action="store_true", help="each CONFIG is a sweep config as JSON text, not a file")
+    s.add_argument("--only", choices=["snapshot", "study"], help="write only each sweep's config.yaml snapshot, or "
+                   "only its tune study's config (<results>/<study>/snakemake-config.yaml), where they change")
+    s.add_argument("config", nargs="+", help=config_help)
+    s.set_defaults(func=cmd_plan)
 
     s = sub.add_parser("status", help="where a sweep stands: points by state (trained ok/diverged/failed, training "
                        "now, queued, job failed, interrupted, to train), each training shard's epoch, loss and ETA")

@@ -215,23 +215,33 @@ class Store:
     def config_path(self, sweep: str) -> Path:
         return self.sweep_dir(sweep) / "config.yaml"
 
-    def write_manifest(self, config: dict, plan) -> None:
-        """The sweep's points and its config, rewritten only when they change (Snakemake keys on mtime)."""
+    def manifest_text(self, config: dict, plan) -> str:
+        """The sweep's points.json: each point's run id, shard and grid values."""
         points = [{"run_id": p.run_id, "shard": plan.shard_of[p.run_id], "axes": p.axes} for p in plan.points]
-        write_text(self.manifest_path(config["sweep"]),
-                   json.dumps({"sweep": config["sweep"], "points": points}, indent=1, sort_keys=True),
-                   only_if_changed=True)
-        write_text(self.config_path(config["sweep"]), yaml.safe_dump(_plain(config), sort_keys=False),
-                   only_if_changed=True)
+        return json.dumps({"sweep": config["sweep"], "points": points}, indent=1, sort_keys=True)
+
+    @staticmethod
+    def snapshot_text(config: dict) -> str:
+        """The sweep's config.yaml: the checked config it was planned with."""
+        return yaml.safe_dump(_plain(config), sort_keys=False)
+
+    def stale_outputs(self, config: dict, plan) -> list[Path]:
+        """The sweep's table and report, where they exist while some of its shards must train (again)."""
         table = self.sweep_dir(config["sweep"]) / "runs.parquet"
         report = self.sweep_dir(config["sweep"]) / "report" / "index.html"
-        if plan.pending and (table.exists() or report.exists()):
-            # Stale: built from shards that must train (again). Snakemake does not remake a missing intermediate
-            # file while the final target stands, so both step aside (kept) and the whole chain runs again.
-            for path, kept in ((table, table.with_name("runs.previous.parquet")),
-                               (report, report.with_name("index.previous.html"))):
-                if path.exists():
-                    os.replace(path, kept)
+        return [path for path in (table, report) if plan.pending and path.exists()]
+
+    def write_manifest(self, config: dict, plan) -> None:
+        """The sweep's points and its config, rewritten only when they change (Snakemake keys on mtime)."""
+        write_text(self.manifest_path(config["sweep"]), self.manifest_text(config, plan), only_if_changed=True)
+        write_text(self.config_path(config["sweep"]), self.snapshot_text(config), only_if_changed=True)
+        stale = self.stale_outputs(config, plan)
+        # Stale: built from shards that must train (again). Snakemake does not remake a missing intermediate
+        # file while the final target stands, so both step aside (kept) and the whole chain runs again.
+        for path in stale:
+            os.replace(path, path.with_name("runs.previous.parquet" if path.suffix == ".parquet"
+                                            else "index.previous.html"))
+        if stale:
             log.warning("ssmpipe: the table and report of sweep %r are stale (%d shards to train first); "
                         "kept as runs.previous.parquet and report/index.previous.html until rebuilt",
                         config["sweep"], len(plan.pending))

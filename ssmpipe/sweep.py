@@ -39,6 +39,7 @@ class Plan:
     shard_of: dict[str, str]                      # run id -> shard id holding (or to hold) it
     shards: list[str]                             # every shard the sweep reads, sorted
     pending: list[str] = field(default_factory=list)  # shards still to train
+    untrusted: list[str] = field(default_factory=list)  # store files that fail their checks (write=True moves them)
 
 
 def typed(settings: dict, types: dict[str, str] | None = None) -> dict:
@@ -113,12 +114,15 @@ def chunk(items: list, size: int) -> list[list]:
     return [items[i * len(items) // n:(i + 1) * len(items) // n] for i in range(n)]
 
 
-def plan(config: dict, write: bool = True) -> Plan:
+def plan(config: dict, write: bool = True, planned: dict[str, list[str]] | None = None) -> Plan:
     """Map every point to a shard: done shards from the store, unfinished ones reused, the rest new.
 
     Only store files that check out count (Store.trusted). With write=True, new shard specs and
     the sweep's manifest are written (atomically; unchanged files are left alone so Snakemake
     sees nothing new), and files that fail their check are quarantined (their shards replanned).
+    With write=False nothing is written; `planned` (shard -> run ids: the pending shards of sweeps
+    planned before this one, whose specs a writing plan would have written) counts as stored specs,
+    so sweeps planned one after another without writing share shards as they would writing.
     """
     store = Store(config["results"])
     points = expand(config)
@@ -129,13 +133,22 @@ def plan(config: dict, write: bool = True) -> Plan:
     known = {p.run_id: p.settings for p in points}
     trusted: dict[str, list[str]] = {}  # shard -> run ids, of every spec that may hold our points and checks out
     done: set[str] = set()              # those whose rows are stored and check out
+    untrusted: list[str] = []
     for shard, claimed in store.read_specs().items():
         if claimed and not any(rid in by_id for rid in claimed):
             continue  # another sweep's shard
         ids, stored = store.trusted(shard, repair=write, known=known)  # with write, the untrusted: quarantined
+        if ids is None:  # its spec was listed, so it exists and failed a check
+            untrusted.append(str(store.spec_path(shard)))
+        elif not stored and store.runs_path(shard).exists():
+            untrusted.append(str(store.runs_path(shard)))
         if ids is not None:
             trusted[shard] = ids
             done |= {shard} if stored else set()
+    for shard, ids in (planned or {}).items():
+        if shard not in trusted and any(rid in by_id for rid in ids):
+            trusted[shard] = ids
+    trusted = dict(sorted(trusted.items()))  # the order of the spec files a writing plan would read
     for shard, ids in trusted.items():  # 1. points some finished shard already holds
         if shard in done:
             for rid in ids:
@@ -159,10 +172,47 @@ def plan(config: dict, write: bool = True) -> Plan:
             shard_of.update({p.run_id: shard for p in part})
             pending_shards.append(shard)
 
-    result = Plan(config, points, shard_of, sorted(set(shard_of.values())), sorted(pending_shards))
+    result = Plan(config, points, shard_of, sorted(set(shard_of.values())), sorted(pending_shards),
+                  [] if write else untrusted)
     if write:
         store.write_manifest(config, result)
     return result
+
+
+def plan_sweeps(configs: list[dict]) -> dict[str, Plan]:
+    """Sweep name -> its plan, planned in order without writing: the plans `ssmpipe plan` writes, one after another,
+    with the same configs and store (a later sweep reuses the new shards of an earlier one)."""
+    plans: dict[str, Plan] = {}
+    planned: dict[str, list[str]] = {}
+    for config in configs:
+        result = plan(config, write=False, planned=planned)
+        new = set(result.pending) - set(planned)
+        for rid, shard in result.shard_of.items():
+            if shard in new:
+                planned.setdefault(shard, []).append(rid)
+        plans[config["sweep"]] = result
+    return plans
+
+
+def unwritten(plan: Plan) -> list[str]:
+    """What `plan(config, write=True)` would still change in the store for this plan (one made with
+    write=False), its config snapshot aside (`changed_snapshot`): untrusted files to quarantine, new shard
+    specs, a manifest that differs, a table or report gone stale. Empty: the store is as planned. Reads only."""
+    store = Store(plan.config["results"])
+    manifest = store.manifest_path(plan.config["sweep"])
+    why = [f"{path} cannot be trusted" for path in plan.untrusted]
+    why += [f"{store.spec_path(s)} is new" for s in plan.pending if not store.spec_path(s).exists()]
+    if not manifest.is_file() or manifest.read_text() != store.manifest_text(plan.config, plan):
+        why.append(f"{manifest} changes")
+    why += [f"{path} is stale" for path in store.stale_outputs(plan.config, plan)]
+    return why
+
+
+def changed_snapshot(config: dict) -> bool:
+    """Whether the sweep's config snapshot (<results>/<sweep>/config.yaml) differs from `config`. Reads only."""
+    store = Store(config["results"])
+    path = store.config_path(config["sweep"])
+    return not path.is_file() or path.read_text() != store.snapshot_text(config)
 
 
 def data_specs(settings_list) -> dict[str, dict]:

@@ -25,7 +25,8 @@ def test_sweep_end_to_end_cache_and_extension(tmp_path):
     # 1. the first run trains every point, one job per shard, and builds the report
     first = snakemake(tmp_path, configfile)
     jobs = job_counts(first)
-    assert jobs["train"] == 2 and jobs["data"] == 2 and jobs["aggregate"] == jobs["report"] == 1
+    assert jobs["train"] == 2 and jobs["data"] == 2
+    assert jobs["plan"] == jobs["snapshot"] == jobs["aggregate"] == jobs["report"] == 1
     table = duckdb.sql(f"select run_id, epoch, status, test_acc, \"model.init.real\" as real, seq_len, seed "
                        f"from '{sweep_dir / 'runs.parquet'}'").df()
     assert table["run_id"].nunique() == 8 and len(table) == 8 * 3
@@ -46,10 +47,10 @@ def test_sweep_end_to_end_cache_and_extension(tmp_path):
     assert job_counts(rebuilt) == {"report": 1, "all": 1}
     assert (sweep_dir / "report" / "index.html").exists() and _mtimes(runs_dir) == before
 
-    # 4. only the report's config changed: report rebuilt, nothing retrained
+    # 4. only the report's config changed: its snapshot rewritten, the report rebuilt, nothing retrained
     config["report"] = {"title": "A new title"}
     retitled = snakemake(tmp_path, write_config(tmp_path, config))
-    assert job_counts(retitled) == {"report": 1, "all": 1}
+    assert job_counts(retitled) == {"snapshot": 1, "report": 1, "all": 1}
     assert "A new title" in (sweep_dir / "report" / "index.html").read_text()
 
     # 5. a seed added: exactly the new points train; stored shards are untouched

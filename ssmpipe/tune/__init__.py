@@ -30,9 +30,12 @@ import os
 import socket
 from pathlib import Path
 
+import yaml
+
 from ssmpipe import config as cfg
+from ssmpipe.atomic import write_text
 from ssmpipe.config import ConfigError
-from ssmpipe.store import Store
+from ssmpipe.store import Store, _plain
 
 KINDS = ("choice", "uniform", "loguniform", "grid")
 SEARCHERS = {"optuna": "optuna", "hyperopt": "hyperopt"}  # search -> the module it needs
@@ -49,6 +52,19 @@ def study_name(config: dict) -> str:
 
 def study_dir(config: dict) -> Path:
     return Store(config["results"]).sweep_dir(study_name(config))
+
+
+def study_config(config: dict) -> tuple[Path, str]:
+    """(path, YAML text) of the config `ssmpipe tune` runs the study with, <study>/snakemake-config.yaml: only the
+    parts a study reads, so a change of the sweep's grid leaves the study alone."""
+    keys = ("sweep", "results", "fixed", "tune", "launcher", "slurm", "report")
+    text = yaml.safe_dump({k: _plain(config[k]) for k in keys if k in config}, sort_keys=False)
+    return study_dir(config) / "snakemake-config.yaml", text
+
+
+def write_study_config(config: dict) -> None:
+    """Write the study's config, only when it changes (Snakemake keys on mtime: an unchanged one reruns nothing)."""
+    write_text(*study_config(config), only_if_changed=True)
 
 
 def node_name() -> str:

@@ -1,30 +1,45 @@
-import json
-
 # Validate the config, plan its sweeps (which points are stored, which shards to train), and give the
 # rules their paths. A config is one sweep, or lists experiment configs (`experiments:`, e.g.
 # config/papers.yaml): then every experiment is planned into this one DAG, sharing data sets and shards.
-# All logic lives in the ssmpipe package.
+# Parsing computes and never writes (a dry run or --lint leaves the results alone): planning only reads
+# and checks the store; the plan job (workflow/rules/plan.smk) writes what it decided. All logic lives
+# in the ssmpipe package.
+import json
 import re
 import sys
+import uuid
+from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
 from snakemake.utils import validate
 
 from ssmpipe import config as cfg
 from ssmpipe import sweep
 from ssmpipe.store import Store
 
-# ssmpipe's check names the offending key and value (the tune: section's included); then Snakemake's own
-# validation with the same schema file fills in the defaults. A bad input, or a store file that cannot be
-# trusted, is one line and exit 1, before any job.
-try:
-    SWEEPS = {c["sweep"]: c for c in cfg.sweeps(config)}  # an experiment's `scales` are merged in and removed
-    for _checked in SWEEPS.values():
-        validate(_checked, "../schemas/config.schema.yaml")
-    if len({c["results"] for c in SWEEPS.values()}) > 1:
-        raise cfg.ConfigError(f"results: the experiments name several roots ({sorted({c['results'] for c in SWEEPS.values()})}); give one beside experiments:")
-    PLANS = {name: sweep.plan(c) for name, c in SWEEPS.items()}  # quarantines store files that fail their checks
-except cfg.InputError as e:
-    sys.exit(f"ssmpipe: {'config error: ' if isinstance(e, cfg.ConfigError) else ''}{' '.join(str(e).split())}")
+
+def plan_sweeps(config):
+    """Sweep name -> checked config, and -> plan (reads and checks the store, writes nothing).
+
+    ssmpipe's check names the offending key and value (the tune: section's included); then Snakemake's
+    own validation with the same schema file fills in the defaults. A bad input is one line and exit 1,
+    before any job. An experiment's `scales` are merged in and removed."""
+    try:
+        sweeps = {c["sweep"]: c for c in cfg.sweeps(config)}
+        for checked in sweeps.values():
+            validate(checked, "../schemas/config.schema.yaml")
+        roots = sorted({c["results"] for c in sweeps.values()})
+        if len(roots) > 1:
+            raise cfg.ConfigError(
+                f"results: the experiments name several roots ({roots}); give one beside experiments:"
+            )
+        return sweeps, sweep.plan_sweeps(list(sweeps.values()))
+    except cfg.InputError as e:
+        kind = "config error: " if isinstance(e, cfg.ConfigError) else ""
+        sys.exit(f"ssmpipe: {kind}{' '.join(str(e).split())}")
+
+
+SWEEPS, PLANS = plan_sweeps(config)
 PAPERS = "experiments" in config  # the reproduction page is built too
 if not PAPERS:
     config.clear()
@@ -33,34 +48,103 @@ FIRST = next(iter(SWEEPS.values()))
 STORE = Store(FIRST["results"])
 RESULTS = FIRST["results"]
 REPORTS = [f"{RESULTS}/{name}/report/index.html" for name in SWEEPS]
-# Every value a shell: command gets is quoted ({x:q}: shlex.quote; a list, each element): a path or name from
-# the config never runs as shell code. Options take their value as --opt=VALUE and positionals follow "--", so
-# a value starting with "-" stays a value. sys.executable may hold spaces: a list, `-m ssmpipe` separate words.
-SSMPIPE = [sys.executable, "-m", "ssmpipe"]
+
+# Every value a shell: command gets is quoted ({x:q}: shlex.quote; a list, each element): a path or
+# name from the config never runs as shell code. Options take their value as --opt=VALUE and
+# positionals follow "--", so a value starting with "-" stays a value. Rules get them as params:.
+# The command: this interpreter (it may hold spaces: a list, `-m ssmpipe` separate words); with
+# --sdm conda, the python of the rule's environment (workflow/envs/ssmpipe.yaml installs ssmpipe).
+CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+SSMPIPE = ["python" if CONDA else sys.executable, "-m", "ssmpipe"]
+ENV = "../envs/ssmpipe.yaml"
+
+# Shards: those to train (each pending shard's first sweep names its log and launcher), and those
+# stored and checked.
 PENDING = sorted({s for plan in PLANS.values() for s in plan.pending})
-DONE = {s for plan in PLANS.values() for s in plan.shards} - set(PENDING)  # stored and checked
-SWEEP_OF = {s: name for name, plan in reversed(PLANS.items()) for s in plan.pending}  # a pending shard's first sweep
+DONE = {s for plan in PLANS.values() for s in plan.shards} - set(PENDING)
+SWEEP_OF = {s: name for name, plan in reversed(PLANS.items()) for s in plan.pending}
+SHARD_RUNS = {
+    name: [str(STORE.runs_path(s)) for s in p.shards] for name, p in PLANS.items()
+}
+SLURM_SWEEPS = {name for name, c in SWEEPS.items() if c["launcher"] == "slurm"}
+# What the plan job has still to write (empty: the store is as planned, and the job does not run).
+UNWRITTEN = [why for plan in PLANS.values() for why in sweep.unwritten(plan)]
 
 
 wildcard_constraints:
     sweep="|".join(re.escape(name) for name in SWEEPS),
 
 
-def spec_of(shard):
-    return STORE.read_spec(shard)
+def data_of_shards():
+    """Pending shard -> the data files it trains on, and data key -> data spec, from the plans in memory
+    (no spec file is read). A shard's points share all settings but sweep.PER_POINT_KEYS (seed,
+    model.init), so its first point gives its data sets."""
+    first = {}
+    for plan in PLANS.values():
+        for p in plan.points:
+            first.setdefault(plan.shard_of[p.run_id], p.settings)
+    files, specs = {}, {}
+    for shard in PENDING:
+        shard_specs = sweep.data_specs([first[shard]])
+        files[shard] = [str(STORE.data_path(key)) for key in shard_specs]
+        specs.update(shard_specs)
+    return files, specs
 
 
-def data_specs_of(shard):
-    return sweep.data_specs(p["settings"] for p in spec_of(shard)["points"])
+DATA_OF, DATA_SPECS = data_of_shards()
+RUN = uuid.uuid4().hex  # names this run's markers
 
 
-def data_inputs(wildcards):
-    """A finished shard needs nothing: its data may be gone from the cache without a retrain."""
-    if wildcards.shard in DONE:
-        return []
-    return [str(STORE.data_path(key)) for key in data_specs_of(wildcards.shard)]
+def marker(name):
+    """A file no run has made: rule all asks for it so that the job making it runs (Snakemake makes a
+    missing file only where a job that must run needs it). Named anew by each run, so a stale one never
+    stands in for it, beside Snakemake's own metadata; removed after the run (drop_markers).
+    """
+    return f".snakemake/ssmpipe/{RUN}-{name}"
 
 
-DATA_SPECS = {}
-for _shard in PENDING:
-    DATA_SPECS.update(data_specs_of(_shard))
+def drop_markers():
+    """The Snakefile's onsuccess and onerror: this run's markers go."""
+    for path in Path(".snakemake/ssmpipe").glob(f"{RUN}-*"):
+        path.unlink(missing_ok=True)
+
+
+# Where the store is not as planned, or a sweep's config snapshot is to change, rule all asks for the
+# marker of the job writing it (workflow/rules/plan.smk).
+PLANNED = [marker("plan")] if UNWRITTEN else []
+SNAPSHOTS = [
+    marker(f"snapshot-{name}")
+    for name, c in SWEEPS.items()
+    if sweep.changed_snapshot(c)
+]
+
+
+def results_of(levels):
+    """A params function: the results root, `levels` folders above the job's first output (derived from
+    the outputs, as --lint asks, not hard-coded)."""
+    return lambda wildcards, output: str(Path(output[0]).parents[levels - 1])
+
+
+def train_inputs(wildcards):
+    """A shard's train job's inputs, from the plans in memory (no spec file is read):
+
+    plan: a pending shard's job waits for the plan job, which writes its spec: the manifest of its first
+      sweep (the plan job's output; one file, not one per shard, keeps the DAG light). A finished shard's:
+      its spec (a newer spec retrains it).
+    data: a pending shard's data sets; a finished shard needs none (its data may be gone from the cache
+      without a retrain).
+    slurm: the config snapshot whose slurm: requests it submits with, or none (it trains here).
+    """
+    name = SWEEP_OF.get(wildcards.shard)
+    if name is None:
+        return {"plan": str(STORE.spec_path(wildcards.shard)), "data": [], "slurm": []}
+    return {
+        "plan": str(STORE.manifest_path(name)),
+        "data": DATA_OF[wildcards.shard],
+        "slurm": [str(STORE.config_path(name))] if name in SLURM_SWEEPS else [],
+    }
+
+
+def launch(wildcards, input):
+    """--slurm=<the shard's sweep's config snapshot> (one word, quoted whole), or nothing to train here."""
+    return f"--slurm={input.slurm[0]}" if input.slurm else ""

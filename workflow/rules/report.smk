@@ -5,7 +5,10 @@ rule report:
         config=f"{RESULTS}/{{sweep}}/config.yaml",
     output:
         html=f"{RESULTS}/{{sweep}}/report/index.html",
-        pages=[f"{RESULTS}/{{sweep}}/report/{page}.html" for page in ("length", "tradeoff")],
+        pages=[
+            f"{RESULTS}/{{sweep}}/report/{page}.html"
+            for page in ("length", "tradeoff")
+        ],
         figures=report(
             directory(f"{RESULTS}/{{sweep}}/report/figures"),
             patterns=["{figure}.png"],
@@ -15,8 +18,13 @@ rule report:
         ),
     log:
         f"{RESULTS}/{{sweep}}/logs/report.log",
+    conda:
+        ENV
+    params:
+        ssmpipe=SSMPIPE,
+        results=results_of(3),  # RESULTS
     shell:
-        "{SSMPIPE:q} report --results={RESULTS:q} -- {wildcards.sweep:q} 2> {log:q}"
+        "{params.ssmpipe:q} report --results={params.results:q} -- {wildcards.sweep:q} 2> {log:q}"
 
 
 rule papers:
@@ -27,7 +35,11 @@ rule papers:
         f"{RESULTS}/papers/index.html",
     log:
         f"{RESULTS}/papers/logs/papers.log",
+    conda:
+        ENV
     params:
+        ssmpipe=SSMPIPE,
+        results=results_of(2),  # RESULTS
         sweeps=list(SWEEPS),
     shell:
-        "{SSMPIPE:q} papers --results={RESULTS:q} --out={output:q} -- {params.sweeps:q} 2> {log:q}"
+        "{params.ssmpipe:q} papers --results={params.results:q} --out={output:q} -- {params.sweeps:q} 2> {log:q}"

@@ -1,22 +1,40 @@
 # A Ray Tune study as one DAG node (the Snakefile includes this only when the config has a
 # tune: section): `ssmpipe tune` runs (or resumes) it, here or, with launcher slurm, inside
 # one SLURM job. Its trials' rows go to the shared store like any shard's.
-import yaml
-
 from ssmpipe import tune as ssmpipe_tune
-from ssmpipe.atomic import write_text
-from ssmpipe.store import _plain
 
 STUDY = ssmpipe_tune.study_name(config)
 STUDY_DIR = str(STORE.sweep_dir(STUDY))
 STUDY_REPORT = f"{STUDY_DIR}/report/index.html"
-# The config the study runs with: only the parts a study reads, rewritten only when they change
-# (a change of the sweep's grid leaves the study alone).
-STUDY_CONFIG = f"{STUDY_DIR}/snakemake-config.yaml"
-write_text(STUDY_CONFIG, yaml.safe_dump({k: _plain(config[k]) for k in
-                                         ("sweep", "results", "fixed", "tune", "launcher", "slurm", "report")
-                                         if k in config}, sort_keys=False), only_if_changed=True)
-TUNE_TARGETS = [STUDY_REPORT]
+# The config the study runs with (<study>/snakemake-config.yaml): only the parts a study reads, rewritten
+# (by the study_config job, not at parse time) only when they change: a change of the sweep's grid leaves
+# the study alone.
+_study_path, _study_text = ssmpipe_tune.study_config(config)
+STUDY_CONFIG = str(_study_path)
+# Where it is to change, rule all asks for the study_config job's marker (common.smk's marker()).
+STUDY_CHANGED = (
+    [marker("study-config")]
+    if not _study_path.is_file() or _study_path.read_text() != _study_text
+    else []
+)
+TUNE_TARGETS = [STUDY_REPORT, *STUDY_CHANGED]
+
+
+rule study_config:
+    """Write the study's config, only when it changes (`ssmpipe plan --only=study`)."""
+    output:
+        update(STUDY_CONFIG),  # left alone where unchanged
+        [touch(p) for p in STUDY_CHANGED],
+    log:
+        f"{STUDY_DIR}/logs/study_config.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        ssmpipe=SSMPIPE,
+        config=json.dumps(config),
+    shell:
+        "{params.ssmpipe:q} plan --only=study --json -- {params.config:q} 2> {log:q}"
 
 
 rule tune:
@@ -28,11 +46,14 @@ rule tune:
         runs=f"{STUDY_DIR}/runs.parquet",
     log:
         f"{STUDY_DIR}/logs/tune.log",
+    conda:
+        ENV
     threads: workflow.cores
     params:
+        ssmpipe=SSMPIPE,
         cluster="--cluster=slurm" if config["launcher"] == "slurm" else "",
     shell:
-        "{SSMPIPE:q} tune {params.cluster} --cpus={threads} -- {input:q} > {log:q} 2>&1"
+        "{params.ssmpipe:q} tune {params.cluster} --cpus={threads} -- {input:q} > {log:q} 2>&1"
 
 
 rule tune_report:
@@ -46,5 +67,11 @@ rule tune_report:
         curves=f"{STUDY_DIR}/report/figures/study_curves.png",
     log:
         f"{STUDY_DIR}/logs/report.log",
+    conda:
+        ENV
+    params:
+        ssmpipe=SSMPIPE,
+        results=results_of(3),  # RESULTS
+        study=STUDY,
     shell:
-        "{SSMPIPE:q} report --results={RESULTS:q} -- {STUDY:q} 2> {log:q}"
+        "{params.ssmpipe:q} report --results={params.results:q} -- {params.study:q} 2> {log:q}"
