@@ -34,16 +34,19 @@ EPOCHS = 5  # synthetic epochs 0..EPOCHS-1 per run
 
 
 def sweep_config(n: int) -> dict:
-    """The default sweep's shape (24 points), or a 10 x 10 x 10 x 10 = 10,000-point grid."""
+    """The default sweep's shape (24 points), or a 10 x 10 x 10 x 10 = 10,000-point grid (x 10 learning rates:
+    100,000 points), packed 32 points a shard."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.update(sweep=f"bench{n}", results="results")
-    if n == 10_000:
+    if n in (10_000, 100_000):
         config["shard_size"] = 32
         config["fixed"]["task"].update(lag=4, n_train=64, n_test=32)
         config["grid"] = {"model.init.real": [round(-i / 9, 4) for i in range(10)],
                           "model.init.imag": [round(0.1 + 0.2 * i, 2) for i in range(10)],
                           "seq_len": [8 * (i + 1) for i in range(10)],
                           "seed": list(range(10))}
+    if n == 100_000:
+        config["grid"]["train.lr"] = [round(0.001 * 2 ** (i / 3), 6) for i in range(10)]
     checked = cfg.check(config)
     assert math.prod(len(v) for v in checked["grid"].values()) == n
     return checked
