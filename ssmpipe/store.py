@@ -235,7 +235,7 @@ class Store:
         paths = {str(self.runs_path(s)): s for s in sorted(expected)}
         try:
             epochs = _epoch_counts(list(paths))
-        except (OSError, ValueError, KeyError):  # a damaged file: found, and named, one file at a time
+        except (OSError, ValueError, KeyError, TypeError):  # a damaged file: found, and named, one file at a time
             epochs = {}
         out = {}
         for path, shard in paths.items():
@@ -415,30 +415,22 @@ def _keep_if_shrinking(out: Path, table: pa.Table) -> None:
 
 
 def _epoch_counts(paths: list[str]) -> dict[str, dict[str, tuple[int, int, int, int]]]:
-    """path -> run id -> (rows, lowest epoch, highest epoch, distinct epochs) of Parquet runs files, in one scan."""
+    """path -> run id -> (rows, lowest epoch, highest epoch, distinct epochs) of Parquet runs files; files read in
+    threads (one at a time each: a dataset scan's read-ahead holds ~0.7 GB at 3,200 files), counted in one group-by."""
     if not paths:
         return {}
-    schema = pa.schema([("run_id", pa.string()), ("epoch", pa.int64())])
-    index: dict[str, int] = {}  # file path -> its number (a file may come in several batches)
-    files, run_ids, epochs = [], [], []
-    for part in ds.dataset(paths, format="parquet", schema=schema).scanner(columns=["run_id", "epoch"]).scan_batches():
-        batch = part.record_batch
-        number = index.setdefault(part.fragment.path, len(index))
-        files.append(pa.array(np.full(batch.num_rows, number, np.int32)))
-        run_ids.append(batch.column("run_id"))
-        epochs.append(batch.column("epoch"))
-    if not files:
-        return {}
-    names = list(index)
-    table = pa.table({"file": pa.concat_arrays(files), "run_id": pa.concat_arrays(run_ids),
-                      "epoch": pa.concat_arrays(epochs)})
+    with ThreadPoolExecutor(max(1, min(len(paths), os.cpu_count() or 1))) as pool:
+        tables = list(pool.map(lambda p: pq.ParquetFile(p).read(columns=["run_id", "epoch"], use_threads=False), paths))
+    rows = pa.concat_tables(tables)  # ArrowInvalid (a ValueError) if some file's columns differ in type
+    table = pa.table({"file": np.repeat(np.arange(len(paths), dtype=np.int32), [t.num_rows for t in tables]),
+                      "run_id": rows.column("run_id"), "epoch": rows.column("epoch")})
     groups = table.group_by(["file", "run_id"]).aggregate([
         ("epoch", "count", pc.CountOptions(mode="all")), ("epoch", "min"), ("epoch", "max"),
         ("epoch", "count_distinct")]).to_pydict()
     out: dict[str, dict] = {p: {} for p in paths}
     for f, rid, n, lo, hi, distinct in zip(groups["file"], groups["run_id"], groups["epoch_count"],
                                            groups["epoch_min"], groups["epoch_max"], groups["epoch_count_distinct"]):
-        out[names[f]][rid] = (n, lo, hi, distinct)
+        out[paths[f]][rid] = (n, lo, hi, distinct)
     return out
 
 
