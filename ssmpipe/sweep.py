@@ -281,13 +281,12 @@ def _plan(config: dict, write: bool) -> Plan:
 
 def data_specs(settings_list) -> dict[str, dict]:
     """Data cache key -> data spec, for a list of point settings: each point's length and its test lengths."""
-    out, seen = {}, set()
+    out, previous = {}, None
     for s in settings_list:
-        task = s["task"]
-        same = (s["seq_len"], tuple(s["test_seq_lens"]), tuple((k, repr(v)) for k, v in task.items()))
-        if same in seen:  # the points of a shard share their task and lengths: each data set is hashed once
+        same = (s["seq_len"], s["test_seq_lens"], s["task"])
+        if same == previous:  # a shard's points share their task and lengths: each data set is hashed once
             continue
-        seen.add(same)
+        previous = same
         for length in (s["seq_len"], *s["test_seq_lens"]):
             spec = data.spec_of(s, length)
             out[data.key_of(spec)] = spec
