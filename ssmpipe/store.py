@@ -341,14 +341,21 @@ def read_runs(paths: list[str | Path], run_ids: list[str] | None = None) -> pa.T
     schema = runs_schema()
     if not paths:
         return schema.empty_table()
+    wanted = pa.array(run_ids, pa.string()) if run_ids is not None else None
+    parts = []
     with ThreadPoolExecutor(max(1, min(len(paths), os.cpu_count() or 1))) as pool:  # Parquet reads free the GIL
-        tables = list(pool.map(lambda p: _conform(_read_parquet(p), schema), paths))
-    table = pa.concat_tables(tables)
-    if run_ids is not None:
-        ours = pc.is_in(table.column("run_id"), value_set=pa.array(run_ids, pa.string()))
-        if not pc.all(ours).as_py():  # filtering 71 columns of thousands of chunks costs seconds: only if needed
-            table = table.filter(ours)
-    return table.sort_by([("run_id", "ascending"), ("epoch", "ascending")])
+        for start in range(0, len(paths), READ_GROUP):
+            group = pa.concat_tables(pool.map(lambda p: _conform(_read_parquet(p), schema),
+                                              paths[start:start + READ_GROUP]))
+            if wanted is not None:
+                ours = pc.is_in(group.column("run_id"), value_set=wanted)
+                if not pc.all(ours).as_py():  # filtering costs a copy of every column: only when needed
+                    group = group.filter(ours)
+            parts.append(group.combine_chunks())  # one buffer per column, not one per file: 1.1 -> 0.7 GB at 3,200
+    return pa.concat_tables(parts).sort_by([("run_id", "ascending"), ("epoch", "ascending")])
+
+
+READ_GROUP = 256  # runs files read, then combined, at a time
 
 
 def _read_parquet(path: str | Path) -> pa.Table:
