@@ -39,7 +39,6 @@ import filelock
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import yaml
 
@@ -202,9 +201,8 @@ class Store:
 
     def trusted_all(self, specs, repair: bool, known: dict[str, dict] | None = None) -> dict[str, tuple]:
         """`trusted` of many shards at once: specs, (shard, parsed spec or None to read it) pairs (`iter_specs`);
-        their runs files are checked in one scan (`runs_problems`)."""
+        their runs files are checked together (`runs_problems`)."""
         out: dict[str, tuple[list[str] | None, bool]] = {}
-        have_rows = self.done_shards()
         for shard, spec in specs:
             problem, ids = self.spec_problem(shard, known, spec)
             if problem:
@@ -212,7 +210,8 @@ class Store:
                 out[shard] = None, False
             else:
                 out[shard] = ids, False
-        checked = self.runs_problems({s: out[s][0] for s in out if out[s][0] is not None and s in have_rows})
+        checked = self.runs_problems({s: ids for s, (ids, _) in out.items()
+                                      if ids is not None and self.runs_path(s).exists()})
         for shard, problem in checked.items():
             if problem:
                 self._distrust(self.runs_path(shard), problem, repair)
@@ -230,8 +229,9 @@ class Store:
             self.quarantine(path, problem)
 
     def runs_problems(self, expected: dict[str, list[str]]) -> dict[str, str | None]:
-        """`runs_problem` of many shards (shard -> its spec's run ids), their runs files read in one Arrow scan;
-        a shard that fails the scan's check (or every shard, if the scan fails) is checked alone, for the message."""
+        """`runs_problem` of many shards (shard -> its spec's run ids), their runs files read together
+        (`_epoch_counts`); a shard that fails that check (or every shard, if a file cannot be read) is checked alone,
+        for the message."""
         paths = {str(self.runs_path(s)): s for s in sorted(expected)}
         try:
             epochs = _epoch_counts(list(paths))

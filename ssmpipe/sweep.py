@@ -244,8 +244,9 @@ def _plan(config: dict, write: bool) -> Plan:
             if not (claimed := _claimed(spec)) or any(rid in by_id for rid in claimed))
     trusted: dict[str, list[str]] = {}  # shard -> run ids, of every spec that may hold our points and checks out
     done: set[str] = set()              # those whose rows are stored and check out
-    for shard, (ids, stored) in store.trusted_all(ours, repair=write, known=known).items():  # with write, the
-        if ids is not None:                                                                    # untrusted: quarantined
+    # with write, the untrusted are quarantined
+    for shard, (ids, stored) in store.trusted_all(ours, repair=write, known=known).items():
+        if ids is not None:
             trusted[shard] = ids
             done |= {shard} if stored else set()
     for shard, ids in trusted.items():  # 1. points some finished shard already holds
