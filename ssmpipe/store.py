@@ -408,10 +408,10 @@ def aggregate(store: Store, sweep: str, out: str | Path) -> pa.Table:
 
 def _keep_if_shrinking(out: Path, table: pa.Table) -> None:
     try:
-        old = pq.read_table(out, columns=["run_id"]).column("run_id").to_pylist()
+        old = pq.read_table(out, columns=["run_id"]).column("run_id")
     except (OSError, ValueError, KeyError):
         return
-    lost = set(old) - set(table.column("run_id").to_pylist())
+    lost = set(pc.unique(old).to_pylist()) - set(pc.unique(table.column("run_id")).to_pylist())  # ids, not rows
     if lost or len(old) > table.num_rows:
         kept = out.with_name("runs.previous.parquet")
         with atomic_path(kept) as tmp:
