@@ -12,15 +12,17 @@ or from another sweep with the same points, finds the same shard.
 from __future__ import annotations
 
 import functools
+import gc
 import hashlib
 import itertools
 import json
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ssmpipe import config as cfg
 from ssmpipe import data
-from ssmpipe.store import Store, _plain
+from ssmpipe.store import Store, _claimed, _plain
 
 PER_POINT_KEYS = ("seed", "model.init")  # settings that may differ inside one packed model
 
@@ -30,6 +32,7 @@ class Point:
     run_id: str
     settings: dict  # shares unchanged parts with other points: read it, never change it in place
     axes: dict  # the grid values of this point, by dotted key
+    pack: str  # its pack key (`pack_key`): points with the same one pack into one model
 
 
 @dataclass
@@ -39,6 +42,7 @@ class Plan:
     shard_of: dict[str, str]                      # run id -> shard id holding (or to hold) it
     shards: list[str]                             # every shard the sweep reads, sorted
     pending: list[str] = field(default_factory=list)  # shards still to train
+    data: dict[str, dict[str, dict]] = field(default_factory=dict)  # pending shard -> data key -> data spec
     untrusted: list[str] = field(default_factory=list)  # store files that fail their checks (write=True moves them)
 
 
@@ -60,8 +64,17 @@ def _coerce(value, kind: str):
     return float(value) if kind == "number" else int(value) if kind == "integer" else value
 
 
+def canonical(obj) -> str:
+    """The JSON text a digest hashes: sorted keys, no spaces."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
+
+
 def digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+    return _sha(canonical(obj))
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run_id(settings: dict) -> str:
@@ -76,6 +89,10 @@ def _setting_types() -> dict[str, str]:
 
 def pack_key(settings: dict) -> str:
     """Points with the same pack key have the same shapes, data and optimiser: they pack."""
+    return digest(_without_per_point(settings))
+
+
+def _without_per_point(settings: dict) -> dict:
     shared = dict(settings)
     for key in PER_POINT_KEYS:  # copied only along the key's path: the rest is shared, read-only
         *parents, last = key.split(".")
@@ -84,7 +101,81 @@ def pack_key(settings: dict) -> str:
             node[part] = dict(node[part])
             node = node[part]
         node.pop(last, None)
-    return digest(shared)
+    return shared
+
+
+def _is_per_point(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in PER_POINT_KEYS)
+
+
+def _with(settings: dict, keys: list[str], values) -> dict:
+    """settings with each dotted key set to its value, copied only along the keys' paths (the rest is shared)."""
+    return _setter(tuple(keys))(settings, values)
+
+
+@functools.lru_cache(maxsize=8)
+def _setter(keys: tuple[str, ...]):
+    """A function (settings, values) -> settings with keys set (see `_with`); the paths are split once."""
+    paths = [k.split(".") for k in keys]
+    parents = sorted({tuple(p[:i]) for p in paths for i in range(1, len(p))}, key=len)  # outermost first
+
+    def put(settings: dict, values) -> dict:
+        out = dict(settings)
+        for *above, name in parents:  # a fresh copy of every dict on a key's path, once
+            node = out
+            for part in above:
+                node = node[part]
+            node[name] = dict(node.get(name, {}))
+        for (*above, name), value in zip(paths, values):
+            node = out
+            for part in above:
+                node = node[part]
+            node[name] = value
+        return out
+
+    return put
+
+
+def _holes(text: str, marks: list[str]) -> tuple[list[str], list[int]] | None:
+    """text split around each mark (each must occur once): (len(marks) + 1 parts, mark index of each hole in text
+    order); None if some mark does not occur exactly once."""
+    if any(text.count(m) != 1 for m in marks):
+        return None
+    order = sorted(range(len(marks)), key=lambda i: text.index(marks[i]))
+    parts, rest = [], text
+    for i in order:
+        head, rest = rest.split(marks[i], 1)
+        parts.append(head)
+    return [*parts, rest], order
+
+
+class _Hasher:
+    """digest(settings) of grid points without re-encoding the fixed settings per point.
+
+    The canonical JSON of a point is that of the fixed settings with each grid key's value put in; so the fixed part
+    is encoded once with a unique marker per grid key, and each point's text is the pieces around the markers joined
+    with its values' JSON (encoded once per axis value). Same text, same sha256 as `digest` (tests check the two agree).
+    """
+
+    def __init__(self, base: dict, keys: list[str], axes: list[list], drop=lambda s: s, holes=None):
+        holes = [i for i in range(len(keys)) if holes is None or holes(keys[i])]
+        marks = [f"\ue000ssmpipe-hole-{i}\ue000" for i in range(len(keys))]
+        self.holes, self.parts, self.order = holes, None, None
+        if "task.path" in keys:  # each point's data hash is its own: no common text
+            return
+        text = canonical(drop(data.with_data_hash(_with(base, keys, marks))))
+        found = _holes(text, [json.dumps(marks[i]) for i in holes])
+        if found:
+            self.parts, self.order = found
+        self.encoded = [[canonical(v) for v in axis] for axis in axes]
+
+    def __call__(self, index: tuple[int, ...]) -> str:
+        """The digest of the point whose value of axis i is axes[i][index[i]]."""
+        pieces = [self.parts[0]]
+        for h, part in zip(self.order, self.parts[1:]):
+            i = self.holes[h]
+            pieces += (self.encoded[i][index[i]], part)
+        return _sha("".join(pieces))
 
 
 def expand(config: dict) -> list[Point]:
@@ -93,18 +184,22 @@ def expand(config: dict) -> list[Point]:
     fixed = typed(config["fixed"], types)
     keys = sorted(config["grid"])
     axes = [[_coerce(v, types[k]) for v in config["grid"][k]] for k in keys]  # typed once, not per point
+    ids = _Hasher(fixed, keys, axes)
+    packs = _Hasher(fixed, keys, axes, drop=_without_per_point, holes=lambda k: not _is_per_point(k))
+    shared = [i for i in range(len(keys)) if not _is_per_point(keys[i])]  # the axes a pack key depends on
+    pack_of: dict[tuple, str] = {}
+    put = _setter(tuple(keys))
     points = []
-    for values in itertools.product(*axes):
-        settings = dict(fixed)  # copied only along the grid keys' paths: the rest is shared, and read-only
-        for k, v in zip(keys, values):
-            *parents, last = k.split(".")
-            node = settings
-            for part in parents:
-                node[part] = dict(node.get(part, {}))
-                node = node[part]
-            node[last] = v
-        settings = data.with_data_hash(settings)  # a task read from a path is keyed by its content
-        points.append(Point(digest(settings), settings, dict(zip(keys, values))))
+    for index in itertools.product(*(range(len(a)) for a in axes)):
+        values = [a[i] for a, i in zip(axes, index)]
+        settings = data.with_data_hash(put(fixed, values))  # a task read from a path is keyed by its content
+        if ids.parts is None or packs.parts is None:  # a grid over task.path: each point hashed whole
+            points.append(Point(digest(settings), settings, dict(zip(keys, values)), pack_key(settings)))
+            continue
+        group = tuple(index[i] for i in shared)
+        if group not in pack_of:
+            pack_of[group] = packs(index)
+        points.append(Point(ids(index), settings, dict(zip(keys, values)), pack_of[group]))
     return points
 
 
@@ -124,6 +219,24 @@ def plan(config: dict, write: bool = True, planned: dict[str, list[str]] | None 
     planned before this one, whose specs a writing plan would have written) counts as stored specs,
     so sweeps planned one after another without writing share shards as they would writing.
     """
+    with _gc_paused():
+        return _plan(config, write, planned or {})
+
+
+@contextmanager
+def _gc_paused():
+    """Python's cycle collector off while planning: a 100,000-point plan allocates millions of acyclic dicts, and
+    each collection walks them all (~40% of expand's time); nothing planning makes is a cycle."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _plan(config: dict, write: bool, planned: dict[str, list[str]]) -> Plan:
     store = Store(config["results"])
     points = expand(config)
     by_id = {p.run_id: p for p in points}
@@ -131,13 +244,13 @@ def plan(config: dict, write: bool = True, planned: dict[str, list[str]] | None 
     pending_shards: list[str] = []
 
     known = {p.run_id: p.settings for p in points}
+    ours = ((shard, spec) for shard, spec in store.iter_specs()  # every spec that may hold our points
+            if not (claimed := _claimed(spec)) or any(rid in by_id for rid in claimed))
     trusted: dict[str, list[str]] = {}  # shard -> run ids, of every spec that may hold our points and checks out
     done: set[str] = set()              # those whose rows are stored and check out
     untrusted: list[str] = []
-    for shard, claimed in store.read_specs().items():
-        if claimed and not any(rid in by_id for rid in claimed):
-            continue  # another sweep's shard
-        ids, stored = store.trusted(shard, repair=write, known=known)  # with write, the untrusted: quarantined
+    # with write, the untrusted are quarantined
+    for shard, (ids, stored) in store.trusted_all(ours, repair=write, known=known).items():
         if ids is None:  # its spec was listed, so it exists and failed a check
             untrusted.append(str(store.spec_path(shard)))
         elif not stored and store.runs_path(shard).exists():
@@ -162,7 +275,7 @@ def plan(config: dict, write: bool = True, planned: dict[str, list[str]] | None 
     groups: dict[str, list[Point]] = {}  # 3. the rest, in new shards of packable points
     for p in points:
         if p.run_id not in shard_of:
-            groups.setdefault(pack_key(p.settings), []).append(p)
+            groups.setdefault(p.pack, []).append(p)
     for key in sorted(groups):
         members = sorted(groups[key], key=lambda p: p.run_id)
         for part in chunk(members, config["shard_size"]):
@@ -172,8 +285,9 @@ def plan(config: dict, write: bool = True, planned: dict[str, list[str]] | None 
             shard_of.update({p.run_id: shard for p in part})
             pending_shards.append(shard)
 
-    result = Plan(config, points, shard_of, sorted(set(shard_of.values())), sorted(pending_shards),
-                  [] if write else untrusted)
+    pending = sorted(pending_shards)
+    result = Plan(config, points, shard_of, sorted(set(shard_of.values())), pending,
+                  _data_of(points, shard_of, pending), [] if write else untrusted)
     if write:
         store.write_manifest(config, result)
     return result
@@ -217,9 +331,23 @@ def changed_snapshot(config: dict) -> bool:
 
 def data_specs(settings_list) -> dict[str, dict]:
     """Data cache key -> data spec, for a list of point settings: each point's length and its test lengths."""
-    out = {}
+    out, previous = {}, None
     for s in settings_list:
+        same = (s["seq_len"], s["test_seq_lens"], s["task"])
+        if same == previous:  # a shard's points share their task and lengths: each data set is hashed once
+            continue
+        previous = same
         for length in (s["seq_len"], *s["test_seq_lens"]):
             spec = data.spec_of(s, length)
             out[data.key_of(spec)] = spec
+    return out
+
+
+def _data_of(points: list[Point], shard_of: dict[str, str], shards: list[str]) -> dict[str, dict[str, dict]]:
+    """Shard -> its data sets (data_specs), for the given shards; one point per shard and pack key is enough."""
+    wanted = set(shards)
+    one_each = {(shard_of[p.run_id], p.pack): p for p in points if shard_of[p.run_id] in wanted}
+    out: dict[str, dict[str, dict]] = {s: {} for s in shards}
+    for (shard, _), p in one_each.items():
+        out[shard].update(data_specs([p.settings]))
     return out

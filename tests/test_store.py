@@ -134,3 +134,44 @@ def test_parquet_is_readable_by_pyarrow_and_pandas(tmp_path):
     path = tmp_path / "runs.parquet"
     store.write_runs(_rows(points), path)
     assert pq.read_table(path).num_rows == pd.read_parquet(path).shape[0] == len(points) * 3
+
+
+def test_runs_files_checked_together_get_the_verdicts_and_messages_of_one_by_one(tmp_path):
+    """runs_problems (one scan of many files) must say of each file what runs_problem says of it alone."""
+    points = sweep.expand(cfg.check(tiny_config()))
+    st = store.Store(tmp_path)
+    ids = [p.run_id for p in points[:3]]
+    damaged = {
+        "good": _rows(points[:3]),
+        "missing_run": _rows(points[:2]),
+        "extra_run": _rows(points[:4]),
+        "gap": [r for r in _rows(points[:3]) if not (r["run_id"] == ids[1] and r["epoch"] == 1)],
+        "duplicate": _rows(points[:3]) + [r for r in _rows(points[:3]) if r["epoch"] == 2][:1],
+        "no_epoch_0": [r for r in _rows(points[:3]) if r["epoch"] > 0],
+    }
+    st.runs_path("x").parent.mkdir(parents=True)
+    for shard, rows in damaged.items():
+        pq.write_table(store.rows_to_table(rows), st.runs_path(shard))
+    st.runs_path("truncated").write_bytes(st.runs_path("good").read_bytes()[:300])
+    expected = {shard: ids for shard in [*damaged, "truncated"]}
+    together = st.runs_problems(expected)
+    alone = {shard: st.runs_problem(shard, ids) for shard in expected}
+    assert together == alone
+    assert together["good"] is None and all(together[s] for s in expected if s != "good")
+    assert "not a runs table" in together["truncated"] and "has epochs" in together["gap"]
+    del expected["truncated"]  # without a file that stops the scan, the scan decides
+    assert st.runs_problems(expected) == {s: alone[s] for s in expected}
+
+
+def test_read_runs_fills_the_columns_an_older_file_lacks(tmp_path):
+    points = sweep.expand(cfg.check(tiny_config()))
+    table = store.rows_to_table(_rows(points[:2]))
+    old = table.drop_columns(["grad_norm", "tau_layers", "study"])
+    pq.write_table(old, tmp_path / "old.parquet")
+    store.write_runs(_rows(points[2:4]), tmp_path / "new.parquet")
+    both = store.read_runs([tmp_path / "old.parquet", tmp_path / "new.parquet"])
+    assert both.schema == store.runs_schema() and both.num_rows == 4 * 3
+    assert both.column("grad_norm").null_count == both.num_rows
+    with pytest.raises(store.StoreError, match="bad.parquet: not a runs table"):
+        (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+        store.read_runs([tmp_path / "new.parquet", tmp_path / "bad.parquet"])

@@ -88,3 +88,66 @@ def test_replanning_finds_the_same_shards_and_done_ones(tmp_path):
 def test_chunk_is_balanced():
     assert [len(c) for c in sweep.chunk(list(range(10)), 4)] == [3, 3, 4]
     assert sweep.chunk(list(range(3)), 8) == [[0, 1, 2]]
+
+
+def test_expanded_ids_and_pack_keys_equal_hashing_each_point_whole():
+    """expand hashes points from a text template of the fixed settings; every id and pack key must be the one
+    hashing the point's settings whole gives (run_id, pack_key), over nested, per-point, list, string, bool axes."""
+    config = cfg.check(tiny_config(**{"grid.model.init.real": [-0.5, 0.0, -1e-3], "grid.seed": [0, 3],
+                                      "grid.test_seq_lens": [[], [24, 32]], "grid.model.init.dt": ["s4d", "autocorr"],
+                                      "grid.model.train_A": [True, False], "grid.train.lr": [0.01, 1e-3]}))
+    points = sweep.expand(config)
+    assert len(points) == 3 * 1 * 2 * 2 * 2 * 2 * 2 * 2
+    for p in points:
+        assert p.run_id == sweep.run_id(p.settings) == sweep.digest(p.settings)
+        assert p.pack == sweep.pack_key(p.settings)
+    assert len({p.run_id for p in points}) == len(points)
+    assert len({p.pack for p in points}) == len(points) // (3 * 2 * 2)  # seed, init.real, init.dt pack together
+
+
+def test_a_grid_over_task_path_hashes_each_point_with_its_data(tmp_path):
+    import numpy as np
+
+    paths = []
+    for i in range(2):
+        path = tmp_path / f"d{i}.npz"
+        x = np.full((4, 16), i, np.int64)
+        np.savez(path, x_train=x, y_train=x, x_test=x, y_test=x)
+        paths.append(str(path))
+    config = cfg.check(tiny_config(**{"fixed.task": {"name": "npz", "path": paths[0], "vocab": 4},
+                                      "grid.task.path": paths, "grid.seq_len": [16]}))
+    points = sweep.expand(config)
+    hashes = {p.settings["task"]["path"]: p.settings["task"]["data_hash"] for p in points}
+    assert len(set(hashes.values())) == 2
+    assert all(p.run_id == sweep.run_id(p.settings) and p.pack == sweep.pack_key(p.settings) for p in points)
+
+
+def test_plan_names_each_pending_shards_data_sets_as_its_spec_does(tmp_path):
+    from ssmpipe.store import Store
+
+    config = cfg.check(tiny_config(results=str(tmp_path), **{"grid.test_seq_lens": [[], [32]]}))
+    plan = sweep.plan(config)
+    store = Store(tmp_path)
+    assert set(plan.data) == set(plan.pending) and len(plan.pending) > 1
+    for shard in plan.pending:
+        assert plan.data[shard] == sweep.data_specs(p["settings"] for p in store.read_spec(shard)["points"])
+    every = sweep.data_specs(p.settings for p in plan.points)  # the dedup in data_specs drops no data set
+    assert {k for d in plan.data.values() for k in d} == set(every)
+    assert any("L32" in k for k in every) and any("L24" in k for k in every)
+
+
+def test_specs_and_manifest_read_back_as_written(tmp_path):
+    from ssmpipe.store import Store
+
+    config = cfg.check(tiny_config(results=str(tmp_path)))
+    plan = sweep.plan(config)
+    store = Store(tmp_path)
+    manifest = json.loads(store.manifest_path("tiny").read_text())
+    assert manifest["sweep"] == "tiny" and len(manifest["points"]) == len(plan.points)
+    assert {p["run_id"]: p["shard"] for p in manifest["points"]} == plan.shard_of
+    assert [p["axes"] for p in manifest["points"]] == [p.axes for p in plan.points]
+    by_id = {p.run_id: p.settings for p in plan.points}
+    for shard, spec in store.iter_specs():
+        assert spec["shard"] == shard
+        assert all(pt["settings"] == by_id[pt["run_id"]] for pt in spec["points"])
+        assert '"lr": 0.01' in store.spec_path(shard).read_text()  # one point a line, readable

@@ -77,17 +77,12 @@ wildcard_constraints:
 
 def data_of_shards():
     """Pending shard -> the data files it trains on, and data key -> data spec, from the plans in memory
-    (no spec file is read). A shard's points share all settings but sweep.PER_POINT_KEYS (seed,
-    model.init), so its first point gives its data sets."""
-    first = {}
-    for plan in PLANS.values():
-        for p in plan.points:
-            first.setdefault(plan.shard_of[p.run_id], p.settings)
+    (Plan.data: no spec file is read)."""
     files, specs = {}, {}
-    for shard in PENDING:
-        shard_specs = sweep.data_specs([first[shard]])
-        files[shard] = [str(STORE.data_path(key)) for key in shard_specs]
-        specs.update(shard_specs)
+    for plan in PLANS.values():
+        for shard, shard_specs in plan.data.items():
+            files[shard] = [str(STORE.data_path(key)) for key in shard_specs]
+            specs.update(shard_specs)
     return files, specs
 
 
