@@ -17,6 +17,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 
 from ssmpipe.models import batched
+from ssmpipe.models.sequence import SequenceModel
 
 SUBPACK_ELEMENTS = 2 ** 18  # CPU: activation elements (B·L·H per point) a sub-pack may hold, 1 MiB in float32
 
@@ -38,7 +39,8 @@ class PackedModel:
         cache-sized on the CPU, all K on an accelerator."""
         if x.device.type != "cpu":
             return [slice(0, self.K)]
-        per_point = x.shape[0] * x.shape[1] * self.base.decoder.in_features  # B·L·H
+        width = self.base.decoder.in_features if isinstance(self.base, SequenceModel) else x.shape[-1]  # H
+        per_point = x.shape[0] * x.shape[1] * width                         # B·L·H
         size = max(1, SUBPACK_ELEMENTS // per_point)
         return [slice(i, min(i + size, self.K)) for i in range(0, self.K, size)]
 
