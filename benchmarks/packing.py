@@ -6,7 +6,7 @@ residual block, batch 64) at L = 128, with 64 sweep points (4 real parts × 4 im
   * step: one packed training step of K points (ssmpipe.train.backward_part over the sub-packs,
     one Adam step) against the loop a user writes in one process: K separate nn.Modules, each
     with its own Adam, forward + cross-entropy + backward + step, one after another; same
-    batches, same thread count; K in 1 … 64, 1 thread (and 2). Target: loop / packed >= 2 at
+    batches, same thread count; K in 1 … 64 on 1 thread (1, 8, 64 on 2). Target: loop / packed >= 2 at
     K = 64, and >= 1 at every K.
   * point-epoch: `train_group` (the real training loop: evaluation and measures included) of
     the 64 points packed against one point alone, seconds per point and epoch.
@@ -54,17 +54,19 @@ def points(root: Path) -> list[dict]:
 
 
 def best_of(fns: dict, repeats: int) -> dict[str, float]:
-    """Each function's fastest run (seconds), the functions taking turns."""
-    best = dict.fromkeys(fns, float("inf"))
+    """Each function's fastest run, the functions taking turns: name -> wall seconds, and name + "_cpu" -> the
+    process's CPU seconds (steadier than wall time on a shared machine; the sum over threads)."""
+    best = {n + suffix: float("inf") for n in fns for suffix in ("", "_cpu")}
     for _ in range(repeats):
         for name, fn in fns.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             best[name] = min(best[name], time.perf_counter() - t0)
+            best[name + "_cpu"] = min(best[name + "_cpu"], time.process_time() - c0)
     return best
 
 
-def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int) -> dict[int, dict[str, float]]:
+def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int, ks=KS) -> dict[int, dict[str, float]]:
     """K -> seconds of one training step, packed and as a loop of K models."""
     torch.set_num_threads(threads)
     info = data.describe(arrays, pts[0]["settings"]["task"])
@@ -72,7 +74,7 @@ def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int) -> d
     bs = pts[0]["settings"]["train"]["batch_size"]
     lr = pts[0]["settings"]["train"]["lr"]
     out = {}
-    for K in KS:
+    for K in ks:
         gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in pts[:K]]
         idx = torch.stack([torch.randperm(len(x_tr), generator=g)[:bs] for g in gens])   # (K B)
         x, y = x_tr[idx], y_tr[idx]                                                       # (K B L)
@@ -95,9 +97,9 @@ def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int) -> d
                 backward_part(packed, sub, x[sub], y[sub], alive[sub], 0.0, 0.0)
             popt.step()
 
-        out[K] = best_of({"loop": loop, "packed": packed_step}, repeats)
-        print(f"{threads} thread(s), K = {K:2d}: packed {out[K]['packed'] * 1e3:7.1f} ms, loop "
-              f"{out[K]['loop'] * 1e3:7.1f} ms, loop/packed {out[K]['loop'] / out[K]['packed']:.2f}", flush=True)
+        out[K] = t = best_of({"loop": loop, "packed": packed_step}, repeats)
+        print(f"{threads} thread(s), K = {K:2d}: packed {t['packed'] * 1e3:7.1f} ms, loop {t['loop'] * 1e3:7.1f} ms, "
+              f"loop/packed {t['loop'] / t['packed']:.2f} (CPU time: {t['loop_cpu'] / t['packed_cpu']:.2f})", flush=True)
     return out
 
 
@@ -153,11 +155,14 @@ def main() -> None:
         pts = points(tmp / "bench")
         arrays = ensure_data(Store(tmp / "bench"), data.spec_of(pts[0]["settings"]))
         for threads in (1, 2):
-            steps = step_timings(pts, arrays, threads, repeats=5 if threads == 1 else 3)
+            steps = step_timings(pts, arrays, threads, *((5, KS) if threads == 1 else (3, (1, 8, 64))))
             ratios = {K: t["loop"] / t["packed"] for K, t in steps.items()}
+            cpu_ratios = {K: t["loop_cpu"] / t["packed_cpu"] for K, t in steps.items()}
             suffix = "" if threads == 1 else f"_{threads}threads"
             figures[f"packed_vs_loop_64{suffix}"] = round(ratios[64], 2)
             figures[f"packed_vs_loop_min{suffix}"] = round(min(ratios.values()), 2)
+            figures[f"packed_vs_loop_64_cpu{suffix}"] = round(cpu_ratios[64], 2)
+            figures[f"packed_vs_loop_min_cpu{suffix}"] = round(min(cpu_ratios.values()), 2)
             figures[f"packed_step_ms_64{suffix}"] = round(steps[64]["packed"] * 1e3, 1)
             figures[f"loop_step_ms_64{suffix}"] = round(steps[64]["loop"] * 1e3, 1)
             figures[f"packed_vs_loop_by_K{suffix}"] = {K: round(r, 2) for K, r in ratios.items()}
