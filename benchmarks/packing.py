@@ -84,14 +84,14 @@ def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int, ks=K
         popt = torch.optim.Adam(packed.parameters(), lr=lr)
         alive = torch.ones(K, dtype=torch.bool)
 
-        def loop():
+        def loop(singles=singles, opts=opts, x=x, y=y):
             for m, o, xk, yk in zip(singles, opts, x, y):
                 o.zero_grad()
                 out = m(xk)                                                               # (B L C)
                 F.cross_entropy(out.reshape(-1, out.shape[-1]), yk.reshape(-1)).backward()
                 o.step()
 
-        def packed_step():
+        def packed_step(packed=packed, popt=popt, x=x, y=y, alive=alive):
             popt.zero_grad()
             for sub in packed.subpacks(x[0]):
                 backward_part(packed, sub, x[sub], y[sub], alive[sub], 0.0, 0.0)

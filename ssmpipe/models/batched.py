@@ -2,10 +2,12 @@
 
 vmap(functional_call) over the single-point model runs K points in its (K B L H) layout: a transpose copy
 around every FFT, a log-softmax over rows as wide as the class count, and one unfused pass per elementwise
-op. Here the activations stay (K H B L): the FFTs run along the contiguous L, LayerNorm and the softmax
-reduce over an outer dimension (vectorised across B·L), encoder and decoder are gathers and bmm, and the two
-hot spots, the FFT convolution with its skip and GELU → residual → LayerNorm, are autograd Functions with
-hand-derived backwards (fewer passes over the activations than autograd's op-by-op graph).
+op. Here the activations stay (K H B L): the convolution runs along the contiguous L (up to L = 256 as a
+Toeplitz matmul in BLAS, which beats the FFT's padding, complex products and copies at these lengths; beyond
+it by FFT), the skip D·u is folded into the kernel (k_0 + D), LayerNorm and the softmax reduce over an outer
+dimension (vectorised across B·L), encoder and decoder are a gather and bmm, and the convolutions and
+GELU → residual → LayerNorm are autograd Functions with hand-derived backwards (fewer passes over the
+activations than autograd's op-by-op graph).
 The reference is each point's own `SequenceModel.forward`; tests hold the two equal.
 """
 
@@ -109,7 +111,6 @@ class GeluResidualNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, y, w, b, eps: float):
-        K, H = u.shape[:2]
         r = F.gelu(y).add_(u)                                               # (K H B L)
         r -= r.mean(1, keepdim=True)
         rstd = (r.square().mean(1, keepdim=True) + eps).rsqrt()             # (K 1 B L)
