@@ -54,7 +54,7 @@ def test_packed_training_in_uneven_sub_packs_equals_separate_trainings(tmp_path,
                         "grid.seed": [0], "fixed.train.epochs": 3})
     tiny = points[0]["settings"]
     per_point = tiny["train"]["batch_size"] * 16 * tiny["model"]["d_model"]  # B·L·H
-    monkeypatch.setattr(packing, "SUBPACK_ELEMENTS", 2 * per_point)
+    monkeypatch.setattr(packing, "SUBPACK_ELEMENTS", 2 * per_point // torch.get_num_threads())  # sub-packs of 2
     packed = _train(points, tmp_path)
     alone = pd.concat([_train([p], tmp_path) for p in points]).sort_index()
     np.testing.assert_allclose(packed[METRICS].to_numpy(), alone[METRICS].to_numpy(), rtol=1e-5, atol=1e-6)
@@ -67,7 +67,7 @@ def test_packed_steps_equal_separate_modules_each_with_its_own_adam(monkeypatch)
     points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.5, -0.1, 0.0, -0.3],
                         "grid.seed": [0]})
     info = {"input": "tokens", "d_input": 4, "target": "position", "n_out": 4, "loss": "ce"}
-    monkeypatch.setattr(packing, "SUBPACK_ELEMENTS", 2 * 8 * 16 * 4)
+    monkeypatch.setattr(packing, "SUBPACK_ELEMENTS", 2 * 8 * 16 * 4 // torch.get_num_threads())  # sub-packs of 2
     singles = [build_model(p["settings"], info).double() for p in points]
     packed = PackedModel([build_model(p["settings"], info).double() for p in points])
     assert packed.batched and len(packed.subpacks(torch.zeros(8, 16))) == 3

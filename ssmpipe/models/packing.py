@@ -6,9 +6,10 @@ gradients, and Adam (elementwise) updates each slice exactly as a separate run w
 
 The forward pass runs the points natively batched (`batched.forward`) where the model is an
 S4D SequenceModel, else maps the single-point module over them with vmap(functional_call).
-On the CPU the points go through in sub-packs whose activations fit in a core's cache
-(`subpacks`): a (K B L H) tensor of 64 demo points is 32 MiB, and streaming it through
-memory once per op cost more than the packing saved. On CUDA one sub-pack holds them all.
+On the CPU the points go through in sub-packs whose activations fit in the cores' caches
+(`subpacks`, a share per thread: with several threads every op parallelises over a bigger
+sub-pack): a (K B L H) tensor of 64 demo points is 32 MiB, and streaming it through memory
+once per op cost more than the packing saved. On CUDA one sub-pack holds them all.
 """
 
 import copy
@@ -19,7 +20,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ssmpipe.models import batched
 from ssmpipe.models.sequence import SequenceModel
 
-SUBPACK_ELEMENTS = 2 ** 18  # CPU: activation elements (B·L·H per point) a sub-pack may hold, 1 MiB in float32
+SUBPACK_ELEMENTS = 2 ** 18  # CPU: activation elements (B·L·H per point) of a sub-pack per thread, 1 MiB in float32
 
 
 class PackedModel:
@@ -41,7 +42,7 @@ class PackedModel:
             return [slice(0, self.K)]
         width = self.base.decoder.in_features if isinstance(self.base, SequenceModel) else x.shape[-1]  # H
         per_point = x.shape[0] * x.shape[1] * width                         # B·L·H
-        size = max(1, SUBPACK_ELEMENTS // per_point)
+        size = max(1, SUBPACK_ELEMENTS * torch.get_num_threads() // per_point)  # each thread's share fits its core
         return [slice(i, min(i + size, self.K)) for i in range(0, self.K, size)]
 
     def __call__(self, x: torch.Tensor, points: slice | None = None, **kwargs):
