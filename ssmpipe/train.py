@@ -52,11 +52,11 @@ def per_point_loss(out: torch.Tensor, y: torch.Tensor):
         err = (out.squeeze(-1) - y).pow(2).reshape(K, -1)                   # (K B·L)
         count = torch.full((K,), err.shape[1], device=y.device)
         return err.mean(1), torch.full((K,), float("nan"), device=y.device), count
-    ce = F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1), ignore_index=data.IGNORE,
-                         reduction="none").view(K, -1)                     # (K B·L), 0 where ignored
+    ce = F.cross_entropy(out.movedim(-1, 1), y, ignore_index=data.IGNORE,  # classes on dim 1: softmax over
+                         reduction="none").reshape(K, -1)                  # an outer dim; (K B·L), 0 where ignored
     valid = (y != data.IGNORE).view(K, -1)
     count = valid.sum(1)
-    correct = ((out.argmax(-1) == y).view(K, -1) & valid).sum(1)
+    correct = ((out.movedim(-1, 1).max(1).indices == y).view(K, -1) & valid).sum(1)  # max: argmax is slow on dim 1
     return ce.sum(1) / count.clamp(min=1), correct, count
 
 
@@ -145,16 +145,10 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
         grad_norm_sum = torch.zeros(K, dtype=torch.float64, device=device)
         for i in range(0, n, bs):
             idx = perms[:, i:i + bs]                                        # (K B)
-            if lam > 0:
-                out, taus = model(x_tr[idx], with_tau=True)                 # taus (K layers H)
-            else:
-                out, taus = model(x_tr[idx]), None
-            loss, c, cnt = per_point_loss(out, y_tr[idx])
-            objective = loss + (lam * taus.mean((1, 2)) if taus is not None else 0)  # SPEC 000: R_n + λ·τ
-            if tr["collapse_penalty"] > 0:
-                objective = objective + tr["collapse_penalty"] * collapse(out)
             opt.zero_grad()
-            torch.where(alive, objective, torch.zeros_like(objective)).sum().backward()
+            loss, c, cnt, objective = map(torch.cat, zip(*(
+                backward_part(model, sub, x_tr[idx[sub]], y_tr[idx[sub]], alive[sub], lam, tr["collapse_penalty"])
+                for sub in model.subpacks(x_tr[idx[0]]))))                    # (K) each
             with torch.no_grad():
                 for p in model.parameters():
                     p.grad[~alive] = 0                                      # diverged points stay frozen
@@ -195,6 +189,22 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
         checkpoint(state(epoch))
     bar.close()
     return _finalise(rows, dict(zip((p["run_id"] for p in points), status)), {})
+
+
+def backward_part(model: PackedModel, points: slice, x: torch.Tensor, y: torch.Tensor, alive: torch.Tensor,
+                  lam: float, collapse_penalty: float):
+    """Forward and backward of the sub-pack `points` on its batch x, y (K′ B ...): the gradients of its live
+    points' objectives land in their slices of the packed parameters. -> loss, correct, count, objective (K′)."""
+    if lam > 0:
+        out, taus = model(x, points, with_tau=True)                         # taus (K′ layers H)
+    else:
+        out, taus = model(x, points), None
+    loss, c, cnt = per_point_loss(out, y)
+    objective = loss + (lam * taus.mean((1, 2)) if taus is not None else 0)  # SPEC 000: R_n + λ·τ
+    if collapse_penalty > 0:
+        objective = objective + collapse_penalty * collapse(out)
+    torch.where(alive, objective, torch.zeros_like(objective)).sum().backward()
+    return loss.detach(), c, cnt, objective.detach()
 
 
 def collapse(out: torch.Tensor) -> torch.Tensor:

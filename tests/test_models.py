@@ -89,3 +89,69 @@ def test_plain_block_is_the_ssm_alone_and_residual_adds_the_norm():
     assert not any("norms" in name for name, _ in plain.named_parameters())
     assert any("norms" in name for name, _ in residual.named_parameters())
     assert not torch.allclose(residual.trunk(x)[0], h)
+
+
+BATCHED_CASES = [  # block, target, pooling, input, discretization, train_A, n_layers, L (> 256: the FFT convolution)
+    ("residual", "position", "last", "tokens", "zoh", True, 1, 12),
+    ("residual", "sequence", "last", "real", "bilinear", False, 2, 12),
+    ("plain", "sequence", "mean", "tokens", "zoh", True, 2, 9),
+    ("plain", "position", "last", "real", "zoh", False, 1, 300),
+    ("residual", "sequence", "mean", "tokens", "bilinear", True, 2, 300),
+]
+
+
+@pytest.mark.parametrize("block,target,pooling,inp,disc,train_A,n_layers,L", BATCHED_CASES)
+def test_batched_packed_model_equals_each_points_own_model(block, target, pooling, inp, disc, train_A, n_layers, L):
+    """The natively batched forward (outputs, τ, all gradients) against each point's SequenceModel, in float64."""
+    from ssmpipe.models import PackedModel, SequenceModel, packing
+
+    torch.manual_seed(0)
+    info = {"input": inp, "d_input": 5 if inp == "tokens" else 3, "target": target, "n_out": 4}
+    models = [SequenceModel([S4D(6, 4, real=-0.4 * k, imag=0.5 + k, discretization=disc, train_A=train_A)
+                             for _ in range(n_layers)], 6, info, pooling, block).double() for k in range(5)]
+    packed = PackedModel(models)
+    assert packed.batched
+    x = torch.randint(0, 5, (5, 3, L)) if inp == "tokens" else torch.randn(5, 3, L, 3, dtype=torch.float64)
+    sub = slice(1, 4)                                   # a sub-pack: gradients land in its slices only
+    out, taus = packed(x[sub], sub, with_tau=True)      # (3 B [L] C), (3 n_layers H)
+    g_out, g_tau = torch.randn_like(out), torch.randn_like(taus)
+    ((out * g_out).sum() + (taus * g_tau).sum()).backward()
+    for j, k in enumerate(range(1, 4)):
+        want_out, want_tau = models[k](x[k], with_tau=True)
+        torch.testing.assert_close(out[j], want_out, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(taus[j], want_tau, rtol=1e-9, atol=1e-10)
+        ((want_out * g_out[j]).sum() + (want_tau * g_tau[j]).sum()).backward()
+        for name, p in models[k].named_parameters():
+            torch.testing.assert_close(packed.params[name].grad[k], p.grad, rtol=1e-8, atol=1e-10, msg=name)
+    for name, p in packed.params.items():               # points outside the sub-pack got no gradient
+        assert torch.equal(p.grad[[0, 4]], torch.zeros_like(p.grad[[0, 4]])), name
+    # all five at once, in sub-packs of two (the last one holds one point): the same outputs
+    packing.SUBPACK_ELEMENTS, saved = 2 * 3 * L * 6 // torch.get_num_threads(), packing.SUBPACK_ELEMENTS
+    try:
+        assert [(s.start, s.stop) for s in packed.subpacks(x[0])] == [(0, 2), (2, 4), (4, 5)]
+        with torch.no_grad():
+            whole = packed(x)
+    finally:
+        packing.SUBPACK_ELEMENTS = saved
+    for k in range(5):
+        torch.testing.assert_close(whole[k], models[k](x[k]), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("L", [1, 6, 17])
+def test_convolutions_and_norm_have_the_gradients_of_their_formulas(L):
+    """Hand-derived backwards against finite differences (gradcheck), and both convolutions against the direct sum."""
+    from ssmpipe.models.batched import FFTConv, GeluResidualNorm, ToeplitzConv
+
+    torch.manual_seed(L)
+    u = torch.randn(2, 3, 2, L, dtype=torch.float64, requires_grad=True)   # (K H B L)
+    k = torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True)      # (K H L)
+    direct = torch.stack([sum(k[..., j, None] * u[..., t - j] for j in range(t + 1)) for t in range(L)], -1)
+    for conv in (ToeplitzConv, FFTConv):
+        torch.testing.assert_close(conv.apply(u, k), direct, rtol=1e-10, atol=1e-10)
+        assert torch.autograd.gradcheck(conv.apply, (u, k))
+    y = torch.randn_like(u, requires_grad=True)
+    w, b = (torch.randn(2, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
+    assert torch.autograd.gradcheck(lambda *a: GeluResidualNorm.apply(*a, 1e-5), (u, y, w, b))
+    norm = torch.nn.functional.layer_norm((u + torch.nn.functional.gelu(y)).movedim(1, -1), (3,), eps=1e-5)
+    torch.testing.assert_close(GeluResidualNorm.apply(u, y, w, b, 1e-5),
+                               (norm * w[:, None, None] + b[:, None, None]).movedim(-1, 1))

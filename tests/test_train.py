@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import tiny_config
 
 from ssmpipe import config as cfg
 from ssmpipe import data, sweep
+from ssmpipe.models import PackedModel, build_model, packing
 from ssmpipe.store import Store, load_state
-from ssmpipe.train import ensure_data, train_group, train_shard
+from ssmpipe.train import backward_part, ensure_data, train_group, train_shard
 
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
 
@@ -46,11 +48,60 @@ def test_packed_training_equals_separate_trainings(tmp_path, kind):
     assert final.nunique() == 6
 
 
+def test_packed_training_in_uneven_sub_packs_equals_separate_trainings(tmp_path, monkeypatch):
+    """5 points in sub-packs of 2, 2, 1 (forward and backward one sub-pack at a time) train as each alone."""
+    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.5, -0.1, 0.0, -0.3],
+                        "grid.seed": [0], "fixed.train.epochs": 3})
+    tiny = points[0]["settings"]
+    per_point = tiny["train"]["batch_size"] * 16 * tiny["model"]["d_model"]  # B·L·H
+    monkeypatch.setattr(packing, "SUBPACK_ELEMENTS", 2 * per_point // torch.get_num_threads())  # sub-packs of 2
+    packed = _train(points, tmp_path)
+    alone = pd.concat([_train([p], tmp_path) for p in points]).sort_index()
+    np.testing.assert_allclose(packed[METRICS].to_numpy(), alone[METRICS].to_numpy(), rtol=1e-5, atol=1e-6)
+    assert packed.xs(3, level="epoch")["train_loss"].nunique() == 5
+
+
+def test_packed_steps_equal_separate_modules_each_with_its_own_adam(monkeypatch):
+    """The reference a user would write: K nn.Modules, K Adams, plain cross-entropy; packed: sub-packs of 2 of 5.
+    In float64, so that Adam's normalised first steps don't blow float32 rounding up to visible differences."""
+    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.5, -0.1, 0.0, -0.3],
+                        "grid.seed": [0]})
+    info = {"input": "tokens", "d_input": 4, "target": "position", "n_out": 4, "loss": "ce"}
+    monkeypatch.setattr(packing, "SUBPACK_ELEMENTS", 2 * 8 * 16 * 4 // torch.get_num_threads())  # sub-packs of 2
+    singles = [build_model(p["settings"], info).double() for p in points]
+    packed = PackedModel([build_model(p["settings"], info).double() for p in points])
+    assert packed.batched and len(packed.subpacks(torch.zeros(8, 16))) == 3
+    opts = [torch.optim.Adam(m.parameters(), lr=0.01) for m in singles]
+    popt = torch.optim.Adam(packed.parameters(), lr=0.01)
+    gen = torch.Generator().manual_seed(0)
+    alive = torch.ones(5, dtype=torch.bool)
+    for _ in range(4):
+        x, y = torch.randint(0, 4, (5, 8, 16), generator=gen), torch.randint(0, 4, (5, 8, 16), generator=gen)
+        want = []
+        for m, o, xk, yk in zip(singles, opts, x, y):
+            o.zero_grad()
+            loss = F.cross_entropy(m(xk).reshape(-1, 4), yk.reshape(-1))
+            loss.backward()
+            o.step()
+            want.append(loss.item())
+        popt.zero_grad()
+        got = torch.cat([backward_part(packed, sub, x[sub], y[sub], alive[sub], 0.0, 0.0)[0]
+                         for sub in packed.subpacks(x[0])])
+        popt.step()
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
+    for k, m in enumerate(singles):
+        for name, p in m.named_parameters():
+            torch.testing.assert_close(packed.params[name][k].detach(), p.detach(), rtol=1e-8, atol=1e-10, msg=name)
+            torch.testing.assert_close(packed.params[name].grad[k], p.grad, rtol=1e-7, atol=1e-12, msg=name)
+    assert not torch.allclose(singles[0].decoder.weight, singles[1].decoder.weight)
+
+
 def test_divergence_is_recorded_and_the_rest_train_on(tmp_path):
+    # scale 1e39 overflows float32: C is ±inf, the loss NaN (1e38 stays finite, LayerNorm absorbs it)
     points = _points(**{"grid.seq_len": [16], "grid.seed": [0], "grid.model.init.real": [-0.5],
-                        "grid.model.init.scale": [1.0, 1e38], "fixed.train.epochs": 3})
+                        "grid.model.init.scale": [1.0, 1e39], "fixed.train.epochs": 3})
     rows = _train(points, tmp_path)
-    huge = next(p["run_id"] for p in points if p["settings"]["model"]["init"]["scale"] == 1e38)
+    huge = next(p["run_id"] for p in points if p["settings"]["model"]["init"]["scale"] == 1e39)
     fine = next(p["run_id"] for p in points if p["run_id"] != huge)
     assert (rows.loc[huge, "status"] == "diverged").all()
     assert not np.isfinite(rows.loc[huge, "test_loss"]).all()

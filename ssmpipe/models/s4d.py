@@ -63,6 +63,25 @@ def vandermonde(c: torch.Tensor, z: torch.Tensor, L: int) -> torch.Tensor:
     return 2 * k.real.flatten(-2)[..., :L]                                  # (H L)
 
 
+def discretize(log_dt, A_real, A_imag, C_real, C_imag, method: str = "zoh"):
+    """(log Ā, C·B̄), both (... H N/2), from log_dt (... H) and A, C (... H N/2); any leading (point) dimensions.
+
+    ZOH Ā = e^{ΔA}, B̄ = (Ā − 1)/A (ΔB at A = 0); bilinear Ā = (1 + ΔA/2)/(1 − ΔA/2), B̄ = Δ/(1 − ΔA/2).
+    """
+    dt = log_dt.exp()[..., None]                                            # (... H 1)
+    A = torch.complex(A_real.clamp(max=0.0), A_imag)                        # (... H N/2), Re λ ≤ 0
+    dtA = A * dt
+    if method == "zoh":
+        at_zero = A == 0
+        A_safe = torch.where(at_zero, torch.ones_like(A), A)
+        B_bar = torch.where(at_zero, dt.to(A.dtype).expand_as(A), (dtA.exp() - 1) / A_safe)
+        log_A_bar = dtA
+    else:
+        B_bar = dt / (1 - dtA / 2)
+        log_A_bar = torch.log((1 + dtA / 2) / (1 - dtA / 2))
+    return log_A_bar, torch.complex(C_real, C_imag) * B_bar
+
+
 class S4D(nn.Module):
     def __init__(self, d_model: int, d_state: int, scheme: str = "sweep", real: float = -0.5, imag: float = 1.0,
                  scale: float = 1.0, dt_min: float = 1e-3, dt_max: float = 1e-1,
@@ -86,19 +105,8 @@ class S4D(nn.Module):
         self.D = nn.Parameter(torch.randn(H))                                              # (H)
 
     def discrete(self):
-        """(log Ā, C·B̄), both (H N/2): ZOH Ā = e^{ΔA}, B̄ = (Ā − 1)/A (ΔB at A = 0); bilinear Ā = (1 + ΔA/2)/(1 − ΔA/2), B̄ = Δ/(1 − ΔA/2)."""
-        dt = self.log_dt.exp()[:, None]                                     # (H 1)
-        A = torch.complex(self.A_real.clamp(max=0.0), self.A_imag)          # (H N/2), Re λ ≤ 0
-        dtA = A * dt
-        if self.discretization == "zoh":
-            at_zero = A == 0
-            A_safe = torch.where(at_zero, torch.ones_like(A), A)
-            B_bar = torch.where(at_zero, dt.to(A.dtype).expand_as(A), (dtA.exp() - 1) / A_safe)
-            log_A_bar = dtA
-        else:
-            B_bar = dt / (1 - dtA / 2)
-            log_A_bar = torch.log((1 + dtA / 2) / (1 - dtA / 2))
-        return log_A_bar, torch.complex(self.C_real, self.C_imag) * B_bar
+        """(log Ā, C·B̄), both (H N/2): see `discretize`."""
+        return discretize(self.log_dt, self.A_real, self.A_imag, self.C_real, self.C_imag, self.discretization)
 
     def kernel(self, L: int) -> torch.Tensor:
         """k̄_l = 2·Re(Σ_n C_n B̄_n Ā_n^l) by a Vandermonde product: (H L)."""
