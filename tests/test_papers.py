@@ -1,13 +1,12 @@
 """The reproduction page, built by `ssmpipe papers` from real tiny sweeps of three experiment configs (two of them
 sharing a claim) and one experiment not run yet: every paper and claim, verdicts, the papers' values, run counts,
-links that resolve, built in seconds; an unknown sweep is a one-line error."""
+links that resolve; an unknown sweep is a one-line error."""
 
 import copy
 import html
 import re
 import subprocess
 import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -62,11 +61,9 @@ def built(tmp_path_factory):
     for name, config in configs.items():
         snakemake(workdir, write_config(workdir, config, name))
     sweeps = [c["sweep"] for c in configs.values()]
-    start = time.perf_counter()
     proc = _papers(workdir, "--results=results", "--", *sweeps, str(NOT_RUN))
-    seconds = time.perf_counter() - start
     page = workdir / "results" / "papers" / "index.html"
-    return workdir, configs, proc, seconds, page
+    return workdir, configs, proc, page
 
 
 def _block(text: str, claim: str) -> str:
@@ -78,7 +75,7 @@ def _block(text: str, claim: str) -> str:
 
 @pytest.mark.slow
 def test_page_shows_each_paper_claim_verdict_reference_and_runs(built):
-    workdir, configs, proc, seconds, page = built
+    workdir, configs, proc, page = built
     assert proc.returncode == 0, proc.stderr
     assert page.is_file() and f"papers: {Path('results/papers/index.html')}" in proc.stdout
     text = page.read_text()
@@ -133,9 +130,9 @@ def test_links_are_relative_and_resolve_to_each_report_and_figure(built):
 
 
 @pytest.mark.slow
-def test_page_builds_in_seconds_and_claims_name_their_reference_paper(built):
-    workdir, configs, proc, seconds, _ = built
-    assert proc.returncode == 0 and seconds < 10, (seconds, proc.stderr)
+def test_page_builds_and_claims_name_their_reference_paper(built):
+    workdir, configs, proc, _ = built
+    assert proc.returncode == 0, proc.stderr
     for config in configs.values():  # REFERENCE's paper is the one each claim's verdict names
         experiment = load_experiment(workdir / "results", config["sweep"])
         for claim in config["report"]["claims"]:

@@ -148,17 +148,13 @@ def test_train_A_false_freezes_the_state_matrix():
     assert {n for n, _ in layer.named_buffers()} == {"log_dt", "Lambda_real", "Lambda_imag", "P_real", "P_imag"}
 
 
-def test_long_sequence_forward_is_finite_and_fast():
+def test_long_sequence_forward_is_finite():
     torch.manual_seed(0)
     layer = S4(8, 64)
     u = torch.randn(2, 4096, 8)
-    start = time.perf_counter()
     with torch.no_grad():
         y = layer(u)
-    elapsed = time.perf_counter() - start
-    print(f"S4 forward L=4096 N=64 H=8 B=2 (float32, CPU): {elapsed:.3f} s")
     assert y.shape == u.shape and torch.isfinite(y).all()
-    assert elapsed < 5.0
     # float32 kernel (doubling: 12 squarings of Ā) against the float64 one
     k32, k64 = layer.kernel(4096), layer.double().kernel(4096)
     assert (k32.double() - k64).abs().max() <= 1e-5 * k64.abs().max()

@@ -1,4 +1,4 @@
-"""`ssmpipe status`: a 5,000-point sweep counted by state from a real store, fast; a real training process
+"""`ssmpipe status`: a 5,000-point sweep counted by state from a real store (its speed: benchmarks/status_watch.py); a real training process
 followed through training now, interrupted (killed) and done (rerun), by `status` and `status --watch`."""
 
 import json
@@ -43,29 +43,21 @@ def test_status_counts_a_5000_point_sweep_by_state(tmp_path):
         store.ckpt_path(shard).write_bytes(b"checkpoint")
     pending_points = sum(len(members[s]) for s in plan.shards[610:])
 
-    start = time.perf_counter()
-    status = sweep_status(config)
-    took = time.perf_counter() - start
-    assert took < 10, f"status of 5,000 points took {took:.1f} s"
+    status = sweep_status(config)  # its speed: benchmarks/status_watch.py
     assert {k: status.points[k] for k in want} == want and sum(want.values()) == 600 * 8
     assert status.points["interrupted"] == sum(len(members[s]) for s in plan.shards[600:610])
     assert status.shards["interrupted"] == 10 and status.shards["to train"] == 15
     assert status.points["to train"] == pending_points and status.total == 5000
 
     # a redraw of --watch reuses the plan and the trained shards' counts: it checks only the 25 untrained shards
-    start = time.perf_counter()
     again = sweep_status(config, status)
-    again_took = time.perf_counter() - start
     assert again.points == status.points and again.shards == status.shards
-    assert again_took < took / 3, (again_took, took)
 
     # the command: one compact table naming every state it counts
     configfile = write_config(tmp_path, config)
-    start = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "ssmpipe", "status", str(configfile)], capture_output=True,
                          text=True, check=True, timeout=120).stdout
-    took = time.perf_counter() - start
-    assert "5000 points in 625 shards (600 trained)" in out and took < 20, (out, took)
+    assert "5000 points in 625 shards (600 trained)" in out, out
     lines = out.splitlines()
     table = {line.split()[0]: line.split()[1:] for line in lines[2:] if not line.startswith("  shard")}
     assert table["ok"] == [str(want["ok"])] and table["diverged"] == [str(want["diverged"])]
