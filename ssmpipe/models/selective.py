@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ssmpipe.models import selective_cpu
+
 BLOCK_STATE = {"cpu": 2**18, "cuda": 2**26}  # elements of a (T C B d N) block: 1 MiB float32 stays in a CPU's cache
 
 
@@ -175,7 +177,15 @@ class Selective(nn.Module):
         return T, max(1, steps // T)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks."""
+        """u: (B L d) -> y: (B L d), by the fused CPU kernel where it can run (`selective_cpu.usable`), else eager."""
+        if selective_cpu.usable(u, *self.parameters()):
+            delta = F.softplus(self.p + u @ self.q)                              # (B L)
+            B_t, C_t = u @ self.W_B.T, u @ self.W_C.T                            # (B L N)
+            return selective_cpu.scan(delta, self.A, B_t, C_t, u)                # (B L d)
+        return self.forward_eager(u)
+
+    def forward_eager(self, u: torch.Tensor) -> torch.Tensor:
+        """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks (any device, under vmap too)."""
         L = u.shape[1]
         T, C = self.chunking(L, u.shape[0] * self.A.numel(), u.device)
         u_b = to_blocks(u.transpose(0, 1), T, C)                                 # (K T C B d)
