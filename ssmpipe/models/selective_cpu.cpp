@@ -143,7 +143,7 @@ void backward_task(const Shape& s, int64_t b, int64_t i0, int64_t m, int64_t j, 
                    const scalar_t* gy, scalar_t* gu, scalar_t* gdelta, scalar_t* gB, scalar_t* gC, scalar_t* gAt) {
   const int64_t M = s.N * m;
   std::vector<scalar_t> xs(s.T * M), as(s.T * M), x0(M), carry(M, 0), gA(M, 0);  // (T N m) ×2, (N m) ×3
-  scalar_t slb[64];                                                // Σ_n λ B_t[n] per channel
+  scalar_t slb[64], swa[64];                                       // Σ_n λ B_t[n], Σ_n w A[i,n] per channel
   for (int64_t k = s.K - 1; k >= 0; --k) {
     const int64_t t0 = k * s.T, t1 = std::min(s.L, t0 + s.T);
     for (int64_t n = 0; n < s.N; ++n)
@@ -159,8 +159,7 @@ void backward_task(const Shape& s, int64_t b, int64_t i0, int64_t m, int64_t j, 
       const scalar_t* x = xs.data() + (t - t0) * M;                // (N m) x_t
       const scalar_t* xp = t == t0 ? x0.data() : x - M;            // (N m) x_{t−1}
       const scalar_t* a = as.data() + (t - t0) * M;                // (N m) a_t
-      scalar_t sa = 0;
-      for (int64_t i = 0; i < m; ++i) slb[i] = 0;
+      for (int64_t i = 0; i < m; ++i) slb[i] = swa[i] = 0;
       for (int64_t n = 0; n < s.N; ++n) {
         const scalar_t cn = Cm[bt * s.N + n], bn = Bm[bt * s.N + n];
         const scalar_t* An = At + n * s.d + i0;
@@ -168,13 +167,13 @@ void backward_task(const Shape& s, int64_t b, int64_t i0, int64_t m, int64_t j, 
         scalar_t* gAn = gA.data() + n * m;
         const scalar_t *xn = x + n * m, *xpn = xp + n * m, *an = a + n * m;
         scalar_t dc = 0, db = 0;
-#pragma omp simd reduction(+ : dc, db, sa)
+#pragma omp simd reduction(+ : dc, db)
         for (int64_t i = 0; i < m; ++i) {
           const scalar_t lam = g[i] * cn + cr[i];                  // λ_t
           const scalar_t w = lam * an[i] * xpn[i];                 // λ_t a_t x_{t−1}
           dc += g[i] * xn[i];
           db += lam * ut[i];
-          sa += w * An[i];
+          swa[i] += w * An[i];
           gAn[i] += w * dt;
           slb[i] += lam * bn;
           cr[i] = an[i] * lam;                                     // a_t λ_t, read at step t − 1
@@ -182,9 +181,10 @@ void backward_task(const Shape& s, int64_t b, int64_t i0, int64_t m, int64_t j, 
         gC[(j * s.B * s.L + bt) * s.N + n] = dc;
         gB[(j * s.B * s.L + bt) * s.N + n] = db * dt;
       }
+      scalar_t sa = 0;
       for (int64_t i = 0; i < m; ++i) {
         gu[bt * s.d + i0 + i] = dt * slb[i];
-        sa += ut[i] * slb[i];
+        sa += swa[i] + ut[i] * slb[i];
       }
       gdelta[j * s.B * s.L + bt] = sa;
     }
