@@ -166,26 +166,52 @@ def test_A_is_trained():
     assert layer.A.requires_grad and layer.A.grad.abs().sum() > 0
 
 
-def test_vmap_over_stacked_layers_equals_one_by_one():
+def autograd_nodes(fn, seen=None) -> set[str]:
+    """The names of the autograd nodes reachable from grad_fn `fn`."""
+    seen = set() if seen is None else seen
+    if fn is None or fn in seen:
+        return set()
+    seen.add(fn)
+    return {type(fn).__name__}.union(*(autograd_nodes(f, seen) for f, _ in fn.next_functions))
+
+
+@pytest.fixture(params=["eager", "fused"])
+def path(request, monkeypatch):
+    """Which scan the layer's forward runs: "eager" turns the fused kernel's use off."""
+    if request.param == "eager":
+        monkeypatch.setattr(selective_cpu, "usable", lambda *tensors: False)
+    elif shutil.which("c++") is None:
+        pytest.skip("no C++ compiler: the fused kernel is not built")
+    return request.param
+
+
+def test_vmap_over_stacked_layers_equals_one_by_one(path):
+    """vmap over stacked layers (the fused kernel's vmap rule: one call of K·B rows), values and gradients through
+    PackedModel, and an input shared by all layers (not batched)."""
     torch.manual_seed(0)
     layers = [Selective(3, 4, s_A, chunk=8).double() for s_A in (-0.1, 0.0, 0.1)]
     x = torch.randn(3, 2, 21, 3, dtype=torch.float64)                            # (K B L d)
     params, buffers = stack_module_state(layers)
     base = Selective(3, 4, 0.0, chunk=8).to("meta")
     y = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)))(params, buffers, x)
-    y_one = torch.stack([layer(x[k]) for k, layer in enumerate(layers)])
-    torch.testing.assert_close(y, y_one, rtol=1e-10, atol=1e-12)
+    y_one = torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)])
+    torch.testing.assert_close(y, y_one, rtol=1e-9, atol=1e-12)
+    y_shared = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)), in_dims=(0, 0, None))(params, buffers, x[0])
+    torch.testing.assert_close(y_shared, torch.stack([selective_loop(layer, x[0]) for layer in layers]),
+                               rtol=1e-9, atol=1e-12)
 
     packed = PackedModel(layers)
     g = torch.randn_like(y_one)
-    (packed(x) * g).sum().backward()
+    y_packed = packed(x)
+    assert ("_FusedScanBackward" in autograd_nodes(y_packed.grad_fn)) == (path == "fused")
+    (y_packed * g).sum().backward()
     (y_one * g).sum().backward()
     for name, p in packed.params.items():
         for k, layer in enumerate(layers):
             torch.testing.assert_close(p.grad[k], layer.get_parameter(name).grad, rtol=1e-8, atol=1e-10)
 
 
-def test_vmap_over_several_blocks_equals_one_by_one():
+def test_vmap_over_several_blocks_equals_one_by_one(path):
     torch.manual_seed(1)
     layers = [Selective(16, 16, s_A).double() for s_A in (-0.1, 0.1)]
     x = torch.randn(2, 4, 600, 16, dtype=torch.float64)                          # (K B L d)

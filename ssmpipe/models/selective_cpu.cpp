@@ -1,6 +1,7 @@
 // Fused CPU selective scan (SPEC 001), compiled at first use by ssmpipe/models/selective_cpu.py.
 //
-// Inputs, all contiguous: delta (B L), At = Aᵀ (N d), Bm, Cm (B L N), u (B L d). One task runs one batch row b and
+// Inputs, all contiguous: delta (B L), At = Aᵀ (G N d), Bm, Cm (B L N), u (B L d): G groups of B/G batch rows
+// (G models stacked by vmap), group g's rows b = g·B/G … (g+1)·B/G − 1 using At[g]. One task runs one batch row b and
 // a segment of channels [i0, i1) through t = 0..L−1 with its state x (N m) on the stack (m = i1 − i0):
 //   a = e^{Δ_t A[i,n]},  x[n,i] = a·x[n,i] + Δ_t B_t[n] u_t[i],  y_t[i] = Σ_n C_t[n] x[n,i].
 // No (L B d N) tensor exists: the forward keeps the state entering every chunk of T steps (B K N d), K = ⌈L/T⌉,
@@ -8,7 +9,7 @@
 //   λ_t = gy_t[i] C_t[n] + a_{t+1} λ_{t+1},  w_t = λ_t a_t x_{t−1} (= ∂/∂ log a_t),
 //   ∂u_t[i] = Δ_t Σ_n λ_t B_t[n],  ∂B_t[n] = Δ_t Σ_i λ_t u_t[i],  ∂C_t[n] = Σ_i gy_t[i] x_t[n,i],
 //   ∂Δ_t = Σ_{n,i} (w_t A[i,n] + λ_t B_t[n] u_t[i]),  ∂A[i,n] = Σ_t Δ_t w_t.
-// Sums over channels (∂B, ∂C, ∂Δ) and over the batch (∂A) are written per task and added up at the end.
+// Sums over channels (∂B, ∂C, ∂Δ) and over a group's rows (∂A) are written per task and added up at the end.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
@@ -89,7 +90,8 @@ struct FlushDenormals {
 
 // Sizes and the segment one task owns.
 struct Shape {
-  int64_t B, L, d, N, T, K, S, seg;
+  int64_t B, L, d, N, T, K, S, seg, G;
+  int64_t a_offset(int64_t b) const { return b / (B / G) * N * d; }  // row b's At
 };
 
 // One step of the recurrence for channels [i0, i0 + m) of row b at time t: x_out = a ⊙ x_in + Δ B u (N m), a into
@@ -197,7 +199,9 @@ void backward_task(const Shape& s, int64_t b, int64_t i0, int64_t m, int64_t j, 
 // there are about as many tasks as threads.
 Shape make_shape(const torch::Tensor& u, const torch::Tensor& At, int64_t T) {
   Shape s;
-  s.B = u.size(0), s.L = u.size(1), s.d = u.size(2), s.N = At.size(0), s.T = std::max<int64_t>(1, T);
+  s.B = u.size(0), s.L = u.size(1), s.d = u.size(2), s.G = At.size(0), s.N = At.size(1);
+  s.T = std::max<int64_t>(1, T);
+  TORCH_CHECK(s.G > 0 && s.B % s.G == 0, "selective scan: ", s.G, " groups of A do not divide batch ", s.B);
   s.K = (s.L + s.T - 1) / s.T;
   const int64_t want = std::max<int64_t>((at::get_num_threads() + s.B - 1) / s.B, (s.d + 63) / 64);
   s.seg = (s.d + std::min(want, s.d) - 1) / std::min(want, s.d);
@@ -218,7 +222,7 @@ void for_tasks(const Shape& s, F f) {
 
 }  // namespace
 
-// delta (B L), At (N d), Bm, Cm (B L N), u (B L d), T -> y (B L d), chunk start states (B K N d).
+// delta (B L), At (G N d), Bm, Cm (B L N), u (B L d), T -> y (B L d), chunk start states (B K N d).
 std::vector<torch::Tensor> selective_forward(torch::Tensor delta, torch::Tensor At, torch::Tensor Bm,
                                              torch::Tensor Cm, torch::Tensor u, int64_t T) {
   const Shape s = make_shape(u, At, T);
@@ -226,7 +230,7 @@ std::vector<torch::Tensor> selective_forward(torch::Tensor delta, torch::Tensor 
   auto ck = torch::empty({s.B, s.K, s.N, s.d}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_forward", [&] {
     for_tasks(s, [&](int64_t b, int64_t, int64_t i0, int64_t m) {
-      forward_task<scalar_t>(s, b, i0, m, delta.data_ptr<scalar_t>(), At.data_ptr<scalar_t>(),
+      forward_task<scalar_t>(s, b, i0, m, delta.data_ptr<scalar_t>(), At.data_ptr<scalar_t>() + s.a_offset(b),
                              Bm.data_ptr<scalar_t>(), Cm.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
                              y.data_ptr<scalar_t>(), ck.data_ptr<scalar_t>());
     });
@@ -234,8 +238,8 @@ std::vector<torch::Tensor> selective_forward(torch::Tensor delta, torch::Tensor 
   return {y, ck};
 }
 
-// The inputs of selective_forward, its chunk start states and ∂y (B L d) -> ∂Δ (B L), ∂Aᵀ (N d), ∂B, ∂C (B L N),
-// ∂u (B L d).
+// The inputs of selective_forward, its chunk start states and ∂y (B L d) -> ∂Δ (B L), ∂Aᵀ, ∂B, ∂C (B L N),
+// ∂u (B L d); ∂Aᵀ is (G N d).
 std::vector<torch::Tensor> selective_backward(torch::Tensor delta, torch::Tensor At, torch::Tensor Bm,
                                               torch::Tensor Cm, torch::Tensor u, torch::Tensor ck,
                                               torch::Tensor gy, int64_t T) {
@@ -248,12 +252,12 @@ std::vector<torch::Tensor> selective_backward(torch::Tensor delta, torch::Tensor
   auto gAt = torch::empty({s.B, s.N, s.d}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_backward", [&] {
     for_tasks(s, [&](int64_t b, int64_t j, int64_t i0, int64_t m) {
-      backward_task<scalar_t>(s, b, i0, m, j, delta.data_ptr<scalar_t>(), At.data_ptr<scalar_t>(),
+      backward_task<scalar_t>(s, b, i0, m, j, delta.data_ptr<scalar_t>(), At.data_ptr<scalar_t>() + s.a_offset(b),
                               Bm.data_ptr<scalar_t>(), Cm.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
                               ck.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gu.data_ptr<scalar_t>(),
                               gdelta.data_ptr<scalar_t>(), gB.data_ptr<scalar_t>(), gC.data_ptr<scalar_t>(),
                               gAt.data_ptr<scalar_t>());
     });
   });
-  return {gdelta.sum(0), gAt.sum(0), gB.sum(0), gC.sum(0), gu};
+  return {gdelta.sum(0), gAt.view({s.G, s.B / s.G, s.N, s.d}).sum(1), gB.sum(0), gC.sum(0), gu};
 }

@@ -34,11 +34,19 @@ def kernel():
         return None
 
 
+def _plain(t: torch.Tensor) -> bool:
+    """Whether t is a plain tensor, or one batched by vmap (any depth) over a plain tensor: the op's vmap rule
+    handles those; other torch.func wrappers (grad, jvp) are not supported by its hand-written backward."""
+    functorch = torch._C._functorch
+    while functorch.is_batchedtensor(t):
+        t = functorch.get_unwrapped(t)
+    return not functorch.is_functorch_wrapped_tensor(t)
+
+
 def usable(*tensors: torch.Tensor) -> bool:
-    """Whether the fused scan can run on these tensors: CPU, float32/float64, no torch.func transform (vmap, grad)
-    wrapping them, and the kernel built (compiled here on first call)."""
-    return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64)
-                and not torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors)
+    """Whether the fused scan can run on these tensors: CPU, float32/float64, plain or under vmap only (`_plain`),
+    and the kernel built (compiled here on first call)."""
+    return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and _plain(t) for t in tensors)
             and kernel() is not None)
 
 
@@ -47,26 +55,45 @@ def chunk(L: int, d: int, N: int) -> int:
     return max(1, min(L, CHUNK_STATE // (d * N)))
 
 
+def _kernel_inputs(delta, A, Bm, Cm, u) -> list[torch.Tensor]:
+    """The kernel's operands: contiguous, A as Aᵀ (G N d)."""
+    return [t.contiguous() for t in (delta, A.transpose(-1, -2), Bm, Cm, u)]
+
+
 class _FusedScan(torch.autograd.Function):
-    """Δ (B L), A (d N), B_t, C_t (B L N), u (B L d) -> y (B L d); keeps the states entering each chunk
-    ((B K N d), K = ⌈L/T⌉) for the backward, which recomputes each chunk's states from them."""
+    """Δ (B L), A (G d N), B_t, C_t (B L N), u (B L d) -> y (B L d), A[g] serving batch rows g·B/G … (g+1)·B/G − 1;
+    keeps the states entering each chunk ((B K N d), K = ⌈L/T⌉) for the backward, which recomputes each chunk's
+    states from them. Under vmap over K stacked models the K copies are one kernel call of K·B rows, K·G groups."""
 
     @staticmethod
-    def forward(ctx, delta, A, Bm, Cm, u):
-        T = chunk(u.shape[1], *A.shape)
-        inputs = [t.contiguous() for t in (delta, A.T, Bm, Cm, u)]
-        y, starts = kernel().selective_forward(*inputs, T)
-        ctx.save_for_backward(*inputs, starts)
-        ctx.T = T
-        return y
+    def forward(delta, A, Bm, Cm, u):
+        T = chunk(u.shape[1], *A.shape[-2:])
+        return tuple(kernel().selective_forward(*_kernel_inputs(delta, A, Bm, Cm, u), T))  # y, chunk start states
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*inputs, output[1])
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, gy):
-        g_delta, g_At, g_B, g_C, g_u = kernel().selective_backward(*ctx.saved_tensors, gy.contiguous(), ctx.T)
-        return g_delta, g_At.T, g_B, g_C, g_u
+    def backward(ctx, gy, _g_starts):
+        delta, A, Bm, Cm, u, starts = ctx.saved_tensors
+        T = chunk(u.shape[1], *A.shape[-2:])
+        g_delta, g_At, g_B, g_C, g_u = kernel().selective_backward(*_kernel_inputs(delta, A, Bm, Cm, u), starts,
+                                                                   gy.contiguous(), T)
+        return g_delta, g_At.transpose(-1, -2), g_B, g_C, g_u
+
+    @staticmethod
+    def vmap(info, in_dims, delta, A, Bm, Cm, u):
+        """K stacked problems (vmap's batch) -> one of K·B rows and K·G groups of A."""
+        K = info.batch_size
+        args = [x.movedim(dim, 0) if dim is not None else x.expand(K, *x.shape)
+                for x, dim in zip((delta, A, Bm, Cm, u), in_dims)]
+        outputs = _FusedScan.apply(*(x.flatten(0, 1) for x in args))
+        return tuple(x.unflatten(0, (K, -1)) for x in outputs), (0, 0)
 
 
 def scan(delta: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """The selective scan by the fused kernel: Δ (B L), A (d N), B_t, C_t (B L N), u (B L d) -> y (B L d)."""
-    return _FusedScan.apply(delta, A, Bm, Cm, u)
+    return _FusedScan.apply(delta, A[None], Bm, Cm, u)[0]
