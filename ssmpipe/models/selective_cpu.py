@@ -1,7 +1,8 @@
 """The fused CPU selective scan: the C++ kernel of selective_cpu.cpp (its header has the recurrence and the adjoint),
 compiled at first use with torch.utils.cpp_extension into torch's extension cache (once per machine and CPU
-capability, ~1 min), and `scan`, its autograd op. `kernel()` is None where it cannot be built (no compiler, no
-ninja): a warning is logged once and the caller runs the eager scan instead."""
+capability, ~1 min; TORCH_EXTENSIONS_DIR moves the cache, concurrent builds wait on its lock), and `scan`, its
+autograd op, with a vmap rule (stacked models run as one kernel call). `kernel()` is None where it cannot be built
+(no compiler, no ninja): a warning is logged once and the caller runs the eager scan instead."""
 
 import functools
 import logging
@@ -14,6 +15,7 @@ log = logging.getLogger("ssmpipe.models.selective_cpu")
 
 SOURCE = Path(__file__).with_name("selective_cpu.cpp")
 CHUNK_STATE = 2**14  # state elements (T d N) of one chunk: the backward's recompute buffers stay in cache
+MIN_CHUNK = 16
 ARCH_FLAGS = {  # by torch's CPU capability; the extension's name carries it, so nodes sharing a cache do not clash
     "AVX512": ["-mavx512f", "-mavx512dq", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma", "-mprefer-vector-width=512"],
     "AVX2": ["-mavx2", "-mfma"],
@@ -51,8 +53,9 @@ def usable(*tensors: torch.Tensor) -> bool:
 
 
 def chunk(L: int, d: int, N: int) -> int:
-    """Steps T between the forward's stored states: a chunk of T d N elements is CHUNK_STATE at most."""
-    return max(1, min(L, CHUNK_STATE // (d * N)))
+    """Steps T between the forward's stored states: a chunk of T d N elements is CHUNK_STATE, but T is at least
+    MIN_CHUNK, so the stored states are at most 1/MIN_CHUNK of the full (B L d N) state (and at most L)."""
+    return min(L, max(MIN_CHUNK, CHUNK_STATE // (d * N)))
 
 
 def _kernel_inputs(delta, A, Bm, Cm, u) -> list[torch.Tensor]:
