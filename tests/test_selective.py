@@ -56,10 +56,12 @@ needs_compiler = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ 
 @needs_compiler
 @pytest.mark.parametrize("s_A", [-0.1, 0.1])
 @pytest.mark.parametrize("B,L,d,N,T,threads", [(2, 37, 3, 4, 37, 2), (1, 1, 1, 1, 1, 2), (1, 50, 1, 5, 16, 1),
-                                               (3, 61, 5, 4, 16, 3), (1, 100, 70, 2, 16, 1), (2, 33, 16, 16, 33, 4)])
+                                               (3, 61, 5, 4, 16, 3), (1, 100, 70, 2, 16, 1), (2, 33, 16, 16, 33, 4),
+                                               (4, 40, 16, 3, 16, 1), (2, 30, 32, 2, 16, 1), (1, 20, 64, 2, 16, 1)])
 def test_fused_equals_loop(B, L, d, N, T, threads, s_A, monkeypatch):
     """The fused kernel, float64: states kept every T steps (L odd, not a multiple of T, or T = L), channels split
-    into segments (several threads per batch row, or d > 64), batch 1, one channel."""
+    into segments (several threads per batch row, or d > 64), batch 1, one channel; segments of 8, 16, 32 and 64
+    channels (compiled for that width) and of other widths (width at run time)."""
     monkeypatch.setattr(selective_cpu, "CHUNK_STATE", T * d * N)
     assert selective_cpu.chunk(L, d, N) == T
     torch.manual_seed(B * 100 + L)

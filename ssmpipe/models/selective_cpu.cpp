@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 #if defined(__SSE__)
 #include <xmmintrin.h>
@@ -96,10 +97,11 @@ struct Shape {
 
 // One step of the recurrence for channels [i0, i0 + m) of row b at time t: x_out = a ⊙ x_in + Δ B u (N m), a into
 // a_out (when keep_a) or y_t into y_out (otherwise). x_in may equal x_out.
-template <typename scalar_t, bool keep_a>
-inline void step(const Shape& s, int64_t b, int64_t t, int64_t i0, int64_t m, const scalar_t* delta,
+template <typename scalar_t, bool keep_a, int W>
+inline void step(const Shape& s, int64_t b, int64_t t, int64_t i0, int64_t m_, const scalar_t* delta,
                  const scalar_t* At, const scalar_t* Bm, const scalar_t* Cm, const scalar_t* u,
                  const scalar_t* x_in, scalar_t* x_out, scalar_t* a_out, scalar_t* y_out) {
+  const int64_t m = W ? W : m_;
   const int64_t bt = b * s.L + t;
   const scalar_t dt = delta[bt];
   const scalar_t* ut = u + bt * s.d + i0;                          // (m)
@@ -125,25 +127,26 @@ inline void step(const Shape& s, int64_t b, int64_t t, int64_t i0, int64_t m, co
     for (int64_t i = 0; i < m; ++i) y_out[i] = y[i];
 }
 
-template <typename scalar_t>
-void forward_task(const Shape& s, int64_t b, int64_t i0, int64_t m, const scalar_t* delta, const scalar_t* At,
+template <typename scalar_t, int W>
+void forward_task(const Shape& s, int64_t b, int64_t i0, int64_t m_, const scalar_t* delta, const scalar_t* At,
                   const scalar_t* Bm, const scalar_t* Cm, const scalar_t* u, scalar_t* y, scalar_t* ck) {
+  const int64_t m = W ? W : m_;
   std::vector<scalar_t> x(s.N * m, 0);                             // (N m)
   for (int64_t t = 0; t < s.L; ++t) {
     if (t % s.T == 0)                                              // the state entering chunk t / T
       for (int64_t n = 0; n < s.N; ++n)
         std::memcpy(ck + ((b * s.K + t / s.T) * s.N + n) * s.d + i0, x.data() + n * m, m * sizeof(scalar_t));
-    step<scalar_t, false>(s, b, t, i0, m, delta, At, Bm, Cm, u, x.data(), x.data(), nullptr,
+    step<scalar_t, false, W>(s, b, t, i0, m, delta, At, Bm, Cm, u, x.data(), x.data(), nullptr,
          y + (b * s.L + t) * s.d + i0);
   }
 }
 
 // The adjoint for channels [i0, i0 + m) of row b; the task's partial sums go to slot j = segment index.
-template <typename scalar_t>
-void backward_task(const Shape& s, int64_t b, int64_t i0, int64_t m, int64_t j, const scalar_t* delta,
+template <typename scalar_t, int W>
+void backward_task(const Shape& s, int64_t b, int64_t i0, int64_t m_, int64_t j, const scalar_t* delta,
                    const scalar_t* At, const scalar_t* Bm, const scalar_t* Cm, const scalar_t* u, const scalar_t* ck,
                    const scalar_t* gy, scalar_t* gu, scalar_t* gdelta, scalar_t* gB, scalar_t* gC, scalar_t* gAt) {
-  const int64_t M = s.N * m;
+  const int64_t m = W ? W : m_, M = s.N * m;
   std::vector<scalar_t> xs(s.T * M), as(s.T * M), x0(M), carry(M, 0), gA(M, 0);  // (T N m) ×2, (N m) ×3
   scalar_t slb[64], swa[64];                                       // Σ_n λ B_t[n], Σ_n w A[i,n] per channel
   for (int64_t k = s.K - 1; k >= 0; --k) {
@@ -151,7 +154,7 @@ void backward_task(const Shape& s, int64_t b, int64_t i0, int64_t m, int64_t j, 
     for (int64_t n = 0; n < s.N; ++n)
       std::memcpy(x0.data() + n * m, ck + ((b * s.K + k) * s.N + n) * s.d + i0, m * sizeof(scalar_t));
     for (int64_t t = t0; t < t1; ++t)                              // recompute x_t, a_t for the chunk
-      step<scalar_t, true>(s, b, t, i0, m, delta, At, Bm, Cm, u, t == t0 ? x0.data() : xs.data() + (t - t0 - 1) * M,
+      step<scalar_t, true, W>(s, b, t, i0, m, delta, At, Bm, Cm, u, t == t0 ? x0.data() : xs.data() + (t - t0 - 1) * M,
            xs.data() + (t - t0) * M, as.data() + (t - t0) * M, nullptr);
     for (int64_t t = t1 - 1; t >= t0; --t) {
       const int64_t bt = b * s.L + t;
@@ -209,6 +212,19 @@ Shape make_shape(const torch::Tensor& u, const torch::Tensor& At, int64_t T) {
   return s;
 }
 
+// f(std::integral_constant<int, W>{}) with W = m for the common segment widths, else W = 0 (m at run time): with
+// the width known, the inner loops compile to whole vectors without run-time trip-count and epilogue handling.
+template <typename F>
+void with_width(int64_t m, F f) {
+  switch (m) {
+    case 8: return f(std::integral_constant<int, 8>{});
+    case 16: return f(std::integral_constant<int, 16>{});
+    case 32: return f(std::integral_constant<int, 32>{});
+    case 64: return f(std::integral_constant<int, 64>{});
+    default: return f(std::integral_constant<int, 0>{});
+  }
+}
+
 template <typename F>
 void for_tasks(const Shape& s, F f) {
   at::parallel_for(0, s.B * s.S, 1, [&](int64_t begin, int64_t end) {
@@ -230,9 +246,12 @@ std::vector<torch::Tensor> selective_forward(torch::Tensor delta, torch::Tensor 
   auto ck = torch::empty({s.B, s.K, s.N, s.d}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_forward", [&] {
     for_tasks(s, [&](int64_t b, int64_t, int64_t i0, int64_t m) {
-      forward_task<scalar_t>(s, b, i0, m, delta.data_ptr<scalar_t>(), At.data_ptr<scalar_t>() + s.a_offset(b),
-                             Bm.data_ptr<scalar_t>(), Cm.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-                             y.data_ptr<scalar_t>(), ck.data_ptr<scalar_t>());
+      with_width(m, [&](auto w) {
+        forward_task<scalar_t, decltype(w)::value>(s, b, i0, m, delta.data_ptr<scalar_t>(),
+                                                   At.data_ptr<scalar_t>() + s.a_offset(b), Bm.data_ptr<scalar_t>(),
+                                                   Cm.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+                                                   y.data_ptr<scalar_t>(), ck.data_ptr<scalar_t>());
+      });
     });
   });
   return {y, ck};
@@ -252,11 +271,13 @@ std::vector<torch::Tensor> selective_backward(torch::Tensor delta, torch::Tensor
   auto gAt = torch::empty({s.B, s.N, s.d}, u.options());
   AT_DISPATCH_FLOATING_TYPES(u.scalar_type(), "selective_backward", [&] {
     for_tasks(s, [&](int64_t b, int64_t j, int64_t i0, int64_t m) {
-      backward_task<scalar_t>(s, b, i0, m, j, delta.data_ptr<scalar_t>(), At.data_ptr<scalar_t>() + s.a_offset(b),
-                              Bm.data_ptr<scalar_t>(), Cm.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-                              ck.data_ptr<scalar_t>(), gy.data_ptr<scalar_t>(), gu.data_ptr<scalar_t>(),
-                              gdelta.data_ptr<scalar_t>(), gB.data_ptr<scalar_t>(), gC.data_ptr<scalar_t>(),
-                              gAt.data_ptr<scalar_t>());
+      with_width(m, [&](auto w) {
+        backward_task<scalar_t, decltype(w)::value>(
+            s, b, i0, m, j, delta.data_ptr<scalar_t>(), At.data_ptr<scalar_t>() + s.a_offset(b),
+            Bm.data_ptr<scalar_t>(), Cm.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(), ck.data_ptr<scalar_t>(),
+            gy.data_ptr<scalar_t>(), gu.data_ptr<scalar_t>(), gdelta.data_ptr<scalar_t>(), gB.data_ptr<scalar_t>(),
+            gC.data_ptr<scalar_t>(), gAt.data_ptr<scalar_t>());
+      });
     });
   });
   return {gdelta.sum(0), gAt.view({s.G, s.B / s.G, s.N, s.d}).sum(1), gB.sum(0), gC.sum(0), gu};
