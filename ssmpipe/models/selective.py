@@ -9,6 +9,9 @@ W_B, W_C ~ N(0,1) of shape (N d); q ~ N(0,1) of shape (d); p ~ N(0,1) of shape (
 (the paper's heads read y directly). Not offered: its use_delta=False (Δ ≡ 1) and fix_sA=True (A frozen at s_A).
 A is unconstrained: training may move s_A = max A either way, and s_A > 0 makes x_t grow like e^{s_A Σ Δ}.
 
+On CPU (float32/float64, plain tensors or under vmap) the layer's scan is the fused C++ kernel of `selective_cpu`
+(state on the stack, nothing of size L·B·d·N stored; compiled at first use); the projections Δ, B_t, C_t stay here.
+Elsewhere (CUDA, no compiler, torch.func.grad/jvp) it is the eager scan, `forward_eager`:
 The scan, `_SelectiveScan`, runs blocks of steps in turn (state carried over), each block cut into C chunks of T
 steps laid out (T C ...), so that one op on a (C B d N) slice advances all C chunks by a step: pass 1 finds each
 chunk's end state from a zero start, a loop over the C chunks carries the state across (x_in[c+1] = e^{A·ΣΔ_c}

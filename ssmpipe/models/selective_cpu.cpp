@@ -280,5 +280,6 @@ std::vector<torch::Tensor> selective_backward(torch::Tensor delta, torch::Tensor
       });
     });
   });
-  return {gdelta.sum(0), gAt.view({s.G, s.B / s.G, s.N, s.d}).sum(1), gB.sum(0), gC.sum(0), gu};
+  auto total = [](const torch::Tensor& t, int64_t dim) { return t.size(dim) == 1 ? t.select(dim, 0) : t.sum(dim); };
+  return {total(gdelta, 0), total(gAt.view({s.G, s.B / s.G, s.N, s.d}), 1), total(gB, 0), total(gC, 0), gu};
 }
