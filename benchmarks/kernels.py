@@ -2,7 +2,8 @@
 
 Forward + backward, on the device chosen at run time (CUDA when present, else CPU):
   * LTI (S4D) layer, FFT convolution vs the step-by-step recurrence, L = 4096 (target >= 30x);
-  * selective layer (SPEC 001), chunked parallel scan vs the step-by-step loop, L = 2048 (target >= 10x);
+  * selective layer (SPEC 001; the fused kernel on CPU, the chunked scan on CUDA) vs the step-by-step loop,
+    L = 2048 (target >= 10x);
   * selective layer (d 16, N 16, batch 8): forward alone vs the loop's forward at L = 2048 (target >= 5x), and
     forward + backward at L = 8192 over its memory-bandwidth bound (target <= 10), see below;
   * peak memory of one LTI layer (H = 64, N = 64, batch 1) at 4 lengths up to L = 65,536
@@ -24,7 +25,9 @@ crosses its boundary: u, Δ (B L), B_t, C_t (B L N) in and y out, and in the bac
 gradients out: (5·d + 3 + 6·N)·B·L items (the projections Δ, B_t, C_t stay in PyTorch, outside the kernel).
 The selective figures are taken at 1 thread and at torch's default thread count (keys with `_1thread` / without);
 the fused kernel (the layer's forward on CPU) is compared with the eager blocked scan (`Selective.forward_eager`,
-the path under vmap and on CUDA) and the step-by-step loop.
+the path on CUDA and without a compiler) and the step-by-step loop. On a machine whose cores are shared, the
+default-thread figures mostly measure contention (the loop's hundreds of small parallel ops suffer most): trust the
+1-thread ones there.
 Optional baseline: mamba.py's Blelloch `pscan` (github alxndrTL/mamba.py, mambapy/pscan.py; compared against, not
 copied), loaded at run time from the file named by the environment variable MAMBAPY_PSCAN, and skipped when that is
 unset; it runs the same layer (same parameters, Ā and Δ B u formed in full, as mamba.py does).
