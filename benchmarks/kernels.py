@@ -2,7 +2,8 @@
 
 Forward + backward, on the device chosen at run time (CUDA when present, else CPU):
   * LTI (S4D) layer, FFT convolution vs the step-by-step recurrence, L = 4096 (target >= 30x);
-  * selective layer (SPEC 001), chunked parallel scan vs the step-by-step loop, L = 2048 (target >= 10x);
+  * selective layer (SPEC 001; the fused kernel on CPU, the chunked scan on CUDA) vs the step-by-step loop,
+    L = 2048 (target >= 10x);
   * selective layer (d 16, N 16, batch 8): forward alone vs the loop's forward at L = 2048 (target >= 5x), and
     forward + backward at L = 8192 over its memory-bandwidth bound (target <= 10), see below;
   * peak memory of one LTI layer (H = 64, N = 64, batch 1) at 4 lengths up to L = 65,536
@@ -16,9 +17,17 @@ same run, interleaved with the layer's repeats. Bytes, at the input's item size:
     writes gu (parameter gradients are O(d·N));
   * 2·B·L·d·N: the state x, written once and read once. The backward needs x_{t−1} at every step
     (∂Ā_t = λ_t x_{t−1}) while the adjoint λ runs backwards in time, so the forward's x must be stored (these
-    bytes) or recomputed (the layer here recomputes it block by block, in cache, which costs compute instead).
-A fused kernel that keeps x in registers could move the first term only: that ratio is printed as well
-(`selective_fwd_bwd_vs_io_bound_L8192`), as no goal.
+    bytes) or recomputed.
+This bound (`selective_fwd_bwd_vs_bound_L8192`, the goal: <= 10) is an eager scan's: the layer's fused CPU kernel
+(ssmpipe/models/selective_cpu.cpp) keeps x in cache and recomputes it, so it moves fewer bytes than the bound counts,
+and the ratio flatters it. The kernel's own I/O bound (`selective_fwd_bwd_vs_io_bound_L8192`, no goal) counts what
+crosses its boundary: u, Δ (B L), B_t, C_t (B L N) in and y out, and in the backward gy, u, Δ, B_t, C_t in and their
+gradients out: (5·d + 3 + 6·N)·B·L items (the projections Δ, B_t, C_t stay in PyTorch, outside the kernel).
+The selective figures are taken at 1 thread and at torch's default thread count (keys with `_1thread` / without);
+the fused kernel (the layer's forward on CPU) is compared with the eager blocked scan (`Selective.forward_eager`,
+the path on CUDA and without a compiler) and the step-by-step loop. On a machine whose cores are shared, the
+default-thread figures mostly measure contention (the loop's hundreds of small parallel ops suffer most): trust the
+1-thread ones there.
 Optional baseline: mamba.py's Blelloch `pscan` (github alxndrTL/mamba.py, mambapy/pscan.py; compared against, not
 copied), loaded at run time from the file named by the environment variable MAMBAPY_PSCAN, and skipped when that is
 unset; it runs the same layer (same parameters, Ā and Δ B u formed in full, as mamba.py does).
@@ -112,49 +121,68 @@ def pscan_layer(layer: Selective, pscan):
     return run
 
 
-def selective_figures(device) -> dict:
+def selective_figures(device, suffix: str = "") -> dict:
     """The selective layer (d 16, N 16, batch 8): forward vs the loop at L = 2048, forward + backward over the
-    bandwidth bound at L = 8192, and both against mamba.py's pscan when MAMBAPY_PSCAN names it."""
+    bandwidth bounds at L = 8192, fused vs eager, and against mamba.py's pscan when MAMBAPY_PSCAN names it.
+    Figure keys end in `suffix`."""
     torch.manual_seed(0)
     B, d, N = 8, 16, 16
     layer, pscan = Selective(d, N).to(device), load_pscan()
     figures = {}
 
     u = torch.randn(B, 2048, d, device=device)
-    fns = {"layer": lambda: layer(u), "loop": lambda: selective_loop(layer, u)}
+    fns = {"layer": lambda: layer(u), "eager": lambda: layer.forward_eager(u), "loop": lambda: selective_loop(layer, u)}
     if pscan:
         fns["pscan"] = lambda: pscan_layer(layer, pscan)(u)
     with torch.no_grad():
-        fns["layer"]()                                                           # warm-up
+        fns["layer"]()                                                           # warm-up (and the kernel's build)
         t = interleaved_seconds(fns, 5, device)
-    figures["selective_fwd_vs_loop_L2048"] = round(t["loop"] / t["layer"], 1)
-    print(f"selective forward L=2048 (d {d}, N {N}, batch {B}): layer {t['layer'] * 1e3:.1f} ms, "
-          f"loop {t['loop'] * 1e3:.0f} ms: {t['loop'] / t['layer']:.1f}x", flush=True)
+    figures[f"selective_fwd_vs_loop_L2048{suffix}"] = round(t["loop"] / t["layer"], 1)
+    figures[f"selective_eager_fwd_vs_loop_L2048{suffix}"] = round(t["loop"] / t["eager"], 1)
+    print(f"selective forward L=2048 (d {d}, N {N}, batch {B}, {torch.get_num_threads()} threads): layer "
+          f"{t['layer'] * 1e3:.1f} ms, eager {t['eager'] * 1e3:.1f} ms, loop {t['loop'] * 1e3:.0f} ms: "
+          f"{t['loop'] / t['layer']:.1f}x (eager {t['loop'] / t['eager']:.1f}x)", flush=True)
     if pscan:
-        figures["selective_fwd_vs_pscan_L2048"] = round(t["pscan"] / t["layer"], 2)
+        figures[f"selective_fwd_vs_pscan_L2048{suffix}"] = round(t["pscan"] / t["layer"], 2)
         print(f"  pscan {t['pscan'] * 1e3:.1f} ms: layer {t['pscan'] / t['layer']:.2f}x faster", flush=True)
 
     L = 8192
     u = torch.randn(B, L, d, device=device, requires_grad=True)
     copy, copy_bytes = copy_fn(device)
-    fns = {"copy": copy, "layer": lambda: layer(u).square().mean().backward()}
+    fns = {"copy": copy, "layer": lambda: layer(u).square().mean().backward(),
+           "eager": lambda: layer.forward_eager(u).square().mean().backward()}
     if pscan:
         fns["pscan"] = lambda: pscan_layer(layer, pscan)(u).square().mean().backward()
     fns["layer"]()                                                               # warm-up
     t = interleaved_seconds(fns, 5, device)
-    bandwidth = copy_bytes / t["copy"]
-    io_bytes, state_bytes = 5 * B * L * d * u.element_size(), 2 * B * L * d * N * u.element_size()
-    bound = (io_bytes + state_bytes) / bandwidth
-    figures["selective_fwd_bwd_vs_bound_L8192"] = round(t["layer"] / bound, 1)
-    figures["selective_fwd_bwd_vs_io_bound_L8192"] = round(t["layer"] / (io_bytes / bandwidth), 1)
-    figures["copy_bandwidth_gb_s"] = round(bandwidth / 1e9, 1)
-    print(f"selective fwd+bwd L={L}: {t['layer'] * 1e3:.1f} ms; copy bandwidth {bandwidth / 1e9:.1f} GB/s, bound "
-          f"{bound * 1e3:.2f} ms: {t['layer'] / bound:.1f}x the bound ({t['layer'] * bandwidth / io_bytes:.0f}x the "
-          f"I/O-only bound)", flush=True)
+    bandwidth, item = copy_bytes / t["copy"], u.element_size()
+    bound = (5 * B * L * d + 2 * B * L * d * N) * item / bandwidth
+    io_bound = (5 * d + 3 + 6 * N) * B * L * item / bandwidth
+    figures[f"selective_fwd_bwd_vs_bound_L8192{suffix}"] = round(t["layer"] / bound, 1)
+    figures[f"selective_fwd_bwd_vs_io_bound_L8192{suffix}"] = round(t["layer"] / io_bound, 1)
+    figures[f"selective_fused_vs_eager_fwd_bwd_L8192{suffix}"] = round(t["eager"] / t["layer"], 1)
+    figures[f"copy_bandwidth_gb_s{suffix}"] = round(bandwidth / 1e9, 1)
+    print(f"selective fwd+bwd L={L}: layer {t['layer'] * 1e3:.1f} ms, eager {t['eager'] * 1e3:.1f} ms "
+          f"({t['eager'] / t['layer']:.1f}x); copy bandwidth {bandwidth / 1e9:.1f} GB/s, bound {bound * 1e3:.2f} ms: "
+          f"{t['layer'] / bound:.1f}x the bound, {t['layer'] / io_bound:.0f}x the kernel's I/O bound "
+          f"(eager {t['eager'] / bound:.1f}x the bound)", flush=True)
     if pscan:
-        figures["selective_fwd_bwd_vs_pscan_L8192"] = round(t["pscan"] / t["layer"], 2)
+        figures[f"selective_fwd_bwd_vs_pscan_L8192{suffix}"] = round(t["pscan"] / t["layer"], 2)
         print(f"  pscan {t['pscan'] * 1e3:.1f} ms: layer {t['pscan'] / t['layer']:.2f}x faster", flush=True)
     return figures
+
+
+def selective_figures_by_threads(device) -> dict:
+    """`selective_figures` at 1 thread (keys ending `_1thread`) and at the default thread count (on CPU)."""
+    if device.type != "cpu":
+        return selective_figures(device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = selective_figures(device, "_1thread")
+    finally:
+        torch.set_num_threads(threads)
+    return {**one, **selective_figures(device)}
 
 
 def peak_memory_gib(L: int, device: str) -> float:
@@ -188,7 +216,7 @@ def main() -> None:
     sel = Selective(16, 4).to(device)
     sel_ratio = compare("selective L=2048 (d 16, N 4, batch 16)", sel, sel, lambda u: selective_loop(sel, u),
                         (16, 2048, 16), device)
-    selective = selective_figures(device)
+    selective = selective_figures_by_threads(device)
     memory = {}
     for L in MEMORY_LENGTHS:
         memory[L] = peak_memory_gib(L, device.type)

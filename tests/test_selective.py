@@ -1,13 +1,19 @@
-"""The selective SSM layer (SPEC 001): the blocked, chunked scan against the step-by-step loop (float64, values and
-gradients; one block and several, lengths not a multiple of a chunk or block, s_A > 0), exact spectral abscissa at
-init, vmap over stacked layers, long sequences, the S₂ closed form."""
+"""The selective SSM layer (SPEC 001): the eager blocked, chunked scan and the fused CPU kernel against the
+step-by-step loop (float64, values and gradients; one block and several, lengths not a multiple of a chunk or block,
+s_A > 0, batch 1, one channel, channels split across threads), exact spectral abscissa at init, vmap over stacked
+layers (the eager scan), long sequences, the S₂ closed form."""
 
 import contextlib
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch.func import functional_call, stack_module_state, vmap
 
+from ssmpipe.models import selective_cpu
 from ssmpipe.models.packing import PackedModel
 from ssmpipe.models.selective import Selective, selective_loop
 from ssmpipe.theory import s2
@@ -34,7 +40,7 @@ def test_scan_equals_loop(N, L, chunk, s_A):
     torch.manual_seed(N * 1000 + L)
     layer = Selective(3, N, s_A, chunk=chunk).double()
     u = torch.randn(2, L, 3, dtype=torch.float64, requires_grad=True)
-    y_fast, y_ref = layer(u), selective_loop(layer, u)
+    y_fast, y_ref = layer.forward_eager(u), selective_loop(layer, u)
     assert y_fast.shape == (2, L, 3)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-9)
     g = torch.randn_like(y_ref)
@@ -42,6 +48,52 @@ def test_scan_equals_loop(N, L, chunk, s_A):
     assert len(inputs) == 6                                                      # u, A, W_B, W_C, q, p
     for name, a, b in zip(["u", *dict(layer.named_parameters())], grads(y_fast, g, inputs), grads(y_ref, g, inputs)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+needs_compiler = pytest.mark.skipif(shutil.which("c++") is None, reason="no C++ compiler: the fused kernel is not built")
+
+
+@needs_compiler
+@pytest.mark.parametrize("s_A", [-0.1, 0.1])
+@pytest.mark.parametrize("B,L,d,N,T,threads", [(2, 37, 3, 4, 37, 2), (1, 1, 1, 1, 1, 2), (1, 50, 1, 5, 16, 1),
+                                               (3, 61, 5, 4, 16, 3), (1, 100, 70, 2, 16, 1), (2, 33, 16, 16, 33, 4),
+                                               (4, 40, 16, 3, 16, 1), (2, 30, 32, 2, 16, 1), (1, 20, 64, 2, 16, 1)])
+def test_fused_equals_loop(B, L, d, N, T, threads, s_A, monkeypatch):
+    """The fused kernel, float64: states kept every T steps (L odd, not a multiple of T, or T = L), channels split
+    into segments (several threads per batch row, or d > 64), batch 1, one channel; segments of 8, 16, 32 and 64
+    channels (compiled for that width) and of other widths (width at run time)."""
+    monkeypatch.setattr(selective_cpu, "CHUNK_STATE", T * d * N)
+    assert selective_cpu.chunk(L, d, N) == T
+    torch.manual_seed(B * 100 + L)
+    layer = Selective(d, N, s_A).double()
+    u = torch.randn(B, L, d, dtype=torch.float64, requires_grad=True)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        y_fast = layer(u)
+        g = torch.randn_like(y_fast)
+        inputs = [u, *layer.parameters()]
+        g_fast = grads(y_fast, g, inputs)
+    finally:
+        torch.set_num_threads(old)
+    assert type(y_fast.grad_fn).__name__ == "_FusedScanBackward"
+    y_ref = selective_loop(layer, u)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-9, atol=1e-12)
+    for name, a, b in zip(["u", *dict(layer.named_parameters())], g_fast, grads(y_ref, g, inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12, msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+@needs_compiler
+def test_fused_float32_is_close_to_the_loop_in_float64():
+    """float32: the kernel's error against the exact (float64) loop is no larger than the float32 loop's own."""
+    torch.manual_seed(5)
+    layer = Selective(16, 16, 0.05)
+    u = torch.randn(4, 500, 16, requires_grad=True)
+    y_fast = layer(u)
+    assert type(y_fast.grad_fn).__name__ == "_FusedScanBackward"
+    exact = selective_loop(layer.double(), u.double())
+    y32 = selective_loop(layer.float(), u)
+    assert (y_fast.double() - exact).abs().max() <= 4 * (y32.double() - exact).abs().max() + 1e-6
 
 
 def blocks_of(layer, u):
@@ -59,7 +111,7 @@ def test_several_blocks_equal_loop(s_A, chunk):
     u = torch.randn(4, 600, 16, dtype=torch.float64, requires_grad=True)
     K, T, C = blocks_of(layer, u)
     assert K == 3 and K * T * C > 600 and (chunk is None or T == chunk)
-    y_fast, y_ref = layer(u), selective_loop(layer, u)
+    y_fast, y_ref = layer.forward_eager(u), selective_loop(layer, u)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-9)
     g = torch.randn_like(y_ref)
     inputs = [u, *layer.parameters()]
@@ -67,13 +119,14 @@ def test_several_blocks_equal_loop(s_A, chunk):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m, name=name: f"grad {name}: {m}")
 
 
-def test_backward_twice_gives_the_same_gradients():
+@pytest.mark.parametrize("path", ["eager", "fused"])
+def test_backward_twice_gives_the_same_gradients(path):
     """The backward works in place on its own buffers only: a second backward through the same graph agrees."""
     torch.manual_seed(3)
     layer = Selective(16, 16, 0.05, chunk=5).double()
     u = torch.randn(4, 300, 16, dtype=torch.float64, requires_grad=True)
     assert blocks_of(layer, u)[0] == 2
-    y = layer(u)
+    y = layer.forward_eager(u) if path == "eager" else layer(u)
     g = torch.randn_like(y)
     inputs = [u, *layer.parameters()]
     first = torch.autograd.grad((y * g).sum(), inputs, retain_graph=True)
@@ -81,12 +134,13 @@ def test_backward_twice_gives_the_same_gradients():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_large_inputs_stay_exact_and_finite():
+@pytest.mark.parametrize("path", ["eager", "fused"])
+def test_large_inputs_stay_exact_and_finite(path):
     """Large |u|: Δ_t up to ~100, so e^{Δ A} underflows to 0 for A = −10; no inf·0 anywhere."""
     torch.manual_seed(1)
     layer = Selective(3, 4, -0.1, chunk=16).double()
     u = 30 * torch.randn(2, 70, 3, dtype=torch.float64, requires_grad=True)
-    y_fast, y_ref = layer(u), selective_loop(layer, u)
+    y_fast, y_ref = layer.forward_eager(u) if path == "eager" else layer(u), selective_loop(layer, u)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-6)
     g = torch.randn_like(y_ref)
     for a in grads(y_fast, g, [u, *layer.parameters()]):
@@ -114,26 +168,52 @@ def test_A_is_trained():
     assert layer.A.requires_grad and layer.A.grad.abs().sum() > 0
 
 
-def test_vmap_over_stacked_layers_equals_one_by_one():
+def autograd_nodes(fn, seen=None) -> set[str]:
+    """The names of the autograd nodes reachable from grad_fn `fn`."""
+    seen = set() if seen is None else seen
+    if fn is None or fn in seen:
+        return set()
+    seen.add(fn)
+    return {type(fn).__name__}.union(*(autograd_nodes(f, seen) for f, _ in fn.next_functions))
+
+
+@pytest.fixture(params=["eager", "fused"])
+def path(request, monkeypatch):
+    """Which scan the layer's forward runs: "eager" turns the fused kernel's use off."""
+    if request.param == "eager":
+        monkeypatch.setattr(selective_cpu, "usable", lambda *tensors: False)
+    elif shutil.which("c++") is None:
+        pytest.skip("no C++ compiler: the fused kernel is not built")
+    return request.param
+
+
+def test_vmap_over_stacked_layers_equals_one_by_one(path):
+    """vmap over stacked layers (the fused kernel's vmap rule: one call of K·B rows), values and gradients through
+    PackedModel, and an input shared by all layers (not batched)."""
     torch.manual_seed(0)
     layers = [Selective(3, 4, s_A, chunk=8).double() for s_A in (-0.1, 0.0, 0.1)]
     x = torch.randn(3, 2, 21, 3, dtype=torch.float64)                            # (K B L d)
     params, buffers = stack_module_state(layers)
     base = Selective(3, 4, 0.0, chunk=8).to("meta")
     y = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)))(params, buffers, x)
-    y_one = torch.stack([layer(x[k]) for k, layer in enumerate(layers)])
-    torch.testing.assert_close(y, y_one, rtol=1e-10, atol=1e-12)
+    y_one = torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)])
+    torch.testing.assert_close(y, y_one, rtol=1e-9, atol=1e-12)
+    y_shared = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)), in_dims=(0, 0, None))(params, buffers, x[0])
+    torch.testing.assert_close(y_shared, torch.stack([selective_loop(layer, x[0]) for layer in layers]),
+                               rtol=1e-9, atol=1e-12)
 
     packed = PackedModel(layers)
     g = torch.randn_like(y_one)
-    (packed(x) * g).sum().backward()
+    y_packed = packed(x)
+    assert ("_FusedScanBackward" in autograd_nodes(y_packed.grad_fn)) == (path == "fused")
+    (y_packed * g).sum().backward()
     (y_one * g).sum().backward()
     for name, p in packed.params.items():
         for k, layer in enumerate(layers):
             torch.testing.assert_close(p.grad[k], layer.get_parameter(name).grad, rtol=1e-8, atol=1e-10)
 
 
-def test_vmap_over_several_blocks_equals_one_by_one():
+def test_vmap_over_several_blocks_equals_one_by_one(path):
     torch.manual_seed(1)
     layers = [Selective(16, 16, s_A).double() for s_A in (-0.1, 0.1)]
     x = torch.randn(2, 4, 600, 16, dtype=torch.float64)                          # (K B L d)
@@ -145,11 +225,12 @@ def test_vmap_over_several_blocks_equals_one_by_one():
                                rtol=1e-6, atol=1e-9)
 
 
-def test_long_sequence_stays_finite():
+@pytest.mark.parametrize("path", ["eager", "fused"])
+def test_long_sequence_stays_finite(path):
     torch.manual_seed(0)
     layer = Selective(16, 4, 0.0)
     u = torch.randn(2, 4096, 16, requires_grad=True)
-    y = layer(u)
+    y = layer.forward_eager(u) if path == "eager" else layer(u)
     assert torch.isfinite(y).all()
     y.square().mean().backward()
     assert torch.isfinite(u.grad).all() and all(torch.isfinite(p.grad).all() for p in layer.parameters())
@@ -162,3 +243,25 @@ def test_s2_closed_form_equals_the_sum():
             torch.testing.assert_close(s2(rho, T), torch.tensor(direct, dtype=torch.float64), rtol=1e-9, atol=0)
     rhos = torch.tensor([0.5, 1.0, 1.1], dtype=torch.float64)
     torch.testing.assert_close(s2(rhos, 5), torch.stack([s2(r.item(), 5) for r in rhos]))
+
+
+def test_without_a_compiler_the_eager_scan_runs():
+    """No compiler or ninja on PATH, in a fresh process (one that has loaded the kernel keeps it): kernel() is None,
+    with one warning on stderr, and the layer runs the eager scan."""
+    code = """
+import torch
+from ssmpipe.models import selective_cpu
+from ssmpipe.models.selective import Selective, selective_loop
+torch.manual_seed(0)
+layer = Selective(3, 4, 0.1).double()
+u = torch.randn(2, 20, 3, dtype=torch.float64)
+y = layer(u)
+layer(u)
+assert selective_cpu.kernel() is None
+assert y.grad_fn is None or type(y.grad_fn).__name__ != "_FusedScanBackward"
+torch.testing.assert_close(y, selective_loop(layer, u), rtol=1e-9, atol=1e-12)
+"""
+    env = {**os.environ, "PATH": "/nonexistent"}
+    out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("fused CPU selective scan unavailable") == 1, out.stderr

@@ -9,6 +9,9 @@ W_B, W_C ~ N(0,1) of shape (N d); q ~ N(0,1) of shape (d); p ~ N(0,1) of shape (
 (the paper's heads read y directly). Not offered: its use_delta=False (Δ ≡ 1) and fix_sA=True (A frozen at s_A).
 A is unconstrained: training may move s_A = max A either way, and s_A > 0 makes x_t grow like e^{s_A Σ Δ}.
 
+On CPU (float32/float64, plain tensors or under vmap) the layer's scan is the fused C++ kernel of `selective_cpu`
+(state on the stack, nothing of size L·B·d·N stored; compiled at first use); the projections Δ, B_t, C_t stay here.
+Elsewhere (CUDA, no compiler, torch.func.grad/jvp) it is the eager scan, `forward_eager`:
 The scan, `_SelectiveScan`, runs blocks of steps in turn (state carried over), each block cut into C chunks of T
 steps laid out (T C ...), so that one op on a (C B d N) slice advances all C chunks by a step: pass 1 finds each
 chunk's end state from a zero start, a loop over the C chunks carries the state across (x_in[c+1] = e^{A·ΣΔ_c}
@@ -26,6 +29,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ssmpipe.models import selective_cpu
 
 BLOCK_STATE = {"cpu": 2**18, "cuda": 2**26}  # elements of a (T C B d N) block: 1 MiB float32 stays in a CPU's cache
 
@@ -175,7 +180,15 @@ class Selective(nn.Module):
         return T, max(1, steps // T)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
-        """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks."""
+        """u: (B L d) -> y: (B L d), by the fused CPU kernel where it can run (`selective_cpu.usable`), else eager."""
+        if selective_cpu.usable(u, *self.parameters()):
+            delta = F.softplus(self.p + u @ self.q)                              # (B L)
+            B_t, C_t = u @ self.W_B.T, u @ self.W_C.T                            # (B L N)
+            return selective_cpu.scan(delta, self.A, B_t, C_t, u)                # (B L d)
+        return self.forward_eager(u)
+
+    def forward_eager(self, u: torch.Tensor) -> torch.Tensor:
+        """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks (any device, under vmap too)."""
         L = u.shape[1]
         T, C = self.chunking(L, u.shape[0] * self.A.numel(), u.device)
         u_b = to_blocks(u.transpose(0, 1), T, C)                                 # (K T C B d)
