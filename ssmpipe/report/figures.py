@@ -7,9 +7,9 @@ import textwrap
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 REAL, IMAG, LENGTH = "model.init.real", "model.init.imag", "seq_len"
 TRAIN_LENGTH, TEST_LENGTH = "train_len", "test_len"  # the lengths figure: trained at seq_len T, tested at T′
