@@ -35,7 +35,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import filelock
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc

@@ -355,8 +355,7 @@ def test_a_stop_signal_inside_a_library_call_that_catches_exception_still_cancel
 
     job, before = Job(), signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN when started in the background
     start = time.monotonic()
-    with pytest.raises(SystemExit) as stop:
-        with _cancelled_on_signal(job):
-            poll_like_submitit()
+    with pytest.raises(SystemExit) as stop, _cancelled_on_signal(job):
+        poll_like_submitit()
     assert stop.value.code == 128 + signal.SIGINT and job.cancelled and time.monotonic() - start < 4
     assert signal.getsignal(signal.SIGINT) is before                     # handlers restored

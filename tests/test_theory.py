@@ -13,9 +13,27 @@ from ssmpipe.models.s4 import S4, diagonalised
 from ssmpipe.models.s4d import S4D, eigenvalues
 from ssmpipe.models.selective import Selective
 from ssmpipe.models.sequence import SequenceModel
-from ssmpipe.theory import (autocorrelation, dt_autocorr, gram_condition, gram_matrix, impulse_states, input_stats,
-                            lambda_max, layer_inputs, memory_capacity, memory_function, model_tau, rho_A, s2,
-                            s4_system, s4d_system, selective_rho_A, spectral_abscissa, tau, tau_scaling)
+from ssmpipe.theory import (
+    autocorrelation,
+    dt_autocorr,
+    gram_condition,
+    gram_matrix,
+    impulse_states,
+    input_stats,
+    lambda_max,
+    layer_inputs,
+    memory_capacity,
+    memory_function,
+    model_tau,
+    rho_A,
+    s2,
+    s4_system,
+    s4d_system,
+    selective_rho_A,
+    spectral_abscissa,
+    tau,
+    tau_scaling,
+)
 
 f64 = torch.float64
 

@@ -27,8 +27,7 @@ import pytest
 from conftest import job_counts, require_slurm, snakemake, tiny_config, write_config
 
 from ssmpipe import config as cfg
-from ssmpipe import sweep
-from ssmpipe import tune
+from ssmpipe import sweep, tune
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

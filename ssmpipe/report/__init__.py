@@ -30,6 +30,7 @@ from ssmpipe.report.claims import CLAIMS
 from ssmpipe.report.config_block import config_section
 from ssmpipe.store import STOPPED, Store
 
+
 def figures_of(config: dict) -> dict:
     """file stem -> (title, caption, family, function of (runs, final)), from the config's report.figures.
 
