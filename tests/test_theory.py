@@ -47,13 +47,13 @@ def tau_by_loops(kernel, u):
     out = []
     for h in range(H):
         abs_part, mean_part = 0.0, 0.0
-        for l in range(L):
-            t = L_u - 1 - l                                                 # position paired with lag l
+        for j in range(L):
+            t = L_u - 1 - j                                                 # position paired with lag j
             col = [u[b, t, h].item() for b in range(B)]
             mu = sum(col) / B
             sigma = math.sqrt(sum((c - mu) ** 2 for c in col) / B)
-            abs_part += abs(kernel[h, l].item()) * sigma
-            mean_part += kernel[h, l].item() * mu
+            abs_part += abs(kernel[h, j].item()) * sigma
+            mean_part += kernel[h, j].item() * mu
         out.append((abs_part + abs(mean_part)) ** 2)
     return torch.tensor(out, dtype=f64)
 
