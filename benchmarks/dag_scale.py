@@ -165,7 +165,8 @@ def main() -> None:
     figures = {}
     for name, r in results.items():
         figures.update({f"dryrun_{name}_s": round(r["dryrun_s"], 3), f"report_{name}_s": round(r["report_s"], 3),
-                        f"dryrun_{name}_rss_mb": round(r["dryrun_rss_mb"]), f"report_{name}_rss_mb": round(r["report_rss_mb"]),
+                        f"dryrun_{name}_rss_mb": round(r["dryrun_rss_mb"]),
+                        f"report_{name}_rss_mb": round(r["report_rss_mb"]),
                         f"aggregate_job_{name}_rss_mb": round(r["aggregate_job_rss_mb"]),
                         f"report_job_{name}_rss_mb": round(r["report_job_rss_mb"]),
                         f"train_jobs_{name}": r["train_jobs"]})

@@ -99,7 +99,8 @@ def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int, ks=K
 
         out[K] = t = best_of({"loop": loop, "packed": packed_step}, repeats)
         print(f"{threads} thread(s), K = {K:2d}: packed {t['packed'] * 1e3:7.1f} ms, loop {t['loop'] * 1e3:7.1f} ms, "
-              f"loop/packed {t['loop'] / t['packed']:.2f} (CPU time: {t['loop_cpu'] / t['packed_cpu']:.2f})", flush=True)
+              f"loop/packed {t['loop'] / t['packed']:.2f} (CPU time: {t['loop_cpu'] / t['packed_cpu']:.2f})",
+              flush=True)
     return out
 
 

@@ -27,10 +27,10 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import tiny_config  # noqa: E402
+from conftest import tiny_config
 
-from ssmpipe import config as cfg  # noqa: E402
-from ssmpipe import sweep  # noqa: E402
+from ssmpipe import config as cfg
+from ssmpipe import sweep
 
 REQUESTS = {"gpus_per_node": 0, "cpus_per_task": 1, "mem_gb": 1, "timeout_min": 5}
 N = 4  # shards, each trained once per launcher

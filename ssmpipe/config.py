@@ -357,7 +357,8 @@ def _check_settings(settings: dict, where: str) -> None:
                               f"{task['n_test']!r} exceeds the {digits.N_IMAGES} images of task 'digits'")
     init = settings["model"]["init"]
     if settings["model"]["kind"] == "selective":  # its Δ is input-dependent and it has no kernel
-        for key, value, lti in (("model.init.dt", init["dt"], "s4d"), ("model.init.c_scaling", init["c_scaling"], "none"),
+        for key, value, lti in (("model.init.dt", init["dt"], "s4d"),
+                                ("model.init.c_scaling", init["c_scaling"], "none"),
                                 ("reg.lambda", settings["reg"]["lambda"], 0.0)):
             if value != lti:
                 raise ConfigError(f"{where}: {key} = {value!r} needs an LTI layer (model.kind s4d or s4), "
@@ -391,5 +392,6 @@ def _check_report(report: dict) -> None:
         for key in {"profile": ("x",), "lengths": ("x", "group")}.get(spec["kind"], ()):
             if key in spec:  # their axes are fixed: the lag τ; train length × test length
                 raise ConfigError(f"{where}: kind {spec['kind']!r} takes no {key} ({key} = {spec[key]!r})")
-        if spec["kind"] in ("lines", "heatmap") and "x" not in spec or spec["kind"] == "heatmap" and "group" not in spec:
-            raise ConfigError(f"{where}: kind {spec['kind']!r} needs x" + (" and group" if spec["kind"] == "heatmap" else ""))
+        heatmap = spec["kind"] == "heatmap"
+        if spec["kind"] in ("lines", "heatmap") and "x" not in spec or heatmap and "group" not in spec:
+            raise ConfigError(f"{where}: kind {spec['kind']!r} needs x" + (" and group" if heatmap else ""))

@@ -44,7 +44,7 @@ import signal
 import socket
 import subprocess
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import filelock
@@ -263,7 +263,8 @@ class StoreJobs:
         self.results = Path(results).resolve()
         self.poll_s = float(poll_s)
         self.hung_s = 130                     # a poll takes at most 2 x 60 s (squeue, sacct, their timeouts)
-        self.stale_s = 2 * self.poll_s + self.hung_s  # jobs.json older than this while poll.lock is held: a poller hangs
+        # jobs.json older than this while poll.lock is held: a poller hangs
+        self.stale_s = 2 * self.poll_s + self.hung_s
         self.folder = self.results / "store" / "slurm"
         self.path = self.folder / "jobs.json"
         self.waiting = self.folder / "waiting"
@@ -363,7 +364,7 @@ class StoreJobs:
         return entries
 
     def _poll(self, write: bool = True) -> dict:
-        """Ask SLURM once for all of the store's jobs (squeue; sacct for waited-for jobs that left it); write jobs.json."""
+        """Ask SLURM once for the store's jobs (squeue; sacct for waited-for jobs that left it); write jobs.json."""
         start, user, waited = time.time(), getpass.getuser(), self._waited_for()
         out = _query(["squeue", "-h", "-u", user, "-o", "%i|%j|%T"])
         jobs = {}
@@ -469,10 +470,8 @@ def _wait(job, jobs: StoreJobs | None = None) -> str | None:
 
 def _refresh(folder: Path) -> None:
     """Make NFS show a folder's new files now (submitit's trick: a chmod drops its attribute cache)."""
-    try:
+    with suppress(OSError):
         folder.chmod(folder.stat().st_mode)
-    except OSError:
-        pass
 
 
 class _Stopped(BaseException):
@@ -500,7 +499,7 @@ def _cancelled_on_signal(job):
 
 
 def _failure(job, what: str, state: str | None = None) -> str:
-    """Why the job ended without a result: its id, state (asked of sacct unless given), log, and the log's last lines."""
+    """Why the job ended without a result: its id, state (asked of sacct unless given), log and the log's last lines."""
     for _ in range(0 if state else 30):  # a job that raised is still ending: its final state comes within seconds
         state = job.get_info(mode="force").get("State") or "UNKNOWN"
         if state.split()[0] not in (*LIVE, "COMPLETING", "UNKNOWN"):

@@ -144,7 +144,7 @@ def render(status: SweepStatus) -> str:
     lines += [_progress_line(shard, state, record, status.time) for shard, (state, record) in listed[:SHOWN]]
     if len(listed) > SHOWN:
         lines.append(f"  ... and {len(listed) - SHOWN} more shards training or interrupted")
-    failed = [(s, j) for s, j in sorted(status.jobs.items()) if not j[1].split()[0] in slurm.LIVE]
+    failed = [(s, j) for s, j in sorted(status.jobs.items()) if j[1].split()[0] not in slurm.LIVE]
     for shard, (job_id, state) in failed[:10]:
         log = Path(status.log_folder) / f"{job_id}_0_log.err"
         where = f"log {log}" if log.exists() else "its log is in the folder of the sweep that ran it"

@@ -31,11 +31,11 @@ import logging
 import os
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import filelock
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -125,8 +125,10 @@ class Store:
 
     def spec_problem(self, shard: str, known: dict[str, dict] | None = None,
                      spec: dict | None = None) -> tuple[str | None, list[str]]:
-        """(why shard's spec cannot be trusted, or None; its run ids, read once): it must parse, name its shard, and be content-addressed
-        (each point's run id the hash of its settings; a sweep shard's id the hash of its run ids). known: run id ->
+        """(why shard's spec cannot be trusted, or None; its run ids, read once).
+
+        The spec must parse, name its shard, and be content-addressed (each point's run id the hash of its
+        settings; a sweep shard's id the hash of its run ids). known: run id ->
         settings already hashed to it (the planned points): equal settings need no hashing again. spec: the spec
         file's content, if already read (`iter_specs`)."""
         known = known or {}
@@ -322,8 +324,7 @@ def _check_no_fewer_rows(path: str | Path, new: pa.Table) -> None:
         old = pq.read_table(path, columns=["run_id", "status"]).to_pydict()
     except (OSError, ValueError, KeyError):
         return  # unreadable: nothing in it to lose
-    count = lambda ids: {r: ids.count(r) for r in set(ids)}  # noqa: E731
-    before, after = count(old["run_id"]), count(new.column("run_id").to_pylist())
+    before, after = Counter(old["run_id"]), Counter(new.column("run_id").to_pylist())  # run id -> its rows
     failed = {r for r, s in zip(old["run_id"], old["status"]) if s == "failed"}
     for rid, n in sorted(before.items()):
         if rid not in failed and after.get(rid, 0) < n:

@@ -208,7 +208,9 @@ def backward_part(model: PackedModel, points: slice, x: torch.Tensor, y: torch.T
 
 
 def collapse(out: torch.Tensor) -> torch.Tensor:
-    """SPEC 001's penalty against predicting one class: max(0, 0.1 − std over the batch of P(class 1)). out (K B 2) -> (K)."""
+    """SPEC 001's penalty against predicting one class: max(0, 0.1 − std over the batch of P(class 1)).
+
+    out (K B 2) -> (K)."""
     return (0.1 - out.softmax(-1)[..., 1].std(1)).clamp(min=0)
 
 
@@ -312,7 +314,8 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
     log.info("shard %s: %d points in %d packed groups on %s", shard, len(spec["points"]), len(groups), dev)
     order = sorted(groups)
     progress = live.Progress(store.root, shard, [groups[k][0]["settings"]["train"]["epochs"] for k in order])
-    at = state.get("current") or {"group": next((k for k in order if k not in state["finished"]), order[-1]), "epoch": 0}
+    first_unfinished = next((k for k in order if k not in state["finished"]), order[-1])
+    at = state.get("current") or {"group": first_unfinished, "epoch": 0}
     progress.start(order.index(at["group"]), at["epoch"])
 
     for i, (key, points) in enumerate(sorted(groups.items())):

@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Self
 
@@ -36,7 +37,8 @@ INSPECT = """(() => {
           charset: document.characterSet, title: document.title};
 })()"""
 
-OPEN_ALL = "document.querySelectorAll('details').forEach(d => d.open = true); document.querySelectorAll('details').length"
+OPEN_ALL = ("document.querySelectorAll('details').forEach(d => d.open = true); "
+            "document.querySelectorAll('details').length")
 
 
 def _above_4(fd: int) -> int:
@@ -79,20 +81,16 @@ class Browser:
         self.close()
 
     def close(self) -> None:
-        try:
+        with suppress(OSError, RuntimeError, TimeoutError):
             self.send("Browser.close")
-        except (OSError, RuntimeError, TimeoutError):
-            pass
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
         for fd in (self._write, self._read):
-            try:
+            with suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         shutil.rmtree(self.profile, ignore_errors=True)
 
     def send(self, method: str, session: str | None = None, **params) -> dict:

@@ -115,8 +115,8 @@ def test_memory_function_rows_sum_to_the_capacity(tmp_path):
 
 
 def test_gram_condition_is_finite_for_distinct_modes_and_capped_when_they_coincide(tmp_path):
-    from ssmpipe.store import GRAM_SINGULAR
     from ssmpipe.models.s4d import S4D
+    from ssmpipe.store import GRAM_SINGULAR
     from ssmpipe.theory import gram_condition, s4d_system
 
     def run(imag):

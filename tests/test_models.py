@@ -7,7 +7,6 @@ import torch
 
 from ssmpipe.models.s4d import S4D, eigenvalues, recurrence
 
-
 CASES = [(4, 16, "sweep", -0.5, 1.0, 0.01, "zoh"), (8, 33, "sweep", 0.0, 1.0, 0.1, "zoh"),
          (16, 64, "sweep", -1.0, 10.0, 0.05, "zoh"), (2, 8, "sweep", 0.0, 0.0, 0.5, "zoh"),
          (8, 40, "lin", 0, 0, 0.05, "bilinear"), (16, 64, "inv", 0, 0, 0.01, "zoh"),

@@ -81,7 +81,7 @@ def test_page_shows_each_paper_claim_verdict_reference_and_runs(built):
     text = page.read_text()
     for title in PAPERS.values():
         assert html.escape(title) in text
-    for name, config in configs.items():
+    for config in configs.values():
         runs = pd.read_parquet(workdir / "results" / config["sweep"] / "runs.parquet")
         for claim in config["report"]["claims"]:
             block = _block(text, claim)

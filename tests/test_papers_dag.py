@@ -83,5 +83,6 @@ def test_validate_names_every_experiment_of_config_papers():
     proc = subprocess.run([sys.executable, "-m", "ssmpipe", "validate", "config/papers.yaml"], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     listed = yaml.safe_load((REPO / "config" / "papers.yaml").read_text())["experiments"]
-    assert sorted(listed) == sorted(f"config/experiments/{p.name}" for p in (REPO / "config" / "experiments").glob("*.yaml"))
+    on_disk = (REPO / "config" / "experiments").glob("*.yaml")
+    assert sorted(listed) == sorted(f"config/experiments/{p.name}" for p in on_disk)
     assert proc.returncode == 0 and proc.stdout.count(": valid. sweep ") == len(listed), proc.stderr

@@ -1,4 +1,5 @@
-"""The S4 layer (DPLR, HiPPO-LegS): DPLR form, kernel path against a plain recurrence, S4 ≡ its diagonalisation, vmap."""
+"""The S4 layer (DPLR, HiPPO-LegS): DPLR form, kernel path against a plain recurrence, S4 ≡ its diagonalisation,
+vmap."""
 
 import time
 
@@ -93,7 +94,7 @@ def check_against_recurrence(N, L, dt, discretization):
     grads_ref = torch.autograd.grad((y_ref * g).sum(), [u, *params.values()])
     for name, a, b in zip(["u", *params], grads_fast, grads_ref):
         assert b.abs().sum() > 0, name                # every parameter is reached
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m: f"d/d{name}: {m}")
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m, name=name: f"d/d{name}: {m}")
 
 
 @pytest.mark.parametrize("N,discretization,init", [(2, "zoh", "hippo"), (8, "zoh", "hippo"), (32, "zoh", "hippo"),
@@ -136,10 +137,10 @@ def test_vmap_over_stacked_layers_equals_one_by_one(discretization):
     torch.testing.assert_close(y, y_each, rtol=1e-10, atol=1e-12)
     g = torch.randn_like(y)
     grads = torch.autograd.grad((y * g).sum(), list(params.values()))
-    for (name, stacked), grad in zip(params.items(), grads):
+    for name, grad in zip(params, grads):
         each = torch.stack([torch.autograd.grad((layer(u[k]) * g[k]).sum(), dict(layer.named_parameters())[name])[0]
                             for k, layer in enumerate(layers)])
-        torch.testing.assert_close(grad, each, rtol=1e-8, atol=1e-10, msg=lambda m: f"d/d{name}: {m}")
+        torch.testing.assert_close(grad, each, rtol=1e-8, atol=1e-10, msg=lambda m, name=name: f"d/d{name}: {m}")
 
 
 def test_train_A_false_freezes_the_state_matrix():

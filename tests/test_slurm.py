@@ -46,9 +46,9 @@ def snakemake_slurm(env, workdir: Path, configfile: Path, *args, check=True, tim
     cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "-d", str(workdir), *args,
            "--configfile", str(configfile)]  # (--configfile takes every word after it)
     if background:  # its own session, so a test can Ctrl-C it as a terminal would
-        out = open(workdir / "snakemake.out", "w")
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
+        with open(workdir / "snakemake.out", "w") as out:  # the child keeps its own copy of the descriptor
+            return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                    start_new_session=True)
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake --profile slurm failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -301,7 +301,8 @@ def test_stopping_snakemake_cancels_its_slurm_job(tmp_path, slurm_env):
     wait_for("the job to leave the queue", lambda: job not in subprocess.run(
         ["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split(), timeout=30)
     assert sacct(job, "State")[0]["State"].startswith("CANCELLED")
-    assert f"cancelled SLURM job {job}" in (tmp_path / "results" / "stopped" / "logs" / "train" / f"{shard}.log").read_text()
+    log = tmp_path / "results" / "stopped" / "logs" / "train" / f"{shard}.log"
+    assert f"cancelled SLURM job {job}" in log.read_text()
 
 
 @pytest.mark.slurm
@@ -355,8 +356,7 @@ def test_a_stop_signal_inside_a_library_call_that_catches_exception_still_cancel
 
     job, before = Job(), signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN when started in the background
     start = time.monotonic()
-    with pytest.raises(SystemExit) as stop:
-        with _cancelled_on_signal(job):
-            poll_like_submitit()
+    with pytest.raises(SystemExit) as stop, _cancelled_on_signal(job):
+        poll_like_submitit()
     assert stop.value.code == 128 + signal.SIGINT and job.cancelled and time.monotonic() - start < 4
     assert signal.getsignal(signal.SIGINT) is before                     # handlers restored

@@ -23,7 +23,7 @@ POLL_S = 2  # slurm.poll_s in these tests (the default: 30)
 
 
 def counting_bin(folder: Path, log: Path, commands: dict[str, str]) -> Path:
-    """A bin/ of shell scripts, one per command: each appends '<epoch s> <command>' to `log`, then runs `commands[name]`."""
+    """A bin/ of shell scripts, one per command: each appends '<epoch s> <command>' to `log`, runs `commands[name]`."""
     folder.mkdir(parents=True, exist_ok=True)
     for name, body in commands.items():
         script = folder / name
@@ -80,7 +80,8 @@ def test_waiting_processes_share_one_query_per_interval_and_learn_how_a_job_ende
         for i in range(6):
             (results / "tiny" / "slurm" / f"{100 + i}_0_result.pkl").write_bytes(b"")
         queue.write_text("")
-        acct.write_text(f"106|{slurm.job_name(results, 's6')}|FAILED\n107|{slurm.job_name(results, 's7')}|CANCELLED by 0\n")
+        acct.write_text(f"106|{slurm.job_name(results, 's6')}|FAILED\n"
+                        f"107|{slurm.job_name(results, 's7')}|CANCELLED by 0\n")
         outs = [w.communicate(timeout=30)[0].strip() for w in waiters]
         took = time.time() - start
     finally:
@@ -161,8 +162,8 @@ def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, p
     log = Path(env["SSMPIPE_CALLS"])
     cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--cores", str(shards), "-d",
            str(workdir), f"results/scale{shards}/runs.parquet", "--configfile", str(write_config(workdir, config))]
-    out = open(workdir / "snakemake.out", "w")
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
+    with open(workdir / "snakemake.out", "w") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
     first = last = None
     most, samples = 0, []
     try:

@@ -84,8 +84,8 @@ def test_lint_and_snakefmt_are_clean(tmp_path):
     assert "Congratulations" in _lints(tmp_path, REPO / "config" / "config.yaml")
     assert "Congratulations" in _lints(tmp_path, write_config(tmp_path, config), "--sdm", "conda")
     snakefmt = Path(sys.executable).parent / "snakefmt"
-    fmt = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow"], cwd=REPO, check=False, capture_output=True,
-                         text=True)
+    fmt = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow"], cwd=REPO, check=False,
+                         capture_output=True, text=True)
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
@@ -118,7 +118,7 @@ def test_sweeps_planned_without_writing_share_shards_as_the_plan_job_writes_them
 
 
 def test_plan_names_a_config_that_is_not_json_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "plan", "--json", "--", "{not json"], cwd=tmp_path, check=False,
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "plan", "--json", "--", "{not json"], cwd=tmp_path,
+                          check=False, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.startswith("ssmpipe: config error: --json: a config is not JSON")
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "results").exists()

@@ -13,9 +13,27 @@ from ssmpipe.models.s4 import S4, diagonalised
 from ssmpipe.models.s4d import S4D, eigenvalues
 from ssmpipe.models.selective import Selective
 from ssmpipe.models.sequence import SequenceModel
-from ssmpipe.theory import (autocorrelation, dt_autocorr, gram_condition, gram_matrix, impulse_states, input_stats,
-                            lambda_max, layer_inputs, memory_capacity, memory_function, model_tau, rho_A, s2,
-                            s4_system, s4d_system, selective_rho_A, spectral_abscissa, tau, tau_scaling)
+from ssmpipe.theory import (
+    autocorrelation,
+    dt_autocorr,
+    gram_condition,
+    gram_matrix,
+    impulse_states,
+    input_stats,
+    lambda_max,
+    layer_inputs,
+    memory_capacity,
+    memory_function,
+    model_tau,
+    rho_A,
+    s2,
+    s4_system,
+    s4d_system,
+    selective_rho_A,
+    spectral_abscissa,
+    tau,
+    tau_scaling,
+)
 
 f64 = torch.float64
 
@@ -29,13 +47,13 @@ def tau_by_loops(kernel, u):
     out = []
     for h in range(H):
         abs_part, mean_part = 0.0, 0.0
-        for l in range(L):
-            t = L_u - 1 - l                                                 # position paired with lag l
+        for j in range(L):
+            t = L_u - 1 - j                                                 # position paired with lag j
             col = [u[b, t, h].item() for b in range(B)]
             mu = sum(col) / B
             sigma = math.sqrt(sum((c - mu) ** 2 for c in col) / B)
-            abs_part += abs(kernel[h, l].item()) * sigma
-            mean_part += kernel[h, l].item() * mu
+            abs_part += abs(kernel[h, j].item()) * sigma
+            mean_part += kernel[h, j].item() * mu
         out.append((abs_part + abs(mean_part)) ** 2)
     return torch.tensor(out, dtype=f64)
 

@@ -27,8 +27,7 @@ import pytest
 from conftest import job_counts, require_slurm, snakemake, tiny_config, write_config
 
 from ssmpipe import config as cfg
-from ssmpipe import sweep
-from ssmpipe import tune
+from ssmpipe import sweep, tune
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -166,9 +165,9 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path, sig):
     config = study_config(tmp_path, study="k", num_samples=10, n_train=512)  # ~1-s trials: the kill lands midway
     path = write_config(tmp_path, config)
     results = tmp_path / "results"
-    log = open(tmp_path / "first.log", "w")
-    first = subprocess.Popen([sys.executable, "-m", "ssmpipe", "tune", str(path)], stdout=log, stderr=log,
-                             start_new_session=True)
+    with open(tmp_path / "first.log", "w") as log:  # the child keeps its own copy of the descriptor
+        first = subprocess.Popen([sys.executable, "-m", "ssmpipe", "tune", str(path)], stdout=log, stderr=log,
+                                 start_new_session=True)
     deadline = time.monotonic() + 240
     while len(trial_files(results, "k")) < 4 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)

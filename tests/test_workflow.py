@@ -6,8 +6,8 @@ import duckdb
 import pytest
 from conftest import job_counts, snakemake, tiny_config, write_config
 
-from ssmpipe import sweep
 from ssmpipe import config as cfg
+from ssmpipe import sweep
 
 pytestmark = pytest.mark.slow
 

@@ -93,7 +93,7 @@ def _summary(arrays: dict[str, np.ndarray]) -> dict:
 
 def _problem(summary: dict, vocab: int, seq_len: int) -> str | None:
     """The first thing wrong with the arrays for this vocab and seq_len, or None."""
-    for name, (shape, dtype, lo, hi) in summary.items():
+    for name, (shape, dtype, _lo, _hi) in summary.items():
         if len(shape) != 2:
             return f"{name} has shape {shape}; it needs (n L): n sequences of L steps"
         if not np.issubdtype(dtype, np.integer):
@@ -106,7 +106,7 @@ def _problem(summary: dict, vocab: int, seq_len: int) -> str | None:
         (nx, _), (ny, _) = summary[f"x_{split}"][0], summary[f"y_{split}"][0]
         if nx != ny:
             return f"x_{split} has {nx} sequences but y_{split} has {ny}"
-    for name, (shape, dtype, lo, hi) in summary.items():
+    for name, (_shape, _dtype, lo, hi) in summary.items():
         lo, hi = lo[:seq_len].min(), hi[:seq_len].max()  # the steps a run reads
         bad = hi if hi >= vocab else lo if lo < 0 else None
         if bad is not None:

@@ -66,5 +66,5 @@ class PackedModel:
 
 
 def _cat(outs: list[torch.Tensor]) -> torch.Tensor:
-    """Sub-packs' outputs (K′ B [L] C) joined along K, kept in class-major memory order (K C B [L]) as `batched` makes them."""
+    """Sub-packs' outputs (K′ B [L] C) joined along K, in class-major memory order (K C B [L]) as `batched` has it."""
     return torch.cat([o.movedim(-1, 1) for o in outs]).movedim(1, -1)

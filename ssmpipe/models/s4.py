@@ -1,4 +1,4 @@
-"""S4 layer: DPLR state matrix A = Λ − P P^* (per channel, N×N complex) from HiPPO-LegS, ZOH or bilinear, FFT convolution.
+"""S4 layer: DPLR state matrix A = Λ − P P^* (per channel, N×N complex) from HiPPO-LegS; ZOH or bilinear; FFT conv.
 
 HiPPO-LegS is normal plus low rank (S4, Gu et al. 2022, §3.3): A + P Pᵀ = −½I + S with S skew-symmetric
 and P_n = √(n + ½), so with S = V (iω) V^* (V unitary) A = V (Λ − P̃ P̃^*) V^*, Λ = −½ + iω, P̃ = V^*P.
@@ -102,7 +102,9 @@ class S4(nn.Module):
 
 
 def krylov(M: torch.Tensor, v: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """([v, Mv, …, M^{n−1}v] (H N n), M^{2^⌈log₂n⌉}) by doubling: [x] -> [x, M^w x], M^w -> M^{2w} (shapes only: vmap-safe)."""
+    """([v, Mv, …, M^{n−1}v] (H N n), M^{2^⌈log₂n⌉}) by doubling: [x] -> [x, M^w x], M^w -> M^{2w}.
+
+    Loops over shapes only, so it is vmap-safe."""
     x = v[..., None]                                                                       # (H N 1)
     while x.shape[-1] < n:
         w = x.shape[-1]

@@ -39,7 +39,7 @@ def eigenvalues(scheme: str, d_state: int, real: float = -0.5, imag: float = 1.0
 
 
 def fft_conv(u: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """Causal convolution y_t = Σ_{l≤t} k_l u_{t−l} per channel by FFT (zero-padded to 2L): u (B L H), k (H L) -> (B L H)."""
+    """Causal convolution y_t = Σ_{l≤t} k_l u_{t−l} per channel by FFT (padded to 2L): u (B L H), k (H L) -> (B L H)."""
     L = u.shape[-2]
     k_f = torch.fft.rfft(k, n=2 * L)                                        # (H L+1)
     u_f = torch.fft.rfft(u.transpose(-1, -2), n=2 * L)                      # (B H L+1)

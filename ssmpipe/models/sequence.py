@@ -88,7 +88,7 @@ def build_model(settings: dict, info: dict) -> SequenceModel:
 
 @torch.no_grad()
 def init_from_data(model: SequenceModel, x: torch.Tensor, settings: dict) -> SequenceModel:
-    """The data-dependent part of the init, layer by layer on a batch x, each layer seeing its input as re-initialised so far.
+    """The init's data-dependent part, layer by layer on a batch x, each layer fed by the layers re-initialised so far.
 
     init.dt = autocorr: Δ = c/√(L·λ_max(E[uuᵀ])) of the layer's input (SPEC 002), every channel.
     init.c_scaling = tau: C ← C/√τ per channel, τ from the layer's input statistics (SPEC 000).

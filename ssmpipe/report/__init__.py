@@ -30,6 +30,7 @@ from ssmpipe.report.claims import CLAIMS
 from ssmpipe.report.config_block import config_section
 from ssmpipe.store import STOPPED, Store
 
+
 def figures_of(config: dict) -> dict:
     """file stem -> (title, caption, family, function of (runs, final)), from the config's report.figures.
 
@@ -41,7 +42,9 @@ def figures_of(config: dict) -> dict:
         if kind not in ("heatmap", "lengths"):
             args["logy"] = spec.get("logy", False)
 
-        def make(runs, final, kind=kind, args=args, at=spec.get("at", "final")):
+        at = spec.get("at", "final")
+
+        def make(runs, final, kind=kind, args=args, at=at):
             rows = {"final": final, "init": runs[runs["epoch"] == 0], "first": runs[runs["epoch"] == 1]}[at]
             return figures.KINDS[kind](runs if kind == "curves" else rows, **args)
 
@@ -88,7 +91,8 @@ def build_report(store: Store, sweep: str) -> Path:
     study = None
     if study_json.is_file():  # a tune study (ssmpipe/tune): its best config and trials, not a grid's figures
         study = _read(study_json, lambda p: json.loads(p.read_text()), "a study summary (JSON)")
-        head = [_study_best_section(study)]  # counts by status, best config, every trial (stopped ones are not "not ok")
+        # counts by status, best config, every trial (stopped ones are not "not ok")
+        head = [_study_best_section(study)]
         specs = {stem: (title, caption, family, lambda runs, final, make=make: make(runs, study))
                  for stem, (title, caption, family, make) in STUDY_FIGURES.items()}
     else:

@@ -40,7 +40,8 @@ def _no_data(paper, claim, why) -> Verdict:
 
 
 def output_scale_vs_length(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
-    paper, claim = "000", "Without τ scaling the output at init grows with L (and with the moment b); with it, it stays O(1)."
+    paper, claim = "000", ("Without τ scaling the output at init grows with L (and with the moment b); "
+                           "with it, it stays O(1).")
     init = runs[runs["epoch"] == 0]
     if SCALING not in init or init[SCALING].nunique() < 2 or init["seq_len"].nunique() < 2:
         return _no_data(paper, claim, "needs both init scalings and several lengths")
@@ -52,7 +53,8 @@ def output_scale_vs_length(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     longest = final[(final["seq_len"] == final["seq_len"].max()) & (final["status"] == "ok")]
     mse = longest.groupby(SCALING)["train_loss"].mean()
     finding = (f"log-log slope of E|y_L| against L: {slopes['none']:.2f} without scaling, {slopes['tau']:.2f} with; "
-               f"largest E|y_L| with scaling {scaled_max:.2f}, without {table.xs('none', level=SCALING).to_numpy().max():.2f}; "
+               f"largest E|y_L| with scaling {scaled_max:.2f}, "
+               f"without {table.xs('none', level=SCALING).to_numpy().max():.2f}; "
                f"final training loss at L = {final['seq_len'].max()}: {mse.get('none', np.nan):.3f} without, "
                f"{mse.get('tau', np.nan):.3f} with (epoch {int(longest['epoch'].max()) if len(longest) else 0}).")
     return Verdict(paper, claim, "supported" if ok else "not supported", finding, table.reset_index())
@@ -123,7 +125,8 @@ def accuracy_flat_in_length(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
 
 
 def dt_rule_keeps_output_scale(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
-    paper, claim = "002", "With Δ from the autocorrelation rule the output at init stays O(1) as L grows; S4D's Δ does not."
+    paper, claim = "002", ("With Δ from the autocorrelation rule the output at init stays O(1) as L grows; "
+                           "S4D's Δ does not.")
     init = runs[runs["epoch"] == 0]
     if init["model.init.dt"].nunique() < 2:
         return _no_data(paper, claim, "needs both Δ rules (model.init.dt)")
@@ -137,7 +140,8 @@ def dt_rule_keeps_output_scale(runs: pd.DataFrame, final: pd.DataFrame) -> Verdi
 
 
 def imaginary_part_tradeoff(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
-    paper, claim = "002", "The imaginary part sets a tradeoff: the best accuracy is at an intermediate Im scale, not an extreme."
+    paper, claim = "002", ("The imaginary part sets a tradeoff: the best accuracy is at an intermediate Im scale, "
+                           "not an extreme.")
     ok_runs = final[final["status"] == "ok"].assign(gap=lambda d: d["test_loss"] - d["train_loss"])
     imag = "model.init.imag"
     if ok_runs[imag].nunique() < 3:
@@ -145,13 +149,14 @@ def imaginary_part_tradeoff(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     table = ok_runs.groupby(imag)[["train_loss", "test_loss", "gap", "test_acc"]].mean().reset_index()
     best = table.loc[table["test_acc"].idxmax(), imag]
     inner = table[imag].iloc[0] < best < table[imag].iloc[-1]
-    finding = f"best mean test accuracy {table['test_acc'].max():.3f} at Im scale {best:g} (grid {table[imag].min():g}..{table[imag].max():g})."
+    finding = (f"best mean test accuracy {table['test_acc'].max():.3f} at Im scale {best:g} "
+               f"(grid {table[imag].min():g}..{table[imag].max():g}).")
     return Verdict(paper, claim, "supported" if inner else "not supported", finding, table)
 
 
 def gram_conditioning(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
-    paper, claim = "002", ("The imaginary part sets the conditioning of the SSM's Gram matrix (Im = 0: every mode alike, "
-                           "singular), and better-conditioned settings train faster.")
+    paper, claim = "002", ("The imaginary part sets the conditioning of the SSM's Gram matrix "
+                           "(Im = 0: every mode alike, singular), and better-conditioned settings train faster.")
     imag = "model.init.imag"
     init = runs[(runs["epoch"] == 0) & (runs["status"] == "ok")].set_index("run_id")
     trained = runs[(runs["epoch"] > 0) & (runs["status"] == "ok")]
@@ -189,7 +194,8 @@ def _pooled_spearman(table: pd.DataFrame, x: str, y: str, within: list[str]) -> 
 def memory_predicts_learning(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     paper, claim = "003", "What the model remembers at init is what it learns: more memory at init, better accuracy."
     init = runs[runs["epoch"] == 0].set_index("run_id")
-    joined = final[final["status"] == "ok"].assign(mc_init=lambda d: d["run_id"].map(init["mc"])).dropna(subset=["mc_init"])
+    joined = (final[final["status"] == "ok"].assign(mc_init=lambda d: d["run_id"].map(init["mc"]))
+              .dropna(subset=["mc_init"]))
     if joined["mc_init"].nunique() < 3:
         return _no_data(paper, claim, "needs runs with different memory capacities at init")
     predictors = {"mc_init": "MC"}
@@ -245,8 +251,9 @@ def fixed_vs_trained(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     for task, part in runs[runs["status"] == "ok"].groupby(tasks):
         curve = part.groupby(["model.train_A", "epoch"])["test_acc"].mean().unstack("epoch")  # (frozen/trained, epochs)
         target = 0.9 * curve.to_numpy().max()
-        reach = curve.apply(lambda r: next((e for e, v in r.items() if v >= target), np.nan), axis=1)
-        fixed, trained = (dict(final_test_acc=curve.loc[a].iloc[-1], epoch_to_90pct=reach.loc[a]) for a in (False, True))
+        reach = curve.apply(lambda r, target=target: next((e for e, v in r.items() if v >= target), np.nan), axis=1)
+        fixed, trained = (dict(final_test_acc=curve.loc[a].iloc[-1], epoch_to_90pct=reach.loc[a])
+                          for a in (False, True))
         faster = fixed["epoch_to_90pct"] <= trained["epoch_to_90pct"] or np.isnan(trained["epoch_to_90pct"])
         matches = fixed["final_test_acc"] >= trained["final_test_acc"] - 0.02
         rows += [{"task.name": task, "model.train_A": a, **v} for a, v in ((False, fixed), (True, trained))]
@@ -254,7 +261,8 @@ def fixed_vs_trained(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
                                              f"{trained['final_test_acc']:.3f} trained, epochs to 90% of the best "
                                              f"{fixed['epoch_to_90pct']:g} vs {trained['epoch_to_90pct']:g}"))
     ok = sum(good for good, _ in findings)
-    finding = "; ".join(text for _, text in findings) + f". Faster and matching (within 0.02) in {ok} of {len(findings)} tasks."
+    finding = ("; ".join(text for _, text in findings)
+               + f". Faster and matching (within 0.02) in {ok} of {len(findings)} tasks.")
     return Verdict(paper, claim, "supported" if ok == len(findings) else "not supported", finding, pd.DataFrame(rows))
 
 

@@ -7,9 +7,9 @@ import textwrap
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 REAL, IMAG, LENGTH = "model.init.real", "model.init.imag", "seq_len"
 TRAIN_LENGTH, TEST_LENGTH = "train_len", "test_len"  # the lengths figure: trained at seq_len T, tested at T′
@@ -52,7 +52,8 @@ def _label(column: str) -> str:
     return LABELS.get(column, column.replace("_", " "))
 
 
-LABELS = {"epoch": "epoch", REAL: "real part a (Re λ)", IMAG: "imaginary scale s (Im λₙ = s·π·n)", LENGTH: "sequence length L",
+LABELS = {"epoch": "epoch", REAL: "real part a (Re λ)", IMAG: "imaginary scale s (Im λₙ = s·π·n)",
+          LENGTH: "sequence length L",
           "test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss",
           "train_loss": "train loss", "gap": "gap: test − train loss", "s_A": "spectral abscissa s_A",
           "output_scale": "E|y_L| (first layer)", "tau": "τ (mean over channels)", "mc": "memory capacity",
@@ -127,7 +128,7 @@ def lines(final: pd.DataFrame, metric: str, x: str, group: str | None = None, pa
     colours = _colours(table[group].unique()) if group else {None: "C0"}
     parts = _panels_of(table, panel)
     fig, axes = panels(len(parts), sharey=True)
-    for ax, (value, t) in zip(axes, parts):
+    for ax, (_, t) in zip(axes, parts):
         for g, tg in (t.groupby(group) if group else [(None, t)]):
             tg = tg.sort_values(x)
             ax.plot(tg[x], tg["mean"], marker="o", ms=3, color=colours[g])
@@ -183,7 +184,7 @@ def curves(runs: pd.DataFrame, metric: str, group: str | None = None, panel: str
     colours = _colours(table[group].unique()) if group else {None: "C0"}
     parts = _panels_of(table, panel)
     fig, axes = panels(len(parts), sharey=True)
-    for ax, (value, t) in zip(axes, parts):
+    for ax, (_, t) in zip(axes, parts):
         for g, tg in (t.groupby(group) if group else [(None, t)]):
             ax.plot(tg["epoch"], tg[metric], color=colours[g], marker="o" if len(tg) == 1 else None, ms=3)
     _finish(fig, axes, parts, panel, group, colours, metric, "epoch", logy,
@@ -212,7 +213,7 @@ def profile(rows: pd.DataFrame, metric: str, group: str | None = None, panel: st
     colours = _colours(table[group].unique()) if group else {None: "C0"}
     parts = _panels_of(table, panel)
     fig, axes = panels(len(parts), sharey=True)
-    for ax, (value, t) in zip(axes, parts):
+    for ax, (_, t) in zip(axes, parts):
         for _, r in t.iterrows():
             key = tuple(r[c] for c in by)
             ax.plot(np.arange(len(means[key])), means[key], color=colours[r[group] if group else None], lw=1.2)

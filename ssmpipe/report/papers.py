@@ -267,7 +267,8 @@ _PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>ssmpipe — reproducing the four papers</title>
 <style>
 {style}table.page {{ border-collapse: collapse; font-size: 0.9em; width: 100%; }}
-table.page td, table.page th {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left; vertical-align: top; }}
+table.page td, table.page th {{ padding: 4px 8px; border-bottom: 1px solid #ddd; text-align: left;
+  vertical-align: top; }}
 table.page th {{ background: #f3f3f3; }}
 .scroll {{ overflow-x: auto; }}
 .ref {{ background: #f6f8fa; border-left: 3px solid #8a99ad; padding: 0.4em 0.8em; }}

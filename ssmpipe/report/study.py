@@ -11,11 +11,11 @@ import math
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-from ssmpipe.report.figures import MAX_COLUMNS, panels  # noqa: E402
+from ssmpipe.report.figures import MAX_COLUMNS, panels
 
 STYLE = {  # status -> marker style of a trial's point and line
     "ok": {"color": "#1f77b4", "marker": "o", "label": "trained to the end"},

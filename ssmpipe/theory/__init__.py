@@ -10,8 +10,14 @@
 Shapes in comments: H channels, L (or T) steps, N states, B batch.
 """
 
-from ssmpipe.theory.autocorr import (autocorrelation, dt_autocorr, gram_condition, gram_matrix, impulse_states,
-                                     lambda_max)
+from ssmpipe.theory.autocorr import (
+    autocorrelation,
+    dt_autocorr,
+    gram_condition,
+    gram_matrix,
+    impulse_states,
+    lambda_max,
+)
 from ssmpipe.theory.memory import memory_capacity, memory_function, s4_system, s4d_system
 from ssmpipe.theory.selective_bound import rho_A, s2, selective_rho_A, spectral_abscissa
 from ssmpipe.theory.tau import input_stats, layer_inputs, model_tau, tau, tau_scaling

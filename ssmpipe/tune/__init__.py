@@ -192,7 +192,8 @@ def describe(summary: dict) -> str:
     """A few lines for the terminal: trials by outcome, wall time, the best config."""
     c = summary["counts"]
     lines = [f"study {summary['study']!r}: {summary['n_trials']} trials ({c['ok']} trained to the end, "
-             f"{c['stopped']} stopped early{' by ASHA' if summary['scheduler'] == 'asha' else ''}, {c['diverged']} diverged, "
+             f"{c['stopped']} stopped early{' by ASHA' if summary['scheduler'] == 'asha' else ''}, "
+             f"{c['diverged']} diverged, "
              f"{c['failed']} failed) in {summary['wall_s'][-1]:.1f} s"
              + (f" (all sessions: {sum(summary['wall_s']):.1f} s)" if len(summary["wall_s"]) > 1 else "")]
     best = summary["best"]

@@ -84,7 +84,7 @@ class StudyJob(submitit.helpers.Checkpointable):
             return self._head(meeting, nodes)
         return self._worker(meeting, env.global_rank)
 
-    def _head(self, meeting: "Rendezvous", nodes: int) -> dict:
+    def _head(self, meeting: Rendezvous, nodes: int) -> dict:
         """Task 0: a Ray head on this node, then the study on the cluster once every node has joined."""
         token = secrets.token_hex(32)
         os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)  # before Ray is imported: it reads them once
@@ -108,7 +108,7 @@ class StudyJob(submitit.helpers.Checkpointable):
             meeting.close()
             stop(ray)
 
-    def _worker(self, meeting: "Rendezvous", rank: int) -> dict:
+    def _worker(self, meeting: Rendezvous, rank: int) -> dict:
         """Any other task: a Ray worker node joining task 0's head, until the study ends."""
         from ssmpipe.tune.study import ENVIRONMENT
 

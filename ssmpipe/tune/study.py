@@ -35,9 +35,9 @@ from ssmpipe import tune as tn
 from ssmpipe.atomic import atomic_path, write_text
 from ssmpipe.config import ConfigError
 from ssmpipe.slurm import private_dir
-from ssmpipe.tune import StudyInterrupted
 from ssmpipe.store import METRICS, STOPPED, Store, _plain, load_state, read_runs, write_runs
 from ssmpipe.sweep import run_id as run_id_of
+from ssmpipe.tune import StudyInterrupted
 
 log = logging.getLogger("ssmpipe.tune")
 
