@@ -32,7 +32,7 @@ import yaml
 from ssmpipe import config as cfg
 from ssmpipe import sweep
 from ssmpipe.atomic import atomic_path
-from ssmpipe.store import Store, _flatten, runs_schema
+from ssmpipe.store import Store, _flatten, _record, _stamp, runs_schema
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"dryrun_10k_s": 20.0, "report_10k_s": 10.0, "dryrun_100k_s": 20.0, "report_100k_s": 20.0}
@@ -88,7 +88,8 @@ def snakemake(workdir: Path, *args: str) -> tuple[float, dict[str, int], float]:
 
 
 def synthetic_store(store: Store, rng: random.Random) -> int:
-    """A Parquet file of plausible rows (as ssmpipe.train writes them) for every planned shard."""
+    """A Parquet file of plausible rows (as ssmpipe.train writes them) for every planned shard, each recorded as
+    checked (as write_runs records what it wrote)."""
     schema = runs_schema()
     n_runs = 0
     for shard, spec in store.iter_specs():
@@ -111,6 +112,7 @@ def synthetic_store(store: Store, rng: random.Random) -> int:
             n_runs += 1
         with atomic_path(store.runs_path(shard)) as tmp:
             pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp)
+        _record(store.runs_path(shard), _stamp(store.runs_path(shard)), [p["run_id"] for p in spec["points"]])
     return n_runs
 
 

@@ -8,6 +8,7 @@ Layout under the results root (shared by every sweep, so sweeps share points):
     store/ckpt/<shard>.pt            a shard's checkpoint while it trains
     store/locks/<shard>.lock         held by the one process training the shard (others wait, then reuse)
     store/quarantine/                files the store could not trust, moved aside (never deleted)
+    store/verified/<shard>.json      which runs file was last checked (its stat), so a parse need not read it again
     <sweep>/points.json, config.yaml the sweep's manifest and config
     <sweep>/logs/train/<shard>.log   the log of a shard's train job in this sweep
     <sweep>/runs.parquet             the sweep's table (aggregate)
@@ -22,10 +23,20 @@ runs file must hold exactly its spec's runs, and checkpoints load as plain tenso
 containers (`load_state`, never a pickle that can run code). What fails a check is moved
 to store/quarantine/ with a warning naming it, and its shard trains again. A run's rows
 are never replaced by fewer rows (`write_runs`).
+
+A runs file that passed its check (or that `write_runs` wrote, and so knows) gets a record,
+store/verified/<shard>.json: its (size, mtime_ns, ctime_ns, inode) and a hash of the run ids it
+holds. A later check skips a file whose stat and spec's run ids still match its record: a
+rewritten file (atomic: a new inode; in place: a new ctime, which no user can set back) is read
+and checked again. The record is untrusted JSON: one that does not parse or match is ignored.
+Whoever can edit it can also write the runs file itself, which the check cannot authenticate
+(it checks shape, not provenance); a forged record lets a file skip only the shape check, and
+`aggregate` still reads every file whole (a damaged one is a StoreError naming it).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -212,13 +223,20 @@ class Store:
                 out[shard] = None, False
             else:
                 out[shard] = ids, False
-        checked = self.runs_problems({s: ids for s, (ids, _) in out.items()
-                                      if ids is not None and self.runs_path(s).exists()})
+        stored = {s: ids for s, (ids, _) in out.items() if ids is not None}
+        stamps = {s: _stamp(self.runs_path(s)) for s in stored}
+        fresh = {s for s, stamp in stamps.items() if stamp is not None and _recorded(self.runs_path(s)) == [
+            *stamp, _ids_hash(stored[s])]}  # checked before, unchanged since: not read again
+        checked = self.runs_problems({s: ids for s, ids in stored.items() if stamps[s] is not None and s not in fresh})
         for shard, problem in checked.items():
             if problem:
                 self._distrust(self.runs_path(shard), problem, repair)
             else:
                 out[shard] = out[shard][0], True
+                if repair:  # the plan job writes; a parse (repair=False) never does
+                    _record(self.runs_path(shard), stamps[shard], stored[shard])
+        for shard in fresh:
+            out[shard] = out[shard][0], True
         return out
 
     def _distrust(self, path: Path, problem: str, repair: bool) -> None:
@@ -317,6 +335,57 @@ def write_runs(rows: list[dict], path: str | Path) -> None:
         _check_no_fewer_rows(path, table)
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+    if _record_path(path) is not None and _contiguous(table):  # what it wrote, it knows: no need to read it back
+        _record(path, _stamp(path), table.column("run_id").unique().to_pylist())
+
+
+def _contiguous(table: pa.Table) -> bool:
+    """Whether each run of a runs table has epochs 0, 1, … without a gap or repeat (`runs_problem`'s epoch check)."""
+    g = table.group_by("run_id").aggregate([("epoch", "count", pc.CountOptions(mode="all")), ("epoch", "min"),
+                                            ("epoch", "max"), ("epoch", "count_distinct")]).to_pydict()
+    return all(lo == 0 and hi == n - 1 and d == n for n, lo, hi, d in
+               zip(g["epoch_count"], g["epoch_min"], g["epoch_max"], g["epoch_count_distinct"]))
+
+
+# --- the record of verified runs files (store/verified/<shard>.json; see the module docstring) ---
+
+
+def _record_path(runs: str | Path) -> Path | None:
+    """store/verified/<shard>.json of store/runs/<shard>.parquet; None for a file outside a store's runs folder."""
+    runs = Path(runs)
+    if runs.parent.name != "runs" or runs.parent.parent.name != "store":
+        return None
+    return runs.parent.parent / "verified" / f"{runs.stem}.json"
+
+
+def _stamp(path: str | Path) -> list[int] | None:
+    """(size, mtime_ns, ctime_ns, inode) of a file, None if it is missing: a rewrite changes at least one."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+
+
+def _ids_hash(run_ids) -> str:
+    """sha256 of the distinct run ids, sorted, one a line: the record names which runs a file was checked against."""
+    return hashlib.sha256("\n".join(sorted(set(run_ids))).encode()).hexdigest()
+
+
+def _record(runs: str | Path, stamp: list[int] | None, run_ids) -> None:
+    """Note that the runs file with this stamp holds exactly run_ids, each with epochs 0, 1, … (checked)."""
+    path = _record_path(runs)
+    if path is not None and stamp is not None:
+        write_text(path, json.dumps([*stamp, _ids_hash(run_ids)]))
+
+
+def _recorded(runs: str | Path) -> list | None:
+    """A runs file's record ([size, mtime_ns, ctime_ns, inode, ids hash]), or None: missing or unreadable (ignored)."""
+    path = _record_path(runs)
+    try:
+        return json.loads(path.read_bytes()) if path is not None else None
+    except (OSError, ValueError):
+        return None
 
 
 def _check_no_fewer_rows(path: str | Path, new: pa.Table) -> None:

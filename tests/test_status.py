@@ -1,5 +1,6 @@
 """`ssmpipe status`: a 5,000-point sweep counted by state from a real store (its speed: benchmarks/status_watch.py);
-a real training process followed through training now, interrupted (killed) and done (rerun), by `status` and `status --watch`."""
+a real training process followed through training now, interrupted (killed) and done (rerun), by `status` and
+`status --watch`."""
 
 import json
 import math

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -176,3 +177,40 @@ def test_read_runs_fills_the_columns_an_older_file_lacks(tmp_path):
     with pytest.raises(store.StoreError, match="bad.parquet: not a runs table"):
         (tmp_path / "bad.parquet").write_bytes(b"not parquet")
         store.read_runs([tmp_path / "new.parquet", tmp_path / "bad.parquet"])
+
+
+def test_a_verified_runs_file_is_skipped_until_it_changes_then_checked_again(tmp_path, monkeypatch):
+    """write_runs records what it wrote; a check reads only files changed since (same size, mtime put back: still
+    read), and a record that is not JSON is ignored."""
+    config = cfg.check(tiny_config(results=str(tmp_path), shard_size=2))
+    plan = sweep.plan(config)
+    st = store.Store(tmp_path)
+    for shard in plan.shards:
+        members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
+        store.write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
+    read = []  # the runs files a check reads
+    real = store._epoch_counts
+    monkeypatch.setattr(store, "_epoch_counts", lambda paths: read.extend(paths) or real(paths))
+    assert all(done for _, done in st.trusted_all(st.iter_specs(), repair=False).values())
+    assert read == []                                                      # all recorded by write_runs: none read
+
+    edited, replaced, garbled = sorted(plan.shards)[:3]
+    path = st.runs_path(edited)
+    before = path.stat()
+    time.sleep(0.05)                                                       # past the clock tick of the write
+    with open(path, "r+b") as f:                                           # same size, footer magic broken
+        f.seek(-4, os.SEEK_END)
+        f.write(b"XXXX")
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))            # mtime put back; ctime cannot be
+    assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
+    table = pq.read_table(st.runs_path(replaced))
+    with atomic_path(st.runs_path(replaced)) as tmp:                       # the same rows, a new file
+        pq.write_table(table, tmp)
+    (tmp_path / "store" / "verified" / f"{garbled}.json").write_text("{not json")
+
+    again = sweep.plan(config)                                             # the plan job: checks, repairs, records
+    assert sorted(read) == sorted(str(st.runs_path(s)) for s in (edited, replaced, garbled))
+    assert again.pending == [edited]                                       # the broken file quarantined
+    assert not path.exists() and any((tmp_path / "store" / "quarantine").glob(f"*{edited}.parquet"))
+    read.clear()
+    assert sweep.plan(config, write=False).pending == [edited] and read == []   # the rest recorded again

@@ -45,7 +45,7 @@ def figures_of(config: dict) -> dict:
         at = spec.get("at", "final")
 
         def make(runs, final, kind=kind, args=args, at=at):
-            rows = {"final": final, "init": runs[runs["epoch"] == 0], "first": runs[runs["epoch"] == 1]}[at]
+            rows = final if at == "final" else runs[runs["epoch"] == {"init": 0, "first": 1}[at]]  # only the one asked
             return figures.KINDS[kind](runs if kind == "curves" else rows, **args)
 
         caption = spec.get("caption") or _caption(spec)

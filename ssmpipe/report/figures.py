@@ -25,9 +25,10 @@ def final_epoch(runs: pd.DataFrame) -> pd.DataFrame:
 def summarise(final: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     """mean, std and count of `metric` over seeds (diverged/failed runs counted apart)."""
     ok = final["status"] == "ok"
-    g = final[ok].groupby(by)[metric]
+    cols = list(dict.fromkeys([*by, metric]))  # the columns it needs: a row filter copies every column
+    g = final.loc[ok, cols].groupby(by)[metric]
     table = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=0), "runs": g.size()})
-    bad = final[~ok].groupby(by).size().rename("not_ok")
+    bad = final.loc[~ok, cols].groupby(by).size().rename("not_ok")
     table = table.join(bad, how="outer").fillna({"runs": 0, "not_ok": 0})
     return table.astype({"runs": int, "not_ok": int}).reset_index()
 
@@ -178,8 +179,8 @@ def curves(runs: pd.DataFrame, metric: str, group: str | None = None, panel: str
     """`metric` per epoch, one line per `group` value, one panel per `panel` value (mean over the rest).
 
     Runs that diverged count up to their last finite epoch."""
-    ok = runs[runs["status"] != "failed"]
     by = [c for c in (panel, group) if c]
+    ok = runs.loc[runs["status"] != "failed", list(dict.fromkeys([*by, "epoch", metric]))]  # not every column
     table = ok.groupby(by + ["epoch"])[metric].mean().reset_index()
     colours = _colours(table[group].unique()) if group else {None: "C0"}
     parts = _panels_of(table, panel)
