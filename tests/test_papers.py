@@ -115,7 +115,7 @@ def _targets(page: Path) -> list[Path]:
 
 @pytest.mark.slow
 def test_links_are_relative_and_resolve_to_each_report_and_figure(built):
-    workdir, configs, _, _, page = built
+    workdir, configs, _, page = built
     other = _papers(workdir, "--results=results", "--out=elsewhere/deep/page.html", "--",
                     *[c["sweep"] for c in configs.values()])
     assert other.returncode == 0, other.stderr
