@@ -110,17 +110,19 @@ def _untrained_states(store: Store, config: dict, todo: list[str]) -> dict[str, 
     on_slurm = bool(todo) and (config["launcher"] == "slurm" or any(
         p.parent.name not in cfg.RESERVED for p in Path(config["results"]).glob("*/slurm")))  # not store/slurm/
     live = slurm.live_jobs(config["results"], todo, config["slurm"]["poll_s"]) if on_slurm else {}
+    rest = [s for s in todo if s not in live]
+    ended = slurm.ended_jobs(config["results"], rest) if rest and on_slurm else {}
+    failed = {s for s, job in ended.items() if not job[1].startswith("COMPLETED")}
     out = {}
     for shard in todo:
         if shard in live:
             out[shard] = ("training" if live[shard][1] == "RUNNING" else "queued", live[shard])
+        elif shard in failed:
+            # SLURM's word before the lock's: a cancelled job's process holds the lock until KillWait ends it
+            # (a rerun here of a shard whose last job failed also shows as such until it is trained)
+            out[shard] = ("job failed", ended[shard])
         elif progress.lock_held(store.lock_path(shard)):
             out[shard] = ("training", None)
-    rest = [s for s in todo if s not in out]
-    ended = slurm.ended_jobs(config["results"], rest) if rest and on_slurm else {}
-    for shard in rest:
-        if shard in ended and not ended[shard][1].startswith("COMPLETED"):
-            out[shard] = ("job failed", ended[shard])
         elif store.ckpt_path(shard).exists() or progress.path(config["results"], shard).exists():
             out[shard] = ("interrupted", None)
         else:

@@ -257,7 +257,7 @@ CASES = {
     "report without results": (damaged("report", results="nowhere"), ["--results 'nowhere'", "no such folder"]),
     "report of garbage runs.parquet": (damaged("report", runs=b"garbage"),
                                        ["results/tiny/runs.parquet", "not a Parquet table"]),
-    "report without runs.parquet": (damaged("report"), ["results/tiny/runs.parquet", "does not exist"]),
+    "report without runs.parquet": (damaged("report"), ["results/tiny/runs.parquet", "has no table yet"]),
     "report of another table": (damaged("report", runs=pd.DataFrame({"a": [1]})),
                                 ["runs.parquet", "not a sweep's table", "run_id"]),
     "report of a corrupt config.yaml": (damaged("report", runs=TABLE, config="report: [\n"),

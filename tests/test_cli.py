@@ -148,8 +148,11 @@ def test_every_user_mistake_is_one_line_and_a_non_zero_exit(trained, tmp_path):
 def test_ctrl_c_stops_status_watch_with_exit_0(tmp_path):
     configfile = write_config(tmp_path, tiny_config())  # never trained: --watch would go on forever
     with open(tmp_path / "watch.out", "w") as out:
+        # Ctrl-C's default action for it, as in a terminal (a test run started in the background inherits SIGINT
+        # ignored, and Python then never raises KeyboardInterrupt)
         watch = subprocess.Popen([sys.executable, "-m", "ssmpipe", "status", "--watch", "--interval=0.2",
-                                  str(configfile)], cwd=tmp_path, stdout=out, stderr=subprocess.PIPE, text=True)
+                                  str(configfile)], cwd=tmp_path, stdout=out, stderr=subprocess.PIPE, text=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while (tmp_path / "watch.out").read_text().count("to train") < 2 and time.monotonic() < deadline:

@@ -174,8 +174,8 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
 
 @pytest.mark.slurm
 def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp_path, slurm_env):
-    # ~0.9 s an epoch on one thread here: about 2.5 minutes of training under a 1-minute limit
-    config = slurm_config("long", epochs=150, timeout_min=1, signal_delay_s=5, max_timeouts=20, gpus_per_node=0)
+    # ~0.65 s an epoch on one thread here: about 3 minutes of training under a 1-minute limit (at least 3 starts)
+    config = slurm_config("long", epochs=280, timeout_min=1, signal_delay_s=5, max_timeouts=20, gpus_per_node=0)
     config["fixed"]["task"].update(n_train=2048)
     config["grid"]["seq_len"] = [128]
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
@@ -204,7 +204,7 @@ def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp
     assert len(resumed_after) == len(starts) - 1 and resumed_after == sorted(set(resumed_after)), resumed_after
     # and trained exactly as the uninterrupted local run
     pd.testing.assert_frame_equal(metrics(slurm_dir, "long"), metrics(local_dir, "long"), check_exact=True)
-    assert metrics(slurm_dir, "long")["epoch"].max() == 150
+    assert metrics(slurm_dir, "long")["epoch"].max() == 280
 
 
 @pytest.mark.slurm
@@ -251,7 +251,7 @@ def test_a_crashing_shard_fails_its_rule_with_the_error_and_its_slurm_log(tmp_pa
 
 @pytest.mark.slurm
 def test_scancel_is_reported_and_a_rerun_resumes(tmp_path, slurm_env):
-    config = slurm_config("cancel", epochs=200)  # longer than SLURM's KillWait (30 s): see below
+    config = slurm_config("cancel", epochs=300)  # longer than SLURM's KillWait (30 s): see below
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
     local_dir.mkdir(), slurm_dir.mkdir()
     local = train_locally(local_dir, config)  # uninterrupted, alongside
