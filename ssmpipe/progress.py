@@ -24,12 +24,13 @@ import time
 from pathlib import Path
 
 from ssmpipe.atomic import write_text
+from ssmpipe.store import Store
 
 log = logging.getLogger("ssmpipe.progress")
 
 
 def path(results: str | Path, shard: str) -> Path:
-    return Path(results) / "store" / "progress" / f"{shard}.json"
+    return Store(results).progress_path(shard)  # the store's layout lives in one place
 
 
 class Progress:

@@ -4,7 +4,8 @@ A point is in exactly one state. Trained (its shard's rows are in the store): ok
 or failed, its run's status. Not yet trained, by its shard: training (a process holds the
 shard's lock now, here or on a SLURM node, or its SLURM job is running), queued (its SLURM
 job waits in the queue), job failed (its last SLURM job ended without writing the shard:
-crashed, cancelled, out of time), interrupted (a checkpoint and nobody training it: a rerun
+crashed, cancelled, out of time; SLURM's word comes before the lock's, as a cancelled job's
+process holds the lock until KillWait), interrupted (a checkpoint and nobody training it: a rerun
 resumes it), or to train. SLURM is asked (the store's shared poll, slurm.StoreJobs) only for
 a sweep on SLURM or a store some sweep submitted jobs from. A shard training (or
 interrupted) shows its progress record (ssmpipe/progress.py): group, epoch, mean train

@@ -99,6 +99,9 @@ class Store:
     def lock_path(self, shard: str) -> Path:
         return self.root / "store" / "locks" / f"{shard}.lock"
 
+    def progress_path(self, shard: str) -> Path:
+        return self.root / "store" / "progress" / f"{shard}.json"
+
     def shard_lock(self, shard: str) -> filelock.FileLock:
         """The inter-process lock (fcntl) of one shard: whoever trains it holds it; other processes wait."""
         self.lock_path(shard).parent.mkdir(parents=True, exist_ok=True)
