@@ -156,14 +156,6 @@ def cmd_aggregate(args) -> int:
         raise cfg.InputError(f"--out {args.out!r}: one file, but {args.target!r} names {len(named)} sweeps")
     for results, name in named:
         store = Store(results)
-        manifest = Path(results) / name / "points.json"
-        if not manifest.is_file():
-            raise cfg.InputError(f"{str(manifest)!r} does not exist: the workflow writes it when it plans the sweep "
-                                 "(snakemake --configfile CONFIG, or ssmpipe train CONFIG)")
-        try:
-            json.loads(manifest.read_text())
-        except ValueError as e:
-            raise cfg.InputError(f"{str(manifest)!r} is not JSON ({e})") from None
         out = args.out or store.sweep_dir(name) / "runs.parquet"
         table = aggregate(store, name, out)
         print(f"{out}: {table.num_rows} rows")

@@ -11,7 +11,8 @@ Layout under the results root (shared by every sweep, so sweeps share points):
     store/verified/<shard>.json      which runs file was last checked (its stat), so a parse need not read it again
     <sweep>/points.json, config.yaml the sweep's manifest and config
     <sweep>/logs/train/<shard>.log   the log of a shard's train job in this sweep
-    <sweep>/runs.parquet             the sweep's table (aggregate)
+    <sweep>/runs.parquet             the sweep's table (aggregate: each row's results from its shard's runs
+                                     file, its settings rebuilt from config.yaml, checked against the run ids)
     <sweep>/report/                  its report
     store/runs/tune-<study>-<trial>.parquet   a tune trial's rows (ssmpipe/tune.py); a finished
                                      trial also has its spec, so grid sweeps reuse it
@@ -420,31 +421,38 @@ def load_state(path: str | Path) -> dict:
                          f"aside to train from scratch") from None
 
 
-def read_runs(paths: list[str | Path], run_ids: list[str] | None = None) -> pa.Table:
-    """Rows of the given store files (optionally only some run ids), one run's rows together."""
+def read_runs(paths: list[str | Path], run_ids: list[str] | None = None,
+              columns: list[str] | None = None) -> pa.Table:
+    """Rows of the given store files (optionally only some run ids, and only some columns of runs_schema: each file
+    is read column by column, so fewer columns read faster), one run's rows together."""
     schema = runs_schema()
+    if columns is not None:
+        schema = pa.schema([schema.field(name) for name in columns])
     if not paths:
         return schema.empty_table()
-    wanted = pa.array(run_ids, pa.string()) if run_ids is not None else None
     parts = []
     with ThreadPoolExecutor(max(1, min(len(paths), os.cpu_count() or 1))) as pool:  # Parquet reads free the GIL
         for start in range(0, len(paths), READ_GROUP):
-            group = pa.concat_tables(pool.map(lambda p: _conform(_read_parquet(p), schema),
+            group = pa.concat_tables(pool.map(lambda p: _conform(_read_parquet(p, schema.names), schema),
                                               paths[start:start + READ_GROUP]))
-            if wanted is not None:
-                ours = pc.is_in(group.column("run_id"), value_set=wanted)
-                if not pc.all(ours).as_py():  # filtering costs a copy of every column: only when needed
-                    group = group.filter(ours)
             parts.append(group.combine_chunks())  # one buffer per column, not one per file: 1.1 -> 0.7 GB at 3,200
-    return pa.concat_tables(parts).sort_by([("run_id", "ascending"), ("epoch", "ascending")])
+    table = pa.concat_tables(parts)
+    if run_ids is not None:
+        ours = pc.is_in(table.column("run_id"), value_set=pa.array(run_ids, pa.string()))
+        if not pc.all(ours).as_py():  # filtering costs a copy of every column: only when needed
+            table = table.filter(ours)
+    return table.sort_by([("run_id", "ascending"), ("epoch", "ascending")])
 
 
 READ_GROUP = 256  # runs files read, then combined, at a time
 
 
-def _read_parquet(path: str | Path) -> pa.Table:
+def _read_parquet(path: str | Path, columns: list[str]) -> pa.Table:
+    """The named columns of a runs file that has them (an older file may lack some: `_conform` fills them)."""
     try:
-        return pq.ParquetFile(path).read(use_threads=False)
+        file = pq.ParquetFile(path, pre_buffer=False)  # pre-buffering a small file's column chunks: ~30% slower
+        present = set(file.schema_arrow.names)  # schema_arrow is built anew at each access
+        return file.read(columns=[c for c in columns if c in present], use_threads=False)
     except (OSError, ValueError) as e:  # ValueError: pyarrow's ArrowInvalid (truncated, not Parquet)
         raise StoreError(f"{path}: not a runs table ssmpipe can read ({type(e).__name__}: {e})") from None
 
@@ -459,35 +467,106 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def aggregate(store: Store, sweep: str, out: str | Path) -> pa.Table:
-    """The sweep's table: every row of its points, from the shards that hold them.
+    """The sweep's table: every row of its points, from the shards that hold them, with each point's settings.
 
-    Every point must have rows (StoreError naming its shard otherwise). The table never shrinks
-    silently: runs the previous table had and this one lacks (the grid changed) are named in a
-    warning, and the previous table is kept beside it as runs.previous.parquet (also where
+    Every point must have rows (StoreError naming its shard otherwise). A row's settings are not read from its
+    runs file (one column per setting, ~2/3 of the reading) but rebuilt from the sweep's config snapshot
+    (`sweep_settings`), whose points must hash to the manifest's run ids: a row's settings are those its run id
+    is the hash of. The table never shrinks silently: runs the previous table had and this one lacks (the grid
+    changed) are named in a warning, and the previous table is kept beside it as runs.previous.parquet (also where
     `write_manifest` puts a stale one).
     """
-    manifest = json.loads(store.manifest_path(sweep).read_text())
-    points = manifest["points"]
+    points = _manifest_points(store, sweep)
     shards = sorted({p["shard"] for p in points})
     for shard in shards:
         if not store.runs_path(shard).exists():
             n = sum(p["shard"] == shard for p in points)
             raise StoreError(f"{store.runs_path(shard)} does not exist: its {n} runs have no rows; rerun snakemake, "
                              f"which trains what is missing")
-    table = read_runs([store.runs_path(s) for s in shards], [p["run_id"] for p in points])
+    varying, fixed = sweep_settings(store, sweep, [p["run_id"] for p in points])
+    schema = runs_schema()
+    table = read_runs([store.runs_path(s) for s in shards], [p["run_id"] for p in points],
+                      [f.name for f in schema if f.name not in fixed and f.name not in varying.column_names[1:]])
     have = set(pc.unique(table.column("run_id")).to_pylist())
     missing = [p for p in points if p["run_id"] not in have]
     if missing:
         raise StoreError(f"{store.runs_path(missing[0]['shard'])} holds no rows of run {missing[0]['run_id']} "
                          f"({len(missing)} of the sweep's {len(points)} runs have none): rerun snakemake, "
                          f"which checks each shard and retrains what is missing")
-    table = table.append_column("sweep", pa.repeat(pa.scalar(sweep, pa.string()), table.num_rows))
+    point_of_row = pc.index_in(table.column("run_id"), value_set=varying.column("run_id"))
+    columns = [table.column(f.name) if f.name in table.column_names
+               else varying.column(f.name).take(point_of_row) if f.name in varying.column_names
+               else pa.repeat(pa.scalar(fixed[f.name], f.type), table.num_rows) for f in schema]
+    table = pa.Table.from_arrays([*columns, pa.repeat(pa.scalar(sweep, pa.string()), table.num_rows)],
+                                 schema=schema.append(pa.field("sweep", pa.string())))
     out = Path(out)
     if out.exists():
         _keep_if_shrinking(out, table)
     with atomic_path(out) as tmp:
         pq.write_table(table, tmp)
     return table
+
+
+def _manifest_points(store: Store, sweep: str) -> list[dict]:
+    """The sweep's points ({run_id, shard, axes}) from its manifest; StoreError naming the file if it cannot be read."""
+    path = store.manifest_path(sweep)
+    if not path.is_file():
+        raise StoreError(f"{str(path)!r} does not exist: the workflow writes it when it plans the sweep "
+                         "(snakemake --configfile CONFIG, or ssmpipe train CONFIG)")
+    try:
+        points = json.loads(path.read_bytes())["points"]
+        for p in points:
+            p["run_id"], p["shard"]  # noqa: B018 (each point names its run and shard)
+        return points
+    except OSError as e:
+        raise StoreError(f"{str(path)!r} is unreadable ({e.strerror})") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise StoreError(f"{str(path)!r} is not JSON of a sweep's points ({type(e).__name__}: {e})") from None
+
+
+def sweep_settings(store: Store, sweep: str, run_ids: list[str]) -> tuple[pa.Table, dict]:
+    """The settings of the sweep's points, from its config snapshot: (one row per point: its run id and the settings
+    that differ between points, the grid's (`sweep.varying_keys`); setting -> its value, for every other setting).
+
+    The snapshot's grid is expanded again (`sweep.expand`), which hashes each point's settings to its run id, so a
+    row here holds the settings its run id is the hash of; the expanded ids must be exactly `run_ids` (the
+    manifest's), else StoreError."""
+    from ssmpipe.sweep import expand, varying_keys
+
+    path = store.config_path(sweep)
+    try:
+        config = yaml.safe_load(path.read_text())
+        points = expand(config)
+        varying = varying_keys(config)
+    except OSError as e:
+        raise StoreError(f"{str(path)!r} is unreadable ({e.strerror}): rerun snakemake, which writes it") from None
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as e:
+        why = getattr(e, "problem", None) or e  # a YAML error's own words, without its multi-line excerpt
+        raise StoreError(f"{str(path)!r} is not a sweep's config snapshot ({type(e).__name__}: {why}): rerun "
+                         f"snakemake, which writes it again") from None
+    ids = [p.run_id for p in points]
+    if set(ids) != set(run_ids):
+        differ = len(set(ids) ^ set(run_ids))
+        raise StoreError(f"{str(path)!r} and {str(store.manifest_path(sweep))!r} disagree ({differ} run ids differ): "
+                         f"rerun snakemake, which plans the sweep again")
+    names = cfg.setting_types()
+    fields = [f for f in runs_schema() if f.name in names and f.name in varying]
+    table = pa.Table.from_arrays([pa.array(ids, pa.string()), *(pa.array([_setting(p, f.name) for p in points], f.type)
+                                                               for f in fields)],
+                                 schema=pa.schema([pa.field("run_id", pa.string()), *fields]))
+    first = _flatten(points[0].settings) if points else {}
+    return table, {name: first.get(name) for name in names if name not in varying}
+
+
+def _setting(point, key: str):
+    """A point's value of a dotted setting key: a grid value, or from its settings (None where it has none: no data
+    hash without a task.path)."""
+    if key in point.axes:
+        return point.axes[key]
+    try:
+        return cfg.get_path(point.settings, key)
+    except KeyError:
+        return None
 
 
 def _keep_if_shrinking(out: Path, table: pa.Table) -> None:
@@ -511,7 +590,8 @@ def _epoch_counts(paths: list[str]) -> dict[str, dict[str, tuple[int, int, int, 
     if not paths:
         return {}
     with ThreadPoolExecutor(max(1, min(len(paths), os.cpu_count() or 1))) as pool:
-        tables = list(pool.map(lambda p: pq.ParquetFile(p).read(columns=["run_id", "epoch"], use_threads=False), paths))
+        tables = list(pool.map(lambda p: pq.ParquetFile(p, pre_buffer=False).read(columns=["run_id", "epoch"],
+                                                                                  use_threads=False), paths))
     rows = pa.concat_tables(tables)  # ArrowInvalid (a ValueError) if some file's columns differ in type
     table = pa.table({"file": np.repeat(np.arange(len(paths), dtype=np.int32), [t.num_rows for t in tables]),
                       "run_id": rows.column("run_id"), "epoch": rows.column("epoch")})

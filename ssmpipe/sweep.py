@@ -178,6 +178,20 @@ class _Hasher:
         return _sha("".join(pieces))
 
 
+@contextmanager
+def _gc_paused():
+    """Python's cycle collector off while planning: a 100,000-point plan allocates millions of acyclic dicts, and
+    each collection walks them all (~40% of expand's time); nothing planning makes is a cycle."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+@_gc_paused()
 def expand(config: dict) -> list[Point]:
     """One point per element of the grid's Cartesian product (axes in sorted key order)."""
     types = cfg.setting_types()
@@ -203,6 +217,12 @@ def expand(config: dict) -> list[Point]:
     return points
 
 
+def varying_keys(config: dict) -> set[str]:
+    """The settings (dotted keys) whose value may differ between the points of a sweep: its grid's keys, and the
+    data hash of a grid over task.path (`data.with_data_hash`)."""
+    return {*config["grid"], *(["task.data_hash"] if "task.path" in config["grid"] else [])}
+
+
 def chunk(items: list, size: int) -> list[list]:
     """Split into ceil(n/size) chunks of near-equal length."""
     n = math.ceil(len(items) / size)
@@ -221,19 +241,6 @@ def plan(config: dict, write: bool = True, planned: dict[str, list[str]] | None 
     """
     with _gc_paused():
         return _plan(config, write, planned or {})
-
-
-@contextmanager
-def _gc_paused():
-    """Python's cycle collector off while planning: a 100,000-point plan allocates millions of acyclic dicts, and
-    each collection walks them all (~40% of expand's time); nothing planning makes is a cycle."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _plan(config: dict, write: bool, planned: dict[str, list[str]]) -> Plan:

@@ -8,10 +8,12 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from conftest import tiny_config
+import yaml
+from conftest import TINY, tiny_config
 
 from ssmpipe import config as cfg
 from ssmpipe import store, sweep
@@ -93,6 +95,83 @@ def test_aggregate_needs_every_point_and_never_shrinks_silently(tmp_path, caplog
     sweep.plan(bigger)                                                      # seed 2: planned, not trained
     with pytest.raises(store.StoreError, match=r"store/runs/\w+\.parquet does not exist: its 2 runs have no rows"):
         store.aggregate(st, "tiny", out)
+
+
+def _store_every_shard(plan, st):
+    """Rows for every point of a plan, written to their shards as `ssmpipe train` writes them."""
+    for shard in plan.shards:
+        members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
+        store.write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
+
+
+def _comparable(table):
+    """A table's rows with NaN spelled "nan" (NaN != NaN)."""
+    return [{k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+            for row in table.to_pylist()]
+
+
+def _npz(path, seed):
+    rng = np.random.default_rng(seed)
+    np.savez(path, **{f"{xy}_{split}": rng.integers(0, 4, (n, 16), dtype=np.int64)
+                      for split, n in (("train", 8), ("test", 4)) for xy in "xy"})
+    return str(path)
+
+
+@pytest.mark.parametrize("grid", [
+    {"model.init.real": [-1, 0], "train.lr": [0.01, 0.1], "seed": [0, 1]},  # ints given for number settings
+    {"task.path": ["a.npz", "b.npz"], "model.init.imag": [1.0, 2.0]},       # each data file: its own data hash
+])
+def test_aggregate_rebuilds_the_settings_each_row_was_stored_with(tmp_path, grid):
+    """aggregate reads a runs file's results and rebuilds the settings from the sweep's config snapshot: the
+    table equals every stored column read back (the settings train wrote), row for row, value for value."""
+    if "task.path" in grid:
+        grid = {**grid, "task.path": [_npz(tmp_path / name, i) for i, name in enumerate(grid["task.path"])]}
+    fixed = TINY["fixed"]
+    if "task.path" in grid:
+        fixed = {**fixed, "task": {"name": "npz", "vocab": 4, "path": grid["task.path"][0]}}
+    config = cfg.check(tiny_config(results=str(tmp_path), fixed=fixed, grid=grid))
+    plan = sweep.plan(config)
+    st = store.Store(tmp_path)
+    _store_every_shard(plan, st)
+    table = store.aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet")
+    stored = store.read_runs([st.runs_path(s) for s in plan.shards])
+    assert _comparable(table.drop_columns(["sweep"])) == _comparable(stored)
+    assert table.column_names == [*store.runs_schema().names, "sweep"] and table.num_rows == len(plan.points) * 3
+    for key in grid:
+        values = {cfg.get_path(p.settings, key) for p in plan.points}
+        assert sorted(table.column(key).unique().to_pylist()) == sorted(values)
+    if "task.path" in grid:
+        assert len(table.column("task.data_hash").unique()) == 2
+
+
+def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_path):
+    """The settings come from the config snapshot only when its points hash to the manifest's run ids: an edited,
+    damaged or missing snapshot is a StoreError naming it, and the previous table stays as it was."""
+    config = cfg.check(tiny_config(results=str(tmp_path)))
+    plan = sweep.plan(config)
+    st = store.Store(tmp_path)
+    _store_every_shard(plan, st)
+    out = st.sweep_dir("tiny") / "runs.parquet"
+    store.aggregate(st, "tiny", out)
+    before = out.read_bytes()
+    snapshot = st.config_path("tiny")
+    good = snapshot.read_text()
+    edited = yaml.safe_load(good)
+    edited["fixed"]["train"]["lr"] = 0.5                                    # settings the rows were not trained with
+    for text, words in [(yaml.safe_dump(edited), "disagree (16 run ids differ): rerun snakemake"),
+                        ("fixed: [", "is not a sweep's config snapshot (ParserError: expected the node content"),
+                        ("just a string", "is not a sweep's config snapshot (TypeError"),
+                        (None, "is unreadable")]:
+        if text is None:
+            snapshot.unlink()
+        else:
+            snapshot.write_text(text)
+        with pytest.raises(store.StoreError) as e:
+            store.aggregate(st, "tiny", out)
+        assert str(snapshot) in str(e.value) and words in str(e.value), str(e.value)
+        assert out.read_bytes() == before
+    snapshot.write_text(good)
+    assert store.aggregate(st, "tiny", out).num_rows == 8 * 3
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):

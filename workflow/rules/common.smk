@@ -58,10 +58,11 @@ CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 SSMPIPE = ["python" if CONDA else sys.executable, "-m", "ssmpipe"]
 ENV = "../envs/ssmpipe.yaml"
 
-# Shards: those to train (each pending shard's first sweep names its log and launcher), and those
-# stored and checked.
+# Shards: those to train (each pending shard's first sweep names its log and launcher), and what a
+# sweep's table reads.
 PENDING = sorted({s for plan in PLANS.values() for s in plan.pending})
-DONE = {s for plan in PLANS.values() for s in plan.shards} - set(PENDING)
+# A regex of them, the train rule's shard wildcard ((?!): none).
+PENDING_SHARD = "|".join(re.escape(s) for s in PENDING) or "(?!)"
 SWEEP_OF = {s: name for name, plan in reversed(PLANS.items()) for s in plan.pending}
 SHARD_RUNS = {
     name: [str(STORE.runs_path(s)) for s in p.shards] for name, p in PLANS.items()
@@ -121,18 +122,14 @@ def results_of(levels):
 
 
 def train_inputs(wildcards):
-    """A shard's train job's inputs, from the plans in memory (no spec file is read):
+    """A pending shard's train job's inputs, from the plans in memory (no spec file is read):
 
-    plan: a pending shard's job waits for the plan job, which writes its spec: the manifest of its first
-      sweep (the plan job's output; one file, not one per shard, keeps the DAG light). A finished shard's:
-      its spec (a newer spec retrains it).
-    data: a pending shard's data sets; a finished shard needs none (its data may be gone from the cache
-      without a retrain).
+    plan: the manifest of its first sweep (the plan job's output, which writes the shard's spec; one file,
+      not one per shard, keeps the DAG light).
+    data: its data sets.
     slurm: the config snapshot whose slurm: requests it submits with, or none (it trains here).
     """
-    name = SWEEP_OF.get(wildcards.shard)
-    if name is None:
-        return {"plan": str(STORE.spec_path(wildcards.shard)), "data": [], "slurm": []}
+    name = SWEEP_OF[wildcards.shard]
     return {
         "plan": str(STORE.manifest_path(name)),
         "data": DATA_OF[wildcards.shard],

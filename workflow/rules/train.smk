@@ -23,7 +23,9 @@ rule train:
     output:
         # update(): Snakemake must never delete a shard's rows before a job (nor after a failed one): another
         # run sharing the store may have just written them; `ssmpipe train` holds the shard's lock and reuses them.
-        update(f"{RESULTS}/store/runs/{{shard}}.parquet"),
+        # Only a pending shard's (PENDING_SHARD): a stored shard's runs file is then a plain input of aggregate,
+        # not a train job in the DAG (3,200 of them cost Snakemake ~3 s per run at 100,000 points).
+        update(f"{RESULTS}/store/runs/{{shard,{PENDING_SHARD}}}.parquet"),
     log:
         f"{TRAIN_LOGS}/{{shard}}.log",
     conda:
