@@ -85,110 +85,147 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
     length_arrays (`length_data`): the data sets at the test lengths T′; after the last epoch every
     point is tested on each one's test split (len_test_loss, len_test_acc).
     """
-    settings = points[0]["settings"]
-    tr, lam = settings["train"], settings["reg"]["lambda"]
-    K, E, bs = len(points), tr["epochs"], tr["batch_size"]
-    info = data.describe(arrays, settings["task"])
-    x_tr, y_tr, x_te, y_te = (torch.as_tensor(arrays[k], device=device) for k in data.ARRAYS)  # x (n L [C])
-    probe_x = x_tr[:bs]                                                     # the batch measures are taken on
-    singles = [init_from_data(build_model(p["settings"], info).to(device), probe_x, p["settings"]) for p in points]
-    model = PackedModel(singles, device)
-    opt = torch.optim.Adam(model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
-    gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in points]
-    plateau = Plateau(K, tr["plateau_factor"], tr["plateau_patience"], device)
-    n = len(x_tr)
-
-    def measures(epoch, grad_norm) -> list[dict]:
-        """Each point's measures (NaN for points no longer training) and its mean gradient norm."""
-        values = measure_packed(model, probe_x, with_memory=epoch in (0, E))
-        return [{**{k: v[i].tolist() for k, v in values.items()}, "grad_norm": grad_norm[i]} for i in range(K)]
-
-    def state(epoch):
-        return {"epoch": epoch, "elapsed": elapsed, "status": list(status), "rows": list(rows),
-                "gens": [g.get_state() for g in gens], "params": {k: p.detach().cpu() for k, p in model.params.items()},
-                "opt": opt.state_dict(), "plateau": plateau.state()}
-
+    group = Group(points, arrays, device)
     if resume is not None:
-        with torch.no_grad():
-            for name, p in model.params.items():
-                p.copy_(resume["params"][name])
-        opt.load_state_dict(resume["opt"])
-        for g, s in zip(gens, resume["gens"]):
-            g.set_state(s)
-        plateau.load(resume["plateau"])
-        status, rows, start, elapsed = resume["status"], resume["rows"], resume["epoch"] + 1, resume["elapsed"]
+        group.restore(resume)
     else:
-        status, rows, start, elapsed = ["ok"] * K, [], 1, 0.0
-        t0 = time.perf_counter()
-        train_loss, train_acc = evaluate(model, x_tr, y_tr, bs)
-        test_loss, test_acc = evaluate(model, x_te, y_te, bs)
-        elapsed += time.perf_counter() - t0
-        measured = measures(0, [math.nan] * K)
-        for k in range(K):
-            if not (np.isfinite(train_loss[k].item()) and np.isfinite(test_loss[k].item())):
-                status[k] = "diverged"
-            rows.append(_row(points[k], 0, train_loss[k], train_acc[k], test_loss[k], test_acc[k], elapsed,
-                             measured[k]))
-        checkpoint(state(0))
-
-    bar = tqdm(range(start, E + 1), desc=progress_desc, initial=start - 1, total=E, mininterval=2.0,
-               disable=None)  # a bar on a terminal only; in a log file, the log line of each epoch
+        group.record_start()
+        checkpoint(group.state(0))
+    epochs = group.train_settings["epochs"]
+    bar = tqdm(range(group.epoch + 1, epochs + 1), desc=progress_desc, initial=group.epoch, total=epochs,
+               mininterval=2.0, disable=None)  # a bar on a terminal only; in a log file, the log line of each epoch
     for epoch in bar:
-        alive = torch.tensor([s == "ok" for s in status], device=device)
-        if not alive.any():
+        if "ok" not in group.status:
             break
+        group.train_epoch(epoch, length_arrays if epoch == epochs else None)
+        ok = [k for k, s in enumerate(group.status) if s == "ok"]
+        if ok:
+            bar.set_postfix(train_loss=f"{group.train_loss[ok].mean():.4f}",
+                            test_acc=f"{group.test_acc[ok].mean():.3f}", alive=f"{len(ok)}/{group.K}")
+        log.info("%s epoch %d/%d train_loss %s test_acc %s alive %d/%d", progress_desc, epoch, epochs,
+                 np.round(group.train_loss.numpy(), 4).tolist(), np.round(group.test_acc.numpy(), 3).tolist(),
+                 len(ok), group.K)
+        checkpoint(group.state(epoch))
+    bar.close()
+    return _finalise(group.rows, dict(zip((p["run_id"] for p in points), group.status)), {})
+
+
+class Group:
+    """One packed group of points in training: its model, one Adam for all of it, each point's batch-order generator
+    and learning-rate scale, its data on the device, and the rows logged so far (`state` / `restore`: resumable).
+
+    Each epoch is named steps: `steps` (one pass over the training set), then `evaluate` on the test set, the
+    measures (`measure`), and a row per point still training (`record`)."""
+
+    def __init__(self, points: list[dict], arrays: dict, device: torch.device):
+        settings = points[0]["settings"]
+        self.points, self.device, self.K = points, device, len(points)
+        tr = self.train_settings = settings["train"]
+        self.batch_size, self.lam = tr["batch_size"], settings["reg"]["lambda"]
+        info = data.describe(arrays, settings["task"])
+        self.x_tr, self.y_tr, self.x_te, self.y_te = (torch.as_tensor(arrays[k], device=device)
+                                                      for k in data.ARRAYS)  # x (n L [C])
+        self.probe_x = self.x_tr[:self.batch_size]                          # the batch measures are taken on
+        singles = [init_from_data(build_model(p["settings"], info).to(device), self.probe_x, p["settings"])
+                   for p in points]
+        self.model = PackedModel(singles, device)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
+        self.gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in points]
+        self.plateau = Plateau(self.K, tr["plateau_factor"], tr["plateau_patience"], device)
+        self.status, self.rows, self.epoch, self.elapsed = ["ok"] * self.K, [], 0, 0.0
+
+    def state(self, epoch: int) -> dict:
+        return {"epoch": epoch, "elapsed": self.elapsed, "status": list(self.status), "rows": list(self.rows),
+                "gens": [g.get_state() for g in self.gens],
+                "params": {k: p.detach().cpu() for k, p in self.model.params.items()},
+                "opt": self.opt.state_dict(), "plateau": self.plateau.state()}
+
+    def restore(self, state: dict) -> None:
+        with torch.no_grad():
+            for name, p in self.model.params.items():
+                p.copy_(state["params"][name])
+        self.opt.load_state_dict(state["opt"])
+        for g, s in zip(self.gens, state["gens"]):
+            g.set_state(s)
+        self.plateau.load(state["plateau"])
+        self.status, self.rows = state["status"], state["rows"]
+        self.epoch, self.elapsed = state["epoch"], state["elapsed"]
+
+    def record_start(self) -> None:
+        """Epoch 0: every point's losses and measures at init; a point non-finite already is diverged."""
         t0 = time.perf_counter()
-        perms = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)  # (K n)
-        loss_sum = torch.zeros(K, dtype=torch.float64, device=device)
-        correct = torch.zeros(K, dtype=torch.float64, device=device)
-        count = torch.zeros(K, dtype=torch.float64, device=device)
-        grad_norm_sum = torch.zeros(K, dtype=torch.float64, device=device)
+        self.train_loss, self.train_acc = evaluate(self.model, self.x_tr, self.y_tr, self.batch_size)
+        self.test_loss, self.test_acc = evaluate(self.model, self.x_te, self.y_te, self.batch_size)
+        self.elapsed += time.perf_counter() - t0
+        measured = self.measure(0, [math.nan] * self.K)
+        for k in range(self.K):
+            if not (np.isfinite(self.train_loss[k].item()) and np.isfinite(self.test_loss[k].item())):
+                self.status[k] = "diverged"
+            self.rows.append(_row(self.points[k], 0, self.train_loss[k], self.train_acc[k], self.test_loss[k],
+                                  self.test_acc[k], self.elapsed, measured[k]))
+
+    def train_epoch(self, epoch: int, length_arrays: dict[int, dict] | None) -> None:
+        """One epoch: train, test, measure (and test at each length T′ of length_arrays), record."""
+        t0 = time.perf_counter()
+        alive, grad_norm = self.steps()
+        self.test_loss, self.test_acc = evaluate(self.model, self.x_te, self.y_te, self.batch_size)
+        self.elapsed += time.perf_counter() - t0
+        self.plateau.update(self.train_loss.to(self.device))
+        measured = self.measure(epoch, grad_norm)
+        if length_arrays:  # train at T, test at T′
+            at = [evaluate(self.model, *(torch.as_tensor(a[k], device=self.device) for k in ("x_test", "y_test")),
+                           self.batch_size) for a in length_arrays.values()]  # per T′: loss (K), acc (K)
+            for k in range(self.K):
+                measured[k]["len_test_loss"] = [loss[k].item() for loss, _ in at]
+                measured[k]["len_test_acc"] = [acc[k].item() for _, acc in at]
+        self.record(epoch, alive, measured)
+
+    def steps(self) -> tuple[torch.Tensor, list[float]]:
+        """One pass over the training set in each point's own batch order, one Adam step per batch for all points
+        still training (a point whose objective turns non-finite stops). Sets train_loss, train_acc (K); returns
+        which points are alive (K) and each point's mean gradient norm."""
+        tr, n, bs = self.train_settings, len(self.x_tr), self.batch_size
+        alive = torch.tensor([s == "ok" for s in self.status], device=self.device)
+        perms = torch.stack([torch.randperm(n, generator=g) for g in self.gens]).to(self.device)  # (K n)
+        loss_sum, correct, count, grad_norm_sum = (torch.zeros(self.K, dtype=torch.float64, device=self.device)
+                                                   for _ in range(4))
         for i in range(0, n, bs):
             idx = perms[:, i:i + bs]                                        # (K B)
-            opt.zero_grad()
+            self.opt.zero_grad()
             loss, c, cnt, objective = map(torch.cat, zip(*(
-                backward_part(model, sub, x_tr[idx[sub]], y_tr[idx[sub]], alive[sub], lam, tr["collapse_penalty"])
-                for sub in model.subpacks(x_tr[idx[0]]))))                    # (K) each
+                backward_part(self.model, sub, self.x_tr[idx[sub]], self.y_tr[idx[sub]], alive[sub], self.lam,
+                              tr["collapse_penalty"])
+                for sub in self.model.subpacks(self.x_tr[idx[0]]))))        # (K) each
             with torch.no_grad():
-                for p in model.parameters():
+                for p in self.model.parameters():
                     p.grad[~alive] = 0                                      # diverged points stay frozen
-                norms = grad_norms(model.parameters())                      # (K)
+                norms = grad_norms(self.model.parameters())                 # (K)
                 grad_norm_sum += norms
                 if tr["clip"] > 0:
-                    clip_per_point(model.parameters(), tr["clip"], norms)
-            plateau.step(opt, model.parameters())
+                    clip_per_point(self.model.parameters(), tr["clip"], norms)
+            self.plateau.step(self.opt, self.model.parameters())
             loss_sum += loss.detach().double() * cnt
             correct += c
             count += cnt
             alive = alive & torch.isfinite(objective.detach())
-        test_loss, test_acc = evaluate(model, x_te, y_te, bs)
-        elapsed += time.perf_counter() - t0
-        train_loss, train_acc = (loss_sum / count).cpu(), (correct / count).cpu()
-        plateau.update(train_loss.to(device))
-        measured = measures(epoch, (grad_norm_sum / -(-n // bs)).tolist())
-        if epoch == E and length_arrays:  # train at T, test at T′
-            at = [evaluate(model, *(torch.as_tensor(a[k], device=device) for k in ("x_test", "y_test")), bs)
-                  for a in length_arrays.values()]                          # per T′: loss (K), acc (K)
-            for k in range(K):
-                measured[k]["len_test_loss"] = [loss[k].item() for loss, _ in at]
-                measured[k]["len_test_acc"] = [acc[k].item() for _, acc in at]
-        for k in range(K):
-            if status[k] != "ok":
+        self.train_loss, self.train_acc = (loss_sum / count).cpu(), (correct / count).cpu()
+        return alive, (grad_norm_sum / -(-n // bs)).tolist()
+
+    def measure(self, epoch: int, grad_norm: list[float]) -> list[dict]:
+        """Each point's measures (NaN for points no longer training) and its mean gradient norm."""
+        values = measure_packed(self.model, self.probe_x, with_memory=epoch in (0, self.train_settings["epochs"]))
+        return [{**{k: v[i].tolist() for k, v in values.items()}, "grad_norm": grad_norm[i]} for i in range(self.K)]
+
+    def record(self, epoch: int, alive: torch.Tensor, measured: list[dict]) -> None:
+        """A row for each point still training; one that stopped (or tests non-finite) is diverged from here on."""
+        for k in range(self.K):
+            if self.status[k] != "ok":
                 continue
-            if not (alive[k] and np.isfinite(test_loss[k].item())):
-                status[k] = "diverged"
-            rows.append(_row(points[k], epoch, train_loss[k], train_acc[k], test_loss[k], test_acc[k], elapsed,
-                             measured[k]))
-        ok = [k for k in range(K) if status[k] == "ok"]
-        if ok:
-            bar.set_postfix(train_loss=f"{train_loss[ok].mean():.4f}", test_acc=f"{test_acc[ok].mean():.3f}",
-                            alive=f"{len(ok)}/{K}")
-        log.info("%s epoch %d/%d train_loss %s test_acc %s alive %d/%d", progress_desc, epoch, E,
-                 np.round(train_loss.numpy(), 4).tolist(), np.round(test_acc.numpy(), 3).tolist(),
-                 status.count("ok"), K)
-        checkpoint(state(epoch))
-    bar.close()
-    return _finalise(rows, dict(zip((p["run_id"] for p in points), status)), {})
+            if not (alive[k] and np.isfinite(self.test_loss[k].item())):
+                self.status[k] = "diverged"
+            self.rows.append(_row(self.points[k], epoch, self.train_loss[k], self.train_acc[k], self.test_loss[k],
+                                  self.test_acc[k], self.elapsed, measured[k]))
+        self.epoch = epoch
 
 
 def backward_part(model: PackedModel, points: slice, x: torch.Tensor, y: torch.Tensor, alive: torch.Tensor,
