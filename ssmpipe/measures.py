@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, vmap
 
+from ssmpipe.models import batched
 from ssmpipe.models.s4 import S4
 from ssmpipe.models.s4d import S4D
 from ssmpipe.models.selective import Selective
@@ -91,7 +92,12 @@ class _Probe(torch.nn.Module):
 @torch.no_grad()
 def measure_packed(packed, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
     """Every point's measures at once: name -> (K) tensor ((K n_layers) for tau_layers, (K T) for mf) on the CPU
-    (grad_norm not included)."""
+    (grad_norm not included). An S4D model without the memory measures is probed natively batched (`batched.probe`,
+    sub-pack by sub-pack), else `probe` is mapped over the points."""
+    if packed.batched and not with_memory:
+        parts = [batched.probe(packed.base, packed.state(p), x.expand(p.stop - p.start, *x.shape))
+                 for p in packed.subpacks(x)]
+        return {k: torch.cat([part[k] for part in parts]).cpu() for k in parts[0]}
     wrapper = _Probe(packed.base)
     params = {f"model.{k}": v for k, v in packed.params.items()}
     buffers = {f"model.{k}": v for k, v in packed.buffers.items()}

@@ -136,6 +136,37 @@ def test_batched_packed_model_equals_each_points_own_model(block, target, poolin
         torch.testing.assert_close(whole[k], models[k](x[k]), rtol=1e-9, atol=1e-10)
 
 
+@pytest.mark.parametrize("block,target,pooling,inp,disc,train_A,n_layers,L", BATCHED_CASES)
+def test_batched_measures_equal_each_points_own_probe(block, target, pooling, inp, disc, train_A, n_layers, L):
+    """measure_packed's batched path (`batched.probe`, in uneven sub-packs) gives every point the measures
+    `measures.probe` gives its own SequenceModel, in float64; with the memory measures it maps `probe` itself."""
+    from ssmpipe import measures
+    from ssmpipe.models import PackedModel, SequenceModel, packing
+
+    torch.manual_seed(0)
+    info = {"input": inp, "d_input": 5 if inp == "tokens" else 3, "target": target, "n_out": 4}
+    models = [SequenceModel([S4D(6, 4, real=-0.4 * k - 0.1 * i, imag=0.5 + k + i, discretization=disc,
+                                 train_A=train_A) for i in range(n_layers)], 6, info, pooling, block).double()
+              for k in range(5)]
+    packed = PackedModel(models)
+    x = torch.randint(0, 5, (3, L)) if inp == "tokens" else torch.randn(3, L, 3, dtype=torch.float64)
+    packing.SUBPACK_ELEMENTS, saved = 2 * 3 * L * 6 // torch.get_num_threads(), packing.SUBPACK_ELEMENTS
+    try:
+        assert len(packed.subpacks(x)) == 3
+        got = measures.measure_packed(packed, x, with_memory=False)
+    finally:
+        packing.SUBPACK_ELEMENTS = saved
+    for k, model in enumerate(models):
+        with torch.no_grad():
+            want = measures.probe(model, x, with_memory=False)
+        assert set(got) == set(want)
+        for name, value in want.items():
+            torch.testing.assert_close(got[name][k], value, rtol=1e-6, atol=1e-7, equal_nan=True, msg=name)
+    assert torch.isnan(got["mc"]).all() and not torch.isnan(got["tau"]).any()
+    with_memory = measures.measure_packed(packed, x, with_memory=True)
+    assert with_memory["mf"].shape == (5, L) and not torch.isnan(with_memory["mc"]).any()
+
+
 @pytest.mark.parametrize("L", [1, 6, 17])
 def test_convolutions_and_norm_have_the_gradients_of_their_formulas(L):
     """Hand-derived backwards against finite differences (gradcheck), and both convolutions against the direct sum."""

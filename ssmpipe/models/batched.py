@@ -177,3 +177,19 @@ def forward(model: nn.Module, state: dict, x: torch.Tensor, with_tau: bool = Fal
     out = torch.baddbmm(state["decoder.bias"][..., None], state["decoder.weight"], h.reshape(K, H, -1))
     out = out.view(K, -1, *h.shape[2:]).movedim(1, -1)                      # (K B [L] n_out)
     return (out, torch.stack(taus, 1)) if with_tau else out
+
+
+def probe(model: nn.Module, state: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """`measures.probe` of K points at once, the measures that need no memory function (mc and gram_cond NaN):
+    x (K B L ...) -> name -> (K), tau_layers (K n_layers)."""
+    _, taus = forward(model, state, x, with_tau=True)                       # (K n_layers H)
+    u = encode(model, state, x)                                             # (K H B L), the first layer's input
+    k = kernel(model.layers[0], state, "layers.0.", u.shape[-1])            # (K H L)
+    y_last = torch.einsum("khbl,khl->khb", u, k.flip(-1))                   # its convolution at t = L−1 (no D·u)
+    real = torch.cat([state[f"layers.{i}.A_real"].clamp(max=0.0).flatten(1) for i in range(len(model.layers))], 1)
+    imag = torch.cat([state[f"layers.{i}.A_imag"].flatten(1) for i in range(len(model.layers))], 1)  # (K n)
+    nan = taus.new_full(taus.shape[:1], float("nan"))
+    out = {"tau": taus.mean((1, 2)), "tau_max": taus.amax((1, 2)), "tau_layers": taus.mean(2), "mc": nan,
+           "gram_cond": nan, "eig_real_min": real.amin(1), "eig_real_max": real.amax(1), "eig_imag_max": imag.amax(1),
+           "s_A": real.amax(1), "output_scale": y_last.abs().mean((1, 2))}
+    return {name: v.float() for name, v in out.items()}

@@ -35,6 +35,10 @@ class PackedModel:
     def parameters(self) -> list[torch.Tensor]:
         return list(self.params.values())
 
+    def state(self, points: slice) -> dict[str, torch.Tensor]:
+        """The stacked buffers and parameters of some points, by name: (K′ ...) each."""
+        return {k: v[points] for k, v in {**self.buffers, **self.params}.items()}
+
     def subpacks(self, x: torch.Tensor) -> list[slice]:
         """The point ranges one forward/backward should take at a time, given one point's input x (B L ...):
         cache-sized on the CPU, all K on an accelerator."""
@@ -55,10 +59,10 @@ class PackedModel:
             if isinstance(parts[0], tuple):
                 return (_cat([o for o, _ in parts]), torch.cat([t for _, t in parts]))
             return _cat(parts)
+        if self.batched:
+            return batched.forward(self.base, self.state(points), x, **kwargs)
         params = {k: v[points] for k, v in self.params.items()}
         buffers = {k: v[points] for k, v in self.buffers.items()}
-        if self.batched:
-            return batched.forward(self.base, {**buffers, **params}, x, **kwargs)
 
         def one(p, b, xk):
             return functional_call(self.base, (p, b), (xk,), kwargs)
