@@ -535,11 +535,16 @@ def sweep_settings(store: Store, sweep: str, run_ids: list[str]) -> tuple[pa.Tab
 
     path = store.config_path(sweep)
     try:
-        config = yaml.safe_load(path.read_text())
-        points = expand(config)
-        varying = varying_keys(config)
+        text = path.read_text()
     except OSError as e:
         raise StoreError(f"{str(path)!r} is unreadable ({e.strerror}): rerun snakemake, which writes it") from None
+    try:
+        config = yaml.safe_load(text)
+        points = expand(config)
+        varying = varying_keys(config)
+    except OSError as e:  # a data file the task reads (task.path), hashed into each run id
+        raise StoreError(f"{str(path)!r}: its points' run ids cannot be computed again, {e.filename!r} is unreadable "
+                         f"({e.strerror})") from None
     except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as e:
         why = getattr(e, "problem", None) or e  # a YAML error's own words, without its multi-line excerpt
         raise StoreError(f"{str(path)!r} is not a sweep's config snapshot ({type(e).__name__}: {why}): rerun "

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -142,6 +143,10 @@ def test_aggregate_rebuilds_the_settings_each_row_was_stored_with(tmp_path, grid
         assert sorted(table.column(key).unique().to_pylist()) == sorted(values)
     if "task.path" in grid:
         assert len(table.column("task.data_hash").unique()) == 2
+        Path(grid["task.path"][1]).unlink()                                # a data file gone: said, not misread
+        with pytest.raises(store.StoreError, match=r"config.yaml': its points' run ids cannot be computed again, "
+                                                   r"'.*b\.npz' is unreadable \(No such file"):
+            store.aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet")
 
 
 def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_path):
