@@ -3,6 +3,7 @@
 import shutil
 
 import duckdb
+import pyarrow.parquet as pq
 import pytest
 from conftest import job_counts, snakemake, tiny_config, write_config
 
@@ -46,6 +47,14 @@ def test_sweep_end_to_end_cache_and_extension(tmp_path):
     rebuilt = snakemake(tmp_path, configfile)
     assert job_counts(rebuilt) == {"report": 1, "all": 1}
     assert (sweep_dir / "report" / "index.html").exists() and _mtimes(runs_dir) == before
+
+    # 3b. a stored shard's rows rewritten (new bytes, newer than the table): the table and report are rebuilt, and
+    # no train job runs (a stored shard's runs file is a plain input of aggregate, not a job in the DAG)
+    rewritten = sorted(runs_dir.glob("*.parquet"))[0]
+    pq.write_table(pq.read_table(rewritten), rewritten, compression="gzip")
+    touched = snakemake(tmp_path, configfile)
+    assert job_counts(touched) == {"aggregate": 1, "report": 1, "all": 1}
+    before = _mtimes(runs_dir)
 
     # 4. only the report's config changed: its snapshot rewritten, the report rebuilt, nothing retrained
     config["report"] = {"title": "A new title"}
