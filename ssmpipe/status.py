@@ -24,11 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow.dataset as ds
-
 from ssmpipe import config as cfg
 from ssmpipe import progress, slurm, sweep
-from ssmpipe.store import STATUSES, Store
+from ssmpipe.store import STATUSES, Store, read_runs
 
 STATES = (*STATUSES, "training", "queued", "job failed", "interrupted", "to train")
 SHOWN = 20  # shards listed with their progress, at most
@@ -95,9 +93,9 @@ def _trained_statuses(store: Store, shards: list[str], ids_of: dict) -> dict[str
     if not shards:
         return {}
     shard_of = {r: s for s in shards for r in ids_of[s]}
-    table = ds.dataset([str(store.runs_path(s)) for s in shards], format="parquet").to_table(
-        columns=["run_id", "status"], filter=ds.field("run_id").isin(list(shard_of)))
-    last = dict(zip(table["run_id"].to_pylist(), table["status"].to_pylist()))  # one status per run
+    table = read_runs([store.runs_path(s) for s in shards], list(shard_of), ["run_id", "epoch", "status"])
+    runs = table.group_by(["run_id", "status"]).aggregate([]).to_pydict()  # every row of a run has its status
+    last = dict(zip(runs["run_id"], runs["status"]))
     out: dict[str, Counter] = {s: Counter() for s in shards}
     for run_id, state in last.items():
         out[shard_of[run_id]][state] += 1
