@@ -41,6 +41,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections import Counter
@@ -515,13 +516,17 @@ def _manifest_points(store: Store, sweep: str) -> list[dict]:
                          "(snakemake --configfile CONFIG, or ssmpipe train CONFIG)")
     try:
         points = json.loads(path.read_bytes())["points"]
-        for p in points:
-            p["run_id"], p["shard"]  # noqa: B018 (each point names its run and shard)
+        for p in points:  # a shard names a file in the store, never a path to read elsewhere
+            if not (isinstance(p["run_id"], str) and isinstance(p["shard"], str) and _NAME.fullmatch(p["shard"])):
+                raise ValueError(f"point {p!r} does not name a run and a shard")
         return points
     except OSError as e:
         raise StoreError(f"{str(path)!r} is unreadable ({e.strerror})") from None
     except (ValueError, KeyError, TypeError) as e:
         raise StoreError(f"{str(path)!r} is not JSON of a sweep's points ({type(e).__name__}: {e})") from None
+
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # a shard's name: a plain file name, no folder
 
 
 def sweep_settings(store: Store, sweep: str, run_ids: list[str]) -> tuple[pa.Table, dict]:

@@ -268,6 +268,12 @@ CASES = {
     "aggregate of an unknown sweep": (damaged("aggregate", "nope", points_json="{}"), ["no sweep 'nope'", "tiny"]),
     "aggregate of a corrupt points.json": (damaged("aggregate", points_json="{"),
                                            ["results/tiny/points.json", "not JSON"]),
+    "points.json naming a shard outside the store": (
+        damaged("aggregate", points_json='{"points": [{"run_id": "ab", "shard": "../../../etc/passwd"}]}'),
+        ["results/tiny/points.json", "not JSON of a sweep's points", "../../../etc/passwd"]),
+    "points.json with a list for a shard": (
+        damaged("aggregate", points_json='{"points": [{"run_id": "ab", "shard": ["x"]}]}'),
+        ["results/tiny/points.json", "does not name a run and a shard"]),
 }
 
 
