@@ -40,6 +40,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -545,8 +546,14 @@ def sweep_settings(store: Store, sweep: str, run_ids: list[str]) -> tuple[pa.Tab
         raise StoreError(f"{str(path)!r} is unreadable ({e.strerror}): rerun snakemake, which writes it") from None
     try:
         config = yaml.safe_load(text)
+        n = math.prod(len(values) for values in config["grid"].values())  # counted before anything is expanded
+        if n != len(run_ids):
+            raise StoreError(f"{str(path)!r} has {n:,} points, {str(store.manifest_path(sweep))!r} {len(run_ids):,}: "
+                             f"rerun snakemake, which plans the sweep again")
         points = expand(config)
         varying = varying_keys(config)
+    except StoreError:
+        raise
     except OSError as e:  # a data file the task reads (task.path), hashed into each run id
         raise StoreError(f"{str(path)!r}: its points' run ids cannot be computed again, {e.filename!r} is unreadable "
                          f"({e.strerror})") from None

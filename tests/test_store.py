@@ -163,7 +163,10 @@ def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_pat
     good = snapshot.read_text()
     edited = yaml.safe_load(good)
     edited["fixed"]["train"]["lr"] = 0.5                                    # settings the rows were not trained with
+    huge = yaml.safe_load(good)
+    huge["grid"] = {"seed": list(range(10_000)), "train.lr": [0.1 * (i + 1) for i in range(10_000)]}
     for text, words in [(yaml.safe_dump(edited), "disagree (16 run ids differ): rerun snakemake"),
+                        (yaml.safe_dump(huge), "config.yaml' has 100,000,000 points, '"),  # refused unexpanded
                         ("fixed: [", "is not a sweep's config snapshot (ParserError: expected the node content"),
                         ("just a string", "is not a sweep's config snapshot (TypeError"),
                         (None, "is unreadable")]:
@@ -173,7 +176,7 @@ def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_pat
             snapshot.write_text(text)
         with pytest.raises(store.StoreError) as e:
             store.aggregate(st, "tiny", out)
-        assert str(snapshot) in str(e.value) and words in str(e.value), str(e.value)
+        assert str(snapshot) in str(e.value) and words in str(e.value) and "StoreError" not in str(e.value), e.value
         assert out.read_bytes() == before
     snapshot.write_text(good)
     assert store.aggregate(st, "tiny", out).num_rows == 8 * 3
