@@ -266,8 +266,7 @@ class Store:
         out = {}
         for path, shard in paths.items():
             got = epochs.get(path)
-            fine = got is not None and got.keys() == set(expected[shard]) and \
-                all(lo == 0 and hi == n - 1 and distinct == n for n, lo, hi, distinct in got.values())
+            fine = got is not None and got.keys() == set(expected[shard]) and all(_numbered(*c) for c in got.values())
             out[shard] = None if fine else self.runs_problem(shard, expected[shard])
         return out
 
@@ -347,10 +346,20 @@ def write_runs(rows: list[dict], path: str | Path) -> None:
 
 def _contiguous(table: pa.Table) -> bool:
     """Whether each run of a runs table has epochs 0, 1, … without a gap or repeat (`runs_problem`'s epoch check)."""
-    g = table.group_by("run_id").aggregate([("epoch", "count", pc.CountOptions(mode="all")), ("epoch", "min"),
-                                            ("epoch", "max"), ("epoch", "count_distinct")]).to_pydict()
-    return all(lo == 0 and hi == n - 1 and d == n for n, lo, hi, d in
-               zip(g["epoch_count"], g["epoch_min"], g["epoch_max"], g["epoch_count_distinct"]))
+    return all(_numbered(*counts) for *_, counts in _epoch_stats(table, ["run_id"]))
+
+
+def _epoch_stats(table: pa.Table, keys: list[str]) -> list[tuple]:
+    """(*key values, (rows, lowest epoch, highest epoch, distinct epochs)) of each group of a table's rows."""
+    g = table.group_by(keys).aggregate([("epoch", "count", pc.CountOptions(mode="all")), ("epoch", "min"),
+                                        ("epoch", "max"), ("epoch", "count_distinct")]).to_pydict()
+    counts = zip(g["epoch_count"], g["epoch_min"], g["epoch_max"], g["epoch_count_distinct"])
+    return [(*key, c) for *key, c in zip(*(g[k] for k in keys), counts)]
+
+
+def _numbered(n: int, lo: int, hi: int, distinct: int) -> bool:
+    """Whether n epochs from lo to hi, distinct of them, are 0, 1, …, n − 1."""
+    return lo == 0 and hi == n - 1 and distinct == n
 
 
 # --- the record of verified runs files (store/verified/<shard>.json; see the module docstring) ---
@@ -612,13 +621,9 @@ def _epoch_counts(paths: list[str]) -> dict[str, dict[str, tuple[int, int, int, 
     rows = pa.concat_tables(tables)  # ArrowInvalid (a ValueError) if some file's columns differ in type
     table = pa.table({"file": np.repeat(np.arange(len(paths), dtype=np.int32), [t.num_rows for t in tables]),
                       "run_id": rows.column("run_id"), "epoch": rows.column("epoch")})
-    groups = table.group_by(["file", "run_id"]).aggregate([
-        ("epoch", "count", pc.CountOptions(mode="all")), ("epoch", "min"), ("epoch", "max"),
-        ("epoch", "count_distinct")]).to_pydict()
     out: dict[str, dict] = {p: {} for p in paths}
-    for f, rid, n, lo, hi, distinct in zip(groups["file"], groups["run_id"], groups["epoch_count"],
-                                           groups["epoch_min"], groups["epoch_max"], groups["epoch_count_distinct"]):
-        out[paths[f]][rid] = (n, lo, hi, distinct)
+    for f, rid, counts in _epoch_stats(table, ["file", "run_id"]):
+        out[paths[f]][rid] = counts
     return out
 
 
