@@ -42,13 +42,11 @@ def cmd_plan(args) -> int:
     """Write what planning decides: new shard specs, each sweep's points.json and config.yaml snapshot; quarantine
     store files that fail their checks. What the workflow's plan jobs run (--only: one part of it)."""
     from ssmpipe import sweep
-    from ssmpipe.atomic import write_text
     from ssmpipe.store import Store
 
     for config in plan_configs(args.config, args.json):
-        store = Store(config["results"])
         if args.only == "snapshot":
-            write_text(store.config_path(config["sweep"]), store.snapshot_text(config), only_if_changed=True)
+            Store(config["results"]).write_snapshot(config)
         elif args.only == "study":
             from ssmpipe import tune
 

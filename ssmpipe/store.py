@@ -293,10 +293,14 @@ class Store:
         report = self.sweep_dir(config["sweep"]) / "report" / "index.html"
         return [path for path in (table, report) if plan.pending and path.exists()]
 
+    def write_snapshot(self, config: dict) -> None:
+        """The sweep's config.yaml, rewritten only when it changes (Snakemake keys on mtime)."""
+        write_text(self.config_path(config["sweep"]), self.snapshot_text(config), only_if_changed=True)
+
     def write_manifest(self, config: dict, plan) -> None:
         """The sweep's points and its config, rewritten only when they change (Snakemake keys on mtime)."""
         write_text(self.manifest_path(config["sweep"]), self.manifest_text(config, plan), only_if_changed=True)
-        write_text(self.config_path(config["sweep"]), self.snapshot_text(config), only_if_changed=True)
+        self.write_snapshot(config)
         stale = self.stale_outputs(config, plan)
         # Stale: built from shards that must train (again). Snakemake does not remake a missing intermediate
         # file while the final target stands, so both step aside (kept) and the whole chain runs again.
