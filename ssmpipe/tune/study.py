@@ -345,8 +345,7 @@ def _same_study(config: dict, folder: Path) -> None:
 def _stored_runs(store: Store) -> dict[str, str]:
     """Run id -> a finished shard holding it (one with a spec: grid shards and finished trials), checked first."""
     stored: dict[str, str] = {}
-    for shard in store.read_specs():
-        ids, done = store.trusted(shard, repair=False)
+    for shard, (ids, done) in store.trusted_all(store.iter_specs(), repair=False).items():
         for rid in ids or [] if done else []:
             stored.setdefault(rid, shard)
     return stored
