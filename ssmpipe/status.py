@@ -122,7 +122,7 @@ def _untrained_states(store: Store, config: dict, todo: list[str]) -> dict[str, 
             out[shard] = ("job failed", ended[shard])
         elif progress.lock_held(store.lock_path(shard)):
             out[shard] = ("training", None)
-        elif store.ckpt_path(shard).exists() or progress.path(config["results"], shard).exists():
+        elif store.ckpt_path(shard).exists() or store.progress_path(shard).exists():
             out[shard] = ("interrupted", None)
         else:
             out[shard] = ("to train", None)
