@@ -161,8 +161,7 @@ class Group:
         for k in range(self.K):
             if not (np.isfinite(self.train_loss[k].item()) and np.isfinite(self.test_loss[k].item())):
                 self.status[k] = "diverged"
-            self.rows.append(_row(self.points[k], 0, self.train_loss[k], self.train_acc[k], self.test_loss[k],
-                                  self.test_acc[k], self.elapsed, measured[k]))
+            self.rows.append(self._row(k, 0, measured[k]))
 
     def train_epoch(self, epoch: int, length_arrays: dict[int, dict] | None) -> None:
         """One epoch: train, test, measure (and test at each length T′ of length_arrays), record."""
@@ -223,9 +222,13 @@ class Group:
                 continue
             if not (alive[k] and np.isfinite(self.test_loss[k].item())):
                 self.status[k] = "diverged"
-            self.rows.append(_row(self.points[k], epoch, self.train_loss[k], self.train_acc[k], self.test_loss[k],
-                                  self.test_acc[k], self.elapsed, measured[k]))
+            self.rows.append(self._row(k, epoch, measured[k]))
         self.epoch = epoch
+
+    def _row(self, k: int, epoch: int, measured: dict) -> dict:
+        """Point k's row of this epoch: its current losses and accuracies, the time so far, its measures."""
+        return _row(self.points[k], epoch, self.train_loss[k], self.train_acc[k], self.test_loss[k], self.test_acc[k],
+                    self.elapsed, measured)
 
 
 def backward_part(model: PackedModel, points: slice, x: torch.Tensor, y: torch.Tensor, alive: torch.Tensor,
