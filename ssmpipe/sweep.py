@@ -265,7 +265,7 @@ def _plan(config: dict, write: bool, planned: dict[str, list[str]]) -> Plan:
         if ids is not None:
             trusted[shard] = ids
             done |= {shard} if stored else set()
-    for shard, ids in (planned or {}).items():
+    for shard, ids in planned.items():
         if shard not in trusted and any(rid in by_id for rid in ids):
             trusted[shard] = ids
     trusted = dict(sorted(trusted.items()))  # the order of the spec files a writing plan would read
