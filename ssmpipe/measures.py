@@ -13,9 +13,13 @@ so any sweep can be re-read in the light of any paper. Columns (NaN where undefi
                        layers), at init and at the end; capped at GRAM_SINGULAR (numerically singular: repeated
                        or aliased modes)
     s_A                001: spectral abscissa max Re λ(A) over the layers
+    rho_A              001: ρ_A = (1 + e^{p − B_q·B_u})^{s_A}, max over the selective layers (B_u on the probe batch)
+    S2                 001: S₂ = Σ_{t=1}^{T} t·ρ_A^t of that ρ_A, T = seq_len (float64: S₂ ~ ρ_A^T); both NaN for LTI
+    dt                 002: geometric mean of Δ, exp(mean log Δ) over the LTI layers' channels; NaN for selective
     eig_real_min/max, eig_imag_max   eigenvalue summary of the continuous state matrices
     output_scale       E|y_{L−1}| of the first SSM layer's output (less its D·u skip) on the probe batch
     grad_norm          the run's gradient norm, mean over the epoch's steps (from the training loop)
+    chance_acc         max_c #{y = c} / #{y counted}: test_acc of always answering the test split's commonest label
 
 All packed points are measured at once: `probe` is a pure tensor function of one model,
 mapped over the stacked parameters like the forward pass.
@@ -26,15 +30,31 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, vmap
 
+from ssmpipe.data import IGNORE
 from ssmpipe.models import batched
 from ssmpipe.models.s4 import S4
 from ssmpipe.models.s4d import S4D
 from ssmpipe.models.selective import Selective
 from ssmpipe.store import GRAM_SINGULAR
-from ssmpipe.theory import gram_condition, input_stats, memory_function, s4_system, s4d_system, tau
+from ssmpipe.theory import gram_condition, input_stats, memory_function, s2, s4_system, s4d_system, selective_rho_A, tau
 
 NAN = float("nan")
 MEMORY_HORIZON = 4  # × T: how far back the Gram sum of the memory capacity reaches
+FLOAT64 = ("rho_A", "S2")  # kept in float64: S₂ grows like ρ_A^T, past float32's range at s_A > 0 and long T
+
+
+def chance_accuracy(y: torch.Tensor) -> float:
+    """The accuracy of always answering y's most frequent label, over the targets `evaluate` counts (≠ IGNORE):
+    max_c #{y = c} / #{y ≠ IGNORE}. y (n [L]); NaN for float (regression) targets or when none is counted."""
+    counted = y[y != IGNORE]                                                # (targets counted)
+    if y.is_floating_point() or counted.numel() == 0:
+        return NAN
+    return torch.unique(counted, return_counts=True)[1].max().item() / counted.numel()
+
+
+def geometric_dt(log_dts: list[torch.Tensor]) -> torch.Tensor:
+    """SPEC 002's timescale of a model, exp(mean log Δ) over the channels of all layers: n_layers × (... H) -> (...)."""
+    return torch.cat(log_dts, -1).mean(-1).exp()
 
 
 def eigenvalues(layer) -> torch.Tensor:
@@ -74,10 +94,15 @@ def probe(model, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
     lam = torch.cat([eigenvalues(layer) for layer in model.layers])
     out["eig_real_min"], out["eig_real_max"] = lam.real.min(), lam.real.max()
     out["eig_imag_max"], out["s_A"] = lam.imag.max(), lam.real.max()
+    log_dts = [layer.log_dt for layer in model.layers if hasattr(layer, "log_dt")]  # n_layers × (H), LTI only
+    out["dt"] = geometric_dt(log_dts) if log_dts else nan
+    rhos = [selective_rho_A(layer, u) for layer, u in zip(model.layers, inputs) if isinstance(layer, Selective)]
+    out["rho_A"] = torch.stack(rhos).max() if rhos else nan                 # 001: the slowest-decaying layer
+    out["S2"] = s2(out["rho_A"], x.shape[1])                                # T = the run's seq_len
     first, u = model.layers[0], inputs[0]
     y = first(u) - (u * first.D if hasattr(first, "D") else 0)              # the convolution / scan part
     out["output_scale"] = y[:, -1].abs().mean()
-    return {k: v.float() for k, v in out.items()}
+    return {k: v.double() if k in FLOAT64 else v.float() for k, v in out.items()}
 
 
 class _Probe(torch.nn.Module):

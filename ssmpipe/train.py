@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ssmpipe import data
 from ssmpipe import progress as live
 from ssmpipe.atomic import atomic_path
-from ssmpipe.measures import measure_packed
+from ssmpipe.measures import chance_accuracy, measure_packed
 from ssmpipe.models import PackedModel, build_model, init_from_data
 from ssmpipe.store import Store, StoreError, load_state, read_runs, write_runs
 from ssmpipe.sweep import pack_key
@@ -126,6 +126,7 @@ class Group:
         self.x_tr, self.y_tr, self.x_te, self.y_te = (torch.as_tensor(arrays[k], device=device)
                                                       for k in data.ARRAYS)  # x (n L [C])
         self.probe_x = self.x_tr[:self.batch_size]                          # the batch measures are taken on
+        self.chance_acc = chance_accuracy(self.y_te)                        # the test_acc of learning nothing
         singles = [init_from_data(build_model(p["settings"], info).to(device), self.probe_x, p["settings"])
                    for p in points]
         self.model = PackedModel(singles, device)
@@ -211,9 +212,11 @@ class Group:
         return alive, (grad_norm_sum / -(-n // bs)).tolist()
 
     def measure(self, epoch: int, grad_norm: list[float]) -> list[dict]:
-        """Each point's measures (NaN for points no longer training) and its mean gradient norm."""
+        """Each point's measures (NaN for points no longer training), its mean gradient norm and the test split's
+        chance accuracy."""
         values = measure_packed(self.model, self.probe_x, with_memory=epoch in (0, self.train_settings["epochs"]))
-        return [{**{k: v[i].tolist() for k, v in values.items()}, "grad_norm": grad_norm[i]} for i in range(self.K)]
+        return [{**{k: v[i].tolist() for k, v in values.items()}, "grad_norm": grad_norm[i],
+                 "chance_acc": self.chance_acc} for i in range(self.K)]
 
     def record(self, epoch: int, alive: torch.Tensor, measured: list[dict]) -> None:
         """A row for each point still training; one that stopped (or tests non-finite) is diverged from here on."""

@@ -142,3 +142,84 @@ def test_test_lengths_give_the_train_at_T_test_at_T_prime_row(tmp_path):
         assert row["len_test_acc"][0] == pytest.approx(row["test_acc"])  # T′ = T: the usual test split
         assert row["len_test_loss"][0] == pytest.approx(row["test_loss"])
         assert row["len_test_loss"][1] != pytest.approx(row["test_loss"])
+
+
+@pytest.mark.parametrize("task", [{"name": "majority", "n_train": 64, "n_test": 48, "seed": 1},
+                                  {"name": "delay", "lag": 5, "vocab": 3, "n_train": 64, "n_test": 32, "seed": 2}])
+def test_chance_acc_is_the_test_splits_commonest_label_rate(tmp_path, task):
+    """chance_acc: the test_acc of answering the commonest label always, counted over what test_acc counts (delay:
+    the positions t ≥ lag), from a data set generated here independently of the store's cache."""
+    df = _train(tmp_path, **{"fixed.task": task, "fixed.train.epochs": 2, "grid.seed": [0]})
+    settings = df["settings"].iloc[0]
+    y = data.TASKS[task["name"]](settings["task"], settings["seq_len"])["y_test"]   # (n) or (n L)
+    counted = y[:, task["lag"]:].ravel() if task["name"] == "delay" else y   # the ignored first lag positions go
+    want = np.bincount(counted).max() / counted.size
+    assert 0 < want < 1
+    assert df["chance_acc"].to_numpy() == pytest.approx([want] * len(df), rel=1e-12)   # every run, every epoch
+    assert df.groupby("run_id")["chance_acc"].nunique().eq(1).all()
+    if task["name"] == "delay":                                             # over all positions it would differ
+        assert np.unique(y, return_counts=True)[1].max() / y.size != pytest.approx(want, rel=1e-3)
+
+
+def test_chance_acc_is_nan_for_regression_and_for_nothing_counted():
+    from ssmpipe.measures import chance_accuracy
+
+    assert np.isnan(chance_accuracy(torch.randn(8, 16)))                    # float targets: regression
+    assert np.isnan(chance_accuracy(torch.full((4, 16), data.IGNORE)))      # every target ignored
+    assert chance_accuracy(torch.tensor([[data.IGNORE, 2, 2], [data.IGNORE, 0, 1]])) == pytest.approx(0.5)
+
+
+def test_dt_is_the_geometric_mean_of_the_lti_layers_timescales(tmp_path):
+    """dt at init: exp(mean log Δ) over both layers' channels of the point's own model; then every epoch, moving."""
+    from ssmpipe.models import build_model, init_from_data
+
+    changes = {"fixed.train.epochs": 2, "fixed.model.n_layers": 2, "grid.seed": [0], "fixed.train.lr": 0.05,
+               "fixed.model.init.dt_min": 0.01, "fixed.model.init.dt_max": 0.1}
+    df = _train(tmp_path, **changes)
+    settings = df["settings"].iloc[0]
+    arrays = ensure_data(Store(tmp_path), data.spec_of(settings))
+    x = torch.as_tensor(arrays["x_train"][:32])                            # the probe batch
+    model = init_from_data(build_model(settings, data.describe(arrays, settings["task"])), x, settings)
+    log_dt = torch.cat([layer.log_dt.detach() for layer in model.layers]).double()   # (2·H)
+    assert log_dt.std() > 0.1                                              # LogUniform: channels differ
+    want = log_dt.mean().exp().item()
+    assert 0.01 < want < 0.1 and want != pytest.approx(log_dt.exp().mean().item(), rel=1e-3)  # not the plain mean
+    assert df[df.epoch == 0]["dt"].to_numpy() == pytest.approx([want], rel=1e-6)
+    assert np.isfinite(df["dt"]).all() and df["dt"].nunique() == 3         # trained Δ moves every epoch
+    assert df["rho_A"].isna().all() and df["S2"].isna().all()              # LTI: no selective bound
+
+
+def test_fixed_dt_init_is_logged_as_it_was_set(tmp_path):
+    df = _train(tmp_path, **{"fixed.train.epochs": 1, "fixed.model.init.dt_min": 0.05,
+                             "fixed.model.init.dt_max": 0.05, "fixed.model.kind": "s4"})
+    assert df[df.epoch == 0]["dt"].to_numpy() == pytest.approx([0.05] * df["run_id"].nunique(), rel=1e-6)
+
+
+def test_selective_logs_the_bound_terms_rho_A_and_S2(tmp_path):
+    """rho_A: max over layers of theory.selective_rho_A on each layer's probe input; S2 = theory.s2(rho_A, T).
+    ρ_A ∈ (0, 1] where s_A ≤ 0 (1 at s_A = 0: S₂ = T(T+1)/2), > 1 at s_A > 0; dt undefined (input-dependent Δ)."""
+    from ssmpipe.models import build_model, init_from_data
+    from ssmpipe.theory import s2, selective_rho_A
+
+    df = _train(tmp_path, **{"fixed.model.kind": "selective", "fixed.model.n_layers": 2, "grid.seed": [0],
+                             "grid.model.init.s_A": [-0.5, 0.0, 0.1], "fixed.train.epochs": 2})
+    T = 16
+    assert df["dt"].isna().all() and np.isfinite(df["rho_A"]).all() and np.isfinite(df["S2"]).all()
+    for _, row in df.iterrows():                                            # S2 is s2 of the logged rho_A
+        assert row["S2"] == pytest.approx(s2(row["rho_A"], T).item(), rel=1e-9)
+    first = df[df.epoch == 0].set_index("s_A")
+    arrays = ensure_data(Store(tmp_path), data.spec_of(first["settings"].iloc[0]))
+    x = torch.as_tensor(arrays["x_train"][:32])                            # the probe batch
+    for s_A, row in first.iterrows():
+        settings = row["settings"]
+        model = init_from_data(build_model(settings, data.describe(arrays, settings["task"])), x, settings)
+        with torch.no_grad():
+            inputs = model.trunk(x)[1]                                      # each layer's input (B L d)
+        want = max(selective_rho_A(layer, u).item() for layer, u in zip(model.layers, inputs))
+        assert row["rho_A"] == pytest.approx(want, rel=1e-5)
+        if s_A < 0:
+            assert 0 < row["rho_A"] < 1 and T * (T + 1) / 2 > row["S2"] > 0
+        elif s_A == pytest.approx(0.0):
+            assert row["rho_A"] == 1 and row["S2"] == pytest.approx(T * (T + 1) / 2)
+        else:
+            assert row["rho_A"] > 1 and row["S2"] > T * (T + 1) / 2

@@ -266,6 +266,37 @@ def test_read_runs_fills_the_columns_an_older_file_lacks(tmp_path):
         store.read_runs([tmp_path / "new.parquet", tmp_path / "bad.parquet"])
 
 
+NEW_MEASURES = ["chance_acc", "dt", "rho_A", "S2"]  # columns added after runs files were already stored
+
+
+def test_aggregate_reads_runs_files_written_before_the_new_measures_with_them_null(tmp_path):
+    """Shards stored before chance_acc, dt, rho_A and S2 existed stay trusted (not quarantined, not planned again),
+    and aggregate gives their rows those columns as nulls beside shards that have them."""
+    config = cfg.check(tiny_config(results=str(tmp_path)))
+    plan = sweep.plan(config)
+    st = store.Store(tmp_path)
+    for shard in plan.shards:
+        members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
+        rows = [{**r, "shard_id": shard, "chance_acc": 0.25, "dt": 0.01, "rho_A": 0.9, "S2": 12.0}
+                for r in _rows(members)]
+        store.write_runs(rows, st.runs_path(shard))
+    old = plan.shards[0]
+    table = pq.read_table(st.runs_path(old))
+    assert set(NEW_MEASURES) <= set(table.column_names)
+    pq.write_table(table.drop_columns(NEW_MEASURES), st.runs_path(old))     # as an older ssmpipe wrote it
+    again = sweep.plan(config)
+    assert again.pending == [] and again.untrusted == [] and st.runs_path(old).exists()
+    assert not (tmp_path / "store" / "quarantine").exists()
+    out = st.sweep_dir("tiny") / "runs.parquet"
+    df = store.aggregate(st, "tiny", out).to_pandas()
+    assert len(df) == len(plan.points) * 3 and pq.read_table(out).schema.field("S2").type == "double"
+    from_old = df["shard_id"] == old
+    assert 0 < from_old.sum() < len(df)
+    assert df.loc[from_old, NEW_MEASURES].isna().all().all()
+    assert (df.loc[~from_old, NEW_MEASURES].to_numpy() == [0.25, 0.01, 0.9, 12.0]).all()
+    assert df["train_loss"].notna().all()                                   # the rest of the old rows as stored
+
+
 def test_a_verified_runs_file_is_skipped_until_it_changes_then_checked_again(tmp_path, monkeypatch):
     """write_runs records what it wrote; a check reads only files changed since (same size, mtime put back: still
     read), and a record that is not JSON is ignored."""

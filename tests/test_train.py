@@ -19,6 +19,7 @@ from ssmpipe.store import Store, load_state
 from ssmpipe.train import backward_part, ensure_data, train_group, train_shard
 
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
+NEW_MEASURES = ["chance_acc", "dt", "rho_A", "S2"]
 
 
 def _points(**changes):
@@ -42,6 +43,12 @@ def test_packed_training_equals_separate_trainings(tmp_path, kind):
     alone = pd.concat([_train([p], tmp_path) for p in points]).sort_index()
     assert packed.index.equals(alone.index) and len(packed) == 6 * 4
     np.testing.assert_allclose(packed[METRICS].to_numpy(), alone[METRICS].to_numpy(), rtol=1e-5, atol=1e-6)
+    # the new per-epoch measures too, packed (vmapped probe, or S4D's batched one) as alone; NaN where undefined
+    np.testing.assert_allclose(packed[NEW_MEASURES].to_numpy(), alone[NEW_MEASURES].to_numpy(), rtol=1e-4)
+    undefined = ["dt"] if kind == "selective" else ["rho_A", "S2"]
+    assert packed[undefined].isna().all().all()
+    assert np.isfinite(packed[[m for m in NEW_MEASURES if m not in undefined]].to_numpy()).all()
+    assert packed.groupby(level="run_id")["chance_acc"].nunique().eq(1).all()
     assert (packed["status"] == "ok").all()
     # the points really differ from each other (so equality above is not trivial)
     final = packed.xs(3, level="epoch")["train_loss"]

@@ -180,16 +180,18 @@ def forward(model: nn.Module, state: dict, x: torch.Tensor, with_tau: bool = Fal
 
 
 def probe(model: nn.Module, state: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """`measures.probe` of K points at once, the measures that need no memory function (mc and gram_cond NaN):
-    x (K B L ...) -> name -> (K), tau_layers (K n_layers)."""
+    """`measures.probe` of K points at once, the measures that need no memory function (mc and gram_cond NaN; rho_A
+    and S2 NaN, as for any LTI layer): x (K B L ...) -> name -> (K), tau_layers (K n_layers)."""
     _, taus = forward(model, state, x, with_tau=True)                       # (K n_layers H)
     u = encode(model, state, x)                                             # (K H B L), the first layer's input
     k = kernel(model.layers[0], state, "layers.0.", u.shape[-1])            # (K H L)
     y_last = torch.einsum("khbl,khl->khb", u, k.flip(-1))                   # its convolution at t = L−1 (no D·u)
     real = torch.cat([state[f"layers.{i}.A_real"].clamp(max=0.0).flatten(1) for i in range(len(model.layers))], 1)
     imag = torch.cat([state[f"layers.{i}.A_imag"].flatten(1) for i in range(len(model.layers))], 1)  # (K n)
+    log_dt = torch.cat([state[f"layers.{i}.log_dt"] for i in range(len(model.layers))], 1)  # (K n_layers·H)
     nan = taus.new_full(taus.shape[:1], float("nan"))
     out = {"tau": taus.mean((1, 2)), "tau_max": taus.amax((1, 2)), "tau_layers": taus.mean(2), "mc": nan,
            "gram_cond": nan, "eig_real_min": real.amin(1), "eig_real_max": real.amax(1), "eig_imag_max": imag.amax(1),
-           "s_A": real.amax(1), "output_scale": y_last.abs().mean((1, 2))}
-    return {name: v.float() for name, v in out.items()}
+           "s_A": real.amax(1), "output_scale": y_last.abs().mean((1, 2)), "dt": log_dt.mean(1).exp()}
+    undefined = nan.double()                                                # ρ_A, S₂: selective layers only (float64)
+    return {name: v.float() for name, v in out.items()} | {"rho_A": undefined, "S2": undefined}
