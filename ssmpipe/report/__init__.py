@@ -28,6 +28,7 @@ from ssmpipe.report import figures
 from ssmpipe.report import study as study_figures
 from ssmpipe.report.claims import CLAIMS
 from ssmpipe.report.config_block import config_section
+from ssmpipe.report.stats import LEVEL, RESAMPLES
 from ssmpipe.store import STOPPED, Store
 
 
@@ -215,16 +216,33 @@ def _note(text: str):
 
 
 def verdict_html(verdict: str) -> str:
-    """The verdict word in bold: green supported, red not supported, grey anything else (no data, not run yet)."""
-    colour = {"supported": "#1a7f37", "not supported": "#b42318"}.get(verdict, "#666")
+    """The verdict word in bold: green supported, red not supported, amber inconclusive, grey anything else."""
+    colour = {"supported": "#1a7f37", "passed": "#1a7f37", "not supported": "#b42318", "failed": "#b42318",
+              "inconclusive": "#9a6700"}.get(verdict, "#666")
     return f'<b style="color:{colour}">{html.escape(verdict)}</b>'
 
 
-def _claim_section(name: str, v) -> str:
-    return (f'<section id="claim-{name}"><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>'
-            f"<p>{verdict_html(v.verdict)} — {html.escape(v.finding)}</p>"
-            f"{numbers(v.table, 'The numbers behind the verdict')}</section>")
+def tests_html(v) -> str:
+    """A verdict's statistical tests, one line each: the effect, its interval, p, what passing needs, the paper's
+    value; then the null they reject (or, undecided, why)."""
+    if not v.tests:
+        return f"<p>{html.escape(v.finding)}</p>"
+    rows = "".join(
+        f"<tr><td>{html.escape(t.effect)}</td><td>{t.estimate:.3g}</td><td>[{t.low:.3g}, {t.high:.3g}]</td>"
+        f"<td>{'—' if t.p != t.p else f'{t.p:.3g}'}</td><td>{html.escape(t.wants)}</td>"
+        f"<td>{html.escape(t.paper)}</td><td>{verdict_html('passed' if t.passed else 'failed')}</td></tr>"
+        for t in v.tests)
+    return (f'<table class="tests"><tr><th>effect</th><th>estimate</th><th>{100 * (1 - 2 * LEVEL):.0f}% interval</th>'
+            f"<th>p</th><th>passing needs</th><th>paper</th><th></th></tr>{rows}</table>"
+            f"<p class=\"null\"><b>Null:</b> {html.escape(v.null)}. Level {LEVEL:g}; resampling over runs "
+            f"({RESAMPLES} permutations or bootstrap draws).{(' ' + html.escape(v.note) + '.') if v.note else ''}</p>")
 
+
+def _claim_section(name: str, v) -> str:
+    body = tests_html(v) if v.tests else f"<p>{html.escape(v.finding)}</p>"
+    return (f'<section id="claim-{name}"><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>'
+            f"<p>{verdict_html(v.verdict)}</p>{body}"
+            f"{numbers(v.table, 'The numbers behind the verdict')}</section>")
 
 
 STUDY_FIGURES = {  # a tune study's: file stem -> (title, caption, family, function of (runs, study.json))
@@ -298,6 +316,9 @@ nav a[aria-current] { background: #234; color: #fff; border-color: #234; }
 figure { margin: 0.5em 0; } figcaption { color: #444; font-size: 0.92em; margin-top: 0.3em; }
 img { max-width: 100%; height: auto; display: block; }
 details { margin: 0.6em 0; } summary { cursor: pointer; color: #234; }
+table.tests { border-collapse: collapse; font-size: 0.85em; margin: 0.3em 0; }
+table.tests td, table.tests th { padding: 2px 6px; border-bottom: 1px solid #e5e5e5; text-align: left; }
+.null { font-size: 0.85em; color: #444; }
 .box { overflow: auto; max-height: 26em; width: fit-content; max-width: 100%; border: 1px solid #ddd;
        margin-top: 0.4em; }
 table.numbers { border-collapse: collapse; font-size: 0.85em; }

@@ -22,13 +22,16 @@ import pandas as pd
 from ssmpipe import config as cfg
 from ssmpipe.atomic import write_text
 from ssmpipe.config import InputError
-from ssmpipe.report import STYLE, nothing_ok, read_config, read_sweep, verdict_html
+from ssmpipe.report import STYLE, nothing_ok, read_config, read_sweep, tests_html, verdict_html
 from ssmpipe.report.claims import CLAIMS, Verdict
+from ssmpipe.report.claims import VERDICTS as TESTED
 from ssmpipe.report.figures import final_epoch, summarise
+from ssmpipe.report.stats import LEVEL
 from ssmpipe.store import Store
 
 NOT_RUN = "not run yet"
-VERDICTS = ("supported", "not supported", "no data", NOT_RUN)
+NEEDS_DATA = "needs data"
+VERDICTS = (*TESTED, NOT_RUN, NEEDS_DATA)
 
 PAPERS = {  # SPEC.md's section headings
     "000": "Liu & Li, “From Generalization Analysis to Optimization Designs for SSMs” (ICML 2024, arXiv 2405.02670)",
@@ -60,6 +63,10 @@ REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, by pape
         "000", "Ablation table {none, scaling, regularizer, both} × tasks: train loss, test loss and the "
         "generalization gap, and the gap against λ; the regularizer is loss = R_n(θ) + λ·τ(θ), λ ∈ {0, 1e-4, "
         "1e-3, 1e-2, 1e-1}.", "SPEC 000, Optimization designs 2; Experiments, Ablation table", "gap"),
+    "tau_tracks_gap": Reference(
+        "000", "The generalization bound depends on the parameters and data only through τ(θ) = ψ²: a larger τ, a "
+        "larger bound on the gap (the bound itself is not evaluated numerically in the paper's tables).",
+        "SPEC 000, Measure τ(θ)", "gap"),
     "s_A_driven_negative": Reference(
         "001", "Exp. 1: init s_A = 0.1, trained at several T (Majority 50..350, IMDb 300..600, ListOps 100..700): "
         "training drives s_A below 0.", "SPEC 001, Experiments, Exp. 1", "s_A"),
@@ -67,6 +74,9 @@ REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, by pape
         "001", "Exp. 1b: init s_A ∈ {−0.1, −0.08, …, 0.1} at fixed T (250 / 500 / 300). The bound is independent "
         "of T when s_A < 0 and grows exponentially in T when s_A > 0; runs with s_A > 0 may diverge.",
         "SPEC 001, Quantities; Experiments, Exp. 1b", "test_acc"),
+    "selective_bound_tracks_gap": Reference(
+        "001", "The bound's length dependence is through ρ_A = (1 + e^{p − B_q B_u})^{s_A + η} and S₂ = Σ t ρ_A^t: "
+        "independent of T when s_A < 0, exponential in T when s_A > 0.", "SPEC 001, Quantities", "gap"),
     "accuracy_flat_in_length": Reference(
         "001", "Exp. 2: s_A = 0, 5 seeds, test accuracy against T: Majority ≈ 0.86–0.89 flat in T (25..400); "
         "IMDb ≈ 0.74 → 0.85 (100..2000); ListOps ≈ 0.15–0.17 (100..1000).", "SPEC 001, Experiments, Exp. 2",
@@ -82,6 +92,9 @@ REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, by pape
     "gram_conditioning": Reference(
         "002", "Im λ sets the conditioning of the SSM's Gram matrix, hence optimization speed.",
         "SPEC 002, Claims, imaginary part", "train_loss"),
+    "zero_real_part_stable": Reference(
+        "002", "Re λ = 0 (no decay) can be stable when Δ is chosen by the autocorrelation rule, and avoids memory "
+        "decay.", "SPEC 002, Claims, zero real part", "test_acc"),
     "memory_predicts_learning": Reference(
         "003", "The gradient with respect to the readout is governed by MF: what the model remembers at init is "
         "what it learns first, so init with the longest memory wins (MC = Σ_τ MF(τ) ≤ N; MF curves for N = 32, "
@@ -93,6 +106,12 @@ REFERENCE = {  # claim (ssmpipe/report/claims.py) -> the paper's values, by pape
     "fixed_vs_trained": Reference(
         "003", "Freezing the recurrent eigenvalues (reservoir style, RC) converges faster and matches or beats "
         "learning them on LRA, except ListOps.", "SPEC 003, Claims", "test_acc"),
+    "memory_s4_equals_s4d": Reference(
+        "003", "MF is invariant under similarity transforms, so S4 (DPLR/HiPPO) and its diagonalisation S4D have the "
+        "same memory.", "SPEC 003, Memory function", "mc", "init"),
+    "memory_hard_to_extend": Reference(
+        "003", "Extending memory is difficult: gradient training barely moves the memory the init gives (what is "
+        "remembered at init is what is learned).", "SPEC 003, Claims", "mc"),
 }
 
 
@@ -102,13 +121,14 @@ class Experiment:
     config: dict                     # the config snapshot (or, not run yet, the experiment's own file)
     runs: pd.DataFrame | None        # every (run, epoch) row; None: not run yet
     final: pd.DataFrame | None       # each run's last epoch
+    needs: str | None = None         # not run: why it cannot run here (its data set is not on this machine)
 
 
 @dataclass
 class Check:                          # one row of the page: a claim checked by one experiment
     name: str
     experiment: Experiment
-    verdict: Verdict | None          # None: not run yet
+    verdict: Verdict | None          # None: not run yet (or it needs data)
 
 
 def load_experiment(results: Path, item: str) -> Experiment:
@@ -120,24 +140,31 @@ def load_experiment(results: Path, item: str) -> Experiment:
     if not store.config_path(sweep).is_file() and own is None:
         raise InputError(f"no sweep {sweep!r} under {str(results)!r} (no {str(store.config_path(sweep))!r})")
     if not (store.sweep_dir(sweep) / "runs.parquet").is_file():  # planned, or not even that: not run yet
-        return Experiment(sweep, read_config(store.config_path(sweep)) if own is None else own, None, None)
+        config = read_config(store.config_path(sweep)) if own is None else own
+        return Experiment(sweep, config, None, None, needs_data(config))
     runs, config = read_sweep(store, sweep)
     return Experiment(sweep, config, runs, final_epoch(runs))
 
 
+def needs_data(config: dict) -> str | None:  # TODO(wire): the package's needs_data
+    return None
+
+
 def check(experiment: Experiment, name: str) -> Check:
-    """The claim's verdict on this experiment's table ("no data", with the reason, when no run finished ok)."""
+    """The claim's verdict on this experiment's table ("inconclusive", with the reason, when no run finished ok)."""
     if experiment.runs is None:
         return Check(name, experiment, None)
     nothing = nothing_ok(experiment.final)
-    verdict = (Verdict(REFERENCE[name].paper, "", "no data", nothing, pd.DataFrame()) if nothing
+    verdict = (Verdict(REFERENCE[name].paper, "", "inconclusive", nothing, pd.DataFrame()) if nothing
                else CLAIMS[name](experiment.runs, experiment.final))
     return Check(name, experiment, verdict)
 
 
 def word(c: Check) -> str:
     """The check's verdict word (one of VERDICTS)."""
-    return c.verdict.verdict if c.verdict else NOT_RUN
+    if c.verdict:
+        return c.verdict.verdict
+    return NEEDS_DATA if c.experiment.needs else NOT_RUN
 
 
 def tally(checks: list[Check]) -> dict[str, int]:
@@ -155,14 +182,14 @@ def build_papers_page(results: Path, sweeps: list[str], out: Path | None = None)
     sections = [_paper_section(paper, title, [c for c in checks if REFERENCE[c.name].paper == paper],
                                results, out.parent) for paper, title in PAPERS.items()]
     page = _PAGE.format(style=STYLE, summary=_summary(checks, experiments), glance=_glance(checks),
-                        sections="\n".join(sections),
+                        sections="\n".join(sections) + _not_reproduced(checks, experiments),
                         sweeps=", ".join(f"<code>{html.escape(e.sweep)}</code>" for e in experiments))
     write_text(out, page)
     return out
 
 
 def _summary(checks: list[Check], experiments: list[Experiment]) -> str:
-    """One paragraph: how many checks (and claims) are supported, and at what scale."""
+    """One paragraph: how many checks (and claims) are supported, undecided and not run, and at what scale."""
     ran = [c for c in checks if c.verdict]
     count = tally(checks)
     scales = sorted({str(e.config.get("scale", "small")) for e in experiments if e.runs is not None})
@@ -170,15 +197,50 @@ def _summary(checks: list[Check], experiments: list[Experiment]) -> str:
     always = {n for n in claims if all(word(c) == "supported" for c in ran if c.name == n)}
     runs = sum(e.final["run_id"].nunique() for e in experiments if e.final is not None)
     text = (f"{count['supported']} of {len(ran)} claim checks (claim × experiment) supported at "
-            f"{' and '.join(scales) or 'no'} scale; {count['not supported']} not supported, {count['no data']} "
-            f"without the data to decide. {len(always)} of {len(claims)} claims are supported by every experiment "
-            f"that checks them. {sum(e.runs is not None for e in experiments)} of {len(experiments)} experiments "
-            f"have run ({runs} runs); {count[NOT_RUN]} checks wait for an experiment not run yet.")
+            f"{' and '.join(scales) or 'no'} scale; {count['not supported']} not supported; "
+            f"{count['inconclusive']} inconclusive (the data cannot decide; each says why); {count['no data']} "
+            f"without the settings to decide. {len(always)} of {len(claims)} claims are supported by every "
+            f"experiment that checks them. {sum(e.runs is not None for e in experiments)} of {len(experiments)} "
+            f"experiments have run ({runs} runs); {count[NOT_RUN]} checks wait for an experiment not run yet, "
+            f"{count[NEEDS_DATA]} for a data set that is not here.")
     missing = [n for n in REFERENCE if n not in {c.name for c in checks}]
     if missing:
         text += f" No experiment here checks {len(missing)} of the {len(REFERENCE)} claims (shown without a row)."
-    return (f"<p>{html.escape(text)} A verdict is what these sweeps measured with the claim's test in "
-            f"<code>ssmpipe/report/claims.py</code>, not what the paper found.</p>")
+    return (f"<p>{html.escape(text)} A verdict is a statistical test of what these sweeps measured "
+            f"(<code>ssmpipe/report/claims.py</code>: each claim's null, tests at level {LEVEL:g} with "
+            f"{100 * (1 - 2 * LEVEL):.0f}% intervals), not what the paper found. Its calibration — how often "
+            "no-effect tables are called supported, how often a planted effect is found — is "
+            "<code>benchmarks/claim_controls.py</code>.</p>")
+
+
+def _not_reproduced(checks: list[Check], experiments: list[Experiment]) -> str:
+    """What this page does not reproduce, and why: checks not supported or undecided, experiments not run or without
+    their data, claims no experiment checks, and the experiments' stated deviations from the papers."""
+    items = []
+    for c in checks:
+        w = word(c)
+        if w == "supported":
+            continue
+        why = (c.verdict.finding if w in ("inconclusive", "no data") else "its tests, above") if c.verdict else (
+            c.experiment.needs or "run it: make experiments")
+        items.append(f"<li><a href=\"#{c.name}\"><code>{c.name}</code></a> in <code>"
+                     f"{html.escape(c.experiment.sweep)}</code>: {verdict_html(w)} — {html.escape(why)}</li>")
+    checked = {c.name for c in checks}
+    items += [f"<li><code>{n}</code>: no experiment among these sweeps checks it</li>" for n in REFERENCE
+              if n not in checked]
+    for e in experiments:
+        scale = str(e.config.get("scale", "small"))
+        deviations = e.config.get("report", {}).get("deviations", [])
+        if scale != "paper" and e.runs is not None:
+            items.append(f"<li><code>{html.escape(e.sweep)}</code> ran at {html.escape(scale)} scale (sizes, "
+                         "epochs and seeds cut to run on a 2-core machine in minutes); the papers' sizes: "
+                         "<code>make experiments SCALE=paper</code> (days on CPU: GPUs on SLURM)</li>")
+        items += [f"<li><code>{html.escape(e.sweep)}</code> at paper scale differs from the paper: "
+                  f"{html.escape(str(d))}</li>" for d in deviations]
+    if not items:
+        return ""
+    return (f'<section><h2 id="not-reproduced">Not reproduced here, and why</h2><ul>{"".join(items)}</ul>'
+            "</section>")
 
 
 def _glance(checks: list[Check]) -> str:
@@ -221,9 +283,10 @@ def _check_row(c: Check, results: Path, here: Path) -> str:
     where = f"{title}<br><code>{html.escape(e.sweep)}</code>, {html.escape(str(e.config.get('scale', 'small')))} scale"
     verdict = f'<tr><td>{where}</td><td class="v">{verdict_html(word(c))}</td>'
     if c.verdict is None:
-        return (f'{verdict}<td colspan="3" class="quiet">No <code>runs.parquet</code> under '
-                f"<code>{html.escape(e.sweep)}/</code> yet.</td></tr>")
-    return (f"{verdict}<td>{html.escape(c.verdict.finding)}</td><td>{html.escape(how_sure(e, REFERENCE[c.name]))}"
+        why = (html.escape(e.needs) if e.needs else
+               f"No <code>runs.parquet</code> under <code>{html.escape(e.sweep)}/</code> yet.")
+        return f'{verdict}<td colspan="3" class="quiet">{why}</td></tr>'
+    return (f"{verdict}<td>{tests_html(c.verdict)}</td><td>{html.escape(how_sure(e, REFERENCE[c.name]))}"
             f"</td><td>{_links(e, results, here)}</td></tr>")
 
 
