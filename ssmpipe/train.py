@@ -28,7 +28,7 @@ from ssmpipe import progress as live
 from ssmpipe.atomic import atomic_path
 from ssmpipe.measures import chance_accuracy, measure_packed
 from ssmpipe.models import PackedModel, build_model, init_from_data
-from ssmpipe.store import Store, StoreError, load_state, read_runs, write_runs
+from ssmpipe.store import Store, StoreError, device_free, load_state, read_runs, write_runs
 from ssmpipe.sweep import pack_key
 
 log = logging.getLogger("ssmpipe.train")
@@ -139,7 +139,7 @@ class Group:
         return {"epoch": epoch, "elapsed": self.elapsed, "status": list(self.status), "rows": list(self.rows),
                 "gens": [g.get_state() for g in self.gens],
                 "params": {k: p.detach().cpu() for k, p in self.model.params.items()},
-                "opt": self.opt.state_dict(), "plateau": self.plateau.state()}
+                "opt": device_free(self.opt.state_dict()), "plateau": self.plateau.state()}  # all on the CPU
 
     def restore(self, state: dict) -> None:
         with torch.no_grad():
@@ -346,7 +346,7 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
         return n
     spec = store.read_spec(shard)
     ckpt_path = store.ckpt_path(shard)
-    state = load_state(ckpt_path) if ckpt_path.exists() else {"finished": {}}
+    state = load_state(ckpt_path, map_location="cpu") if ckpt_path.exists() else {"finished": {}}  # any device's
     if "current" in state:
         log.info("shard %s: resuming group %s after epoch %d", shard, state["current"]["group"],
                  state["current"]["epoch"])

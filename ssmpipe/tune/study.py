@@ -35,7 +35,7 @@ from ssmpipe import tune as tn
 from ssmpipe.atomic import atomic_path, write_text
 from ssmpipe.config import ConfigError
 from ssmpipe.slurm import private_dir
-from ssmpipe.store import METRICS, STOPPED, Store, _plain, load_state, read_runs, write_runs
+from ssmpipe.store import METRICS, STOPPED, Store, _plain, device_free, load_state, read_runs, write_runs
 from ssmpipe.sweep import run_id as run_id_of
 from ssmpipe.tune import StudyInterrupted
 
@@ -119,7 +119,7 @@ def _state_of(model, opt, gens, status, rows, epoch, elapsed) -> dict:
     """The resumable state, from the older checkpoint(model, opt, gens, ...) callback signature."""
     return {"epoch": epoch, "elapsed": elapsed, "status": list(status), "rows": list(rows),
             "gens": [g.get_state() for g in gens], "params": {n: p.detach().cpu() for n, p in model.params.items()},
-            "opt": opt.state_dict()}
+            "opt": device_free(opt.state_dict())}
 
 
 def _metrics(row: dict, status: str, ctx: dict) -> dict:

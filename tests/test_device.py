@@ -1,0 +1,113 @@
+"""Device independence on a CPU-only host: checkpoints that load anywhere, rows that say where they were trained,
+and the device a job picks (issue 24). The GPU side of the same checks: tests/test_cuda.py, benchmarks/gpu_check.py."""
+
+import contextlib
+
+import pandas as pd
+import pytest
+import torch
+import torch.serialization as serialization
+from conftest import tiny_config
+
+from ssmpipe import config as cfg
+from ssmpipe import sweep, train
+from ssmpipe.store import Store, StoreError, load_state
+
+METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
+SHARD = {"shard_size": 100, "grid.seq_len": [16], "grid.seed": [0, 1], "grid.model.init.real": [-0.5, -0.1],
+         "grid.model.init.imag": [1.0], "fixed.train.epochs": 4}
+
+
+@contextlib.contextmanager
+def saved_as_cuda():
+    """While open, torch.save tags every CPU tensor's storage "cuda:0", as a file written on a GPU node is tagged:
+    loading it without a map_location then fails on a host without CUDA exactly as such a file does."""
+    def tag(obj):
+        return "cuda:0" if getattr(obj, "device", None) is not None and obj.device.type == "cpu" else None
+
+    serialization.register_package(-100, tag, lambda obj, location: None)
+    try:
+        yield
+    finally:
+        serialization._package_registry[:] = [e for e in serialization._package_registry if e[1] is not tag]
+
+
+def tensors(obj, path="state"):
+    """(path, tensor) of every tensor in a checkpoint's containers."""
+    if isinstance(obj, torch.Tensor):
+        yield path, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from tensors(v, f"{path}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from tensors(v, f"{path}[{i}]")
+
+
+def _shard(root, **changes):
+    plan = sweep.plan(cfg.check(tiny_config(results=str(root), **{**SHARD, **changes})))
+    assert len(plan.pending) == 1
+    return plan.pending[0]
+
+
+def _rows(root, shard):
+    return pd.read_parquet(Store(root).runs_path(shard)).set_index(["run_id", "epoch"]).sort_index()
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so no group records it as failed."""
+
+
+def _train_until(root, shard, epoch, monkeypatch):
+    """Train the shard in this process and stop it once its checkpoint holds `epoch`; -> the checkpoint's path."""
+    real = train._save
+
+    def save(state, path):
+        real(state, path)
+        if state.get("current", {}).get("epoch") == epoch:
+            raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "_save", save)
+        with pytest.raises(Killed):
+            train.train_shard(str(root), shard, "cpu")
+    return Store(root).ckpt_path(shard)
+
+
+def test_a_checkpoint_holds_only_cpu_tensors_and_a_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    shard = _shard(ref)
+    assert _shard(run) == shard
+    train.train_shard(str(ref), shard, "cpu")
+
+    ckpt = _train_until(run, shard, 2, monkeypatch)
+    state = torch.load(ckpt, weights_only=True)                 # no map_location: each tensor where it was saved
+    found = dict(tensors(state))
+    assert any("['opt']['state']" in p and "exp_avg_sq" in p for p in found)  # Adam's moments are in it
+    assert {p: t.device.type for p, t in found.items() if t.device.type != "cpu"} == {}
+    train.train_shard(str(run), shard, "cpu")
+    pd.testing.assert_frame_equal(_rows(run, shard)[METRICS], _rows(ref, shard)[METRICS], check_exact=True)
+
+
+def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_host(tmp_path, monkeypatch):
+    """A checkpoint whose storages are tagged cuda:0 (written on a GPU node) is refused by a plain torch.load here,
+    and resumes through load_state (map_location) to the rows of an uninterrupted run, bit for bit."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    shard = _shard(ref)
+    assert _shard(run) == shard
+    train.train_shard(str(ref), shard, "cpu")
+
+    ckpt = _train_until(run, shard, 2, monkeypatch)
+    state = load_state(ckpt)
+    with saved_as_cuda():
+        torch.save(state, ckpt)
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):
+            torch.load(ckpt, weights_only=True)
+        with pytest.raises(StoreError, match="not a checkpoint ssmpipe can trust"):
+            load_state(ckpt, map_location=None)                # as before map_location: the progress was lost
+    assert load_state(ckpt)["current"]["epoch"] == 2
+    train.train_shard(str(run), shard, "cpu")
+    got = _rows(run, shard)
+    pd.testing.assert_frame_equal(got[METRICS], _rows(ref, shard)[METRICS], check_exact=True)
+    assert not Store(run).ckpt_path(shard).exists()
