@@ -323,7 +323,9 @@ def runs_schema() -> pa.Schema:
                       *(pa.field(m, pa.list_(pa.float32())) for m in PROFILES + LENGTH_METRICS + LAYER_MEASURES),
                       pa.field("wall_s", pa.float64()), pa.field("status", pa.string()),
                       pa.field("error", pa.string()),
-                      pa.field("study", pa.string()), pa.field("trial_id", pa.string())])  # null unless a tune trial
+                      pa.field("study", pa.string()), pa.field("trial_id", pa.string()),  # null unless a tune trial
+                      pa.field("device", pa.string()),         # where the epoch trained: "cpu", "cuda:<card name>"
+                      pa.field("cuda_version", pa.string())])  # torch.version.cuda on CUDA, else null (older: null)
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:

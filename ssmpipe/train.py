@@ -5,7 +5,8 @@ with one Adam step for all its points. Each point keeps its own seed (init and
 batch order), so a packed point trains exactly as it would alone. A point whose
 loss turns NaN/Inf is marked `diverged` and frozen; a group that raises is marked
 `failed` with the error text; the shard goes on either way. Killed at any moment
-and started again, a shard resumes from its last checkpoint, bit-identically on CPU.
+and started again, a shard resumes from its last checkpoint, bit-identically on the same device type
+(each row says where it trained: `where`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,15 @@ def pick_device(name: str | None = None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def where(device: torch.device | str) -> dict:
+    """The columns that say where a row was trained: device ("cpu", or "cuda:" and the card's name) and cuda_version
+    (torch's CUDA version on CUDA, else None). Results are bit-for-bit reproducible only on the same device type."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return {"device": f"cuda:{torch.cuda.get_device_name(device)}", "cuda_version": torch.version.cuda}
+    return {"device": device.type, "cuda_version": None}
 
 
 def per_point_loss(out: torch.Tensor, y: torch.Tensor):
@@ -134,6 +144,7 @@ class Group:
         self.gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in points]
         self.plateau = Plateau(self.K, tr["plateau_factor"], tr["plateau_patience"], device)
         self.status, self.rows, self.epoch, self.elapsed = ["ok"] * self.K, [], 0, 0.0
+        self.where = where(device)                                          # each row's device and cuda_version
 
     def state(self, epoch: int) -> dict:
         return {"epoch": epoch, "elapsed": self.elapsed, "status": list(self.status), "rows": list(self.rows),
@@ -231,7 +242,7 @@ class Group:
     def _row(self, k: int, epoch: int, measured: dict) -> dict:
         """Point k's row of this epoch: its current losses and accuracies, the time so far, its measures."""
         return _row(self.points[k], epoch, self.train_loss[k], self.train_acc[k], self.test_loss[k], self.test_acc[k],
-                    self.elapsed, measured)
+                    self.elapsed, {**measured, **self.where})
 
 
 def backward_part(model: PackedModel, points: slice, x: torch.Tensor, y: torch.Tensor, alive: torch.Tensor,
@@ -386,7 +397,7 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
             current = state.get("current") or {}
             done = current.get("rows", []) if current.get("group") == key else []
             rows = _finalise(done, {p["run_id"]: "failed" for p in points}, {p["run_id"]: f"{type(e).__name__}: {e}"
-                                                                             for p in points}, points)
+                                                                             for p in points}, points, where(dev))
         state["finished"][key] = rows
         state.pop("current", None)
         _save(state, ckpt_path)
@@ -428,12 +439,14 @@ def _row(point, epoch, train_loss, train_acc, test_loss, test_acc, wall_s, measu
             "test_loss": float(test_loss), "test_acc": float(test_acc), "wall_s": float(wall_s), **(measured or {})}
 
 
-def _finalise(rows: list[dict], status: dict, error: dict, points: list[dict] | None = None) -> list[dict]:
-    """Stamp each run's final status (and error) on all its rows; a run with no rows gets one."""
+def _finalise(rows: list[dict], status: dict, error: dict, points: list[dict] | None = None,
+              device: dict | None = None) -> list[dict]:
+    """Stamp each run's final status (and error) on all its rows; a run with no rows gets one (trained on `device`,
+    `where`'s columns)."""
     have = {r["run_id"] for r in rows}
     for p in points or []:
         if p["run_id"] not in have:
-            rows.append(_row(p, 0, *[float("nan")] * 4, 0.0))
+            rows.append(_row(p, 0, *[float("nan")] * 4, 0.0, device))
     for r in rows:
         r["status"], r["error"] = status[r["run_id"]], error.get(r["run_id"])
     return rows

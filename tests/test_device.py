@@ -111,3 +111,54 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_host(tmp_path, monkeypat
     got = _rows(run, shard)
     pd.testing.assert_frame_equal(got[METRICS], _rows(ref, shard)[METRICS], check_exact=True)
     assert not Store(run).ckpt_path(shard).exists()
+
+
+WHERE = ["device", "cuda_version"]  # columns added after runs files were already stored
+
+
+def test_every_row_says_where_it_was_trained(tmp_path):
+    root = tmp_path / "r"
+    shard = _shard(root)
+    train.train_shard(str(root), shard, "cpu")
+    rows = _rows(root, shard)
+    assert len(rows) == 4 * 5 and (rows["device"] == "cpu").all() and rows["cuda_version"].isna().all()
+    assert train.where("cpu") == {"device": "cpu", "cuda_version": None}
+
+
+def test_a_failed_point_without_rows_says_where_it_failed(tmp_path, monkeypatch):
+    root = tmp_path / "r"
+    shard = _shard(root)
+
+    def broken(*args, **kwargs):
+        raise ValueError("no model today")
+
+    monkeypatch.setattr(train, "Group", broken)
+    train.train_shard(str(root), shard, "cpu")
+    rows = _rows(root, shard)
+    assert (rows["status"] == "failed").all() and (rows["device"] == "cpu").all() and len(rows) == 4
+
+
+def test_runs_files_from_before_the_device_columns_aggregate_with_them_null(tmp_path):
+    """A shard stored without device and cuda_version stays trusted (not planned again) and aggregates beside one
+    that has them, its rows null there."""
+    import pyarrow.parquet as pq
+
+    from ssmpipe.store import aggregate
+
+    config = cfg.check(tiny_config(results=str(tmp_path), shard_size=2))
+    plan = sweep.plan(config)
+    assert len(plan.shards) == 4
+    for shard in plan.shards:
+        train.train_shard(str(tmp_path), shard, "cpu")
+    st = Store(tmp_path)
+    old = plan.shards[0]
+    table = pq.read_table(st.runs_path(old))
+    pq.write_table(table.drop_columns(WHERE), st.runs_path(old))           # as an older ssmpipe wrote it
+    again = sweep.plan(config)
+    assert again.pending == [] and again.untrusted == []
+    df = aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet").to_pandas()
+    from_old = df["shard_id"] == old
+    assert 0 < from_old.sum() < len(df)
+    assert df.loc[from_old, WHERE].isna().all().all()
+    assert (df.loc[~from_old, "device"] == "cpu").all() and df["cuda_version"].isna().all()
+    assert pq.read_table(st.sweep_dir("tiny") / "runs.parquet").schema.field("device").type == "string"
