@@ -64,26 +64,33 @@ class JobFailed(RuntimeError):
 
 
 class TrainShard(submitit.helpers.Checkpointable):
-    """The callable a shard's SLURM job runs: `train_shard`, with torch on the job's CPUs.
+    """The callable a shard's SLURM job runs: `train_shard`, with torch on the job's CPUs, on the device its
+    requests imply (`train.pick_device` with `gpus`, slurm.gpus_per_node: CUDA if it asked for GPUs, and a job
+    that gets none fails at once with one line saying why; the CPU if it asked for none).
 
     Its inherited `checkpoint()` resubmits it unchanged: all progress is in the
     shard's checkpoint file, which `train_shard` resumes from.
     """
 
-    def __init__(self, results: str, shard: str, threads: int):
-        self.results, self.shard, self.threads = results, shard, threads
+    def __init__(self, results: str, shard: str, threads: int, gpus: int | None = None):
+        self.results, self.shard, self.threads, self.gpus = results, shard, threads, gpus
 
     def __call__(self) -> int:
         import torch
 
-        from ssmpipe.train import train_shard
+        from ssmpipe.train import DeviceError, pick_device, train_shard
 
         handler = logging.StreamHandler()  # ssmpipe's log into the job's stderr (submitit logs its own)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         logging.getLogger("ssmpipe").addHandler(handler)
         logging.getLogger("ssmpipe").setLevel(logging.INFO)
         torch.set_num_threads(self.threads)
-        return train_shard(self.results, self.shard)
+        try:  # a job pickled before `gpus` existed (requeued across an upgrade) picks as a local run does
+            device = pick_device(gpus=getattr(self, "gpus", None))
+        except DeviceError as e:
+            log.error("ssmpipe: %s", e)  # the line the waiting train job shows from the log
+            raise
+        return train_shard(self.results, self.shard, str(device))
 
 
 def store_hash(results: str | Path) -> str:
@@ -175,8 +182,8 @@ def private_dir(folder: Path) -> Path:
 def train(results: str | Path, shard: str, sweep: str, requests: dict) -> None:
     """Train `shard` as a SLURM job with the `slurm:` `requests`, logging to `sweep`'s folder; wait for it."""
     results = Path(results).resolve()
-    run(TrainShard(str(results), shard, requests["cpus_per_task"]), log_folder(results, sweep), requests,
-        job_name(results, shard), f"shard {shard}", results)
+    job = TrainShard(str(results), shard, requests["cpus_per_task"], requests["gpus_per_node"])
+    run(job, log_folder(results, sweep), requests, job_name(results, shard), f"shard {shard}", results)
 
 
 def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict, name: str, what: str,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import os
 import time
 import traceback
 import zipfile
@@ -35,11 +36,48 @@ from ssmpipe.sweep import pack_key
 log = logging.getLogger("ssmpipe.train")
 
 
-def pick_device(name: str | None = None) -> torch.device:
-    """The device to train on: the one named, else CUDA when present, else CPU."""
+class DeviceError(StoreError):
+    """The job cannot train on the device it asked for (GPUs, and torch sees no CUDA device): one line saying why."""
+
+
+def pick_device(name: str | None = None, gpus: int | None = None) -> torch.device:
+    """The device to train on.
+
+    gpus: the GPUs per node the job asked its scheduler for (a SLURM job: slurm.gpus_per_node); None for a local
+    run. A job that asked for GPUs trains on CUDA, and fails at once (DeviceError) where torch sees none (a CPU
+    build of torch, no driver, no GPU granted) rather than train on the CPU for hours; one that asked for none
+    trains on the CPU, whatever GPU it can see (a node's GPUs need not be isolated) and whatever `name` says.
+    A local run trains on the device named, else CUDA when present, else the CPU (CUDA_VISIBLE_DEVICES= hides
+    the GPUs: CPU); a named CUDA device torch cannot see is a DeviceError too.
+    """
+    if gpus is not None and gpus <= 0:
+        if name and torch.device(name).type != "cpu":
+            log.warning("device %s ignored: the job asked for no GPU (slurm.gpus_per_node: 0), it trains on the CPU",
+                        name)
+        return torch.device("cpu")
+    if gpus is not None:
+        if not torch.cuda.is_available():
+            raise DeviceError(f"asked for {gpus} GPU{'s' if gpus != 1 else ''} per node, but torch sees no CUDA "
+                              f"device ({no_cuda_reason()})")
+        if gpus > 1:
+            log.warning("asked for %d GPUs per node: a shard trains on one (cuda:0), the others idle", gpus)
+        return torch.device(name if name and torch.device(name).type == "cuda" else "cuda")
     if name:
-        return torch.device(name)
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise DeviceError(f"device {name!r}, but torch sees no CUDA device ({no_cuda_reason()})")
+        return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def no_cuda_reason() -> str:
+    """Why torch sees no CUDA device, as far as this process can tell (for DeviceError's message)."""
+    if torch.version.cuda is None:
+        return (f"torch {torch.__version__} built for CPU? A GPU job needs torch built for CUDA: the CUDA env, "
+                f"workflow/envs/ssmpipe-cuda.yaml")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, but finds no GPU: "
+            f"CUDA_VISIBLE_DEVICES={visible!r}; no GPU granted, or no NVIDIA driver on this node?")
 
 
 def where(device: torch.device | str) -> dict:
@@ -47,7 +85,8 @@ def where(device: torch.device | str) -> dict:
     (torch's CUDA version on CUDA, else None). Results are bit-for-bit reproducible only on the same device type."""
     device = torch.device(device)
     if device.type == "cuda":
-        return {"device": f"cuda:{torch.cuda.get_device_name(device)}", "cuda_version": torch.version.cuda}
+        name = torch.cuda.get_device_name(device) if torch.cuda.is_available() else "unavailable"
+        return {"device": f"cuda:{name}", "cuda_version": torch.version.cuda}
     return {"device": device.type, "cuda_version": None}
 
 

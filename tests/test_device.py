@@ -162,3 +162,79 @@ def test_runs_files_from_before_the_device_columns_aggregate_with_them_null(tmp_
     assert df.loc[from_old, WHERE].isna().all().all()
     assert (df.loc[~from_old, "device"] == "cpu").all() and df["cuda_version"].isna().all()
     assert pq.read_table(st.sweep_dir("tiny") / "runs.parquet").schema.field("device").type == "string"
+
+
+# --- the device a job picks ---
+
+
+def test_a_job_that_asked_for_gpus_and_sees_no_cuda_fails_with_one_line(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", None)
+    with pytest.raises(train.DeviceError) as e:
+        train.pick_device(gpus=2)
+    message = str(e.value)
+    assert message.startswith("asked for 2 GPUs per node, but torch sees no CUDA device (torch ")
+    assert "built for CPU?" in message and "workflow/envs/ssmpipe-cuda.yaml" in message and "\n" not in message
+    monkeypatch.setattr(torch.version, "cuda", "12.8")                     # a CUDA build on a node without a GPU
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    with pytest.raises(train.DeviceError, match=r"asked for 1 GPU per node, .*built for CUDA 12.8, but finds no GPU: "
+                                                r"CUDA_VISIBLE_DEVICES=''"):
+        train.pick_device(gpus=1)
+    with pytest.raises(train.DeviceError, match="device 'cuda', but torch sees no CUDA device"):
+        train.pick_device("cuda")                                           # named locally: the same, not a crash later
+
+
+def test_a_job_that_asked_for_no_gpu_trains_on_the_cpu_even_where_cuda_is_visible(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert train.pick_device(gpus=0) == torch.device("cpu")
+    assert train.pick_device("cuda", gpus=0) == torch.device("cpu")
+    assert train.pick_device(gpus=1) == torch.device("cuda")
+    assert train.pick_device() == torch.device("cuda")                     # a local run: CUDA when present
+    assert train.pick_device("cpu") == torch.device("cpu")                 # unless told otherwise
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert train.pick_device() == torch.device("cpu")
+
+
+def test_a_slurm_job_trains_where_its_requests_say(tmp_path, monkeypatch, caplog):
+    """TrainShard, the callable a shard's SLURM job runs: asked for a GPU and none usable, it fails before it takes
+    the shard's lock or writes anything, its log saying why; asked for none, it trains on the CPU though CUDA is
+    visible; pickled before `gpus` existed, it picks as a local run does."""
+    from ssmpipe.slurm import TrainShard
+
+    root = tmp_path / "r"
+    shard = _shard(root)
+    store = Store(root)
+    job = TrainShard(str(root), shard, 1, 1)
+    if not torch.cuda.is_available():
+        with pytest.raises(train.DeviceError):
+            job()
+        assert "ssmpipe: asked for 1 GPU per node, but torch sees no CUDA device" in caplog.text
+        assert not store.ckpt_path(shard).exists() and not store.lock_path(shard).exists()
+    picked = []
+    real = train._train_locked
+
+    def spy(store, shard, dev):
+        picked.append(dev)
+        return real(store, shard, dev)
+
+    monkeypatch.setattr(train, "_train_locked", spy)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)          # visible, and not asked for
+    TrainShard(str(root), shard, 1, 0)()
+    assert picked == [torch.device("cpu")] and (_rows(root, shard)["device"] == "cpu").all()
+    old = TrainShard(str(root), shard, 1)
+    del old.gpus                                                            # as unpickled from an older ssmpipe
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    old()                                                                   # stored already: reused, on the CPU
+    assert picked[-1] == torch.device("cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a host without CUDA")
+def test_train_on_a_cuda_device_here_is_one_line_and_exit_2(tmp_path, capsys):
+    from ssmpipe.cli import main
+
+    root = tmp_path / "r"
+    shard = _shard(root)
+    assert main(["train", "--results", str(root), "--device", "cuda", "--", shard]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("ssmpipe: device 'cuda', but torch sees no CUDA device (torch ")
+    assert not Store(root).runs_path(shard).exists()

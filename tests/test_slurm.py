@@ -1,10 +1,11 @@
 """Sweeps on a real SLURM cluster through `snakemake --profile slurm` and submitit.
 
 The cluster is ../shared/ci/slurm-up.sh's single node (partition debug, account root,
-one fake GPU), which .ci/run brings up. With CI=true a cluster that is not up fails
-these tests; elsewhere they are skipped. Each test runs the real workflow from the
-repo root with the profile installed the README's way (`make slurm-profile`, into a
-temporary XDG_CONFIG_HOME), and compares with the same sweep trained locally.
+one fake GPU: SLURM grants it, torch sees no CUDA device), which .ci/run brings up.
+With CI=true a cluster that is not up fails these tests; elsewhere they are skipped.
+Each test runs the real workflow from the repo root with the profile installed the
+README's way (`make slurm-profile`, into a temporary XDG_CONFIG_HOME), and compares
+with the same sweep trained locally.
 """
 
 import os
@@ -23,7 +24,8 @@ from ssmpipe import sweep
 from ssmpipe.slurm import job_name
 from ssmpipe.store import Store
 
-REQUESTS = {"partition": "debug", "account": "root", "qos": "normal", "gpus_per_node": 1, "cpus_per_task": 1,
+# No GPU: the CI node's GPU is fake, and a job that asks for a GPU it cannot use fails (test_a_job_that_asked_...).
+REQUESTS = {"partition": "debug", "account": "root", "qos": "normal", "gpus_per_node": 0, "cpus_per_task": 1,
             "mem_gb": 1, "timeout_min": 5}
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
 TABLE = "results/{}/runs.parquet"  # a target: the sweep's table, without its report
@@ -140,6 +142,8 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
     # the same metrics, bit for bit, from one SLURM job per shard
     assert job_counts(on_slurm)["train"] == 2
     pd.testing.assert_frame_equal(metrics(slurm_dir, "tiny"), metrics(local_dir, "tiny"), check_exact=True)
+    where = pd.read_parquet(slurm_dir / TABLE.format("tiny"), columns=["device", "cuda_version"])
+    assert (where["device"] == "cpu").all() and where["cuda_version"].isna().all()  # asked for no GPU: the CPU
     jobs = job_ids(slurm_dir, "tiny")
     shards = sweep.plan(cfg.check({**config, "results": str(slurm_dir / "results")}), write=False).shards
     names = {job: sacct(job, "JobName")[0]["JobName"] for job in jobs}
@@ -152,9 +156,9 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
         assert (record["Partition"], record["Account"], record["QOS"]) == ("debug", "root", "normal")
         assert record["Timelimit"] == "00:05:00" and record["Constraints"] == node_feature
         tres = dict(item.split("=") for item in record["ReqTRES"].split(","))
-        assert (tres["gres/gpu"], tres["mem"], tres["cpu"]) == ("1", "1G", "1"), record["ReqTRES"]
+        assert "gres/gpu" not in tres and (tres["mem"], tres["cpu"]) == ("1G", "1"), record["ReqTRES"]
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=True).stdout
-        for field in ("TimeLimit=00:05:00", "MinMemoryNode=1G", "Features=ssmpipe_ci", "gres/gpu=1",
+        for field in ("TimeLimit=00:05:00", "MinMemoryNode=1G", "Features=ssmpipe_ci",
                       "Partition=debug", "Account=root", "QOS=normal", "NumCPUs=1"):
             assert field in shown, (field, shown)
 
@@ -247,6 +251,26 @@ def test_a_crashing_shard_fails_its_rule_with_the_error_and_its_slurm_log(tmp_pa
     slurm_log = tmp_path / "results" / "crash" / "slurm" / f"{job}_0_log.err"
     assert f"SLURM job {job} ended FAILED; its log: {slurm_log}" in out
     assert "UnpicklingError" in out  # the job's own error, from its log
+
+
+@pytest.mark.slurm
+def test_a_job_that_asked_for_a_gpu_and_sees_no_cuda_fails_with_one_line(tmp_path, slurm_env):
+    """slurm.gpus_per_node: 1 reaches SLURM (gres/gpu=1, granted: the CI node's fake GPU), and the job, whose torch
+    sees no CUDA device there, fails at once with the line saying so, before training anything (no checkpoint)."""
+    config = slurm_config("gpu", gpus_per_node=1)
+    config["grid"]["seq_len"] = [16]
+    shard = only_shard(tmp_path, config)
+    start = time.perf_counter()
+    proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), check=False, timeout=300)
+    took = time.perf_counter() - start
+    [job] = job_ids(tmp_path, "gpu")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "Error in rule train" in out and took < 180
+    assert "ssmpipe: asked for 1 GPU per node, but torch sees no CUDA device (torch " in out  # from the job's log
+    [record] = sacct(job, "State,ReqTRES")
+    assert record["State"] == "FAILED" and "gres/gpu=1" in record["ReqTRES"], record
+    store = Store(tmp_path / "results")
+    assert not store.ckpt_path(shard).exists() and not store.runs_path(shard).exists()
 
 
 @pytest.mark.slurm

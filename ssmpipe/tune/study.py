@@ -108,7 +108,7 @@ def trial(params: dict, ctx: dict) -> None:
         done = list(last["state"]["rows"]) if last["state"] else []
         if not done:
             done = [{"run_id": rid, "shard_id": shard, "settings": settings, "epoch": 0,
-                     **dict.fromkeys(METRICS, math.nan), "wall_s": 0.0, **where(pick_device(ctx["device"]))}]
+                     **dict.fromkeys(METRICS, math.nan), "wall_s": 0.0, **where(ctx["device"])}]
         _write_trial(store, shard, done, "failed", f"{type(e).__name__}: {e}", stamp, settings)
         raise
     if not store.runs_path(shard).exists():  # resumed after its last epoch's checkpoint
