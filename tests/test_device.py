@@ -238,3 +238,19 @@ def test_train_on_a_cuda_device_here_is_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ssmpipe: device 'cuda', but torch sees no CUDA device (torch ")
     assert not Store(root).runs_path(shard).exists()
+
+
+def test_the_cuda_environment_is_the_cpu_one_with_torch_built_for_cuda():
+    import yaml
+    from conftest import REPO
+
+    envs = REPO / "workflow" / "envs"
+    cpu, cuda = (yaml.safe_load((envs / name).read_text()) for name in ("ssmpipe.yaml", "ssmpipe-cuda.yaml"))
+    assert cuda["channels"] == cpu["channels"]
+    assert [d for d in cuda["dependencies"] if not isinstance(d, dict)] == [d for d in cpu["dependencies"]
+                                                                           if not isinstance(d, dict)]
+    cpu_pip, cuda_pip = (next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)) for env in (cpu, cuda))
+    index = [line for line in cuda_pip if "download.pytorch.org/whl/" in line]
+    assert len(index) == 1 and index[0].rsplit("/", 1)[1].startswith("cu")   # a CUDA wheel index, not cpu
+    assert [line for line in cuda_pip if line not in index] == [line for line in cpu_pip if "download." not in line]
+    assert "torch==2.13.0" in cuda_pip and "-e ../.." in cuda_pip
