@@ -254,3 +254,18 @@ def test_the_cuda_environment_is_the_cpu_one_with_torch_built_for_cuda():
     assert len(index) == 1 and index[0].rsplit("/", 1)[1].startswith("cu")   # a CUDA wheel index, not cpu
     assert [line for line in cuda_pip if line not in index] == [line for line in cpu_pip if "download." not in line]
     assert "torch==2.13.0" in cuda_pip and "-e ../.." in cuda_pip
+
+
+def test_gpu_check_rehearsed_on_the_cpu_passes_its_checks(tmp_path):
+    """benchmarks/gpu_check.py's parity and checkpoint checks, with the CPU standing in for the GPU: the script's own
+    logic, tested where there is no GPU (on one, tests/test_cuda.py runs them on it)."""
+    import importlib.util
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "benchmarks" / "gpu_check.py")
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    cpu = torch.device("cpu")
+    for result in (check.s4d_parity(cpu), check.checkpoint(cpu, tmp_path)):
+        assert result["ok"], result
