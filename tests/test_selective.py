@@ -4,6 +4,7 @@ s_A > 0, batch 1, one channel, channels split across threads), exact spectral ab
 layers (the eager scan), long sequences, the S₂ closed form."""
 
 import contextlib
+import math
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import torch
 from torch.func import functional_call, stack_module_state, vmap
 from torch.utils.cpp_extension import is_ninja_available
 
+from ssmpipe.models import selective as selective_module
 from ssmpipe.models import selective_cpu
 from ssmpipe.models.packing import PackedModel
 from ssmpipe.models.selective import Selective, selective_loop
@@ -109,12 +111,13 @@ def blocks_of(layer, u):
 @pytest.mark.parametrize("s_A", [-0.1, 0.1])
 @pytest.mark.parametrize("chunk", [None, 7])
 def test_several_blocks_equal_loop(s_A, chunk):
-    """d 16, N 16, batch 4: a block holds 256 steps on CPU, so L = 600 is 3 blocks, the last one padded."""
+    """d 16, N 16, batch 4: a block holds up to 256 steps on CPU, so L = 600 is 3 blocks of ~200 (with chunk 7, of 29
+    chunks: the last one padded)."""
     torch.manual_seed(7)
     layer = Selective(16, 16, s_A, chunk=chunk).double()
     u = torch.randn(4, 600, 16, dtype=torch.float64, requires_grad=True)
     K, T, C = blocks_of(layer, u)
-    assert K == 3 and K * T * C > 600 and (chunk is None or chunk == T)
+    assert K == 3 and K * T * C >= 600 and (chunk is None or chunk == T)
     y_fast, y_ref = layer.forward_eager(u), selective_loop(layer, u)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-9)
     g = torch.randn_like(y_ref)
@@ -269,3 +272,73 @@ torch.testing.assert_close(y, selective_loop(layer, u), rtol=1e-9, atol=1e-12)
     out = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stderr.count("fused CPU selective scan unavailable") == 1, out.stderr
+
+
+def padded(layer, L, state, device="cpu"):
+    """(blocks, steps per block, padded steps) of `layer.chunking` for L steps of `state` elements each."""
+    T, C = layer.chunking(L, state, torch.device(device))
+    return -(-L // (T * C)), T * C, layer.padded_steps(L, T, C)
+
+
+@pytest.mark.parametrize("L", [350, 700])
+@pytest.mark.parametrize("budget", ["cpu", "one block"])
+def test_non_square_lengths_equal_the_loop_with_little_padding(L, budget, monkeypatch):
+    """L = 350 and 700, not perfect squares: with the CPU's block budget (2 and 3 blocks of 256 steps at most) and
+    with one block for the whole sequence (CUDA's budget, here on the CPU), the eager scan equals the loop, and
+    pads fewer than n·⌊√s⌋ steps (n blocks of s steps each; `chunking`'s bound). Before: ⌊√L⌋ × ⌊L / ⌊√L⌋⌋
+    steps to a block, so L = 350 ran a second block of 342 steps, 334 of them padding (L = 700: 652)."""
+    if budget == "one block":
+        monkeypatch.setitem(selective_module.BLOCK_STATE, "cpu", selective_module.BLOCK_STATE["cuda"])
+    torch.manual_seed(L)
+    layer = Selective(16, 16, 0.05).double()
+    u = torch.randn(4, L, 16, dtype=torch.float64, requires_grad=True)
+    blocks, steps, pad = padded(layer, L, u.shape[0] * layer.A.numel())
+    assert blocks == (1 if budget == "one block" else -(-L // 256))
+    assert pad < blocks * math.isqrt(steps)           # n·⌊√s⌋: 26 (350), 45 (700); in one block 18, 26
+    assert pad <= 2                                   # as it happens: 2 with the CPU's budget, 0 in one block
+    y_fast, y_ref = layer.forward_eager(u), selective_loop(layer, u)
+    torch.testing.assert_close(y_fast, y_ref, rtol=1e-9, atol=1e-12)
+    g = torch.randn_like(y_ref)
+    inputs = [u, *layer.parameters()]
+    for name, a, b in zip(["u", *dict(layer.named_parameters())], grads(y_fast, g, inputs), grads(y_ref, g, inputs)):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-11, msg=lambda m, name=name: f"grad {name}: {m}")
+
+
+def test_padding_stays_under_the_bound_for_every_length_and_budget():
+    """n blocks of s steps: fewer than n·⌊√s⌋ padded steps (n·chunk with a chunk), and never more blocks than the
+    budget needs, for every L up to 2,000 and budgets from 1 to the whole sequence per block."""
+    for chunk in (None, 1, 7):
+        layer = Selective(2, 2, chunk=chunk)
+        for device in ("cpu", "cuda"):
+            for state in (4, 1024, 4096, 2**16, 2**20):
+                cap_of = max(1, selective_module.BLOCK_STATE[device] // state)
+                for L in range(1, 2001):
+                    blocks, steps, pad = padded(layer, L, state, device)
+                    need = -(-L // min(L, cap_of))
+                    assert blocks <= need and pad < need * (chunk or math.isqrt(-(-L // need))), (L, state, device)
+
+
+def test_a_pack_shares_the_block_budget_and_equals_each_point(monkeypatch):
+    """Under vmap (PackedModel) the K points' states share one block budget: chunking is asked for K·B·d·N elements
+    per step, not B·d·N, so a pack of K uses the memory one point did; the points still equal the loop."""
+    monkeypatch.setattr(selective_cpu, "usable", lambda *tensors: False)        # the eager scan, as on CUDA
+    asked = []
+    real = Selective.chunking
+
+    def spy(self, L, state, device):
+        asked.append(state)
+        return real(self, L, state, device)
+
+    monkeypatch.setattr(Selective, "chunking", spy)
+    torch.manual_seed(2)
+    layers = [Selective(16, 16, s_A).double() for s_A in (-0.1, 0.0, 0.1)]
+    x = torch.randn(3, 4, 350, 16, dtype=torch.float64)                          # (K B L d)
+    y = PackedModel(layers)(x)
+    assert asked == [3 * 4 * 16 * 16]
+    T, C = real(layers[0], 350, asked[0], torch.device("cpu"))
+    assert (T * C - T) * asked[0] < selective_module.BLOCK_STATE["cpu"]   # the pack's block: the budget, to a chunk
+    torch.testing.assert_close(y, torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)]),
+                               rtol=1e-9, atol=1e-12)
+    asked.clear()
+    layers[0].forward_eager(x[0])
+    assert asked == [4 * 16 * 16]                                                # one point alone: its own budget

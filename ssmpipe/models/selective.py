@@ -17,7 +17,9 @@ steps laid out (T C ...), so that one op on a (C B d N) slice advances all C chu
 chunk's end state from a zero start, a loop over the C chunks carries the state across (x_in[c+1] = e^{A·ΣΔ_c}
 x_in[c] + h_c), pass 2 reruns the chunks from their true start states. O(L) work in about 4T + C ops per block,
 not one per step. On CPU a block holds BLOCK_STATE state elements, so that its passes stay in cache; on CUDA one
-block holds up to 2^26 (one for most sequences: there launches, not bytes, cost). The forward keeps only the chunk
+block holds up to 2^26 (one for most sequences: there launches, not bytes, cost); the points of a pack (vmap) share
+that budget, and the steps are spread evenly over the blocks they need (`chunking`), so padding stays under √ of a
+block's steps per block. The forward keeps only the chunk
 start states; the backward recomputes each block's states from them and runs the adjoint scan the same way in reverse
 time, with every gradient in closed form, so no (L B d N) tensor is stored or written to memory.
 Chunk products e^{A·ΣΔ} overflow only where the states of that chunk do; they are clamped below e·(smallest
@@ -173,11 +175,30 @@ class Selective(nn.Module):
         return self.A.max()
 
     def chunking(self, L: int, state: int, device: torch.device) -> tuple[int, int]:
-        """(T, C): chunks of T steps (`chunk`, or ≈ √ of a block's steps: it balances the ~4T ops of the passes and
-        the C of the carry), C chunks to a block of ≈ BLOCK_STATE elements; state: elements per step (B d N)."""
-        steps = min(L, max(1, BLOCK_STATE.get(device.type, BLOCK_STATE["cpu"]) // state))  # steps per block
-        T = min(L, self.chunk or max(1, math.isqrt(steps)))
-        return T, max(1, steps // T)
+        """(T, C): blocks of C chunks of T steps for a sequence of L steps; state: state elements per step (B d N,
+        times the points packed under vmap: they share the block's budget).
+
+        A block holds at most ≈ BLOCK_STATE elements, so the L steps need n = ⌈L / cap⌉ blocks (cap: the steps
+        that fit); they are spread evenly, s = ⌈L / n⌉ steps to a block, so the last block is not mostly padding.
+        T is `chunk`, or ≈ √s (it balances the ~4T ops of the passes and the C of the carry): of T within
+        [¾, 5⁄4]·⌊√s⌋, the one whose C = ⌈s / T⌉ chunks pad the least (then the nearest to ⌊√s⌋). Padded steps,
+        n·T·C − L, are then fewer than n·⌊√s⌋ (n·`chunk` with a chunk): T = ⌊√s⌋ pads a block by under ⌊√s⌋,
+        and spreading L over n blocks by under n."""
+        cap = min(L, max(1, BLOCK_STATE.get(device.type, BLOCK_STATE["cpu"]) // state))  # steps a block may hold
+        blocks = -(-L // cap)
+        steps = -(-L // blocks)                                                  # steps per block, spread evenly
+        if self.chunk:
+            T = min(steps, self.chunk)
+            return T, -(-steps // T)
+        root = math.isqrt(steps)
+        candidates = range(max(1, 3 * root // 4), min(steps, 5 * root // 4) + 1)
+        T = min(candidates, key=lambda T: (-(-steps // T) * T - steps, abs(T - root)))
+        return T, -(-steps // T)
+
+    @staticmethod
+    def padded_steps(L: int, T: int, C: int) -> int:
+        """Steps of padding `to_blocks` adds to L steps cut into blocks of C chunks of T steps."""
+        return -L % (T * C)
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B L d) -> y: (B L d), by the fused CPU kernel where it can run (`selective_cpu.usable`), else eager."""
@@ -190,12 +211,27 @@ class Selective(nn.Module):
     def forward_eager(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks (any device, under vmap too)."""
         L = u.shape[1]
-        T, C = self.chunking(L, u.shape[0] * self.A.numel(), u.device)
+        T, C = self.chunking(L, packed_points(u) * u.shape[0] * self.A.numel(), u.device)
         u_b = to_blocks(u.transpose(0, 1), T, C)                                 # (K T C B d)
         delta = F.softplus(self.p + u_b @ self.q)                                # (K T C B)
         B_t, C_t = u_b @ self.W_B.T, u_b @ self.W_C.T                            # (K T C B N)
         y, _ = _SelectiveScan.apply(delta, self.A, B_t, C_t, u_b)                # (K T C B d)
         return from_blocks(y, L).transpose(0, 1)                                 # (B L d)
+
+
+def packed_points(t: torch.Tensor) -> int:
+    """How many packed points t stands for: the product of the sizes of the vmap levels it is batched over (1 outside
+    vmap; PackedModel maps a point's module over the K points of a pack with vmap)."""
+    functorch = torch._C._functorch
+    n = 1
+    while functorch.is_functorch_wrapped_tensor(t):
+        if functorch.is_batchedtensor(t):
+            bdim = functorch.maybe_get_bdim(t)
+            t = functorch.get_unwrapped(t)
+            n *= t.shape[bdim]
+        else:
+            t = functorch.get_unwrapped(t)
+    return n
 
 
 def selective_loop(layer: Selective, u: torch.Tensor) -> torch.Tensor:
