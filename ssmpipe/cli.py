@@ -24,7 +24,10 @@ from ssmpipe import config as cfg
 def cmd_validate(args) -> int:
     from ssmpipe import sweep
 
-    for config in cfg.load_sweeps(args.config):  # the tune: section's check included
+    configs, waiting = cfg.load_experiments(args.config)  # the tune: section's check included
+    for path, why in waiting.items():
+        print(f"{args.config}: {path} is left out, it needs data: {why}")
+    for config in configs:
         plan = sweep.plan(config, write=False)
         pending = set(plan.pending)
         to_train = sum(shard in pending for shard in plan.shard_of.values())
@@ -228,19 +231,20 @@ def targets(args, studies: bool = False) -> list[tuple[str, str]]:
 
 def papers_of(files: list[str]) -> tuple[str, list[str]]:
     """The results root and the items (a sweep's name once it is planned, else its config file) of the sweeps
-    these config files stand for."""
+    these config files stand for; an experiment that needs data not here (`cfg.needs_data`) by its config file."""
     import yaml
 
     from ssmpipe.store import Store
 
     items, roots = [], set()
     for path in files:
-        configs = cfg.load_sweeps(path)
-        listed = yaml.safe_load(Path(path).read_text()).get("experiments") or [path] * len(configs)
+        configs, waiting = cfg.load_experiments(path)
+        listed = [f for f in yaml.safe_load(Path(path).read_text()).get("experiments") or [path] if f not in waiting]
         for config, source in zip(configs, listed):
             roots.add(config["results"])
             planned = Store(config["results"]).config_path(config["sweep"]).is_file()
             items.append(config["sweep"] if planned else source)
+        items += list(waiting)
     if len(roots) > 1:
         raise cfg.InputError(f"{', '.join(files)}: the sweeps name several results roots ({sorted(roots)}); "
                              "give one with --results")

@@ -50,6 +50,11 @@ def load_sweeps(path: str | Path) -> list[dict]:
     return sweeps(_read(path))
 
 
+def load_experiments(path: str | Path) -> tuple[list[dict], dict[str, str]]:
+    """A config file's checked sweeps, and those of the experiments it lists that need data not here (`experiments`)."""
+    return experiments(_read(path))
+
+
 def load_slurm(path: str | Path) -> tuple[str, dict]:
     """A config file's sweep name and its checked `slurm:` section (defaults filled in), the rest unchecked.
 
@@ -107,9 +112,17 @@ EXPERIMENT_OVERRIDES = ("results", "scale", "launcher", "slurm")
 
 def sweeps(config: dict) -> list[dict]:
     """The checked sweep configs a config stands for: itself, or each file its `experiments:` list names, with
-    EXPERIMENT_OVERRIDES put in. ConfigError naming the key or file; two experiments may not share a sweep name."""
+    EXPERIMENT_OVERRIDES put in, less those that need data not here (`experiments`). ConfigError naming the key or
+    file; two experiments may not share a sweep name."""
+    return experiments(config)[0]
+
+
+def experiments(config: dict) -> tuple[list[dict], dict[str, str]]:
+    """(the checked sweeps of `config`, {experiment file: why it cannot run here} for the files of its
+    `experiments:` list that need data not here (`needs_data`): those are left out of the sweeps, not an error).
+    A config without `experiments:` is its own sweep, checked as it is (a missing data set is a ConfigError)."""
     if "experiments" not in config:
-        return [check(config)]
+        return [check(config)], {}
     extra = sorted(set(config) - {"experiments", *EXPERIMENT_OVERRIDES})
     if extra:
         raise ConfigError(f"unknown key {extra[0]!r} beside experiments:; allowed: experiments, "
@@ -117,20 +130,65 @@ def sweeps(config: dict) -> list[dict]:
     files = config["experiments"]
     if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
         raise ConfigError(f"experiments = {files!r}: a list of experiment config files")
-    out, seen = [], {}
+    out, waiting, seen = [], {}, {}
     for i, path in enumerate(files):
         raw = _read(path)
         raw.update({k: config[k] for k in EXPERIMENT_OVERRIDES if k in config})
+        why = needs_data(raw)
         try:
-            checked = check(raw)
+            checked = None if why else check(raw)
         except ConfigError as e:
             raise ConfigError(f"experiments[{i}] ({path}): {e}") from None
-        if checked["sweep"] in seen:
-            raise ConfigError(f"experiments[{i}] ({path}): sweep {checked['sweep']!r} is also "
-                              f"experiments[{seen[checked['sweep']]}]'s")
-        seen[checked["sweep"]] = i
-        out.append(checked)
-    return out
+        name = checked["sweep"] if checked else raw.get("sweep")
+        if name in seen:
+            raise ConfigError(f"experiments[{i}] ({path}): sweep {name!r} is also experiments[{seen[name]}]'s")
+        seen[name] = i
+        if why:
+            waiting[path] = why
+        else:
+            out.append(checked)
+    if not out:
+        why = "; ".join(f"{path}: {reason}" for path, reason in waiting.items())
+        raise ConfigError(f"experiments: every one needs data not here ({why})")
+    return out, waiting
+
+
+# Tasks read from task.path that ssmpipe cannot make itself: what such a path must hold.
+DATA_NEEDED = {"imdb": "an aclImdb folder (or its Parquet export) is needed (IMDb is not generated)",
+               "npz": "a .npz file is needed (task npz is not generated)"}
+
+
+def needs_data(config: dict) -> str | None:
+    """Why a sweep config cannot run here for want of data, in one line, or None when it can.
+
+    Only a task read from task.path that ssmpipe cannot generate counts (DATA_NEEDED: imdb, npz), in `fixed` or on
+    the grid: its path unset ("task.path: an aclImdb folder (or its Parquet export) is needed (IMDb is not
+    generated)"), or naming nothing that holds such a data set ("task.path = '/data/aclImdb': no such folder ...").
+    `config` is an experiment's file as read (its `scales` merged by its `scale`, default small) or a checked
+    config; a config broken otherwise gives None (`check` names its error). Reads the path, writes nothing.
+    """
+    from ssmpipe.data import imdb
+
+    try:
+        config = _apply_scale(_finite_numbers(copy.deepcopy(dict(config))))
+    except ConfigError:
+        return None
+    fixed = config.get("fixed") if isinstance(config.get("fixed"), dict) else {}
+    task = fixed.get("task") if isinstance(fixed.get("task"), dict) else {}
+    grid = config.get("grid") if isinstance(config.get("grid"), dict) else {}
+    names = grid.get("task.name") or [task.get("name", "delay")]
+    paths = grid.get("task.path") or [task.get("path")]
+    for name in (n for n in names if n in DATA_NEEDED):
+        for path in paths:
+            if not path:
+                return f"task.path: {DATA_NEEDED[name]}"
+            if not isinstance(path, str):
+                return None  # not a path: check() says so
+            problem = imdb.path_problem(path) if name == "imdb" else (
+                None if Path(path).is_file() else "no such file (task npz reads a .npz file)")
+            if problem:
+                return f"task.path = {path!r}: {problem}"
+    return None
 
 
 def check_name(name: str, key: str = "sweep") -> None:

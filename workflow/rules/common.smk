@@ -19,27 +19,33 @@ from ssmpipe.store import Store
 
 
 def plan_sweeps(config):
-    """Sweep name -> checked config, and -> plan (reads and checks the store, writes nothing).
+    """Sweep name -> checked config, and -> plan (reads and checks the store, writes nothing); and the experiment
+    files that need data not here -> why (cfg.experiments).
 
     ssmpipe's check names the offending key and value (the tune: section's included); then Snakemake's
     own validation with the same schema file fills in the defaults. A bad input is one line and exit 1,
     before any job. An experiment's `scales` are merged in and removed."""
     try:
-        sweeps = {c["sweep"]: c for c in cfg.sweeps(config)}
-        for checked in sweeps.values():
-            validate(checked, "../schemas/config.schema.yaml")
+        checked, waiting = cfg.experiments(config)
+        sweeps = {c["sweep"]: c for c in checked}
+        for c in sweeps.values():
+            validate(c, "../schemas/config.schema.yaml")
         roots = sorted({c["results"] for c in sweeps.values()})
         if len(roots) > 1:
             raise cfg.ConfigError(
                 f"results: the experiments name several roots ({roots}); give one beside experiments:"
             )
-        return sweeps, sweep.plan_sweeps(list(sweeps.values()))
+        return sweeps, sweep.plan_sweeps(list(sweeps.values())), waiting
     except cfg.InputError as e:
         kind = "config error: " if isinstance(e, cfg.ConfigError) else ""
         sys.exit(f"ssmpipe: {kind}{' '.join(str(e).split())}")
 
 
-SWEEPS, PLANS = plan_sweeps(config)
+SWEEPS, PLANS, NEEDS_DATA = plan_sweeps(config)
+# Experiments of config/papers.yaml that need data not here (cfg.needs_data: an IMDb experiment without task.path):
+# left out of the DAG; the reproduction page names them, with the reason.
+for _path, _why in NEEDS_DATA.items():
+    print(f"ssmpipe: {_path} left out, it needs data: {_why}", file=sys.stderr)
 PAPERS = "experiments" in config  # the reproduction page is built too
 if not PAPERS:
     config.clear()
@@ -68,6 +74,8 @@ SHARD_RUNS = {
     name: [str(STORE.runs_path(s)) for s in p.shards] for name, p in PLANS.items()
 }
 SLURM_SWEEPS = {name for name, c in SWEEPS.items() if c["launcher"] == "slurm"}
+# Each pending shard's train job asks for the memory its settings need (sweep.mem_mb, at least 2 GB).
+SHARD_MEM = sweep.shard_mem_mb(PLANS)
 # What the plan job has still to write (empty: the store is as planned, and the job does not run).
 UNWRITTEN = [why for plan in PLANS.values() for why in sweep.unwritten(plan)]
 
