@@ -358,3 +358,51 @@ def _data_of(points: list[Point], shard_of: dict[str, str], shards: list[str]) -
     for (shard, _), p in one_each.items():
         out[shard].update(data_specs([p.settings]))
     return out
+
+
+# What a train job asks for (Snakemake's mem_mb, MB): fitted to the peak RSS of `ssmpipe train` on CPU (torch 2.13,
+# 2026-12: S4D at L = 2048..4096, d_model = d_state = 64, 1..4 points; S4D with d_state 2, two layers; selective):
+# the process with torch and its data, each packed point's training activations, and the memory function of the LTI
+# layers (at init and at the end: X = [α_k] over 4L steps in float64, and its SVD, one layer at a time).
+MEM_FLOOR_MB = 2000
+MEM_MARGIN = 1.25
+BASE_BYTES = 600e6
+ACTIVATION_BYTES = 17   # per point, example, step, channel and layer (forward and backward; the selective layer's
+#                         fused CPU scan keeps no per-state tensor)
+MEMORY_FUNCTION_BYTES = 92  # per channel, real state and step, for the first point; half that for each other one
+
+
+def pack_mem_mb(settings: dict, points: int) -> int:
+    """The memory (MB) training `points` packed points with these settings needs: see the constants above; with a
+    25% margin, and at least MEM_FLOOR_MB."""
+    task, model, train = settings["task"], settings["model"], settings["train"]
+    L, H, layers = settings["seq_len"], model["d_model"], model["n_layers"]
+    lengths = settings.get("test_seq_lens") or []
+    n_train, n_test = (25000, 25000) if task["name"] == "imdb" else (task["n_train"], task["n_test"])  # every review
+    data_bytes = 16 * ((n_train + n_test) * L + n_test * sum(lengths))
+    activations = ACTIVATION_BYTES * points * train["batch_size"] * max([L, *lengths]) * H * layers
+    states = {"s4d": model["d_state"], "s4": 2 * model["d_state"]}.get(model["kind"], 0)  # real states; selective: none
+    memory = MEMORY_FUNCTION_BYTES * H * states * L * (1 + (points - 1) / 2)
+    total = MEM_MARGIN * (BASE_BYTES + data_bytes + activations + memory) / 1e6
+    return max(MEM_FLOOR_MB, math.ceil(total))
+
+
+def mem_mb(points: list[Point]) -> int:
+    """The memory (MB) a train job of these points (one shard) asks for: the most one of its packs needs (a shard
+    trains its packs one after another)."""
+    packs: dict[str, list[Point]] = {}
+    for p in points:
+        packs.setdefault(p.pack, []).append(p)
+    return max((pack_mem_mb(group[0].settings, len(group)) for group in packs.values()), default=MEM_FLOOR_MB)
+
+
+def shard_mem_mb(plans: dict[str, Plan]) -> dict[str, int]:
+    """Pending shard -> the memory (MB) its train job asks for (`mem_mb`), from the plans in memory."""
+    members: dict[str, dict[str, Point]] = {}
+    for plan in plans.values():
+        pending = set(plan.pending)
+        for p in plan.points:
+            shard = plan.shard_of[p.run_id]
+            if shard in pending:
+                members.setdefault(shard, {})[p.run_id] = p  # a shard shared by two sweeps: each point once
+    return {shard: mem_mb(list(points.values())) for shard, points in members.items()}

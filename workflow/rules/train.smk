@@ -32,7 +32,7 @@ rule train:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wc: SHARD_MEM.get(wc.shard, sweep.MEM_FLOOR_MB),  # sized from the shard's settings
     params:
         ssmpipe=SSMPIPE,
         results=results_of(3),  # RESULTS
