@@ -4,6 +4,7 @@ and shards shared), builds each experiment's report and the reproduction page, a
 import re
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, job_counts, snakemake
@@ -85,4 +86,33 @@ def test_validate_names_every_experiment_of_config_papers():
     listed = yaml.safe_load((REPO / "config" / "papers.yaml").read_text())["experiments"]
     on_disk = (REPO / "config" / "experiments").glob("*.yaml")
     assert sorted(listed) == sorted(f"config/experiments/{p.name}" for p in on_disk)
-    assert proc.returncode == 0 and proc.stdout.count(": valid. sweep ") == len(listed), proc.stderr
+    imdb = [f for f in listed if "imdb" in f]  # no aclImdb here: each left out, and said so
+    assert proc.returncode == 0 and proc.stdout.count(": valid. sweep ") == len(listed) - len(imdb), proc.stderr
+    assert proc.stdout.count("is left out, it needs data: task.path: an aclImdb folder") == len(imdb) == 3
+
+
+def test_an_experiment_that_needs_data_is_left_out_until_it_has_them(tmp_path):
+    """config/papers.yaml lists the IMDb experiments: without task.path the DAG leaves them out (the page gets their
+    files, to say "needs data"); pointed at an aclImdb folder (the tiny fixture) they train like any other."""
+    files = [tiny_experiment(name, tmp_path) for name in ("003_s4_vs_s4d", "001_exp2_imdb")]
+    papers = tmp_path / "papers.yaml"
+    papers.write_text(yaml.safe_dump({"experiments": [str(f) for f in files], "results": "results"}))
+
+    first = snakemake(tmp_path, papers, "-p")
+    jobs = job_counts(first)
+    assert jobs["report"] == 1 and jobs["papers"] == 1
+    assert f"{files[1]} left out, it needs data: task.path: an aclImdb folder" in first.stderr
+    assert not (tmp_path / "results" / "001-exp2-imdb").exists()
+    assert re.search(rf"ssmpipe papers .* -- 003-s4-vs-s4d {re.escape(str(files[1]))}", first.stdout + first.stderr)
+    page = (tmp_path / "results" / "papers" / "index.html").read_text()
+    assert "001-exp2-imdb" in page
+
+    raw = yaml.safe_load(files[1].read_text())
+    raw["fixed"]["task"].update(path=str(REPO / "tests" / "fixtures" / "aclImdb"), vocab=64)
+    raw["fixed"]["test_seq_lens"] = [8]
+    raw["grid"]["seq_len"] = [8, 16]
+    files[1].write_text(yaml.safe_dump(raw, sort_keys=False))
+    second = snakemake(tmp_path, papers)
+    assert "needs data" not in second.stderr and job_counts(second)["report"] == 1
+    runs = pd.read_parquet(tmp_path / "results" / "001-exp2-imdb" / "runs.parquet")
+    assert set(runs["status"]) == {"ok"} and runs["run_id"].nunique() == 4 and set(runs["seq_len"]) == {8, 16}
