@@ -5,10 +5,12 @@ found. Tables only, no training: a few seconds per claim."""
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from ssmpipe.report import controls
 from ssmpipe.report.claims import CLAIMS
+from ssmpipe.report.figures import final_epoch
 from ssmpipe.report.stats import LEVEL
 
 DRAWS = 30
@@ -65,3 +67,29 @@ def test_underfitting_regularizer_is_not_supported():
     runs.loc[strong, "test_acc"] -= 0.05
     verdict = controls.verdict_on("regularizer_gap", runs)
     assert verdict == "not supported"
+
+
+def test_memory_claim_ranks_within_the_other_settings():
+    """Δ (dt_c) moves memory and accuracy together; within each Δ more memory means less accuracy. Pooled over Δ the
+    correlation would look like support; ranked within each Δ it is not."""
+    rng = np.random.default_rng(5)
+    runs = controls.planted("memory_predicts_learning", 0.0, rng)
+    runs = runs[runs["task.lag"] == 16].assign(**{"model.init.dt_c": 0.3})
+    other = runs.assign(**{"model.init.dt_c": 3.0, "run_id": runs["run_id"] + "b"})
+    for part, shift in ((runs, 0.0), (other, 0.5)):
+        first = part.groupby("run_id")["mf"].transform("first").map(lambda m: m[16])
+        part["mf"] = [None if m is None else list(np.asarray(m) * 0 + shift + v) for m, v in zip(part["mf"], first)]
+        part["test_acc"] = np.where(part["epoch"] > 0, 0.3 + shift - 0.5 * first, part["test_acc"])
+    both = pd.concat([runs, other], ignore_index=True)
+    verdict = CLAIMS["memory_predicts_learning"](both, final_epoch(both))
+    assert verdict.verdict == "not supported" and verdict.tests[0].estimate < 0
+    assert "model.init.dt_c" in verdict.note
+
+
+def test_gram_claim_needs_kappa_singular_at_zero():
+    rng = np.random.default_rng(6)
+    runs = controls.planted("gram_conditioning", 1.0, rng)
+    assert controls.verdict_on("gram_conditioning", runs) == "supported"
+    runs.loc[(runs["model.init.imag"] == 0) & (runs["epoch"] == 0), "gram_cond"] = 1e8
+    verdict = CLAIMS["gram_conditioning"](runs, final_epoch(runs))
+    assert verdict.verdict == "not supported" and not verdict.tests[-1].passed

@@ -221,9 +221,10 @@ def _fixed_vs_trained(e, rng):
 
 
 def _s4_vs_s4d(e, rng):
-    r = _grid({"model.kind": ["s4", "s4d"], "seed": SEEDS}, 1, rng, 0.125, 256)
+    r = _grid({"model.kind": ["s4", "s4d"], "model.d_state": [4, 8, 16], "seed": SEEDS}, 1, rng, 0.125, 256)
+    modes = r["model.d_state"] * np.where(r["model.kind"] == "s4", 2, 1)         # S4 at N ≡ S4D at 2N
     off = (r["model.kind"] == "s4") * (1 - e) * 1.5 * C.MEMORY_MARGIN
-    return r.assign(mc=10 * (1 + off + _noise(rng, r, 0.01)), test_acc=_acc(rng, r, 0.5), train_acc=0.5,
+    return r.assign(mc=np.log2(modes) * (1 + off + _noise(rng, r, 0.01)), test_acc=_acc(rng, r, 0.5), train_acc=0.5,
                     train_loss=1.0, test_loss=1.1)
 
 
@@ -256,7 +257,7 @@ CONTROLS: dict[str, Control] = {
     "memory_predicts_learning": Control(_memory, ("permuted", "at_chance")),
     "memory_lag_tradeoff": Control(lambda e, rng: _memory(e, rng, tradeoff=True), ("permuted", "at_chance")),
     "fixed_vs_trained": Control(_fixed_vs_trained, ("permuted", "at_chance")),
-    "memory_s4_equals_s4d": Control(_s4_vs_s4d, ()),
+    "memory_s4_equals_s4d": Control(_s4_vs_s4d, ("permuted",)),
     "memory_hard_to_extend": Control(_hard_to_extend, ("at_chance",)),
 }
 

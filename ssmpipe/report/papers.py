@@ -21,7 +21,7 @@ import pandas as pd
 
 from ssmpipe import config as cfg
 from ssmpipe.atomic import write_text
-from ssmpipe.config import InputError
+from ssmpipe.config import InputError, needs_data
 from ssmpipe.report import STYLE, nothing_ok, read_config, read_sweep, tests_html, verdict_html
 from ssmpipe.report.claims import CLAIMS, Verdict
 from ssmpipe.report.claims import VERDICTS as TESTED
@@ -144,10 +144,6 @@ def load_experiment(results: Path, item: str) -> Experiment:
         return Experiment(sweep, config, None, None, needs_data(config))
     runs, config = read_sweep(store, sweep)
     return Experiment(sweep, config, runs, final_epoch(runs))
-
-
-def needs_data(config: dict) -> str | None:  # TODO(wire): the package's needs_data
-    return None
 
 
 def check(experiment: Experiment, name: str) -> Check:
