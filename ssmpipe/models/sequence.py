@@ -44,8 +44,9 @@ class SequenceModel(nn.Module):
         super().__init__()
         if info["input"] == "tokens":
             self.encoder = nn.Embedding(info["d_input"], d_model)
-        else:
+        else:  # zero bias at init: the SSM sees the task's own mean and autocorrelation (002: white noise stays white)
             self.encoder = nn.Linear(info["d_input"], d_model)
+            nn.init.zeros_(self.encoder.bias)
         self.layers = nn.ModuleList(layers)
         self.norms = nn.ModuleList(nn.LayerNorm(d_model) for _ in layers) if block == "residual" else None
         self.decoder = nn.Linear(d_model, info["n_out"])
