@@ -228,7 +228,8 @@ def tests_html(v) -> str:
     if not v.tests:
         return f"<p>{html.escape(v.finding)}</p>"
     rows = "".join(
-        f"<tr><td>{html.escape(t.effect)}</td><td>{t.estimate:.3g}</td><td>[{t.low:.3g}, {t.high:.3g}]</td>"
+        f"<tr><td>{html.escape(t.effect)}</td><td>{_num(t.estimate)}</td>"
+        f"<td>{'—' if t.low != t.low else f'[{t.low:.3g}, {t.high:.3g}]'}</td>"
         f"<td>{'—' if t.p != t.p else f'{t.p:.3g}'}</td><td>{html.escape(t.wants)}</td>"
         f"<td>{html.escape(t.paper)}</td><td>{verdict_html('passed' if t.passed else 'failed')}</td></tr>"
         for t in v.tests)
@@ -236,6 +237,10 @@ def tests_html(v) -> str:
             f"<th>p</th><th>passing needs</th><th>paper</th><th></th></tr>{rows}</table>"
             f"<p class=\"null\"><b>Null:</b> {html.escape(v.null)}. Level {LEVEL:g}; resampling over runs "
             f"({RESAMPLES} permutations or bootstrap draws).{(' ' + html.escape(v.note) + '.') if v.note else ''}</p>")
+
+
+def _num(x: float) -> str:
+    return "—" if x != x else f"{x:.3g}"
 
 
 def _claim_section(name: str, v) -> str:

@@ -202,7 +202,8 @@ def regularizer_gap(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     best = min(range(len(per_lambda)), key=lambda i: corrected[i].p)
     lam, parts, _ = per_lambda[best]
     holm = corrected[best]
-    family = Test(f"all three at λ = {lam:g}, the best of {len(per_lambda)} λ > 0", holm.p, holm.p, holm.p, holm.p,
+    nan = float("nan")
+    family = Test(f"all three at λ = {lam:g}, the best of {len(per_lambda)} λ > 0", nan, nan, nan, holm.p,
                   holm.passed, f"adjusted p ≤ {LEVEL:g} (Holm)")
     return _verdict(paper, claim, null, [*parts, family], table)
 

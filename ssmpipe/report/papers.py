@@ -332,7 +332,7 @@ table.page th {{ background: #f3f3f3; }}
 .scroll {{ overflow-x: auto; }}
 .ref {{ background: #f6f8fa; border-left: 3px solid #8a99ad; padding: 0.4em 0.8em; }}
 .quiet {{ color: #666; }}
-td.v {{ white-space: nowrap; }} th.w1 {{ width: 18%; }} th.w2 {{ width: 24%; }} th.w3 {{ width: 32%; }}
+td.v {{ white-space: nowrap; }} th.w1 {{ width: 13%; }} th.w2 {{ width: 17%; }} th.w3 {{ width: 52%; }}
 h3 {{ font-size: 1.05em; margin-top: 1.8em; }}
 </style></head><body>
 <h1>Reproducing the four papers</h1>

@@ -34,7 +34,8 @@ class Test:
     def describe(self) -> str:
         p = "" if math.isnan(self.p) else f", p = {self.p:.3g}"
         paper = f"; paper: {self.paper}" if self.paper else ""
-        return (f"{self.effect}: {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]{p} "
+        value = "" if math.isnan(self.estimate) else f" {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
+        return (f"{self.effect}:{value}{p} "
                 f"(needs {self.wants}{paper}) — {'passed' if self.passed else 'failed'}")
 
 
