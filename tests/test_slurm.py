@@ -266,7 +266,7 @@ def test_a_job_that_asked_for_a_gpu_and_sees_no_cuda_fails_with_one_line(tmp_pat
     [job] = job_ids(tmp_path, "gpu")
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Error in rule train" in out and took < 180
-    assert "ssmpipe: asked for 1 GPU per node, but torch sees no CUDA device (torch " in out  # from the job's log
+    assert "asked for 1 GPU per node, but torch sees no CUDA device (torch " in out  # from the job's log
     [record] = sacct(job, "State,ReqTRES")
     assert record["State"] == "FAILED" and "gres/gpu=1" in record["ReqTRES"], record
     store = Store(tmp_path / "results")
