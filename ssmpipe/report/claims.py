@@ -155,7 +155,7 @@ def output_scale_vs_length(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
              stats.paired_test("slope without − with scaling", (slopes["none"] - slopes["tau"]).dropna(), +1,
                                "", paper),
              stats.bound_test(f"E|y_L| with scaling at L = {init['seq_len'].max()}", longest["output_scale"],
-                              None, -1, 1.0, "O(1): second moment ≤ 1", paper)]
+                              -1, 1.0, "O(1): second moment ≤ 1", paper)]
     first = runs[runs["epoch"] == 1]
     if "grad_norm" in first and first["grad_norm"].notna().any():
         grads = unit_slopes(first, [SCALING, *units], "seq_len", "grad_norm").unstack(SCALING)
@@ -351,7 +351,7 @@ def dt_rule_keeps_output_scale(runs: pd.DataFrame, final: pd.DataFrame) -> Verdi
     for name, part in slopes.groupby(level=0) if task else [("", slopes)]:
         rule = part["autocorr"].dropna().to_numpy()
         tests.append(stats.bound_test(f"slope of log E|y_L| on log L, autocorr rule{' ' + name if name else ''}",
-                                      rule, None, -1, SLOPE_MARGIN, "O(1): does not grow"))
+                                      rule, -1, SLOPE_MARGIN, "O(1): does not grow"))
     tests.append(stats.paired_test("slope with S4D's Δ − with the rule", (slopes["s4d"] - slopes["autocorr"]).dropna(),
                                    +1, "S4D's Δ does not keep O(1)"))
     rule_rows = init[init["model.init.dt"] == "autocorr"]
@@ -431,7 +431,7 @@ def zero_real_part_stable(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     table = final.groupby(REAL).agg(test_acc=("test_acc", "mean"), runs=("run_id", "size"),
                                     not_ok=("status", lambda s: int((s != "ok").sum()))).reset_index()
     why = not_learned(final[final[REAL] < 0], "runs at Re λ < 0")
-    pair = [c for c in varying(final, (REAL,))] + ["seed"]
+    pair = varying(final, (REAL,)) + ["seed"]
     zero = final[final[REAL] == 0].set_index(pair)
     rest = final[(final[REAL] < 0) & (final["status"] == "ok")].groupby(pair)["test_acc"].mean()
     diff = (zero["test_acc"].where(zero["status"] == "ok", zero.get("chance_acc", np.nan)) - rest).dropna()
@@ -439,7 +439,7 @@ def zero_real_part_stable(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     if why:
         return _undecided(paper, claim, why, table, null)
     stable = (zero["status"] == "ok").to_numpy(float)
-    tests = [stats.bound_test("share of runs at Re λ = 0 that finished ok", stable, None, +1, 0.9, "stable"),
+    tests = [stats.bound_test("share of runs at Re λ = 0 that finished ok", stable, +1, 0.9, "stable"),
              stats.paired_test("test accuracy at Re λ = 0 − at Re λ < 0 (diverged: chance)", diff, +1,
                                "avoids memory decay", margin=-MATCH_MARGIN)]
     return _verdict(paper, claim, null, tests, table)
@@ -497,7 +497,7 @@ def memory_lag_tradeoff(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
                        too_few_arrangements(None, at_short["mf_long"], f"the runs at lag {short}"))
     if why:
         return _undecided(paper, claim, why, table, null)
-    others = [c for c in varying(ok, (scheme, lag))]
+    others = varying(ok, (scheme, lag))
     tests = [stats.correlation_test(f"Spearman(MF(τ = {long}) at init, test accuracy at lag {long})",
                                     at_long["mf_long"], at_long["test_acc"], strata_of(at_long, others), +1,
                                     "long memory helps long lags"),
@@ -524,8 +524,7 @@ def fixed_vs_trained(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     diff = (wide.xs(False, level="model.train_A", axis=1) - wide.xs(True, level="model.train_A", axis=1)).dropna()
     why = first_reason(too_many_diverged(final), not_learned(final[final["model.train_A"]], "runs that train A"))
     tasks = diff.groupby(level="task.name") if "task.name" in pair else [("all", diff)]
-    why = why or next((too_few_pairs(len(d), f"(init, seed) pairs for {t}") for t, d in tasks
-                       if too_few_pairs(len(d), "")), None)
+    why = why or first_reason(*(too_few_pairs(len(d), f"(init, seed) pairs for {t}") for t, d in tasks))
     if why:
         return _undecided(paper, claim, why, table, null)
     tests = []
@@ -586,7 +585,7 @@ def memory_hard_to_extend(runs: pd.DataFrame, final: pd.DataFrame) -> Verdict:
     why = first_reason(too_many_diverged(final), not_learned(final), too_few_pairs(len(ok), "trained runs"))
     if why:
         return _undecided(paper, claim, why, table, null)
-    test = stats.bound_test("MC after training / MC at init − 1 (mean)", growth, None, -1, MEMORY_MARGIN,
+    test = stats.bound_test("MC after training / MC at init − 1 (mean)", growth, -1, MEMORY_MARGIN,
                             "memory is hard to extend")
     return _verdict(paper, claim, null, [test], table)
 

@@ -192,7 +192,7 @@ def equivalence_test(effect: str, boot_stat: Callable[[np.ndarray], np.ndarray],
                 f"interval within [{low:g}, {high:g}]", paper)
 
 
-def bound_test(effect: str, values, strata, sign: int, bound: float, paper: str = "", salt: str = "") -> Test:
+def bound_test(effect: str, values, sign: int, bound: float, paper: str = "", salt: str = "") -> Test:
     """A mean beyond a bound: passed when the (1 − 2·LEVEL) bootstrap interval of the mean lies on the wanted side
     (sign > 0: low > bound; sign < 0: high < bound). p: bootstrap share on the wrong side."""
     v = np.asarray(values, float)
@@ -201,7 +201,7 @@ def bound_test(effect: str, values, strata, sign: int, bound: float, paper: str 
         return Test(effect, float("nan"), float("nan"), float("nan"), 1.0, False,
                     f"{'>' if sign > 0 else '<'} {bound:g}", paper)
     rng = generator(salt + effect)
-    boot = v[bootstrap_indices(v.size, None if strata is None else np.asarray(strata)[:v.size], rng)].mean(1)
+    boot = v[bootstrap_indices(v.size, None, rng)].mean(1)
     lo, hi = interval(boot)
     p = float((1 + np.sum(sign * (boot - bound) <= 0)) / (1 + boot.size))
     return Test(effect, float(v.mean()), lo, hi, p, bool(lo > bound if sign > 0 else hi < bound),
