@@ -26,13 +26,13 @@ rule all:
         TUNE_TARGETS,
         PLANNED,  # markers: jobs that must write what planning decided (workflow/rules/common.smk)
         SNAPSHOTS,
-        [f"{RESULTS}/papers/index.html"] if PAPERS else [],
+        [PAPERS_PAGE] if PAPERS else [],
 
 
 onsuccess:
     drop_markers()  # workflow/rules/common.smk
     print(
-        f"ssmpipe: reproduction page at {RESULTS}/papers/index.html"
+        f"ssmpipe: reproduction page at {PAPERS_PAGE}"
         if PAPERS
         else f"ssmpipe: report at {REPORTS[0]}"
     )

@@ -32,7 +32,9 @@ import yaml
 from ssmpipe import config as cfg
 from ssmpipe import sweep
 from ssmpipe.atomic import atomic_path
-from ssmpipe.store import Store, _flatten, _record, _stamp, runs_schema
+from ssmpipe.config import flatten
+from ssmpipe.runs import runs_schema
+from ssmpipe.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
 TARGETS = {"dryrun_10k_s": 20.0, "report_10k_s": 10.0, "dryrun_100k_s": 20.0, "report_100k_s": 20.0}
@@ -95,7 +97,7 @@ def synthetic_store(store: Store, rng: random.Random) -> int:
     for shard, spec in store.iter_specs():
         columns: dict[str, list] = {f.name: [] for f in schema}
         for point in spec["points"]:
-            flat = {**_flatten(point["settings"]), "run_id": point["run_id"], "shard_id": shard}
+            flat = {**flatten(point["settings"]), "run_id": point["run_id"], "shard_id": shard}
             diverged = rng.random() < 0.02
             last = rng.randrange(1, EPOCHS) if diverged else EPOCHS - 1
             final_acc = rng.uniform(0.2, 1.0)
@@ -112,7 +114,7 @@ def synthetic_store(store: Store, rng: random.Random) -> int:
             n_runs += 1
         with atomic_path(store.runs_path(shard)) as tmp:
             pq.write_table(pa.Table.from_pydict(columns, schema=schema), tmp)
-        _record(store.runs_path(shard), _stamp(store.runs_path(shard)), [p["run_id"] for p in spec["points"]])
+        store.record(shard, [p["run_id"] for p in spec["points"]])
     return n_runs
 
 

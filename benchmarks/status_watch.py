@@ -27,8 +27,9 @@ from conftest import tiny_config
 from ssmpipe import config as cfg
 from ssmpipe import sweep
 from ssmpipe.progress import Progress
+from ssmpipe.runs import write_runs
 from ssmpipe.status import render, sweep_status
-from ssmpipe.store import Store, write_runs
+from ssmpipe.store import Store
 
 
 def synthetic_store(root: Path) -> tuple[dict, list]:

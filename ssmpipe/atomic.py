@@ -1,4 +1,4 @@
-"""Atomic writes: every result file appears whole or not at all (temp file + rename)."""
+"""Safe file writes: every result file appears whole or not at all (temp file + rename); private folders."""
 
 from __future__ import annotations
 
@@ -34,3 +34,10 @@ def write_text(path: str | Path, text: str, only_if_changed: bool = False) -> bo
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return True
+
+
+def private_dir(folder: Path) -> Path:
+    """`folder`, created if missing, readable and writable by its owner only (0700): for files that get unpickled."""
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o700)
+    return folder

@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from pathlib import Path
 
 import ssmpipe
 from ssmpipe import config as cfg
+from ssmpipe.layout import NAME, Layout
 
 
 def cmd_validate(args) -> int:
@@ -34,9 +34,7 @@ def cmd_validate(args) -> int:
         print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points in "
               f"{len(plan.shards)} shards, {to_train} points still to train (in {len(pending)} shards)")
         if config.get("tune"):
-            from ssmpipe import tune
-
-            print(f"study {tune.study_name(config)!r}: {config['tune']['num_samples']} samples of "
+            print(f"study {cfg.study_name(config)!r}: {config['tune']['num_samples']} samples of "
                   f"{', '.join(config['tune']['space'])}")
     return 0
 
@@ -44,12 +42,11 @@ def cmd_validate(args) -> int:
 def cmd_plan(args) -> int:
     """Write what planning decides: new shard specs, each sweep's points.json and config.yaml snapshot; quarantine
     store files that fail their checks. What the workflow's plan jobs run (--only: one part of it)."""
-    from ssmpipe import sweep
-    from ssmpipe.store import Store
+    from ssmpipe import manifest, sweep
 
     for config in plan_configs(args.config, args.json):
         if args.only == "snapshot":
-            Store(config["results"]).write_snapshot(config)
+            manifest.write_snapshot(Layout(config["results"]), config)
         elif args.only == "study":
             from ssmpipe import tune
 
@@ -103,8 +100,8 @@ def cmd_train(args) -> int:
     if len(args.shards) != 1:
         raise cfg.InputError(f"--results {args.results!r}: give one shard id after it (got {len(args.shards)})")
     args.shard = args.shards[0]
-    spec = results_root(args.results) / "store" / "specs" / f"{args.shard}.json"
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.shard) or not spec.is_file():
+    spec = Layout(results_root(args.results)).spec_path(args.shard)
+    if not NAME.fullmatch(args.shard) or not spec.is_file():
         raise cfg.InputError(f"shard {args.shard!r}: no such shard under {args.results!r} (no {str(spec)!r}; "
                              "the workflow plans shards, or `ssmpipe train CONFIG`)")
     if args.slurm:
@@ -150,14 +147,14 @@ def train_config(args) -> int:
 
 
 def cmd_aggregate(args) -> int:
-    from ssmpipe.store import Store, aggregate
+    from ssmpipe.table import aggregate
 
     named = targets(args)
     if args.out and len(named) > 1:
         raise cfg.InputError(f"--out {args.out!r}: one file, but {args.target!r} names {len(named)} sweeps")
     for results, name in named:
-        store = Store(results)
-        out = args.out or store.sweep_dir(name) / "runs.parquet"
+        store = Layout(results)
+        out = args.out or store.table_path(name)
         table = aggregate(store, name, out)
         print(f"{out}: {table.num_rows} rows")
     return 0
@@ -182,19 +179,18 @@ def cmd_tune(args) -> int:
 
 def cmd_report(args) -> int:
     from ssmpipe.report import build_report
-    from ssmpipe.store import Store
 
     named = targets(args, studies=True)
-    ready = [(results, name) for results, name in named if (Path(results) / name / "runs.parquet").is_file()]
+    ready = [(results, name) for results, name in named if Layout(results).table_path(name).is_file()]
     for results, name in named:  # a config's sweeps (or study) not run yet: skipped, unless none has run
         if (results, name) not in ready:
-            why = (f"sweep {name!r} has no table yet ({str(Path(results) / name / 'runs.parquet')!r}): run it first "
+            why = (f"sweep {name!r} has no table yet ({str(Layout(results).table_path(name))!r}): run it first "
                    f"(snakemake --configfile CONFIG), or `ssmpipe aggregate` if its shards are trained")
             if not ready:
                 raise cfg.InputError(why)
             print(f"ssmpipe: {why}; skipped", file=sys.stderr)
     for results, name in ready:
-        print(f"report: {build_report(Store(results), name)}")
+        print(f"report: {build_report(Layout(results), name)}")
     return 0
 
 
@@ -223,9 +219,7 @@ def targets(args, studies: bool = False) -> list[tuple[str, str]]:
     for config in cfg.load_sweeps(args.target):
         named.append((config["results"], config["sweep"]))
         if studies and config.get("tune"):
-            from ssmpipe import tune
-
-            named.append((config["results"], tune.study_name(config)))
+            named.append((config["results"], cfg.study_name(config)))
     return named
 
 
@@ -234,15 +228,13 @@ def papers_of(files: list[str]) -> tuple[str, list[str]]:
     these config files stand for; an experiment that needs data not here (`cfg.needs_data`) by its config file."""
     import yaml
 
-    from ssmpipe.store import Store
-
     items, roots = [], set()
     for path in files:
         configs, waiting = cfg.load_experiments(path)
         listed = [f for f in yaml.safe_load(Path(path).read_text()).get("experiments") or [path] if f not in waiting]
         for config, source in zip(configs, listed):
             roots.add(config["results"])
-            planned = Store(config["results"]).config_path(config["sweep"]).is_file()
+            planned = Layout(config["results"]).config_path(config["sweep"]).is_file()
             items.append(config["sweep"] if planned else source)
         items += list(waiting)
     if len(roots) > 1:
@@ -268,7 +260,8 @@ def sweep_dir(results: str, name: str) -> Path:
     root = results_root(results)
     cfg.check_name(name, "sweep")
     if not (root / name).is_dir():
-        known = sorted(p.parent.name for p in root.glob("*/config.yaml"))  # every sweep's and study's snapshot
+        layout = Layout(root)  # every sweep's and study's folder has its config snapshot
+        known = sorted(d.name for d in root.iterdir() if layout.config_path(d.name).is_file())
         raise cfg.InputError(f"no sweep {name!r} under {results!r} (there: {', '.join(known) or 'none'})")
     return root / name
 

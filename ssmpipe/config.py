@@ -1,17 +1,14 @@
 """Sweep configs: loading, validation against workflow/schemas/config.schema.yaml, defaults.
 
-This module owns what a valid config is. Snakemake (workflow/rules/common.smk)
-and the `ssmpipe` CLI both call `check`, which validates with the same schema
-file through `snakemake.utils.validate` and adds the checks a JSON schema
-cannot express (finite numbers, the results root, reserved sweep names, grid keys,
-values and size, data files and their contents, cross-field bounds, the tune space).
-Every error is one line naming the offending key and value, raised before anything is
-written or any job starts.
+This module owns what a valid config is (`check`; a tune: section's, `check_tune`): the schema,
+through `snakemake.utils.validate`, and what a schema cannot say. Every error is one line naming
+the offending key and value, raised before anything is written or any job starts.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.util
 import math
 import os
 import re
@@ -19,20 +16,16 @@ from pathlib import Path
 
 import yaml
 
+from ssmpipe.columns import LENGTH_METRICS, MEASURES, METRICS, PROFILES
+from ssmpipe.errors import ConfigError, InputError
+from ssmpipe.layout import RESERVED
+
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 # PyYAML (and so Snakemake's config loader) reads `1e-3` as a string (YAML 1.1).
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-# Top-level folders of the results root that are not sweeps (ssmpipe/store.py; papers: the reproduction page).
-RESERVED = ("data", "papers", "store")
-
-
-class InputError(ValueError):
-    """A file, folder or name given by the user that cannot be used; the message names it (the CLI prints it)."""
-
-
-class ConfigError(InputError):
-    """A config that cannot run; the message names the key and the value."""
+SEARCHERS = {"optuna": "optuna", "hyperopt": "hyperopt"}  # tune.search -> the module it needs
+__all__ = ["ConfigError", "InputError"]  # and every public name below
 
 
 def load_schema() -> dict:
@@ -94,14 +87,12 @@ def check(config: dict) -> dict:
     check_name(config["sweep"], "sweep")
     _check_results(config["results"])
     _check_grid(config, schema)
-    for label, settings in _axis_extremes(config):
+    for label, settings in _extremes(config["fixed"], [(f"grid.{k}", k, v) for k, v in config["grid"].items()], "grid"):
         _check_settings(settings, label)
     _check_slurm(config["slurm"])
     _check_report(config["report"])
     if config.get("tune"):  # here, so the workflow stops on a bad space before planning writes anything
-        from ssmpipe import tune
-
-        tune.check(config)
+        check_tune(config)
     return config
 
 
@@ -240,6 +231,96 @@ def set_path(d: dict, key: str, value) -> None:
     d[last] = value
 
 
+def flatten(d: dict, prefix: str = "") -> dict:
+    """Nested settings as {dotted key: value}."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def plain(obj):
+    """A copy with plain dicts and lists (Snakemake's config may hold OrderedDicts), for YAML and hashing."""
+    if isinstance(obj, dict):
+        return {k: plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [plain(v) for v in obj]
+    return obj
+
+
+# --- a tune: section (a study's search space; ssmpipe/tune/ runs it) -------------------------------------------
+
+
+def study_name(config: dict) -> str:
+    """The name of a config's tune study: its folder under the results root."""
+    return config["tune"].get("study") or f"{config['sweep']}-tune"
+
+
+def max_epochs(config: dict) -> int:
+    """The most epochs any trial of the config's study trains (ASHA's max_t)."""
+    spec = config["tune"]["space"].get("train.epochs")
+    if spec:
+        (kind, values), = spec.items()
+        return max(int(v) for v in values)
+    return int(config["fixed"]["train"]["epochs"])
+
+
+def check_tune(config: dict) -> None:
+    """What the schema cannot say about a checked config's `tune:` section; ConfigError naming key and value.
+
+    The study's name must be neither the sweep's nor a store folder's. Every space key must be a known leaf
+    setting and every value (both ends of a range) valid for it; ranges only over number settings, low < high
+    (low > 0 for loguniform); the settings at each value, and at the extreme corner, pass a grid's checks.
+    """
+    from jsonschema import Draft202012Validator
+
+    if not config.get("tune"):
+        raise ConfigError("the config has no tune: section (a search space to run a study over); "
+                          "see README.md, 'Hyperparameter search'")
+    tune, schema = config["tune"], load_schema()
+    types = setting_types(schema)
+    check_name(study_name(config), "tune.study")
+    if study_name(config) == config["sweep"]:  # its runs.parquet and report would replace the sweep's
+        raise ConfigError(f"tune.study = {study_name(config)!r} is the sweep's own name; name the study otherwise")
+    for key, spec in tune["space"].items():
+        (kind, values), = spec.items()
+        where = f"tune.space.{key}"
+        leaf = setting_schema(key, schema)
+        if leaf is None:
+            raise ConfigError(f"{where}: unknown setting {key!r} ({kind}: {values!r}); "
+                              f"known settings: {', '.join(sorted(types))}")
+        if kind in ("uniform", "loguniform"):
+            if types[key] != "number":
+                raise ConfigError(f"{where}.{kind} = {values!r}: {key} is a setting of type {types[key]}, "
+                                  f"not a number; search it with choice or grid")
+            if (len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                    or not values[0] < values[1]):
+                raise ConfigError(f"{where}.{kind} = {values!r}: needs [low, high], two numbers with low < high")
+            if kind == "loguniform" and values[0] <= 0:
+                raise ConfigError(f"{where}.loguniform = {values!r}: low must be > 0 for a log scale")
+        else:
+            _no_repeats(values, f"{where}.{kind}")
+        _check_values(Draft202012Validator(leaf), values, f"{where}.{kind}")
+    if tune["search"] != "random":
+        grids = [k for k, s in tune["space"].items() if "grid" in s]
+        if grids:
+            raise ConfigError(f"tune.space.{grids[0]}: grid entries need tune.search 'random' "
+                              f"(tune.search = {tune['search']!r} samples every key)")
+        if importlib.util.find_spec(SEARCHERS[tune["search"]]) is None:
+            raise ConfigError(f"tune.search = {tune['search']!r}: the {SEARCHERS[tune['search']]} package is not "
+                              f"installed (pip install 'ssmpipe[search]'), or use search: random")
+    epochs = max_epochs(config)
+    if tune["scheduler"] == "asha" and tune["grace_period"] > epochs:
+        raise ConfigError(f"tune.grace_period = {tune['grace_period']!r} is more than the {epochs} epochs a trial "
+                          f"trains (train.epochs)")
+    axes = [(f"tune.space.{k}.{kind}", k, v) for k, spec in tune["space"].items() for kind, v in spec.items()]
+    for label, settings in _extremes(config["fixed"], axes, "tune.space"):
+        _check_settings(settings, label)
+
+
 # --- internals ---------------------------------------------------------------
 
 
@@ -342,15 +423,8 @@ def _check_grid(config: dict, schema: dict) -> None:
         if leaf is None:
             raise ConfigError(f"grid.{key}: unknown setting {key!r} (values {values!r}); "
                               f"known settings: {', '.join(sorted(setting_types(schema)))}")
-        validator = Draft202012Validator(leaf)
-        for i, value in enumerate(values):
-            for error in validator.iter_errors(value):
-                raise ConfigError(f"grid.{key}[{i}] = {value!r}: {error.message}")
-        seen = []
-        for value in values:
-            if value in seen:
-                raise ConfigError(f"grid.{key} has the value {value!r} twice")
-            seen.append(value)
+        _check_values(Draft202012Validator(leaf), values, f"grid.{key}")
+        _no_repeats(values, f"grid.{key}")
     n = math.prod(len(values) for values in config["grid"].values())  # counted, not expanded
     if n > config["max_points"]:
         axes = " × ".join(f"{len(v)} {k}" for k, v in config["grid"].items())
@@ -359,23 +433,37 @@ def _check_grid(config: dict, schema: dict) -> None:
                           f"`max_points: {n}` in the config (or --config max_points={n})")
 
 
-def _axis_extremes(config: dict):
-    """Settings at every axis value, one axis at a time (sum of axis lengths, not their product)."""
-    base = copy.deepcopy(config["fixed"])
-    yield "fixed", base
-    for key, values in config["grid"].items():
+def _check_values(validator, values: list, where: str) -> None:
+    for i, value in enumerate(values):
+        for error in validator.iter_errors(value):
+            raise ConfigError(f"{where}[{i}] = {value!r}: {error.message}")
+
+
+def _no_repeats(values: list, where: str) -> None:
+    seen = []
+    for value in values:
+        if value in seen:
+            raise ConfigError(f"{where} has the value {value!r} twice")
+        seen.append(value)
+
+
+# Settings bounded by another (lag < seq_len, dt_min <= dt_max): largest and smallest of each, at one corner.
+_CORNER_MAX, _CORNER_MIN = ("task.lag", "model.init.dt_min"), ("seq_len", "model.init.dt_max")
+
+
+def _extremes(fixed: dict, axes: list[tuple[str, str, list]], corner_label: str):
+    """(label, settings) at every value of each axis (label, key, values), one axis at a time (the sum of their
+    lengths, not their product), then at the extreme corner, where the cross-field bounds can fail."""
+    corner = copy.deepcopy(fixed)
+    yield "fixed", fixed
+    for label, key, values in axes:
         for i, value in enumerate(values):
-            settings = copy.deepcopy(base)
+            settings = copy.deepcopy(fixed)
             set_path(settings, key, value)
-            yield f"grid.{key}[{i}]", settings
-    # Cross-field bounds (lag < seq_len, dt_min <= dt_max) can fail only at a grid corner:
-    corner = copy.deepcopy(base)
-    for key, values in config["grid"].items():
-        if key in ("task.lag", "model.init.dt_min"):
-            set_path(corner, key, max(values))
-        elif key in ("seq_len", "model.init.dt_max"):
-            set_path(corner, key, min(values))
-    yield "grid (extreme corner)", corner
+            yield f"{label}[{i}]", settings
+        if key in _CORNER_MAX + _CORNER_MIN:
+            set_path(corner, key, (max if key in _CORNER_MAX else min)(values))
+    yield f"{corner_label} (extreme corner)", corner
 
 
 def _check_settings(settings: dict, where: str) -> None:
@@ -434,8 +522,6 @@ def _check_slurm(slurm: dict) -> None:
 
 
 def _check_report(report: dict) -> None:
-    from ssmpipe.store import LENGTH_METRICS, MEASURES, METRICS, PROFILES
-
     settings = set(setting_types())
     metrics = set(METRICS) | set(MEASURES) | {"gap"}
     for i, spec in enumerate(report["figures"]):

@@ -30,12 +30,12 @@ from __future__ import annotations
 import torch
 from torch.func import functional_call, vmap
 
+from ssmpipe.columns import GRAM_SINGULAR
 from ssmpipe.data import IGNORE
 from ssmpipe.models import batched
 from ssmpipe.models.s4 import S4
 from ssmpipe.models.s4d import S4D
 from ssmpipe.models.selective import Selective
-from ssmpipe.store import GRAM_SINGULAR
 from ssmpipe.theory import gram_condition, input_stats, memory_function, s2, s4_system, s4d_system, selective_rho_A, tau
 
 NAN = float("nan")

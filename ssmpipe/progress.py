@@ -18,19 +18,18 @@ import json
 import logging
 import math
 import os
-import re
 import socket
 import time
 from pathlib import Path
 
 from ssmpipe.atomic import write_text
-from ssmpipe.store import Store
+from ssmpipe.layout import NAME, Layout
 
 log = logging.getLogger("ssmpipe.progress")
 
 
 def path(results: str | Path, shard: str) -> Path:
-    return Store(results).progress_path(shard)  # the store's layout lives in one place
+    return Layout(results).progress_path(shard)
 
 
 class Progress:
@@ -99,7 +98,7 @@ def read(results: str | Path, shard: str) -> dict | None:
     if not all(_fits(record.get(key), kind) or (key in OPTIONAL and record.get(key) is None)
                for key, kind in FIELDS.items()):
         return None
-    return record if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", record["host"]) else None
+    return record if NAME.fullmatch(record["host"]) else None
 
 
 def _fits(value, kind: type) -> bool:

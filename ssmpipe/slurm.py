@@ -1,34 +1,8 @@
 """SLURM, through submitit: the one path from ssmpipe to a SLURM cluster.
 
-`train` runs one shard as a SLURM job and waits for it; Snakemake's train rule calls
-it (through `ssmpipe train --slurm`) when the sweep's launcher is slurm, so Snakemake
-keeps the DAG, the caching and the reruns, and each train job is one SLURM job. The
-job asks for the config's `slurm:` requests, is named `ssmpipe-<shard>-<store>` (the
-store: a hash of the results root's path, as the same shard may train in two stores),
-and writes its logs to <results>/<sweep>/slurm/ (submitit's `<job id>_0_log.err|out`).
-`run` is that submit-and-wait for any Checkpointable callable.
-
-Timeouts and preemption: the job is a submitit `Checkpointable`; signalled before its
-time limit (or when preempted) it is requeued, and `train_shard` resumes from the
-shard's own per-epoch checkpoint, so the requeued job holds no state of its own.
-
-A job that ends without writing the shard (crash, cancel, too many timeouts) raises
-`JobFailed` naming its id, its state and its log. Stopping the waiting process
-(SIGINT/SIGTERM/SIGHUP, e.g. Ctrl-C on Snakemake) cancels the job; the checkpoint
-stays, so a rerun resumes. `live_jobs` and `ended_jobs` say which shards have a
-SLURM job queued or running, and how their last job ended (for `ssmpipe status`).
-
-Status at cluster scale (`StoreJobs`): the waiting processes of a store share one
-status query per `slurm.poll_s` (30 s by default) for all its jobs, however many are in
-flight. Whichever waiter first finds <results>/store/slurm/jobs.json older than poll_s
-and takes poll.lock (a filelock, without waiting) runs one `squeue` for this user's jobs,
-keeps those named `ssmpipe-*-<store hash>` (and the jobs waited for, waiting/<id>.json),
-runs one `sacct -j` for the waited-for jobs that left the queue without a result file,
-and writes jobs.json atomically; the others only read it. A waiter knows its job is done
-from its result file (checked every second) or from an end state in jobs.json; a poller
-that dies frees the lock, one that hangs leaves jobs.json to age, and past `stale_s` a
-waiter waits `hung_s` for the lock, then polls without it. `ssmpipe status` and the check before a submission read
-the same file when it is fresh, and poll once (as the poller) when it is not.
+`run` submits any Checkpointable callable as one job and waits for it; `train` runs a shard that
+way (Snakemake's train rule, through `ssmpipe train --slurm`), and tune/cluster.py a study. The
+waiting processes of a store share one status query per poll (`StoreJobs`).
 """
 
 from __future__ import annotations
@@ -50,7 +24,9 @@ from pathlib import Path
 import filelock
 import submitit
 
-from ssmpipe.atomic import write_text
+from ssmpipe.atomic import private_dir, write_text
+from ssmpipe.errors import ConfigError
+from ssmpipe.layout import Layout
 
 log = logging.getLogger("ssmpipe.slurm")
 
@@ -111,8 +87,6 @@ def executor_parameters(requests: dict, name: str, nodes: int = 1) -> dict:
     study's Ray cluster, never a shard's job) asks for that many nodes with one task on each,
     every task with the CPUs, GPUs and memory of the requests.
     """
-    from ssmpipe.config import ConfigError
-
     for key, value in requests.items():
         if isinstance(value, str) and _breaks_line(value):
             raise ConfigError(f"slurm.{key} = {value!r}: a SLURM request is one line")
@@ -131,8 +105,6 @@ def executor_parameters(requests: dict, name: str, nodes: int = 1) -> dict:
 
 def check_requests(requests: dict) -> None:
     """Ask SLURM (sbatch --test-only) whether it would run a job with these requests; ConfigError if not."""
-    from ssmpipe.config import ConfigError
-
     executor_parameters(requests, "check")  # a line break in a request: refused before SLURM is asked
     if not shutil.which("sbatch"):
         raise ConfigError("launcher = 'slurm', but sbatch is not on PATH: run on a SLURM login node, "
@@ -150,12 +122,8 @@ def check_requests(requests: dict) -> None:
 
 
 def log_folder(results: str | Path, sweep: str) -> Path:
-    """The sweep's folder of SLURM logs (and submitit's job files): Store(results).sweep_dir(sweep) / "slurm".
-
-    Spelled out, not asked of ssmpipe.store: importing it (pyarrow, pandas) would cost each
-    waiting train job ~45 MB.
-    """
-    return Path(results).resolve() / sweep / "slurm"
+    """The sweep's folder of SLURM logs (and submitit's job files), by its absolute path."""
+    return Layout(Path(results).resolve()).slurm_dir(sweep)
 
 
 def job_folder(folder: Path) -> Path:
@@ -165,32 +133,28 @@ def job_folder(folder: Path) -> Path:
     and its result (<id>_0_result.pkl, unpickled by the waiting process) into it, and writes
     the path into the sbatch script: only the user running ssmpipe may write there.
     """
-    from ssmpipe.config import ConfigError
-
     if _breaks_line(str(folder)):
         raise ConfigError(f"results = {str(folder)!r}: a results path for SLURM jobs is one line")
     return private_dir(folder)
 
 
-def private_dir(folder: Path) -> Path:
-    """`folder`, created if missing, readable and writable by its owner only (0700): for files that get unpickled."""
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o700)
-    return folder
-
-
 def train(results: str | Path, shard: str, sweep: str, requests: dict) -> None:
-    """Train `shard` as a SLURM job with the `slurm:` `requests`, logging to `sweep`'s folder; wait for it."""
+    """Train `shard` as a SLURM job with the `slurm:` `requests`, logging to `sweep`'s folder; wait for it.
+
+    The job is named `ssmpipe-<shard>-<store hash>` (the same shard may train in two stores). Signalled before its
+    time limit (or preempted) it is requeued, and `train_shard` resumes from the shard's per-epoch checkpoint. A job
+    that ends without writing the shard raises JobFailed naming its id, state and log; stopping the waiting process
+    (SIGINT/SIGTERM/SIGHUP) cancels it, and the checkpoint stays, so a rerun resumes."""
     results = Path(results).resolve()
     job = TrainShard(str(results), shard, requests["cpus_per_task"], requests["gpus_per_node"])
     run(job, log_folder(results, sweep), requests, job_name(results, shard), f"shard {shard}", results)
 
 
 def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict, name: str, what: str,
-        results: str | Path | None = None):
+        results: str | Path | None = None, nodes: int = 1):
     """Run `function` as one SLURM job named `name` with the `slurm:` requests, logs in `folder`; wait for it.
 
-    Returns what `function` returned. Refused (JobFailed) while a job of that name is
+    Returns what `function` returned (on `nodes` > 1: task 0's). Refused (JobFailed) while a job of that name is
     queued or running; SIGINT/SIGTERM/SIGHUP meanwhile cancel the job; a job that ends
     without a result raises JobFailed naming `what`, its id, state and log. Its state comes
     from the store's shared poll (`StoreJobs`; the store at `results`, by default the one
@@ -207,20 +171,23 @@ def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict,
                         f"wait for it to end or `scancel {live[0]}`, then run again (it resumes)")
     executor = submitit.AutoExecutor(folder=job_folder(folder), cluster="slurm",
                                      slurm_max_num_timeout=requests["max_timeouts"])
-    executor.update_parameters(**executor_parameters(requests, name))
+    executor.update_parameters(**executor_parameters(requests, name, nodes=nodes))
     try:
         job = executor.submit(function)
-    except submitit.core.utils.FailedJobError as e:  # sbatch said no: its message names what
-        raise JobFailed(f"{what}: sbatch refused the job (slurm: {_describe(requests)}): {str(e).strip()}") from None
-    log.info("%s: SLURM job %s (%s); log %s", what, job.job_id, _describe(requests), job.paths.stderr)
+    except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:  # sbatch said no, and why
+        why = (e.output or b"").decode(errors="replace") if isinstance(e, subprocess.CalledProcessError) else str(e)
+        raise JobFailed(f"{what}: sbatch refused the job (slurm: {_describe(requests)}): {why.strip()}") from None
+    head = job.task(0) if nodes > 1 else job  # the task whose log and result count
+    log.info("%s: SLURM job %s (%s%s); log %s", what, job.job_id, f"{nodes} nodes × " if nodes > 1 else "",
+             _describe(requests), head.paths.stderr)
     with _cancelled_on_signal(job):
         ended = _wait(job, jobs)
     if ended:  # over without a result file: no need to ask submitit (sacct) again
-        raise JobFailed(_failure(job, what, ended))
+        raise JobFailed(_failure(head, what, ended))
     try:
-        result = job.result()
+        result = job.results()[0] if nodes > 1 else job.result()
     except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError):
-        raise JobFailed(_failure(job, what)) from None
+        raise JobFailed(_failure(head, what)) from None
     log.info("%s: SLURM job %s done", what, job.job_id)
     return result
 
@@ -259,6 +226,14 @@ def ended_jobs(results: str | Path, shards: list[str], days: int = 30) -> dict[s
 class StoreJobs:
     """The SLURM jobs of the store at `results`, from one status query per `poll_s` shared by its processes.
 
+    Whichever waiter first finds jobs.json older than poll_s and takes poll.lock (without waiting)
+    runs one `squeue` for this user's jobs, keeps those named `ssmpipe-*-<store hash>` (and the jobs
+    waited for), runs one `sacct -j` for the waited-for jobs that left the queue without a result
+    file, and writes jobs.json atomically; the others only read it. A poller that dies frees the
+    lock; one that hangs leaves jobs.json to age, and past `stale_s` a waiter waits `hung_s` for the
+    lock, then polls without it. `ssmpipe status` and the check before a submission read the same
+    file when it is fresh, and poll once (as the poller) when it is not.
+
     Its files, in <results>/store/slurm/ (private, 0700): jobs.json, the last poll
     ({"time", "jobs": {job id: {"name", "queue": squeue's state, "end": sacct's end state}}},
     written atomically); poll.lock, held by the process polling; waiting/<job id>.json, one
@@ -272,7 +247,7 @@ class StoreJobs:
         self.hung_s = 130                     # a poll takes at most 2 x 60 s (squeue, sacct, their timeouts)
         # jobs.json older than this while poll.lock is held: a poller hangs
         self.stale_s = 2 * self.poll_s + self.hung_s
-        self.folder = self.results / "store" / "slurm"
+        self.folder = Layout(self.results).slurm_state_dir()
         self.path = self.folder / "jobs.json"
         self.waiting = self.folder / "waiting"
         self._suffix = f"-{store_hash(self.results)}"

@@ -26,7 +26,9 @@ from pathlib import Path
 
 from ssmpipe import config as cfg
 from ssmpipe import progress, slurm, sweep
-from ssmpipe.store import STATUSES, Store, read_runs
+from ssmpipe.columns import STATUSES
+from ssmpipe.runs import read_runs
+from ssmpipe.store import Store
 
 STATES = (*STATUSES, "training", "queued", "job failed", "interrupted", "to train")
 SHOWN = 20  # shards listed with their progress, at most

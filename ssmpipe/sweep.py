@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import hashlib
 import itertools
 import json
 import math
@@ -21,10 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from ssmpipe import config as cfg
-from ssmpipe import data
-from ssmpipe.store import Store, _claimed, _plain
-
-PER_POINT_KEYS = ("seed", "model.init")  # settings that may differ inside one packed model
+from ssmpipe import data, manifest
+from ssmpipe.keys import canonical, coerce, digest, is_per_point, pack_key, sha16, shared_settings, typed
+from ssmpipe.store import Store, claimed_ids
 
 
 @dataclass(frozen=True)
@@ -44,68 +42,6 @@ class Plan:
     pending: list[str] = field(default_factory=list)  # shards still to train
     data: dict[str, dict[str, dict]] = field(default_factory=dict)  # pending shard -> data key -> data spec
     untrusted: list[str] = field(default_factory=list)  # store files that fail their checks (write=True moves them)
-
-
-def typed(settings: dict, types: dict[str, str] | None = None) -> dict:
-    """Settings with numbers as the schema types them (-1 and -1.0 both become -1.0)."""
-    types = types or cfg.setting_types()
-    out = _plain(settings)  # a fresh copy of the nested dicts and lists
-    for key, kind in types.items():
-        try:
-            cfg.set_path(out, key, _coerce(cfg.get_path(out, key), kind))
-        except KeyError:
-            continue
-    return out
-
-
-def _coerce(value, kind: str):
-    if isinstance(value, bool):
-        return value
-    return float(value) if kind == "number" else int(value) if kind == "integer" else value
-
-
-def canonical(obj) -> str:
-    """The JSON text a digest hashes: sorted keys, no spaces."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"))
-
-
-def digest(obj) -> str:
-    return _sha(canonical(obj))
-
-
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def run_id(settings: dict) -> str:
-    """Hash of the canonical resolved settings (sorted keys, schema-typed numbers)."""
-    return digest(typed(settings, _setting_types()))
-
-
-@functools.lru_cache(maxsize=1)
-def _setting_types() -> dict[str, str]:
-    return cfg.setting_types()  # the schema is read once per process
-
-
-def pack_key(settings: dict) -> str:
-    """Points with the same pack key have the same shapes, data and optimiser: they pack."""
-    return digest(_without_per_point(settings))
-
-
-def _without_per_point(settings: dict) -> dict:
-    shared = dict(settings)
-    for key in PER_POINT_KEYS:  # copied only along the key's path: the rest is shared, read-only
-        *parents, last = key.split(".")
-        node = shared
-        for part in parents:
-            node[part] = dict(node[part])
-            node = node[part]
-        node.pop(last, None)
-    return shared
-
-
-def _is_per_point(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in PER_POINT_KEYS)
 
 
 def _with(settings: dict, keys: list[str], values) -> dict:
@@ -175,7 +111,7 @@ class _Hasher:
         for h, part in zip(self.order, self.parts[1:]):
             i = self.holes[h]
             pieces += (self.encoded[i][index[i]], part)
-        return _sha("".join(pieces))
+        return sha16("".join(pieces))
 
 
 @contextmanager
@@ -197,10 +133,10 @@ def expand(config: dict) -> list[Point]:
     types = cfg.setting_types()
     fixed = typed(config["fixed"], types)
     keys = sorted(config["grid"])
-    axes = [[_coerce(v, types[k]) for v in config["grid"][k]] for k in keys]  # typed once, not per point
+    axes = [[coerce(v, types[k]) for v in config["grid"][k]] for k in keys]  # typed once, not per point
     ids = _Hasher(fixed, keys, axes)
-    packs = _Hasher(fixed, keys, axes, drop=_without_per_point, holes=lambda k: not _is_per_point(k))
-    shared = [i for i in range(len(keys)) if not _is_per_point(keys[i])]  # the axes a pack key depends on
+    packs = _Hasher(fixed, keys, axes, drop=shared_settings, holes=lambda k: not is_per_point(k))
+    shared = [i for i in range(len(keys)) if not is_per_point(keys[i])]  # the axes a pack key depends on
     pack_of: dict[tuple, str] = {}
     put = _setter(tuple(keys))
     points = []
@@ -252,7 +188,7 @@ def _plan(config: dict, write: bool, planned: dict[str, list[str]]) -> Plan:
 
     known = {p.run_id: p.settings for p in points}
     ours = ((shard, spec) for shard, spec in store.iter_specs()  # every spec that may hold our points
-            if not (claimed := _claimed(spec)) or any(rid in by_id for rid in claimed))
+            if not (claimed := claimed_ids(spec)) or any(rid in by_id for rid in claimed))
     trusted: dict[str, list[str]] = {}  # shard -> run ids, of every spec that may hold our points and checks out
     done: set[str] = set()              # those whose rows are stored and check out
     untrusted: list[str] = []
@@ -296,7 +232,7 @@ def _plan(config: dict, write: bool, planned: dict[str, list[str]]) -> Plan:
     result = Plan(config, points, shard_of, sorted(set(shard_of.values())), pending,
                   _data_of(points, shard_of, pending), [] if write else untrusted)
     if write:
-        store.write_manifest(config, result)
+        manifest.write_manifest(store, config, result)
     return result
 
 
@@ -320,20 +256,19 @@ def unwritten(plan: Plan) -> list[str]:
     write=False), its config snapshot aside (`changed_snapshot`): untrusted files to quarantine, new shard
     specs, a manifest that differs, a table or report gone stale. Empty: the store is as planned. Reads only."""
     store = Store(plan.config["results"])
-    manifest = store.manifest_path(plan.config["sweep"])
+    points = store.manifest_path(plan.config["sweep"])
     why = [f"{path} cannot be trusted" for path in plan.untrusted]
     why += [f"{store.spec_path(s)} is new" for s in plan.pending if not store.spec_path(s).exists()]
-    if not manifest.is_file() or manifest.read_text() != store.manifest_text(plan.config, plan):
-        why.append(f"{manifest} changes")
-    why += [f"{path} is stale" for path in store.stale_outputs(plan.config, plan)]
+    if not points.is_file() or points.read_text() != manifest.manifest_text(plan.config, plan):
+        why.append(f"{points} changes")
+    why += [f"{path} is stale" for path in manifest.stale_outputs(store, plan.config, plan)]
     return why
 
 
 def changed_snapshot(config: dict) -> bool:
     """Whether the sweep's config snapshot (<results>/<sweep>/config.yaml) differs from `config`. Reads only."""
-    store = Store(config["results"])
-    path = store.config_path(config["sweep"])
-    return not path.is_file() or path.read_text() != store.snapshot_text(config)
+    path = Store(config["results"]).config_path(config["sweep"])
+    return not path.is_file() or path.read_text() != manifest.snapshot_text(config)
 
 
 def data_specs(settings_list) -> dict[str, dict]:

@@ -28,10 +28,13 @@ from tqdm import tqdm
 from ssmpipe import data
 from ssmpipe import progress as live
 from ssmpipe.atomic import atomic_path
+from ssmpipe.checkpoint import device_free, load_state
+from ssmpipe.errors import StoreError
+from ssmpipe.keys import pack_key
 from ssmpipe.measures import chance_accuracy, measure_packed
 from ssmpipe.models import PackedModel, build_model, init_from_data
-from ssmpipe.store import Store, StoreError, device_free, load_state, read_runs, write_runs
-from ssmpipe.sweep import pack_key
+from ssmpipe.runs import read_runs
+from ssmpipe.store import Store
 
 log = logging.getLogger("ssmpipe.train")
 
@@ -443,7 +446,7 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
 
     rows = [r for key in sorted(state["finished"]) for r in state["finished"][key]]
     try:
-        write_runs(rows, store.runs_path(shard))
+        store.write_runs(shard, rows)
     except OSError as e:
         raise TrainIOError(f"shard {shard}: I/O error writing its rows ({e}); its checkpoint {ckpt_path} is kept: "
                            f"rerun to continue") from e

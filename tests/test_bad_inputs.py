@@ -343,12 +343,13 @@ def test_npz_load_refuses_what_the_check_refuses(tmp_path):
 
 def failed_sweep(tmp: Path, statuses: list[str]) -> None:
     """results/tiny/ holding a table of 8 runs, statuses in turn, as the workflow would leave it."""
-    from ssmpipe import sweep
-    from ssmpipe.store import Store, rows_to_table
+    from ssmpipe import manifest, sweep
+    from ssmpipe.runs import rows_to_table
+    from ssmpipe.store import Store
 
     config = cfg.check(tiny_config(results=str(tmp / "results")))
     plan = sweep.plan(config, write=False)
-    Store(config["results"]).write_manifest(config, plan)
+    manifest.write_manifest(Store(config["results"]), config, plan)
     rows = [{"run_id": p.run_id, "shard_id": plan.shard_of[p.run_id], "settings": p.settings, "epoch": epoch,
              "status": statuses[i % len(statuses)], "train_loss": NAN if epoch else 1.0, "test_loss": NAN,
              "error": f"RuntimeError: boom {i}\nsecond line" if statuses[i % len(statuses)] == "failed" else None}

@@ -11,7 +11,9 @@ from conftest import tiny_config
 
 from ssmpipe import config as cfg
 from ssmpipe import sweep, train
-from ssmpipe.store import Store, StoreError, load_state
+from ssmpipe.checkpoint import load_state
+from ssmpipe.errors import StoreError
+from ssmpipe.store import Store
 
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
 SHARD = {"shard_size": 100, "grid.seq_len": [16], "grid.seed": [0, 1], "grid.model.init.real": [-0.5, -0.1],
@@ -143,7 +145,7 @@ def test_runs_files_from_before_the_device_columns_aggregate_with_them_null(tmp_
     that has them, its rows null there."""
     import pyarrow.parquet as pq
 
-    from ssmpipe.store import aggregate
+    from ssmpipe.table import aggregate
 
     config = cfg.check(tiny_config(results=str(tmp_path), shard_size=2))
     plan = sweep.plan(config)

@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO, tiny_config
 
 from ssmpipe import config as cfg
-from ssmpipe import sweep, tune
+from ssmpipe import keys, sweep, tune
 
 # conftest's tiny sweep: (model.init.real, seq_len, seed) -> run id.
 TINY_IDS = {(-0.5, 16, 0): "483deacb321cbfbd", (-0.5, 24, 0): "94592066c4b4f237", (-0.5, 16, 1): "0becc541e1c30ba7",
@@ -54,7 +54,7 @@ def test_tiny_sweep_keeps_its_run_ids_packs_shards_and_data_keys(tmp_path):
     assert plan.shards == TINY_SHARDS == plan.pending  # an empty store: every shard new
     assert _data_keys(plan) == TINY_DATA
     for p in plan.points:  # the fast grid hasher and the plain hash of a point's settings agree
-        assert sweep.run_id(p.settings) == p.run_id and sweep.pack_key(p.settings) == p.pack
+        assert keys.run_id(p.settings) == p.run_id and keys.pack_key(p.settings) == p.pack
 
 
 def test_selective_sweep_keeps_its_run_ids_and_shards(tmp_path):
@@ -74,7 +74,7 @@ def test_a_sweep_over_a_data_folder_keeps_its_ids(tmp_path, monkeypatch):
 
 def test_a_tune_trial_has_the_run_id_of_the_same_grid_point(tmp_path):
     config = cfg.check(tiny_config(results=str(tmp_path), tune={"space": {"train.lr": {"loguniform": [0.001, 0.1]}}}))
-    assert sweep.run_id(tune.trial_settings(config["fixed"], {"train.lr": 0.01})) == TINY_IDS[(-0.5, 16, 0)]
+    assert keys.run_id(tune.trial_settings(config["fixed"], {"train.lr": 0.01})) == TINY_IDS[(-0.5, 16, 0)]
 
 
 @pytest.mark.parametrize("module, name", [("ssmpipe.slurm", "TrainShard"), ("ssmpipe.tune.cluster", "StudyJob")])

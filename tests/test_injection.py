@@ -115,7 +115,9 @@ def test_a_crafted_trial_checkpoint_is_refused_naming_it(tmp_path, writer):
     """A state.pt whose unpickling would run os.system: an error naming the file, the command never run."""
     from ray import tune
 
-    from ssmpipe.store import Store, StoreError, load_state
+    from ssmpipe.checkpoint import load_state
+    from ssmpipe.errors import StoreError
+    from ssmpipe.store import Store
     from ssmpipe.tune.study import STATE, settle
 
     folder = tmp_path / "results" / "s" / "ray" / "t1" / "checkpoint_000001"
@@ -138,7 +140,8 @@ def test_a_crafted_trial_checkpoint_is_refused_naming_it(tmp_path, writer):
 def test_a_trial_state_loads_weights_only(tmp_path):
     """What train_group checkpoints (tensors, generator states, optimiser state, rows) is in weights_only's set."""
     from ssmpipe import data, sweep
-    from ssmpipe.store import Store, load_state
+    from ssmpipe.checkpoint import load_state
+    from ssmpipe.store import Store
     from ssmpipe.train import ensure_data, length_data, pack_key, train_group
 
     config = cfg.check(tiny_config(results=str(tmp_path / "results")))

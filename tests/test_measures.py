@@ -7,7 +7,8 @@ from conftest import tiny_config
 
 from ssmpipe import config as cfg
 from ssmpipe import data, sweep
-from ssmpipe.store import MEASURES, Store
+from ssmpipe.columns import MEASURES
+from ssmpipe.store import Store
 from ssmpipe.train import ensure_data, length_data, train_group
 
 
@@ -115,8 +116,8 @@ def test_memory_function_rows_sum_to_the_capacity(tmp_path):
 
 
 def test_gram_condition_is_finite_for_distinct_modes_and_capped_when_they_coincide(tmp_path):
+    from ssmpipe.columns import GRAM_SINGULAR
     from ssmpipe.models.s4d import S4D
-    from ssmpipe.store import GRAM_SINGULAR
     from ssmpipe.theory import gram_condition, s4d_system
 
     def run(imag):

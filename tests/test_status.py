@@ -12,8 +12,9 @@ from conftest import tiny_config, write_config
 
 from ssmpipe import config as cfg
 from ssmpipe import progress, sweep
+from ssmpipe.runs import write_runs
 from ssmpipe.status import sweep_status
-from ssmpipe.store import Store, write_runs
+from ssmpipe.store import Store
 
 
 def test_status_counts_a_5000_point_sweep_by_state(tmp_path):

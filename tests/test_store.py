@@ -19,6 +19,9 @@ from conftest import TINY, tiny_config
 from ssmpipe import config as cfg
 from ssmpipe import store, sweep
 from ssmpipe.atomic import atomic_path
+from ssmpipe.errors import StoreError
+from ssmpipe.runs import read_runs, rows_to_table, runs_schema, write_runs
+from ssmpipe.table import aggregate
 
 
 def _rows(points, epochs=2):
@@ -37,9 +40,9 @@ def test_round_trip_keeps_values_and_types(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
     rows = _rows(points)
     path = tmp_path / "runs.parquet"
-    store.write_runs(rows, path)
-    table = store.read_runs([path])
-    assert table.schema == store.runs_schema()
+    write_runs(rows, path)
+    table = read_runs([path])
+    assert table.schema == runs_schema()
     df = table.to_pandas()
     assert len(df) == len(rows) and df["run_id"].nunique() == len(points)
     assert df["model.init.real"].dtype == "float64" and df["seq_len"].dtype == "int64"
@@ -55,24 +58,24 @@ def test_round_trip_keeps_values_and_types(tmp_path):
 
 def test_read_runs_filters_run_ids(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
-    store.write_runs(_rows(points[:4]), tmp_path / "a.parquet")
-    store.write_runs(_rows(points[4:]), tmp_path / "b.parquet")
+    write_runs(_rows(points[:4]), tmp_path / "a.parquet")
+    write_runs(_rows(points[4:]), tmp_path / "b.parquet")
     want = [points[0].run_id, points[5].run_id]
-    table = store.read_runs([tmp_path / "a.parquet", tmp_path / "b.parquet"], want)
+    table = read_runs([tmp_path / "a.parquet", tmp_path / "b.parquet"], want)
     assert sorted(set(table.column("run_id").to_pylist())) == sorted(want)
 
 
 def test_a_runs_rows_are_never_replaced_by_fewer_unless_it_failed(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))[:2]
     path = tmp_path / "runs.parquet"
-    store.write_runs(_rows(points, epochs=3), path)
-    with pytest.raises(store.StoreError, match=f"refusing to replace the 4 rows of run {points[0].run_id} with 2"):
-        store.write_runs(_rows(points, epochs=1), path)
+    write_runs(_rows(points, epochs=3), path)
+    with pytest.raises(StoreError, match=f"refusing to replace the 4 rows of run {points[0].run_id} with 2"):
+        write_runs(_rows(points, epochs=1), path)
     assert pq.read_table(path).num_rows == 8                                # the file is as it was
-    store.write_runs(_rows(points, epochs=5), path)                        # more rows: fine
+    write_runs(_rows(points, epochs=5), path)                        # more rows: fine
     failed = [{**r, "status": "failed"} for r in _rows(points, epochs=5)]
-    store.write_runs(failed, path)
-    store.write_runs(_rows(points, epochs=1), path)                        # a failed run may be tried again
+    write_runs(failed, path)
+    write_runs(_rows(points, epochs=1), path)                        # a failed run may be tried again
     assert pq.read_table(path).num_rows == 4
 
 
@@ -84,25 +87,25 @@ def test_aggregate_needs_every_point_and_never_shrinks_silently(tmp_path, caplog
     for p in plan.points:
         by_shard.setdefault(plan.shard_of[p.run_id], []).append(p)
     for shard, members in by_shard.items():
-        store.write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
+        write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
     out = st.sweep_dir("tiny") / "runs.parquet"
-    assert store.aggregate(st, "tiny", out).num_rows == 8 * 3
+    assert aggregate(st, "tiny", out).num_rows == 8 * 3
     smaller = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0]}))
     sweep.plan(smaller)                                                     # the grid drops seed 1
-    assert store.aggregate(st, "tiny", out).num_rows == 4 * 3
+    assert aggregate(st, "tiny", out).num_rows == 4 * 3
     assert "shrinks from 24 to 12 rows (4 runs no longer in the sweep" in caplog.text
     assert pq.read_table(out.with_name("runs.previous.parquet")).num_rows == 24   # the old table is kept
     bigger = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0, 1, 2]}))
     sweep.plan(bigger)                                                      # seed 2: planned, not trained
-    with pytest.raises(store.StoreError, match=r"store/runs/\w+\.parquet does not exist: its 2 runs have no rows"):
-        store.aggregate(st, "tiny", out)
+    with pytest.raises(StoreError, match=r"store/runs/\w+\.parquet does not exist: its 2 runs have no rows"):
+        aggregate(st, "tiny", out)
 
 
 def _store_every_shard(plan, st):
     """Rows for every point of a plan, written to their shards as `ssmpipe train` writes them."""
     for shard in plan.shards:
         members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
-        store.write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
+        write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
 
 
 def _comparable(table):
@@ -134,19 +137,19 @@ def test_aggregate_rebuilds_the_settings_each_row_was_stored_with(tmp_path, grid
     plan = sweep.plan(config)
     st = store.Store(tmp_path)
     _store_every_shard(plan, st)
-    table = store.aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet")
-    stored = store.read_runs([st.runs_path(s) for s in plan.shards])
+    table = aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet")
+    stored = read_runs([st.runs_path(s) for s in plan.shards])
     assert _comparable(table.drop_columns(["sweep"])) == _comparable(stored)
-    assert table.column_names == [*store.runs_schema().names, "sweep"] and table.num_rows == len(plan.points) * 3
+    assert table.column_names == [*runs_schema().names, "sweep"] and table.num_rows == len(plan.points) * 3
     for key in grid:
         values = {cfg.get_path(p.settings, key) for p in plan.points}
         assert sorted(table.column(key).unique().to_pylist()) == sorted(values)
     if "task.path" in grid:
         assert len(table.column("task.data_hash").unique()) == 2
         Path(grid["task.path"][1]).unlink()                                # a data file gone: said, not misread
-        with pytest.raises(store.StoreError, match=r"config.yaml': its points' run ids cannot be computed again, "
+        with pytest.raises(StoreError, match=r"config.yaml': its points' run ids cannot be computed again, "
                                                    r"'.*b\.npz' is unreadable \(No such file"):
-            store.aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet")
+            aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet")
 
 
 def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_path):
@@ -157,7 +160,7 @@ def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_pat
     st = store.Store(tmp_path)
     _store_every_shard(plan, st)
     out = st.sweep_dir("tiny") / "runs.parquet"
-    store.aggregate(st, "tiny", out)
+    aggregate(st, "tiny", out)
     before = out.read_bytes()
     snapshot = st.config_path("tiny")
     good = snapshot.read_text()
@@ -174,23 +177,23 @@ def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_pat
             snapshot.unlink()
         else:
             snapshot.write_text(text)
-        with pytest.raises(store.StoreError) as e:
-            store.aggregate(st, "tiny", out)
+        with pytest.raises(StoreError) as e:
+            aggregate(st, "tiny", out)
         assert str(snapshot) in str(e.value) and words in str(e.value) and "StoreError" not in str(e.value), e.value
         assert out.read_bytes() == before
     snapshot.write_text(good)
-    assert store.aggregate(st, "tiny", out).num_rows == 8 * 3
+    assert aggregate(st, "tiny", out).num_rows == 8 * 3
 
 
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
     path = tmp_path / "runs.parquet"
     points = sweep.expand(cfg.check(tiny_config()))
-    store.write_runs(_rows(points[:2]), path)
+    write_runs(_rows(points[:2]), path)
     before = path.read_bytes()
     bad = _rows(points[:2])
     bad[0]["epoch"] = "not an int"
     with pytest.raises((ValueError, TypeError)):  # pyarrow's ArrowInvalid / ArrowTypeError
-        store.write_runs(bad, path)
+        write_runs(bad, path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["runs.parquet"]
 
@@ -221,7 +224,7 @@ def test_writer_killed_midway_never_leaves_a_partial_file(tmp_path):
 def test_parquet_is_readable_by_pyarrow_and_pandas(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
     path = tmp_path / "runs.parquet"
-    store.write_runs(_rows(points), path)
+    write_runs(_rows(points), path)
     assert pq.read_table(path).num_rows == pd.read_parquet(path).shape[0] == len(points) * 3
 
 
@@ -240,7 +243,7 @@ def test_runs_files_checked_together_get_the_verdicts_and_messages_of_one_by_one
     }
     st.runs_path("x").parent.mkdir(parents=True)
     for shard, rows in damaged.items():
-        pq.write_table(store.rows_to_table(rows), st.runs_path(shard))
+        pq.write_table(rows_to_table(rows), st.runs_path(shard))
     st.runs_path("truncated").write_bytes(st.runs_path("good").read_bytes()[:300])
     expected = {shard: ids for shard in [*damaged, "truncated"]}
     together = st.runs_problems(expected)
@@ -254,16 +257,16 @@ def test_runs_files_checked_together_get_the_verdicts_and_messages_of_one_by_one
 
 def test_read_runs_fills_the_columns_an_older_file_lacks(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
-    table = store.rows_to_table(_rows(points[:2]))
+    table = rows_to_table(_rows(points[:2]))
     old = table.drop_columns(["grad_norm", "tau_layers", "study"])
     pq.write_table(old, tmp_path / "old.parquet")
-    store.write_runs(_rows(points[2:4]), tmp_path / "new.parquet")
-    both = store.read_runs([tmp_path / "old.parquet", tmp_path / "new.parquet"])
-    assert both.schema == store.runs_schema() and both.num_rows == 4 * 3
+    write_runs(_rows(points[2:4]), tmp_path / "new.parquet")
+    both = read_runs([tmp_path / "old.parquet", tmp_path / "new.parquet"])
+    assert both.schema == runs_schema() and both.num_rows == 4 * 3
     assert both.column("grad_norm").null_count == both.num_rows
-    with pytest.raises(store.StoreError, match="bad.parquet: not a runs table"):
+    with pytest.raises(StoreError, match="bad.parquet: not a runs table"):
         (tmp_path / "bad.parquet").write_bytes(b"not parquet")
-        store.read_runs([tmp_path / "new.parquet", tmp_path / "bad.parquet"])
+        read_runs([tmp_path / "new.parquet", tmp_path / "bad.parquet"])
 
 
 NEW_MEASURES = ["chance_acc", "dt", "rho_A", "S2"]  # columns added after runs files were already stored
@@ -279,7 +282,7 @@ def test_aggregate_reads_runs_files_written_before_the_new_measures_with_them_nu
         members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
         rows = [{**r, "shard_id": shard, "chance_acc": 0.25, "dt": 0.01, "rho_A": 0.9, "S2": 12.0}
                 for r in _rows(members)]
-        store.write_runs(rows, st.runs_path(shard))
+        write_runs(rows, st.runs_path(shard))
     old = plan.shards[0]
     table = pq.read_table(st.runs_path(old))
     assert set(NEW_MEASURES) <= set(table.column_names)
@@ -288,7 +291,7 @@ def test_aggregate_reads_runs_files_written_before_the_new_measures_with_them_nu
     assert again.pending == [] and again.untrusted == [] and st.runs_path(old).exists()
     assert not (tmp_path / "store" / "quarantine").exists()
     out = st.sweep_dir("tiny") / "runs.parquet"
-    df = store.aggregate(st, "tiny", out).to_pandas()
+    df = aggregate(st, "tiny", out).to_pandas()
     assert len(df) == len(plan.points) * 3 and pq.read_table(out).schema.field("S2").type == "double"
     from_old = df["shard_id"] == old
     assert 0 < from_old.sum() < len(df)
@@ -298,14 +301,14 @@ def test_aggregate_reads_runs_files_written_before_the_new_measures_with_them_nu
 
 
 def test_a_verified_runs_file_is_skipped_until_it_changes_then_checked_again(tmp_path, monkeypatch):
-    """write_runs records what it wrote; a check reads only files changed since (same size, mtime put back: still
+    """Store.write_runs records what it wrote; a check reads only files changed since (same size, mtime put back: still
     read), and a record that is not JSON is ignored."""
     config = cfg.check(tiny_config(results=str(tmp_path), shard_size=2))
     plan = sweep.plan(config)
     st = store.Store(tmp_path)
     for shard in plan.shards:
         members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
-        store.write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
+        st.write_runs(shard, [{**r, "shard_id": shard} for r in _rows(members)])
     read = []  # the runs files a check reads
     real = store._epoch_counts
     monkeypatch.setattr(store, "_epoch_counts", lambda paths: read.extend(paths) or real(paths))
@@ -324,7 +327,7 @@ def test_a_verified_runs_file_is_skipped_until_it_changes_then_checked_again(tmp
     table = pq.read_table(st.runs_path(replaced))
     with atomic_path(st.runs_path(replaced)) as tmp:                       # the same rows, a new file
         pq.write_table(table, tmp)
-    (tmp_path / "store" / "verified" / f"{garbled}.json").write_text("{not json")
+    st.verified_path(garbled).write_text("{not json")
 
     again = sweep.plan(config)                                             # the plan job: checks, repairs, records
     assert sorted(read) == sorted(str(st.runs_path(s)) for s in (edited, replaced, garbled))

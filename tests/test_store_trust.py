@@ -18,7 +18,8 @@ from conftest import job_counts, snakemake, tiny_config, write_config
 
 from ssmpipe import config as cfg
 from ssmpipe import data, sweep
-from ssmpipe.store import Store, load_state
+from ssmpipe.checkpoint import load_state
+from ssmpipe.store import Store
 
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc", "tau", "mc"]
 

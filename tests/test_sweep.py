@@ -5,8 +5,8 @@ import json
 from conftest import tiny_config
 
 from ssmpipe import config as cfg
-from ssmpipe import sweep
-from ssmpipe.store import write_runs
+from ssmpipe import keys, sweep
+from ssmpipe.runs import write_runs
 
 
 def test_expansion_is_the_grid_product():
@@ -29,7 +29,7 @@ def test_run_id_ignores_key_order_and_number_spelling():
     respelled["model"]["init"]["dt_min"] = "1e-3"     # YAML 1.1 reads this spelling as a string
     respelled["train"]["lr"] = 1e-2
     respelled = cfg.check({"sweep": "x", "fixed": respelled})["fixed"]
-    assert sweep.run_id(reordered) == sweep.run_id(settings) == sweep.run_id(respelled)
+    assert keys.run_id(reordered) == keys.run_id(settings) == keys.run_id(respelled)
 
 
 def test_run_id_is_stable_across_processes_and_sweeps():
@@ -41,14 +41,14 @@ def test_run_id_is_stable_across_processes_and_sweeps():
          if p.settings["seq_len"] == 16 and p.settings["model"]["init"]["real"] == 0.0}
     assert a[0] == b[0] and a[1] == b[1] and b[7] not in a.values()
     # a literal pins the hash function itself: changing it would orphan every stored run
-    assert sweep.digest({"b": [1, "x"], "a": 1.0}) == "8d2bede2b25fb2f2"
+    assert keys.digest({"b": [1, "x"], "a": 1.0}) == "8d2bede2b25fb2f2"
 
 
 def test_run_id_changes_with_any_setting():
     settings = sweep.expand(cfg.check(tiny_config()))[0].settings
     changed = json.loads(json.dumps(settings))
     changed["train"]["lr"] *= 1.0000001
-    assert sweep.run_id(changed) != sweep.run_id(settings)
+    assert keys.run_id(changed) != keys.run_id(settings)
 
 
 def test_shards_pack_and_respect_shard_size(tmp_path):
@@ -60,7 +60,7 @@ def test_shards_pack_and_respect_shard_size(tmp_path):
     assert set(by_shard) == set(plan.shards) == set(plan.pending)
     for members in by_shard.values():
         assert 1 <= len(members) <= 3
-        assert len({sweep.pack_key(p.settings) for p in members}) == 1  # one packed model per shard
+        assert len({keys.pack_key(p.settings) for p in members}) == 1  # one packed model per shard
     # 2 lengths -> 2 pack groups of 4 points -> 2 shards each (sizes 2+2, balanced)
     assert sorted(len(m) for m in by_shard.values()) == [2, 2, 2, 2]
 
@@ -99,8 +99,8 @@ def test_expanded_ids_and_pack_keys_equal_hashing_each_point_whole():
     points = sweep.expand(config)
     assert len(points) == 3 * 1 * 2 * 2 * 2 * 2 * 2 * 2
     for p in points:
-        assert p.run_id == sweep.run_id(p.settings) == sweep.digest(p.settings)
-        assert p.pack == sweep.pack_key(p.settings)
+        assert p.run_id == keys.run_id(p.settings) == keys.digest(p.settings)
+        assert p.pack == keys.pack_key(p.settings)
     assert len({p.run_id for p in points}) == len(points)
     assert len({p.pack for p in points}) == len(points) // (3 * 2 * 2)  # seed, init.real, init.dt pack together
 
@@ -119,7 +119,7 @@ def test_a_grid_over_task_path_hashes_each_point_with_its_data(tmp_path):
     points = sweep.expand(config)
     hashes = {p.settings["task"]["path"]: p.settings["task"]["data_hash"] for p in points}
     assert len(set(hashes.values())) == 2
-    assert all(p.run_id == sweep.run_id(p.settings) and p.pack == sweep.pack_key(p.settings) for p in points)
+    assert all(p.run_id == keys.run_id(p.settings) and p.pack == keys.pack_key(p.settings) for p in points)
 
 
 def test_plan_names_each_pending_shards_data_sets_as_its_spec_does(tmp_path):

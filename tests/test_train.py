@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from conftest import tiny_config
 
 from ssmpipe import config as cfg
-from ssmpipe import data, sweep
+from ssmpipe import data, keys, sweep
+from ssmpipe.checkpoint import load_state
 from ssmpipe.models import PackedModel, build_model, packing
-from ssmpipe.store import Store, load_state
+from ssmpipe.store import Store
 from ssmpipe.train import backward_part, ensure_data, train_group, train_shard
 
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
@@ -38,7 +39,7 @@ def test_packed_training_equals_separate_trainings(tmp_path, kind):
     reals = [-1.0, -0.5, 0.0] if kind == "s4d" else [-0.5]  # s4, selective: init.real plays no part
     points = _points(**{"grid.seq_len": [16], "grid.model.init.real": reals, "grid.seed": list(range(6 // len(reals))),
                         "fixed.train.epochs": 3, "fixed.model.kind": kind})
-    assert len({sweep.pack_key(p["settings"]) for p in points}) == 1 and len(points) == 6
+    assert len({keys.pack_key(p["settings"]) for p in points}) == 1 and len(points) == 6
     packed = _train(points, tmp_path)
     alone = pd.concat([_train([p], tmp_path) for p in points]).sort_index()
     assert packed.index.equals(alone.index) and len(packed) == 6 * 4
@@ -137,8 +138,8 @@ def test_a_failing_group_is_recorded_and_the_shard_goes_on(tmp_path):
     delay = sweep.expand(config)[0].settings
     data.save({**arrays, "x_train": arrays["x_train"] + 100}, npz)  # past config checks: settings made by hand
     bad = data.with_data_hash({**delay, "task": {**delay["task"], "name": "npz", "path": str(npz)}})
-    points = [(sweep.run_id(s), s) for s in (delay, bad)]
-    shard = sweep.digest(sorted(r for r, _ in points))
+    points = [(keys.run_id(s), s) for s in (delay, bad)]
+    shard = keys.digest(sorted(r for r, _ in points))
     store = Store(results)
     store.write_spec(shard, points)
     train_shard(str(results), shard)

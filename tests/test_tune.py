@@ -27,7 +27,7 @@ import pytest
 from conftest import job_counts, require_slurm, snakemake, tiny_config, write_config
 
 from ssmpipe import config as cfg
-from ssmpipe import sweep, tune
+from ssmpipe import keys, sweep, tune
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -74,15 +74,15 @@ def trial_files(results: Path, study: str) -> dict[str, Path]:
 def test_bad_space_is_an_error_naming_key_and_value(tmp_path, space, message):
     config = study_config(tmp_path, space=space)
     with pytest.raises(cfg.ConfigError) as e:
-        tune.check(cfg.check(config))
+        cfg.check_tune(cfg.check(config))
     assert message in str(e.value)
 
 
 def test_bad_study_settings_are_errors(tmp_path):
     with pytest.raises(cfg.ConfigError, match="tune.grace_period = 8 is more than the 6 epochs"):
-        tune.check(cfg.check(study_config(tmp_path, grace_period=8)))
+        cfg.check_tune(cfg.check(study_config(tmp_path, grace_period=8)))
     with pytest.raises(cfg.ConfigError, match="tune.space.seed: grid entries need tune.search 'random'"):
-        tune.check(cfg.check(study_config(tmp_path, search="optuna", space={"seed": {"grid": [0, 1]}})))
+        cfg.check_tune(cfg.check(study_config(tmp_path, search="optuna", space={"seed": {"grid": [0, 1]}})))
     with pytest.raises(cfg.ConfigError, match="tune.metric = 'accuracy'"):
         cfg.check(study_config(tmp_path, metric="accuracy"))
 
@@ -134,7 +134,7 @@ def test_asha_study_stops_trials_early_and_stores_every_trial(tmp_path):
         rows = pd.read_parquet(files[f"tune-s-{t['trial_id']}"])
         assert list(rows["epoch"]) == list(range(t["epochs"] + 1))  # epoch 0 (at init) to the last it trained
         assert set(rows["status"]) == {t["status"]} and set(rows["trial_id"]) == {t["trial_id"]}
-        assert set(rows["run_id"]) == {sweep.run_id(tune.trial_settings(checked["fixed"], t["params"]))}
+        assert set(rows["run_id"]) == {keys.run_id(tune.trial_settings(checked["fixed"], t["params"]))}
         assert rows["train.lr"].iloc[0] == pytest.approx(t["params"]["train.lr"])
         assert rows["test_acc"].notna().all()
     # Finished trials have a spec (grid sweeps reuse them); stopped ones do not (they are not fully trained).

@@ -23,13 +23,14 @@ import pyarrow.parquet as pq
 import yaml
 
 from ssmpipe.atomic import atomic_path, write_text
-from ssmpipe.config import InputError
+from ssmpipe.columns import STOPPED
+from ssmpipe.errors import InputError
+from ssmpipe.layout import Layout
 from ssmpipe.report import figures
 from ssmpipe.report import study as study_figures
 from ssmpipe.report.claims import CLAIMS
 from ssmpipe.report.config_block import config_section
 from ssmpipe.report.stats import LEVEL, RESAMPLES
-from ssmpipe.store import STOPPED, Store
 
 
 def figures_of(config: dict) -> dict:
@@ -79,16 +80,16 @@ PAGES = {  # file -> (title suffix, navigation label, the figure families it hol
 }
 
 
-def build_report(store: Store, sweep: str) -> Path:
+def build_report(store: Layout, sweep: str) -> Path:
     """index.html (everything), length.html and tradeoff.html (one family of figures each), figures/*.png.
 
     Figures of kind curves (training curves) not put on the length page show on index.html alone."""
-    folder = store.sweep_dir(sweep) / "report"
+    folder = store.report_dir(sweep)
     runs, config = read_sweep(store, sweep)
     final = figures.final_epoch(runs)
     nothing = nothing_ok(final)  # None when some run finished ok (or, in a study, was stopped early)
     head = [_status_section(final)]
-    study_json = store.sweep_dir(sweep) / "study.json"
+    study_json = store.study_path(sweep)
     study = None
     if study_json.is_file():  # a tune study (ssmpipe/tune): its best config and trials, not a grid's figures
         study = _read(study_json, lambda p: json.loads(p.read_text()), "a study summary (JSON)")
@@ -157,12 +158,12 @@ def _contents(sections: list[str]) -> str:
 _HEADING = re.compile(r'<section id="([^"]+)"><h2>(.*?)</h2>')
 
 
-def read_sweep(store: Store, sweep: str) -> tuple[pd.DataFrame, dict]:
+def read_sweep(store: Layout, sweep: str) -> tuple[pd.DataFrame, dict]:
     """The sweep's table (one row per run and epoch) and its config snapshot; an InputError names a bad file."""
-    runs = _read(store.sweep_dir(sweep) / "runs.parquet", _read_table, "a Parquet table")
+    runs = _read(store.table_path(sweep), _read_table, "a Parquet table")
     missing = sorted({"run_id", "epoch", "status", "error", "train_loss", "test_loss"} - set(runs.columns))
     if missing:
-        raise InputError(f"{str(store.sweep_dir(sweep) / 'runs.parquet')!r} is not a sweep's table "
+        raise InputError(f"{str(store.table_path(sweep))!r} is not a sweep's table "
                          f"(no column {', '.join(missing)})")
     return runs, read_config(store.config_path(sweep))
 

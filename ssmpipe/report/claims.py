@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from ssmpipe.columns import GRAM_SINGULAR
 from ssmpipe.report import stats
 from ssmpipe.report.stats import LEVEL, Test
-from ssmpipe.store import GRAM_SINGULAR
 
 SCALING, LAMBDA, S_A_INIT, IMAG, REAL = ("model.init.c_scaling", "reg.lambda", "model.init.s_A", "model.init.imag",
                                          "model.init.real")

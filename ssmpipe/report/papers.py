@@ -22,12 +22,12 @@ import pandas as pd
 from ssmpipe import config as cfg
 from ssmpipe.atomic import write_text
 from ssmpipe.config import InputError, needs_data
+from ssmpipe.layout import Layout
 from ssmpipe.report import STYLE, nothing_ok, read_config, read_sweep, tests_html, verdict_html
 from ssmpipe.report.claims import CLAIMS, Verdict
 from ssmpipe.report.claims import VERDICTS as TESTED
 from ssmpipe.report.figures import final_epoch, summarise
 from ssmpipe.report.stats import LEVEL
-from ssmpipe.store import Store
 
 NOT_RUN = "not run yet"
 NEEDS_DATA = "needs data"
@@ -136,10 +136,10 @@ def load_experiment(results: Path, item: str) -> Experiment:
     own = read_config(Path(item)) if item.endswith((".yaml", ".yml")) else None
     sweep = own["sweep"] if own else item
     cfg.check_name(sweep)
-    store = Store(results)
+    store = Layout(results)
     if not store.config_path(sweep).is_file() and own is None:
         raise InputError(f"no sweep {sweep!r} under {str(results)!r} (no {str(store.config_path(sweep))!r})")
-    if not (store.sweep_dir(sweep) / "runs.parquet").is_file():  # planned, or not even that: not run yet
+    if not store.table_path(sweep).is_file():  # planned, or not even that: not run yet
         config = read_config(store.config_path(sweep)) if own is None else own
         return Experiment(sweep, config, None, None, needs_data(config))
     runs, config = read_sweep(store, sweep)
@@ -172,7 +172,7 @@ def build_papers_page(results: Path, sweeps: list[str], out: Path | None = None)
     """Write the reproduction page for these sweeps (names or experiment files) to `out`
     (default <results>/papers/index.html); return its path."""
     results = Path(results)
-    out = Path(out) if out else results / "papers" / "index.html"
+    out = Path(out) if out else Layout(results).papers_path()
     experiments = list({e.sweep: e for e in (load_experiment(results, s) for s in sweeps)}.values())
     checks = [check(e, name) for e in experiments for name in e.config["report"].get("claims", [])]
     sections = [_paper_section(paper, title, [c for c in checks if REFERENCE[c.name].paper == paper],
@@ -307,7 +307,7 @@ def how_sure(e: Experiment, ref: Reference) -> str:
 
 def _links(e: Experiment, results: Path, here: Path) -> str:
     """Relative links to the experiment's report pages and figure files that exist."""
-    report = results / e.sweep / "report"
+    report = Layout(results).report_dir(e.sweep)
     pages = [(f, label) for f, label in (("index.html", "report"), ("length.html", "length"),
                                          ("tradeoff.html", "tradeoffs")) if (report / f).is_file()]
     figures = [(f"figures/{f['name']}.png", f.get("title", f["name"])) for f in e.config["report"].get("figures", [])

@@ -1,31 +1,9 @@
 """A study inside a SLURM allocation: one submitit job that starts Ray on its nodes and runs the study.
 
-`ssmpipe tune <config> --cluster slurm` submits `StudyJob` with the config's `slurm:`
-requests (job name `ssmpipe-tune-<study>-<store hash>`, logs in <results>/<study>/slurm/) and waits for
-it. The same `run_study` as on a workstation trains the trials and writes the same store
-files, study.json and table (the results folder must be on a file system the nodes share,
-as for grid sweeps on SLURM).
-
-One node (`slurm.nodes: 1`, the default): Ray starts in the job on the allocation's CPUs
-(and GPUs) only: `ray.init(num_cpus=slurm.cpus_per_task)`.
-
-Several nodes (`slurm.nodes: N`): the job has N tasks, one per node (submitit's nodes ×
-tasks_per_node=1), each with cpus_per_task CPUs, gpus_per_node GPUs and mem_gb. Task 0
-starts a Ray head on its node (`ray start --head --block`, on the node's address and a
-free port), writes that address and the cluster's token to a rendezvous file in the
-job's private folder (<results>/<study>/slurm/<job>_<restart>.ray-head) and runs the
-study against it once all N nodes have joined. Every other task reads the file and starts a Ray worker node
-(`ray start --address=<head> --block`) with its own CPUs and GPUs, until task 0 writes
-<job>_<restart>.ray-done (the study ended, or failed) or its Ray ends. Trials are placed
-on every node as resources allow (a trial asks for tune.cpus_per_trial CPUs, which each
-node must have); tune.max_concurrent_trials caps how many train at once across all
-nodes. Each trial records the SLURM node it ran on (study.json, `node`).
-
-The job is a submitit Checkpointable: signalled before its time limit (or preempted) it
-is requeued (task 0 requeues it; the others wait for the requeue), and the requeued job
-resumes the study from Ray's state in <results>/<study>/ray/ (Tuner.restore), as a rerun
-after a crash does. Stopping the waiting process (Ctrl-C) cancels the job; a rerun
-resumes the study.
+`ssmpipe tune <config> --cluster slurm` submits `StudyJob` with the config's `slurm:` requests
+(`slurm.run`); the same `run_study` as on a workstation trains the trials and writes the same
+store files. Several nodes (`slurm.nodes: N`): task 0 starts a Ray head, the others join it
+(`Rendezvous`). Requeued before its time limit, the job resumes the study from Ray's state.
 """
 
 from __future__ import annotations
@@ -45,9 +23,10 @@ from pathlib import Path
 
 import submitit
 
+from ssmpipe import config as cfg
 from ssmpipe import slurm
-from ssmpipe import tune as tn
-from ssmpipe.config import ConfigError
+from ssmpipe.errors import ConfigError
+from ssmpipe.layout import Layout
 from ssmpipe.tune import node_name
 
 log = logging.getLogger("ssmpipe.tune")
@@ -64,7 +43,17 @@ RAY_NODE_ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0"}
 
 
 class StudyJob(submitit.helpers.Checkpointable):
-    """What the study's SLURM job runs: `run_study` with Ray on the job's CPUs and GPUs (on each of its nodes)."""
+    """What the study's SLURM job runs: `run_study` with Ray on the job's CPUs and GPUs (on each of its nodes).
+
+    One node: Ray starts in the job on the allocation's CPUs (and GPUs) only. N nodes: one task per node,
+    each with cpus_per_task CPUs, gpus_per_node GPUs and mem_gb. Task 0 starts a Ray head on its node
+    (`ray start --head --block`), announces its address and the cluster's token in the job's private
+    folder, and runs the study once all N nodes have joined; every other task starts a Ray worker node
+    against it until task 0 says the study ended. Trials are placed on every node as resources allow
+    (tune.cpus_per_trial CPUs each; tune.max_concurrent_trials across nodes); each trial records its node.
+    Signalled before its time limit (or preempted), task 0 requeues the job, which resumes the study from
+    <results>/<study>/ray/ (Tuner.restore), as a rerun after a crash does.
+    """
 
     def __init__(self, config: dict, cpus: int, nodes: int = 1, folder: str | None = None):
         self.config, self.cpus, self.nodes, self.folder = config, cpus, nodes, folder
@@ -101,7 +90,7 @@ class StudyJob(submitit.helpers.Checkpointable):
         try:
             _wait_listening(ip, port, ray)
             meeting.announce(address, token)
-            log.info("study %s: Ray head at %s on %s; waiting for %d worker node(s)", tn.study_name(self.config),
+            log.info("study %s: Ray head at %s on %s; waiting for %d worker node(s)", cfg.study_name(self.config),
                      address, node_name(), nodes - 1)
             return run_study(self.config, cpus=self.cpus, address=address, nodes=nodes)
         finally:
@@ -238,37 +227,14 @@ def check_fits(config: dict) -> None:
 
 
 def run_on_slurm(config: dict) -> dict:
-    """Run the config's study as one SLURM job and wait for it; return its summary (study.json)."""
-    study = tn.study_name(config)
-    if not shutil.which("sbatch"):
-        raise slurm.JobFailed(f"study {study}: --cluster slurm needs sbatch on PATH (run on a SLURM login node)")
-    results, name = Path(config["results"]).resolve(), f"tune-{study}"
-    live = slurm.live_jobs(results, [name]).get(name)
-    if live:
-        raise slurm.JobFailed(f"study {study} already has SLURM job {live[0]} ({live[1]}): wait for it to end or "
-                              f"`scancel {live[0]}`, then run again (it resumes)")
+    """Run the config's study as one SLURM job (`slurm.run`) and wait for it; return its summary (study.json)."""
+    study = cfg.study_name(config)
+    results = Path(config["results"]).resolve()
     config = {**config, "results": str(results)}  # the job may start in another folder
     requests = config["slurm"]
     nodes = requests.get("nodes", 1)
     if nodes > 1:
         check_fits(config)
-    folder = slurm.job_folder(tn.study_dir(config).resolve() / "slurm")  # private: submitit pickles into it
-    executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=requests["max_timeouts"])
-    executor.update_parameters(**slurm.executor_parameters(requests, slurm.job_name(results, name), nodes=nodes))
-    try:
-        job = executor.submit(StudyJob(config, requests["cpus_per_task"], nodes, str(folder)))
-    except subprocess.CalledProcessError as e:
-        raise slurm.JobFailed(f"study {study}: sbatch refused the job: "
-                              f"{(e.output or b'').decode(errors='replace').strip()}") from None
-    head = job.task(0) if nodes > 1 else job  # the task that runs the study: its log, its result
-    log.info("study %s: SLURM job %s (%s%d CPU, %d GPU); log %s", study, job.job_id,
-             f"{nodes} nodes × " if nodes > 1 else "", requests["cpus_per_task"], requests["gpus_per_node"],
-             head.paths.stderr)
-    with slurm._cancelled_on_signal(job):
-        slurm._wait(job)
-    try:
-        summary = job.results()[0] if nodes > 1 else job.result()
-    except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError):
-        raise slurm.JobFailed(slurm._failure(head, name)) from None
-    log.info("study %s: SLURM job %s done", study, job.job_id)
-    return summary
+    folder = Layout(results).slurm_dir(study)  # made private by slurm.run: submitit pickles into it
+    job = StudyJob(config, requests["cpus_per_task"], nodes, str(folder))
+    return slurm.run(job, folder, requests, slurm.job_name(results, f"tune-{study}"), f"study {study}", results, nodes)

@@ -30,13 +30,16 @@ import torch
 import yaml
 from ray import tune
 
+from ssmpipe import config as cfg
 from ssmpipe import data
 from ssmpipe import tune as tn
-from ssmpipe.atomic import atomic_path, write_text
-from ssmpipe.config import ConfigError
-from ssmpipe.slurm import private_dir
-from ssmpipe.store import METRICS, STOPPED, Store, _plain, device_free, load_state, read_runs, write_runs
-from ssmpipe.sweep import run_id as run_id_of
+from ssmpipe.atomic import atomic_path, private_dir, write_text
+from ssmpipe.checkpoint import load_state
+from ssmpipe.columns import METRICS, STOPPED
+from ssmpipe.errors import ConfigError
+from ssmpipe.keys import run_id as run_id_of
+from ssmpipe.runs import read_runs
+from ssmpipe.store import Store
 from ssmpipe.tune import StudyInterrupted
 
 log = logging.getLogger("ssmpipe.tune")
@@ -86,8 +89,7 @@ def trial(params: dict, ctx: dict) -> None:
 
     last = {"state": resume, "reporting": False}
 
-    def report(*args) -> None:  # train_group's checkpoint callback, called after every epoch
-        state = args[0] if len(args) == 1 else _state_of(*args)
+    def report(state: dict) -> None:  # train_group's checkpoint callback, called after every epoch
         last["state"] = state
         status, rows = state["status"][0], state["rows"]
         if state["epoch"] >= epochs or status != "ok":  # the trial's last epoch: its rows first
@@ -113,13 +115,6 @@ def trial(params: dict, ctx: dict) -> None:
         raise
     if not store.runs_path(shard).exists():  # resumed after its last epoch's checkpoint
         _write_trial(store, shard, rows, rows[-1]["status"], None, stamp, settings)
-
-
-def _state_of(model, opt, gens, status, rows, epoch, elapsed) -> dict:
-    """The resumable state, from the older checkpoint(model, opt, gens, ...) callback signature."""
-    return {"epoch": epoch, "elapsed": elapsed, "status": list(status), "rows": list(rows),
-            "gens": [g.get_state() for g in gens], "params": {n: p.detach().cpu() for n, p in model.params.items()},
-            "opt": device_free(opt.state_dict())}
 
 
 def _metrics(row: dict, status: str, ctx: dict) -> dict:
@@ -155,7 +150,7 @@ def _write_trial(store: Store, shard: str, rows: list[dict], status: str, error:
     """
     if settings is not None and status in ("ok", "diverged"):
         store.write_spec(shard, [(rows[0]["run_id"], settings)])
-    write_runs([{**r, "status": status, "error": error, **stamp} for r in rows], store.runs_path(shard))
+    store.write_runs(shard, [{**r, "status": status, "error": error, **stamp} for r in rows])
 
 
 # --- the driver --------------------------------------------------------------
@@ -199,12 +194,12 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None, 
     With `address`, the study runs on the Ray cluster there (a head started by
     ssmpipe.tune.cluster), once `nodes` nodes have joined it.
     """
-    tn.check(config)
-    t, study = config["tune"], tn.study_name(config)
+    cfg.check_tune(config)
+    t, study = config["tune"], cfg.study_name(config)
     store = Store(Path(config["results"]).resolve())
     folder = store.sweep_dir(study)
-    _same_study(config, folder)
-    write_text(folder / "config.yaml", yaml.safe_dump(_plain(config), sort_keys=False), only_if_changed=True)
+    _same_study(config, store)
+    write_text(store.config_path(study), yaml.safe_dump(cfg.plain(config), sort_keys=False), only_if_changed=True)
     if gpus is None:
         gpus = torch.cuda.device_count()
     if t["gpus_per_trial"] > 0 and gpus == 0:
@@ -240,7 +235,7 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None, 
             log.info("study %s: resuming %s", study, experiment)
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
         else:
-            scheduler = (ASHAScheduler(time_attr="epoch", max_t=tn.max_epochs(config), grace_period=t["grace_period"],
+            scheduler = (ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs(config), grace_period=t["grace_period"],
                                        reduction_factor=t["reduction_factor"])
                          if t["scheduler"] == "asha" else FIFOScheduler())
             tuner = tune.Tuner(
@@ -329,16 +324,16 @@ def trial_dirname(trial) -> str:
     return trial.trial_id
 
 
-def _same_study(config: dict, folder: Path) -> None:
+def _same_study(config: dict, store: Store) -> None:
     """A study folder holds one study: resuming it with another space or other settings is an error."""
-    snapshot = folder / "config.yaml"
+    folder, snapshot = store.sweep_dir(cfg.study_name(config)), store.config_path(cfg.study_name(config))
     if not snapshot.is_file() or not (folder / EXPERIMENT).exists():
         return
     before = yaml.safe_load(snapshot.read_text())
     for key in IDENTITY:
-        if _plain(before.get(key)) != _plain(config.get(key)):
-            raise ConfigError(f"study {tn.study_name(config)!r} in {folder} was started with another {key}: "
-                              f"section ({_plain(before.get(key))!r}); name a new study (tune.study) or delete "
+        if cfg.plain(before.get(key)) != cfg.plain(config.get(key)):
+            raise ConfigError(f"study {cfg.study_name(config)!r} in {folder} was started with another {key}: "
+                              f"section ({cfg.plain(before.get(key))!r}); name a new study (tune.study) or delete "
                               f"{folder} to start it again")
 
 
@@ -360,12 +355,12 @@ def summarise(config: dict, store: Store, trials: list[tuple[str, dict]], wall_s
 
     `nodes`: trial id -> the node (SLURM node, else host) its last epoch ran on, as each trial's `node`.
     """
-    t, study = config["tune"], tn.study_name(config)
+    t, study = config["tune"], cfg.study_name(config)
     folder = store.sweep_dir(study)
     paths = [store.runs_path(tn.trial_shard(study, tid)) for tid, _ in trials]
     table = read_runs([p for p in paths if p.exists()])
     table = table.append_column("sweep", pa.array([study] * table.num_rows, pa.string()))
-    with atomic_path(folder / "runs.parquet") as tmp:
+    with atomic_path(store.table_path(study)) as tmp:
         pq.write_table(table, tmp)
 
     runs = table.to_pandas()
@@ -387,23 +382,23 @@ def summarise(config: dict, store: Store, trials: list[tuple[str, dict]], wall_s
         best = {**best, "epoch": best["epochs"],
                 "settings": _jsonable(tn.trial_settings(config["fixed"], best["params"]))}
 
-    previous = folder / "study.json"
+    previous = store.study_path(study)
     walls = json.loads(previous.read_text()).get("wall_s", []) if previous.is_file() else []
     summary = {"study": study, "results": str(config["results"]), "dir": str(folder), "metric": t["metric"],
                "mode": t["mode"], "scheduler": t["scheduler"], "search": t["search"], "space": t["space"],
-               "max_epochs": tn.max_epochs(config), "n_trials": len(trials),
+               "max_epochs": cfg.max_epochs(config), "n_trials": len(trials),
                "counts": {s: sum(e["status"] == s for e in entries) for s in COUNTED},
                "trials_without_rows": missing, "best": best, "wall_s": [*walls, round(wall_s, 2)],
                "trials": entries}
-    write_text(folder / "study.json", json.dumps(summary, indent=1, default=str, allow_nan=False))
-    (folder / "best.yaml").unlink(missing_ok=True)
+    write_text(store.study_path(study), json.dumps(summary, indent=1, default=str, allow_nan=False))
+    (store.best_path(study)).unlink(missing_ok=True)
     if best:
         sweep = {"sweep": f"{study}-best", "results": str(config["results"]), "shard_size": 8,
                  "fixed": best["settings"], "grid": {"seed": [0, 1, 2, 3, 4]},
                  "report": {"title": f"Seeds around the best config of study {study}"}}
-        command = shlex.quote(str(folder / "best.yaml")).replace("\n", "\n# ")  # a path to paste into a shell
-        write_text(folder / "best.yaml", "# The best config of the study as a sweep over seeds: snakemake --configfile "
-                   f"{command}\n" + yaml.safe_dump(sweep, sort_keys=False))
+        command = shlex.quote(str(store.best_path(study))).replace("\n", "\n# ")  # a path to paste into a shell
+        header = f"# The best config of the study as a sweep over seeds: snakemake --configfile {command}\n"
+        write_text(store.best_path(study), header + yaml.safe_dump(sweep, sort_keys=False))
     return summary
 
 

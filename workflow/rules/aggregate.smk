@@ -1,12 +1,12 @@
 rule aggregate:
     """One table of a sweep: every (run, epoch) row of its points, from the shards holding them."""
     input:
-        manifest=f"{RESULTS}/{{sweep}}/points.json",
+        manifest=str(LAYOUT.manifest_path("{sweep}")),
         shards=lambda wc: SHARD_RUNS[wc.sweep],
     output:
-        f"{RESULTS}/{{sweep}}/runs.parquet",
+        str(LAYOUT.table_path("{sweep}")),
     log:
-        f"{RESULTS}/{{sweep}}/logs/aggregate.log",
+        str(LAYOUT.logs_dir("{sweep}") / "aggregate.log"),
     conda:
         ENV
     params:

@@ -15,7 +15,7 @@ from snakemake.utils import validate
 
 from ssmpipe import config as cfg
 from ssmpipe import sweep
-from ssmpipe.store import Store
+from ssmpipe.layout import Layout
 
 
 def plan_sweeps(config):
@@ -51,9 +51,10 @@ if not PAPERS:
     config.clear()
     config.update(next(iter(SWEEPS.values())))
 FIRST = next(iter(SWEEPS.values()))
-STORE = Store(FIRST["results"])
+LAYOUT = Layout(FIRST["results"])  # where each file lives: ssmpipe/layout.py
 RESULTS = FIRST["results"]
-REPORTS = [f"{RESULTS}/{name}/report/index.html" for name in SWEEPS]
+REPORTS = [str(LAYOUT.report_path(name)) for name in SWEEPS]
+PAPERS_PAGE = str(LAYOUT.papers_path())
 
 # Every value a shell: command gets is quoted ({x:q}: shlex.quote; a list, each element): a path or
 # name from the config never runs as shell code. Options take their value as --opt=VALUE and
@@ -71,7 +72,7 @@ PENDING = sorted({s for plan in PLANS.values() for s in plan.pending})
 PENDING_SHARD = "|".join(re.escape(s) for s in PENDING) or "(?!)"
 SWEEP_OF = {s: name for name, plan in reversed(PLANS.items()) for s in plan.pending}
 SHARD_RUNS = {
-    name: [str(STORE.runs_path(s)) for s in p.shards] for name, p in PLANS.items()
+    name: [str(LAYOUT.runs_path(s)) for s in p.shards] for name, p in PLANS.items()
 }
 SLURM_SWEEPS = {name for name, c in SWEEPS.items() if c["launcher"] == "slurm"}
 # Each pending shard's train job asks for the memory its settings need (sweep.mem_mb, at least 2 GB).
@@ -90,7 +91,7 @@ def data_of_shards():
     files, specs = {}, {}
     for plan in PLANS.values():
         for shard, shard_specs in plan.data.items():
-            files[shard] = [str(STORE.data_path(key)) for key in shard_specs]
+            files[shard] = [str(LAYOUT.data_path(key)) for key in shard_specs]
             specs.update(shard_specs)
     return files, specs
 
@@ -139,9 +140,9 @@ def train_inputs(wildcards):
     """
     name = SWEEP_OF[wildcards.shard]
     return {
-        "plan": str(STORE.manifest_path(name)),
+        "plan": str(LAYOUT.manifest_path(name)),
         "data": DATA_OF[wildcards.shard],
-        "slurm": [str(STORE.config_path(name))] if name in SLURM_SWEEPS else [],
+        "slurm": [str(LAYOUT.config_path(name))] if name in SLURM_SWEEPS else [],
     }
 
 

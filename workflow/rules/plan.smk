@@ -14,10 +14,10 @@ rule plan:
         # The manifests only (the shards' train jobs wait for them), not the specs it writes: thousands of
         # outputs of one job cost Snakemake seconds. update(): not deleted before the job, which rewrites
         # a manifest only where it changes.
-        manifests=[update(str(STORE.manifest_path(name))) for name in SWEEPS],
+        manifests=[update(str(LAYOUT.manifest_path(name))) for name in SWEEPS],
         changed=[touch(p) for p in PLANNED],
     log:
-        f"{RESULTS}/logs/plan.log",
+        str(LAYOUT.root / "logs" / "plan.log"),
     localrule: True
     conda:
         ENV
@@ -31,10 +31,10 @@ rule plan:
 rule snapshot:
     """Write a sweep's config snapshot, <results>/<sweep>/config.yaml, where it changes."""
     output:
-        update(f"{RESULTS}/{{sweep}}/config.yaml"),
+        update(str(LAYOUT.config_path("{sweep}"))),
         touch(marker("snapshot-{sweep}")),
     log:
-        f"{RESULTS}/{{sweep}}/logs/snapshot.log",
+        str(LAYOUT.logs_dir("{sweep}") / "snapshot.log"),
     localrule: True
     conda:
         ENV

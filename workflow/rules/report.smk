@@ -1,23 +1,23 @@
 rule report:
     """A sweep's HTML reports (images embedded) and their figures, from runs.parquet alone."""
     input:
-        runs=f"{RESULTS}/{{sweep}}/runs.parquet",
-        config=f"{RESULTS}/{{sweep}}/config.yaml",
+        runs=str(LAYOUT.table_path("{sweep}")),
+        config=str(LAYOUT.config_path("{sweep}")),
     output:
-        html=f"{RESULTS}/{{sweep}}/report/index.html",
+        html=str(LAYOUT.report_path("{sweep}")),
         pages=[
-            f"{RESULTS}/{{sweep}}/report/{page}.html"
+            str(LAYOUT.report_dir("{sweep}") / f"{page}.html")
             for page in ("length", "tradeoff")
         ],
         figures=report(
-            directory(f"{RESULTS}/{{sweep}}/report/figures"),
+            directory(str(LAYOUT.report_dir("{sweep}") / "figures")),
             patterns=["{figure}.png"],
             caption="../report/figure.rst",
             category="Figures",
             labels={"sweep": "{sweep}", "figure": "{figure}"},
         ),
     log:
-        f"{RESULTS}/{{sweep}}/logs/report.log",
+        str(LAYOUT.logs_dir("{sweep}") / "report.log"),
     conda:
         ENV
     params:
@@ -32,9 +32,9 @@ rule papers:
     input:
         REPORTS,
     output:
-        f"{RESULTS}/papers/index.html",
+        PAPERS_PAGE,
     log:
-        f"{RESULTS}/papers/logs/papers.log",
+        str(LAYOUT.logs_dir("papers") / "papers.log"),
     conda:
         ENV
     params:

@@ -9,11 +9,7 @@ if SLURM_SWEEPS and PENDING:
 
 
 # Train logs: per sweep (two sweeps sharing a shard never share its log); with experiments:, in papers/.
-TRAIN_LOGS = (
-    f"{RESULTS}/papers/logs/train"
-    if PAPERS
-    else f"{RESULTS}/{FIRST['sweep']}/logs/train"
-)
+TRAIN_LOGS = LAYOUT.logs_dir("papers" if PAPERS else FIRST["sweep"]) / "train"
 
 
 rule train:
@@ -25,9 +21,9 @@ rule train:
         # run sharing the store may have just written them; `ssmpipe train` holds the shard's lock and reuses them.
         # Only a pending shard's (PENDING_SHARD): a stored shard's runs file is then a plain input of aggregate,
         # not a train job in the DAG (3,200 of them cost Snakemake ~3 s per run at 100,000 points).
-        update(f"{RESULTS}/store/runs/{{shard,{PENDING_SHARD}}}.parquet"),
+        update(str(LAYOUT.runs_path(f"{{shard,{PENDING_SHARD}}}"))),
     log:
-        f"{TRAIN_LOGS}/{{shard}}.log",
+        str(TRAIN_LOGS / "{shard}.log"),
     conda:
         ENV
     threads: 1

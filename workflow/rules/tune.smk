@@ -3,9 +3,8 @@
 # one SLURM job. Its trials' rows go to the shared store like any shard's.
 from ssmpipe import tune as ssmpipe_tune
 
-STUDY = ssmpipe_tune.study_name(config)
-STUDY_DIR = str(STORE.sweep_dir(STUDY))
-STUDY_REPORT = f"{STUDY_DIR}/report/index.html"
+STUDY = cfg.study_name(config)
+STUDY_REPORT = str(LAYOUT.report_path(STUDY))
 # The config the study runs with (<study>/snakemake-config.yaml): only the parts a study reads, rewritten
 # (by the study_config job, not at parse time) only when they change: a change of the sweep's grid leaves
 # the study alone.
@@ -26,7 +25,7 @@ rule study_config:
         update(STUDY_CONFIG),  # left alone where unchanged
         [touch(p) for p in STUDY_CHANGED],
     log:
-        f"{STUDY_DIR}/logs/study_config.log",
+        str(LAYOUT.logs_dir(STUDY) / "study_config.log"),
     localrule: True
     conda:
         ENV
@@ -42,10 +41,10 @@ rule tune:
     input:
         STUDY_CONFIG,
     output:
-        study=f"{STUDY_DIR}/study.json",
-        runs=f"{STUDY_DIR}/runs.parquet",
+        study=str(LAYOUT.study_path(STUDY)),
+        runs=str(LAYOUT.table_path(STUDY)),
     log:
-        f"{STUDY_DIR}/logs/tune.log",
+        str(LAYOUT.logs_dir(STUDY) / "tune.log"),
     conda:
         ENV
     threads: workflow.cores
@@ -59,14 +58,14 @@ rule tune:
 rule tune_report:
     """The study's HTML report: best config, metric against each searched setting, trials' curves."""
     input:
-        f"{STUDY_DIR}/study.json",
-        f"{STUDY_DIR}/runs.parquet",
+        str(LAYOUT.study_path(STUDY)),
+        str(LAYOUT.table_path(STUDY)),
     output:
         html=STUDY_REPORT,
-        settings=f"{STUDY_DIR}/report/figures/study_settings.png",
-        curves=f"{STUDY_DIR}/report/figures/study_curves.png",
+        settings=str(LAYOUT.report_dir(STUDY) / "figures" / "study_settings.png"),
+        curves=str(LAYOUT.report_dir(STUDY) / "figures" / "study_curves.png"),
     log:
-        f"{STUDY_DIR}/logs/report.log",
+        str(LAYOUT.logs_dir(STUDY) / "report.log"),
     conda:
         ENV
     params:
