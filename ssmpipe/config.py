@@ -18,6 +18,7 @@ import yaml
 
 from ssmpipe.columns import LENGTH_METRICS, MEASURES, METRICS, PROFILES
 from ssmpipe.errors import ConfigError, InputError
+from ssmpipe.inputs import InputLimitError, check_size, load_yaml, read_file
 from ssmpipe.layout import RESERVED
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
@@ -75,6 +76,7 @@ def check(config: dict) -> dict:
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
+    _bounded(config)
     config = _apply_scale(_finite_numbers(copy.deepcopy(dict(config))))
     schema = load_schema()
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
@@ -112,6 +114,7 @@ def experiments(config: dict) -> tuple[list[dict], dict[str, str]]:
     """(the checked sweeps of `config`, {experiment file: why it cannot run here} for the files of its
     `experiments:` list that need data not here (`needs_data`): those are left out of the sweeps, not an error).
     A config without `experiments:` is its own sweep, checked as it is (a missing data set is a ConfigError)."""
+    _bounded(config)
     if "experiments" not in config:
         return [check(config)], {}
     extra = sorted(set(config) - {"experiments", *EXPERIMENT_OVERRIDES})
@@ -325,24 +328,38 @@ def check_tune(config: dict) -> None:
 
 
 def _read(path: str | Path) -> dict:
+    """A config file's mapping, as untrusted YAML (`inputs.load_yaml`: no duplicate key, bounded work)."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir() or not path.exists():
         raise ConfigError(f"config file {str(path)!r} " + ("is a folder" if path.is_dir() else "does not exist"))
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(read_file(path).decode("utf-8"), f"config file {str(path)!r}")
+    except InputLimitError as e:  # an alias bomb, a document nested too deep: it says which limit
+        raise ConfigError(str(e)) from None
     except UnicodeDecodeError:
         raise ConfigError(f"config file {str(path)!r} is not a text (UTF-8) file") from None
     except OSError as e:
         raise ConfigError(f"config file {str(path)!r} cannot be read: {e.strerror}") from None
-    except yaml.YAMLError as e:
+    except yaml.YAMLError as e:  # a duplicate key too
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(e, "problem", None) or e
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {problem}{at}") from None
+    except ValueError as e:  # not a regular file (a FIFO: reading it would wait forever)
+        raise ConfigError(f"config file {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"config file {str(path)!r} " + ("is empty" if raw is None else
                                                            f"must hold a mapping, got {type(raw).__name__}"))
     return raw
+
+
+def _bounded(config: dict) -> None:
+    """A config parsed elsewhere (Snakemake's --configfile) walked with bounded work before anything else walks it:
+    a YAML alias bomb is cheap to parse into shared parts, and then exponential to walk."""
+    try:
+        check_size(config)
+    except InputLimitError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _apply_scale(config: dict) -> dict:

@@ -17,6 +17,7 @@ import yaml
 from ssmpipe import config as cfg
 from ssmpipe.atomic import write_text
 from ssmpipe.errors import StoreError
+from ssmpipe.inputs import load_json, read_file
 from ssmpipe.layout import NAME, Layout
 
 log = logging.getLogger("ssmpipe.manifest")
@@ -77,7 +78,7 @@ def read_points(layout: Layout, sweep: str) -> list[dict]:
         raise StoreError(f"{str(path)!r} does not exist: the workflow writes it when it plans the sweep "
                          "(snakemake --configfile CONFIG, or ssmpipe train CONFIG)")
     try:
-        points = json.loads(path.read_bytes())["points"]
+        points = load_json(read_file(path), str(path))["points"]
         for p in points:  # a shard names a file in the store, never a path to read elsewhere
             if not (isinstance(p["run_id"], str) and isinstance(p["shard"], str) and NAME.fullmatch(p["shard"])):
                 raise ValueError(f"point {p!r} does not name a run and a shard")

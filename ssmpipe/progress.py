@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ssmpipe.atomic import write_text
+from ssmpipe.inputs import load_json, read_file
 from ssmpipe.layout import NAME, Layout
 
 log = logging.getLogger("ssmpipe.progress")
@@ -90,7 +91,7 @@ def read(results: str | Path, shard: str) -> dict | None:
     """A shard's progress record, or None: none written, unreadable, or not a record (a hint only; its host is
     printed, so it must be a plain host name)."""
     try:
-        record = json.loads(path(results, shard).read_text())
+        record = load_json(read_file(path(results, shard)))
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict):

@@ -26,6 +26,7 @@ import submitit
 
 from ssmpipe.atomic import private_dir, write_text
 from ssmpipe.errors import ConfigError
+from ssmpipe.inputs import load_json, read_file
 from ssmpipe.layout import Layout
 
 log = logging.getLogger("ssmpipe.slurm")
@@ -321,7 +322,7 @@ class StoreJobs:
         key = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if key != self._seen[0]:
             try:
-                self._seen = (key, json.loads(self.path.read_text()))
+                self._seen = (key, load_json(read_file(self.path)))
             except (OSError, ValueError):  # written atomically: unreadable only if damaged; polled anew
                 return {}
         return self._seen[1]
@@ -335,7 +336,7 @@ class StoreJobs:
         entries, host = {}, socket.gethostname()
         for path in self.waiting.glob("*.json") if self.waiting.is_dir() else ():
             try:
-                entry = json.loads(path.read_text())
+                entry = load_json(read_file(path))
                 old = time.time() - path.stat().st_mtime > 7 * 86400
             except (OSError, ValueError):
                 continue

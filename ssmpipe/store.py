@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ssmpipe.atomic import write_text
 from ssmpipe.errors import StoreError
+from ssmpipe.inputs import load_json, read_file
 from ssmpipe.keys import digest, run_id
 from ssmpipe.layout import Layout
 from ssmpipe.manifest import json_lines
@@ -50,7 +51,7 @@ class Store(Layout):
         folder = self.specs_dir()
         for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
             try:
-                yield p.stem, json.loads(p.read_bytes())
+                yield p.stem, load_json(read_file(p), str(p))
             except (OSError, ValueError):
                 yield p.stem, None  # unreadable: `trusted` says why
 
@@ -68,7 +69,7 @@ class Store(Layout):
         path = Path(shard_or_path)
         if path.suffix != ".json":
             path = self.spec_path(str(shard_or_path))
-        return json.loads(path.read_text())
+        return load_json(read_file(path), str(path))
 
     def spec_problem(self, shard: str, known: dict[str, dict] | None = None,
                      spec: dict | None = None) -> tuple[str | None, list[str]]:
@@ -224,7 +225,7 @@ class Store(Layout):
     def _recorded(self, shard: str) -> list | None:
         """A runs file's record ([size, mtime_ns, ctime_ns, inode, ids hash]), or None: missing or unreadable."""
         try:
-            return json.loads(self.verified_path(shard).read_bytes())
+            return load_json(read_file(self.verified_path(shard)))
         except (OSError, ValueError):
             return None
 

@@ -19,6 +19,7 @@ import yaml
 from ssmpipe import config as cfg
 from ssmpipe.atomic import atomic_path
 from ssmpipe.errors import StoreError
+from ssmpipe.inputs import load_yaml, read_file
 from ssmpipe.layout import Layout
 from ssmpipe.manifest import read_points
 from ssmpipe.runs import read_runs, runs_schema
@@ -77,11 +78,11 @@ def sweep_settings(store: Layout, sweep: str, run_ids: list[str]) -> tuple[pa.Ta
     manifest's), else StoreError."""
     path = store.config_path(sweep)
     try:
-        text = path.read_text()
-    except OSError as e:
+        text = read_file(path).decode("utf-8")
+    except (OSError, ValueError) as e:  # ValueError: not a regular file, or not UTF-8
         raise StoreError(f"{str(path)!r} is unreadable ({e.strerror}): rerun snakemake, which writes it") from None
     try:
-        config = yaml.safe_load(text)
+        config = load_yaml(text, str(path))
         n = math.prod(len(values) for values in config["grid"].values())  # counted before anything is expanded
         if n != len(run_ids):
             raise StoreError(f"{str(path)!r} has {n:,} points, {str(store.manifest_path(sweep))!r} {len(run_ids):,}: "

@@ -10,6 +10,12 @@ there, not by the path: planning puts the sha256 of its bytes in the settings as
 `task.data_hash` (`with_data_hash`), so a changed file at the same path is another data set
 (another cache file, other run ids: the runs on it train again), and `build` refuses a file
 that changed after planning.
+
+A cache file is untrusted (anything under results/ may have been put there): `load` opens only a
+regular file (a FIFO is refused at once, not waited on) and refuses, before reading any array, one
+that would inflate past its own size (ssmpipe writes them uncompressed) or whose .npy headers claim
+more than their members hold. Its errors are ValueErrors: train's ensure_data quarantines the file
+and builds the data set again.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +31,7 @@ import numpy as np
 
 from ssmpipe.atomic import atomic_path
 from ssmpipe.data import delay, digits, imdb, listops, majority, npz, variance
+from ssmpipe.inputs import open_file
 
 TASKS = {"delay": delay.generate, "npz": npz.load, "majority": majority.generate, "variance": variance.generate,
          "digits": digits.generate, "listops": listops.load, "imdb": imdb.load}
@@ -79,7 +87,7 @@ def _hash_files(root: str, files: tuple) -> str:
     h = hashlib.sha256()
     for name, *_ in files:
         h.update(name.encode() + b"\0")
-        with open(os.path.join(root, name), "rb") as f:
+        with open_file(os.path.join(root, name)) as f:  # a FIFO at task.path: NotAFileError, not a wait
             for block in iter(lambda: f.read(1 << 20), b""):
                 h.update(block)
         h.update(b"\0")
@@ -109,16 +117,37 @@ def check_arrays(arrays, source: str) -> None:
 
 
 def save(arrays: dict[str, np.ndarray], path: str | Path) -> None:
-    """Write a data set atomically (temp file in the same folder, then rename)."""
+    """Write a data set atomically (temp file in the same folder, then rename); uncompressed, as `load` requires."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **{k: _canonical(np.asarray(arrays[k])) for k in ARRAYS})
 
 
 def load(path: str | Path) -> dict[str, np.ndarray]:
-    with np.load(path) as f:
+    """A cached data set. ValueError (a NotAFileError for a FIFO, device or folder) for a file `save` did not write:
+    checked before any array is read, then by `check_arrays`; zipfile.BadZipFile for one that is no zip."""
+    with open_file(path) as fh, np.lib.npyio.NpzFile(fh, allow_pickle=False) as f:
+        problem = _inflate_problem(f, os.fstat(fh.fileno()).st_size)
+        if problem:
+            raise ValueError(f"{str(path)!r}: {problem}")
         arrays = {k: f[k] for k in f.files}
     check_arrays(arrays, source=str(path))
     return arrays
+
+
+def _inflate_problem(f: np.lib.npyio.NpzFile, size: int) -> str | None:
+    """Why the arrays of a cache file of `size` bytes are not `save`'s (stored members, .npy headers that fill them,
+    no more data than the file holds), or None."""
+    packed = [i for i in f.zip.infolist() if i.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        return f"has compressed members ({', '.join(i.filename for i in packed[:4])}); save writes them stored"
+    headers = npz.npy_headers(f.zip, f.files)
+    if isinstance(headers, str):
+        return headers
+    total = sum(headers[name][2] for name in f.files)  # a name listed twice is read twice
+    if total > size:  # entries that share their data (overlapping, as in zip bombs): more than the file holds
+        return (f"has arrays of {npz.size_text(total)} in a file of {npz.size_text(size)}: its members overlap, "
+                f"which save never writes")
+    return None
 
 
 def describe(arrays: dict[str, np.ndarray], task: dict) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import re
 import textwrap
 from pathlib import Path
@@ -25,6 +24,7 @@ import yaml
 from ssmpipe.atomic import atomic_path, write_text
 from ssmpipe.columns import STOPPED
 from ssmpipe.errors import InputError
+from ssmpipe.inputs import load_json, load_yaml, read_file
 from ssmpipe.layout import Layout
 from ssmpipe.report import figures
 from ssmpipe.report import study as study_figures
@@ -92,7 +92,7 @@ def build_report(store: Layout, sweep: str) -> Path:
     study_json = store.study_path(sweep)
     study = None
     if study_json.is_file():  # a tune study (ssmpipe/tune): its best config and trials, not a grid's figures
-        study = _read(study_json, lambda p: json.loads(p.read_text()), "a study summary (JSON)")
+        study = _read(study_json, lambda p: load_json(read_file(p), str(p)), "a study summary (JSON)")
         # counts by status, best config, every trial (stopped ones are not "not ok")
         head = [_study_best_section(study)]
         specs = {stem: (title, caption, family, lambda runs, final, make=make: make(runs, study))
@@ -175,7 +175,7 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 def read_config(path: Path) -> dict:
     """A sweep config with a report: section (a snapshot, or an experiment's file); an InputError names a bad one."""
-    config = _read(path, lambda p: yaml.safe_load(p.read_text()), "a YAML config")
+    config = _read(path, lambda p: load_yaml(read_file(p).decode("utf-8"), str(p)), "a YAML config")
     if not isinstance(config, dict) or "report" not in config:
         raise InputError(f"{str(path)!r} is not a checked sweep config (it has no report:)")
     return config

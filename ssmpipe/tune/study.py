@@ -37,6 +37,7 @@ from ssmpipe.atomic import atomic_path, private_dir, write_text
 from ssmpipe.checkpoint import load_state
 from ssmpipe.columns import METRICS, STOPPED
 from ssmpipe.errors import ConfigError
+from ssmpipe.inputs import load_yaml, read_file
 from ssmpipe.keys import run_id as run_id_of
 from ssmpipe.runs import read_runs
 from ssmpipe.store import Store
@@ -329,7 +330,7 @@ def _same_study(config: dict, store: Store) -> None:
     folder, snapshot = store.sweep_dir(cfg.study_name(config)), store.config_path(cfg.study_name(config))
     if not snapshot.is_file() or not (folder / EXPERIMENT).exists():
         return
-    before = yaml.safe_load(snapshot.read_text())
+    before = load_yaml(read_file(snapshot).decode("utf-8"), str(snapshot))
     for key in IDENTITY:
         if cfg.plain(before.get(key)) != cfg.plain(config.get(key)):
             raise ConfigError(f"study {cfg.study_name(config)!r} in {folder} was started with another {key}: "
