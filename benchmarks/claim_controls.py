@@ -52,9 +52,15 @@ def real_tables(results: Path, draws: int) -> dict[str, dict]:
                 kinds[kind] = rates(counts, draws)
             kinds["as measured"] = controls.verdict_on(claim, experiment.runs)
             out[f"real:{experiment.sweep}:{claim}"] = kinds
-            print(f"{experiment.sweep:24s} {claim:28s} " + "  ".join(
-                f"{k} {v['supported']:.2f}/{v['inconclusive']:.2f}" if isinstance(v, dict) else f"{k}: {v}"
-                for k, v in kinds.items()), file=sys.stderr, flush=True)
+            print(
+                f"{experiment.sweep:24s} {claim:28s} "
+                + "  ".join(
+                    f"{k} {v['supported']:.2f}/{v['inconclusive']:.2f}" if isinstance(v, dict) else f"{k}: {v}"
+                    for k, v in kinds.items()
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
     return out
 
 
@@ -64,15 +70,19 @@ def main() -> None:
     parser.add_argument("--results", type=Path, help="also transform the real tables of config/papers.yaml here")
     args = parser.parse_args()
     figures = {"draws": args.draws}
-    header = f"{'claim':28s} " + " ".join(f"{k:>14s}" for k in ("planted", "margin", "permuted", "at_chance",
-                                                                 "s_A_unchanged"))
+    header = f"{'claim':28s} " + " ".join(
+        f"{k:>14s}" for k in ("planted", "margin", "permuted", "at_chance", "s_A_unchanged")
+    )
     print(header + "   (rate supported / rate inconclusive)", file=sys.stderr)
     for claim in controls.CONTROLS:
         counts = controls.calibrate(claim, args.draws)
         figures[claim] = {kind: rates(c, args.draws) for kind, c in counts.items()}
-        cells = [f"{figures[claim][k]['supported']:.3f}/{figures[claim][k]['inconclusive']:.2f}"
-                 if k in figures[claim] else "—" for k in ("planted", "margin", "permuted", "at_chance",
-                                                           "s_A_unchanged")]
+        cells = [
+            f"{figures[claim][k]['supported']:.3f}/{figures[claim][k]['inconclusive']:.2f}"
+            if k in figures[claim]
+            else "—"
+            for k in ("planted", "margin", "permuted", "at_chance", "s_A_unchanged")
+        ]
         print(f"{claim:28s} " + " ".join(f"{c:>14s}" for c in cells), file=sys.stderr, flush=True)
     if args.results:
         figures.update(real_tables(args.results, max(1, args.draws // 2)))

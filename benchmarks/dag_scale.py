@@ -50,10 +50,12 @@ def sweep_config(n: int) -> dict:
     if n in (10_000, 100_000):
         config["shard_size"] = 32
         config["fixed"]["task"].update(lag=4, n_train=64, n_test=32)
-        config["grid"] = {"model.init.real": [round(-i / 9, 4) for i in range(10)],
-                          "model.init.imag": [round(0.1 + 0.2 * i, 2) for i in range(10)],
-                          "seq_len": [8 * (i + 1) for i in range(10)],
-                          "seed": list(range(10))}
+        config["grid"] = {
+            "model.init.real": [round(-i / 9, 4) for i in range(10)],
+            "model.init.imag": [round(0.1 + 0.2 * i, 2) for i in range(10)],
+            "seq_len": [8 * (i + 1) for i in range(10)],
+            "seed": list(range(10)),
+        }
     if n == 100_000:
         config["grid"]["train.lr"] = [round(0.001 * 2 ** (i / 3), 6) for i in range(10)]
     checked = cfg.check(config)
@@ -62,8 +64,10 @@ def sweep_config(n: int) -> dict:
 
 
 # Runs a command and prints the peak RSS (kB) of its largest process: what RUSAGE_CHILDREN holds in a fresh process.
-PEAK = "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; " \
-       "print('peak_rss_kb=%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+PEAK = (
+    "import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).returncode; "
+    "print('peak_rss_kb=%d' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(rc)"
+)
 
 
 def peak_run(cmd: list[str], cwd: Path | None = None) -> tuple[float, str, float]:
@@ -80,8 +84,20 @@ def peak_run(cmd: list[str], cwd: Path | None = None) -> tuple[float, str, float
 
 def snakemake(workdir: Path, *args: str) -> tuple[float, dict[str, int], float]:
     """Run Snakemake on the repo's Snakefile in `workdir`; return (wall seconds, job stats, peak RSS MB)."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
+    ]
     wall, out, rss = peak_run(cmd)
     stats_text = out.split("Job stats:", 1)[1] if "Job stats:" in out else ""
     stats = {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", stats_text, re.MULTILINE)}
@@ -106,9 +122,16 @@ def synthetic_store(store: Store, rng: random.Random) -> int:
                 acc = 1 / 8 + (final_acc - 1 / 8) * frac
                 loss = 2.1 * (1 - frac) + (0.05 + 1.5 * (1 - final_acc)) * frac
                 bad = diverged and epoch == last
-                row = {**flat, "epoch": epoch, "train_loss": float("nan") if bad else loss * rng.uniform(0.9, 1.0),
-                       "train_acc": acc * rng.uniform(1.0, 1.05), "test_loss": float("nan") if bad else loss,
-                       "test_acc": acc, "wall_s": 0.5 * (epoch + 1), "status": "diverged" if diverged else "ok"}
+                row = {
+                    **flat,
+                    "epoch": epoch,
+                    "train_loss": float("nan") if bad else loss * rng.uniform(0.9, 1.0),
+                    "train_acc": acc * rng.uniform(1.0, 1.05),
+                    "test_loss": float("nan") if bad else loss,
+                    "test_acc": acc,
+                    "wall_s": 0.5 * (epoch + 1),
+                    "status": "diverged" if diverged else "ok",
+                }
                 for name, values in columns.items():
                     values.append(row.get(name))
             n_runs += 1
@@ -131,15 +154,18 @@ def measure(n: int, tmp_root: Path, rng: random.Random) -> dict:
     print(f"[{n} points] dry run: {dry_s:.2f} s, peak RSS {dry_rss:.0f} MB, jobs {dry_stats}", flush=True)
 
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ssmpipe", "plan", "config.yaml"], cwd=workdir, check=True,
-                   capture_output=True)  # the plan job's work: a dry run writes nothing
+    subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "plan", "config.yaml"], cwd=workdir, check=True, capture_output=True
+    )  # the plan job's work: a dry run writes nothing
     n_runs = synthetic_store(store, rng)
-    print(f"[{n} points] setup: synthetic store of {n_runs} runs in "
-          f"{len(store.done_shards())} shards ({time.perf_counter() - t0:.1f} s, not timed)", flush=True)
+    print(
+        f"[{n} points] setup: synthetic store of {n_runs} runs in "
+        f"{len(store.done_shards())} shards ({time.perf_counter() - t0:.1f} s, not timed)",
+        flush=True,
+    )
 
     report_s, stats, report_rss = snakemake(workdir)
-    print(f"[{n} points] aggregate + report: {report_s:.2f} s, peak RSS {report_rss:.0f} MB, jobs {stats}",
-          flush=True)
+    print(f"[{n} points] aggregate + report: {report_s:.2f} s, peak RSS {report_rss:.0f} MB, jobs {stats}", flush=True)
     assert set(stats) <= {"aggregate", "report", "all"} and stats.get("aggregate") == 1, stats
 
     sweep_dir = store.sweep_dir(config["sweep"])
@@ -153,9 +179,15 @@ def measure(n: int, tmp_root: Path, rng: random.Random) -> dict:
         wall, _, rss = peak_run(cli, cwd=workdir)
         jobs[job] = rss
         print(f"[{n} points] {job} alone: {wall:.2f} s, peak RSS {rss:.0f} MB", flush=True)
-    return {"dryrun_s": dry_s, "report_s": report_s, "train_jobs": dry_stats.get("train", 0),
-            "dryrun_rss_mb": dry_rss, "report_rss_mb": report_rss, "aggregate_job_rss_mb": jobs["aggregate"],
-            "report_job_rss_mb": jobs["report"]}
+    return {
+        "dryrun_s": dry_s,
+        "report_s": report_s,
+        "train_jobs": dry_stats.get("train", 0),
+        "dryrun_rss_mb": dry_rss,
+        "report_rss_mb": report_rss,
+        "aggregate_job_rss_mb": jobs["aggregate"],
+        "report_job_rss_mb": jobs["report"],
+    }
 
 
 def main() -> None:
@@ -168,12 +200,17 @@ def main() -> None:
         shutil.rmtree(tmp_root, ignore_errors=True)
     figures = {}
     for name, r in results.items():
-        figures.update({f"dryrun_{name}_s": round(r["dryrun_s"], 3), f"report_{name}_s": round(r["report_s"], 3),
-                        f"dryrun_{name}_rss_mb": round(r["dryrun_rss_mb"]),
-                        f"report_{name}_rss_mb": round(r["report_rss_mb"]),
-                        f"aggregate_job_{name}_rss_mb": round(r["aggregate_job_rss_mb"]),
-                        f"report_job_{name}_rss_mb": round(r["report_job_rss_mb"]),
-                        f"train_jobs_{name}": r["train_jobs"]})
+        figures.update(
+            {
+                f"dryrun_{name}_s": round(r["dryrun_s"], 3),
+                f"report_{name}_s": round(r["report_s"], 3),
+                f"dryrun_{name}_rss_mb": round(r["dryrun_rss_mb"]),
+                f"report_{name}_rss_mb": round(r["report_rss_mb"]),
+                f"aggregate_job_{name}_rss_mb": round(r["aggregate_job_rss_mb"]),
+                f"report_job_{name}_rss_mb": round(r["report_job_rss_mb"]),
+                f"train_jobs_{name}": r["train_jobs"],
+            }
+        )
     for name in results.keys() - {"24"} if "24" in results else ():
         figures[f"dryrun_{name}_vs_24"] = round(results[name]["dryrun_s"] / results["24"]["dryrun_s"], 2)
         figures[f"report_{name}_vs_24"] = round(results[name]["report_s"] / results["24"]["report_s"], 2)

@@ -50,9 +50,13 @@ def environment(device: torch.device) -> dict:
     out = {"torch": torch.__version__, "torch_cuda": torch.version.cuda, "threads": torch.get_num_threads()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        out.update(card=props.name, capability=f"{props.major}.{props.minor}",
-                   memory_gib=round(props.total_memory / 2**30, 1), devices=torch.cuda.device_count(),
-                   cudnn=torch.backends.cudnn.version())
+        out.update(
+            card=props.name,
+            capability=f"{props.major}.{props.minor}",
+            memory_gib=round(props.total_memory / 2**30, 1),
+            devices=torch.cuda.device_count(),
+            cudnn=torch.backends.cudnn.version(),
+        )
     else:
         out["card"] = "cpu (rehearsal)"
     return out
@@ -72,19 +76,25 @@ def s4d_parity(device: torch.device) -> dict:
     info = {"input": "tokens", "d_input": 5, "target": "position", "n_out": 4}
     for L in (12, 300):
         torch.manual_seed(0)
-        models = [SequenceModel([S4D(6, 4, real=-0.4 * k, imag=0.5 + k) for _ in range(2)], 6, info, "last",
-                                "residual").double() for k in range(5)]
+        models = [
+            SequenceModel(
+                [S4D(6, 4, real=-0.4 * k, imag=0.5 + k) for _ in range(2)], 6, info, "last", "residual"
+            ).double()
+            for k in range(5)
+        ]
         x = torch.randint(0, 5, (5, 3, L))
-        want = {}                                                   # float64 on the device, each point alone
+        want = {}  # float64 on the device, each point alone
         for k, m in enumerate(models):
             m = copy.deepcopy(m).to(device)
             o, t = m(x[k].to(device), with_tau=True)
             g = torch.Generator().manual_seed(k)
-            g_o, g_t = torch.randn(o.shape, generator=g, dtype=o.dtype), torch.randn(t.shape, generator=g,
-                                                                                   dtype=t.dtype)
+            g_o, g_t = (
+                torch.randn(o.shape, generator=g, dtype=o.dtype),
+                torch.randn(t.shape, generator=g, dtype=t.dtype),
+            )
             ((o * g_o.to(device)).sum() + (t * g_t.to(device)).sum()).backward()
             want[k] = (o.detach(), t.detach(), {n: p.grad for n, p in m.named_parameters()}, g_o, g_t)
-        cpu_out = models[0](x[0])                                   # the CPU's float64, for the device's rounding
+        cpu_out = models[0](x[0])  # the CPU's float64, for the device's rounding
         out[f"gpu_vs_cpu_float64_L{L}"] = _max_rel(want[0][0], cpu_out)
         for dtype, tol in ((torch.float64, 1e-9), (torch.float32, 1e-4)):
             packed = PackedModel([copy.deepcopy(m).to(dtype) for m in models], device)
@@ -124,8 +134,9 @@ def selective_parity(device: torch.device) -> dict:
     # a pack of 4 (vmap over the points, the layer's block budget shared by them) against each point alone
     torch.manual_seed(1)
     info = {"input": "tokens", "d_input": 5, "target": "sequence", "n_out": 2}
-    models = [SequenceModel([Selective(8, 8, s_A)], 8, info, "last", "plain").double()
-              for s_A in (-0.2, -0.1, 0.0, 0.05)]
+    models = [
+        SequenceModel([Selective(8, 8, s_A)], 8, info, "last", "plain").double() for s_A in (-0.2, -0.1, 0.0, 0.05)
+    ]
     packed = PackedModel(models, device)
     x = torch.randint(0, 5, (4, 3, 350), device=device)
     o = packed(x, slice(0, 4))
@@ -174,12 +185,20 @@ def _cpu_only(obj) -> bool:
 
 
 def _shard_config(root: Path) -> dict:
-    return cfg.check({
-        "sweep": "gpucheck", "results": str(root), "shard_size": 100,
-        "fixed": {"task": {"name": "delay", "lag": 3, "vocab": 4, "n_train": 256, "n_test": 64, "seed": 0},
-                  "seq_len": 32, "model": {"d_model": 8, "d_state": 8, "n_layers": 1},
-                  "train": {"epochs": 5, "batch_size": 32, "lr": 0.01}},
-        "grid": {"model.init.real": [-0.5, -0.1], "seed": [0, 1]}})
+    return cfg.check(
+        {
+            "sweep": "gpucheck",
+            "results": str(root),
+            "shard_size": 100,
+            "fixed": {
+                "task": {"name": "delay", "lag": 3, "vocab": 4, "n_train": 256, "n_test": 64, "seed": 0},
+                "seq_len": 32,
+                "model": {"d_model": 8, "d_state": 8, "n_layers": 1},
+                "train": {"epochs": 5, "batch_size": 32, "lr": 0.01},
+            },
+            "grid": {"model.init.real": [-0.5, -0.1], "seed": [0, 1]},
+        }
+    )
 
 
 def _rows(root: Path, shard: str):
@@ -205,7 +224,7 @@ def checkpoint(device: torch.device, work: Path) -> dict:
         ckpt = Store(root).ckpt_path(shard)
         saved = torch.load(ckpt, weights_only=True, map_location=None if torch.cuda.is_available() else "cpu")
         cpu_only = _cpu_only(saved)
-        train.train_shard(str(root), shard, then)                    # resumes after epoch 2 on the other device
+        train.train_shard(str(root), shard, then)  # resumes after epoch 2 on the other device
         rows = _rows(root, shard)
         epochs = rows.index.get_level_values("epoch")
         devices = {e: set(rows["device"][epochs == e]) for e in sorted(set(epochs))}
@@ -216,9 +235,13 @@ def checkpoint(device: torch.device, work: Path) -> dict:
         early = float((rows[list(METRICS)][epochs <= 2] - ref[first][list(METRICS)][epochs <= 2]).abs().max().max())
         diff = {n: float((rows[list(METRICS)] - ref[n][list(METRICS)]).abs().max().max()) for n in ref}
         out[f"{first}_then_{then}"] = {
-            "finished": bool(done), "checkpoint_cpu_only": cpu_only, "device_column_ok": bool(where_ok),
-            "devices": {str(e): sorted(d) for e, d in devices.items()}, "epochs_0_2_max_abs_diff": _round(early),
-            **{f"max_abs_diff_vs_{n}": _round(v) for n, v in diff.items()}}
+            "finished": bool(done),
+            "checkpoint_cpu_only": cpu_only,
+            "device_column_ok": bool(where_ok),
+            "devices": {str(e): sorted(d) for e, d in devices.items()},
+            "epochs_0_2_max_abs_diff": _round(early),
+            **{f"max_abs_diff_vs_{n}": _round(v) for n, v in diff.items()},
+        }
         ok &= done and cpu_only and where_ok and early < 1e-4 and max(diff.values()) < 1e-3
     return {"ok": bool(ok), **out}
 
@@ -229,12 +252,21 @@ def _step_ms(device: torch.device, K: int, kind: str, L: int, profile: bool) -> 
     from ssmpipe import data
     from ssmpipe.train import Group, ensure_data
 
-    fixed = {"task": {"name": "delay", "lag": 16, "vocab": 8, "n_train": 512, "n_test": 64, "seed": 0},
-             "seq_len": L, "model": {"kind": kind, "d_model": 16, "d_state": 16, "n_layers": 1},
-             "train": {"epochs": 1, "batch_size": 64, "lr": 0.01}}
+    fixed = {
+        "task": {"name": "delay", "lag": 16, "vocab": 8, "n_train": 512, "n_test": 64, "seed": 0},
+        "seq_len": L,
+        "model": {"kind": kind, "d_model": 16, "d_state": 16, "n_layers": 1},
+        "train": {"epochs": 1, "batch_size": 64, "lr": 0.01},
+    }
     reals = [-1.0, -0.5, -0.25, -0.1]
-    config = cfg.check({"sweep": "steps", "results": tempfile.mkdtemp(prefix="gpu-check-"), "fixed": fixed,
-                        "grid": {"model.init.real": reals, "seed": list(range(-(-K // len(reals))))}})
+    config = cfg.check(
+        {
+            "sweep": "steps",
+            "results": tempfile.mkdtemp(prefix="gpu-check-"),
+            "fixed": fixed,
+            "grid": {"model.init.real": reals, "seed": list(range(-(-K // len(reals))))},
+        }
+    )
     points = [{"run_id": p.run_id, "settings": p.settings, "shard": "steps"} for p in sweep.expand(config)][:K]
     arrays = ensure_data(Store(config["results"]), data.spec_of(points[0]["settings"]))
     group = Group(points, arrays, device)
@@ -245,7 +277,7 @@ def _step_ms(device: torch.device, K: int, kind: str, L: int, profile: bool) -> 
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    epoch()                                                               # warm-up
+    epoch()  # warm-up
     best = math.inf
     for _ in range(3):
         t0 = time.perf_counter()
@@ -265,17 +297,27 @@ def _step_ms(device: torch.device, K: int, kind: str, L: int, profile: bool) -> 
 
 def overheads(device: torch.device, rehearse: bool) -> dict:
     out = {}
-    for K in ((1, 8) if rehearse else (1, 8, 64)):
+    for K in (1, 8) if rehearse else (1, 8, 64):
         gpu_ms, kernels = _step_ms(device, K, "s4d", 128, profile=True)
         cpu_ms, _ = _step_ms(torch.device("cpu"), K, "s4d", 128, profile=False)
-        out[f"s4d_K{K}"] = {"gpu_ms_per_step": _round(gpu_ms), "cpu_ms_per_step": _round(cpu_ms),
-                            "cpu_over_gpu": _round(cpu_ms / gpu_ms), "gpu_kernels_per_step": _round(kernels)}
-        print(f"S4D demo step, K = {K}: {device.type} {gpu_ms:.2f} ms, cpu {cpu_ms:.2f} ms"
-              + (f", {kernels:.0f} kernels" if kernels else ""), flush=True)
+        out[f"s4d_K{K}"] = {
+            "gpu_ms_per_step": _round(gpu_ms),
+            "cpu_ms_per_step": _round(cpu_ms),
+            "cpu_over_gpu": _round(cpu_ms / gpu_ms),
+            "gpu_kernels_per_step": _round(kernels),
+        }
+        print(
+            f"S4D demo step, K = {K}: {device.type} {gpu_ms:.2f} ms, cpu {cpu_ms:.2f} ms"
+            + (f", {kernels:.0f} kernels" if kernels else ""),
+            flush=True,
+        )
     gpu_ms, kernels = _step_ms(device, 2 if rehearse else 8, "selective", 350, profile=True)
     out["selective_K8_L350"] = {"gpu_ms_per_step": _round(gpu_ms), "gpu_kernels_per_step": _round(kernels)}
-    print(f"selective step, K = 8, L = 350: {device.type} {gpu_ms:.2f} ms" + (f", {kernels:.0f} kernels" if kernels
-                                                                              else ""), flush=True)
+    print(
+        f"selective step, K = 8, L = 350: {device.type} {gpu_ms:.2f} ms"
+        + (f", {kernels:.0f} kernels" if kernels else ""),
+        flush=True,
+    )
     return {"ok": True, **out}
 
 
@@ -286,14 +328,21 @@ def _round(v):
 
 
 def run(device: torch.device, rehearse: bool) -> dict:
-    result = {"cuda": device.type == "cuda", "rehearsal": rehearse,
-              "date": datetime.date.today().isoformat(), "environment": environment(device)}
+    result = {
+        "cuda": device.type == "cuda",
+        "rehearsal": rehearse,
+        "date": datetime.date.today().isoformat(),
+        "environment": environment(device),
+    }
     result["card"] = result["environment"]["card"]
     print(f"environment: {json.dumps(result['environment'])}", flush=True)
     with tempfile.TemporaryDirectory(prefix="ssmpipe-gpu-check-") as work:
-        checks = {"s4d_parity": lambda: s4d_parity(device), "selective_parity": lambda: selective_parity(device),
-                  "checkpoint": lambda: checkpoint(device, Path(work)),
-                  "overheads": lambda: overheads(device, rehearse)}
+        checks = {
+            "s4d_parity": lambda: s4d_parity(device),
+            "selective_parity": lambda: selective_parity(device),
+            "checkpoint": lambda: checkpoint(device, Path(work)),
+            "overheads": lambda: overheads(device, rehearse),
+        }
         for name, check in checks.items():
             t0 = time.perf_counter()
             try:
@@ -309,8 +358,11 @@ def run(device: torch.device, rehearse: bool) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rehearse", action="store_true",
-                        help="run every check with the CPU standing in for the GPU (tests this script; no figures)")
+    parser.add_argument(
+        "--rehearse",
+        action="store_true",
+        help="run every check with the CPU standing in for the GPU (tests this script; no figures)",
+    )
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     if args.rehearse:
@@ -318,8 +370,17 @@ def main(argv: list[str] | None = None) -> int:
     elif not torch.cuda.is_available():
         from ssmpipe.train import no_cuda_reason
 
-        print(json.dumps({"cuda": False, "torch": torch.__version__, "torch_cuda": torch.version.cuda,
-                          "reason": f"torch sees no CUDA device ({no_cuda_reason()})", "checked": []}))
+        print(
+            json.dumps(
+                {
+                    "cuda": False,
+                    "torch": torch.__version__,
+                    "torch_cuda": torch.version.cuda,
+                    "reason": f"torch sees no CUDA device ({no_cuda_reason()})",
+                    "checked": [],
+                }
+            )
+        )
         return 0
     else:
         result = run(torch.device("cuda"), rehearse=False)

@@ -112,12 +112,14 @@ def load_pscan():
 
 def pscan_layer(layer: Selective, pscan):
     """The selective layer by mamba.py's pscan: u (B L d) -> y (B L d), the (B L d N) Ā and Δ B u formed in full."""
+
     def run(u):
-        delta = F.softplus(layer.p + u @ layer.q)                                # (B L)
-        B_t, C_t = u @ layer.W_B.T, u @ layer.W_C.T                              # (B L N)
-        a = torch.exp(delta[..., None, None] * layer.A)                          # (B L d N)
-        b = (delta[..., None] * B_t)[..., None, :] * u[..., None]                # (B L d N)
-        return (pscan(a, b) @ C_t[..., None]).squeeze(-1)                        # (B L d)
+        delta = F.softplus(layer.p + u @ layer.q)  # (B L)
+        B_t, C_t = u @ layer.W_B.T, u @ layer.W_C.T  # (B L N)
+        a = torch.exp(delta[..., None, None] * layer.A)  # (B L d N)
+        b = (delta[..., None] * B_t)[..., None, :] * u[..., None]  # (B L d N)
+        return (pscan(a, b) @ C_t[..., None]).squeeze(-1)  # (B L d)
+
     return run
 
 
@@ -135,13 +137,16 @@ def selective_figures(device, suffix: str = "") -> dict:
     if pscan:
         fns["pscan"] = lambda: pscan_layer(layer, pscan)(u)
     with torch.no_grad():
-        fns["layer"]()                                                           # warm-up (and the kernel's build)
+        fns["layer"]()  # warm-up (and the kernel's build)
         t = interleaved_seconds(fns, 5, device)
     figures[f"selective_fwd_vs_loop_L2048{suffix}"] = round(t["loop"] / t["layer"], 1)
     figures[f"selective_eager_fwd_vs_loop_L2048{suffix}"] = round(t["loop"] / t["eager"], 1)
-    print(f"selective forward L=2048 (d {d}, N {N}, batch {B}, {torch.get_num_threads()} threads): layer "
-          f"{t['layer'] * 1e3:.1f} ms, eager {t['eager'] * 1e3:.1f} ms, loop {t['loop'] * 1e3:.0f} ms: "
-          f"{t['loop'] / t['layer']:.1f}x (eager {t['loop'] / t['eager']:.1f}x)", flush=True)
+    print(
+        f"selective forward L=2048 (d {d}, N {N}, batch {B}, {torch.get_num_threads()} threads): layer "
+        f"{t['layer'] * 1e3:.1f} ms, eager {t['eager'] * 1e3:.1f} ms, loop {t['loop'] * 1e3:.0f} ms: "
+        f"{t['loop'] / t['layer']:.1f}x (eager {t['loop'] / t['eager']:.1f}x)",
+        flush=True,
+    )
     if pscan:
         figures[f"selective_fwd_vs_pscan_L2048{suffix}"] = round(t["pscan"] / t["layer"], 2)
         print(f"  pscan {t['pscan'] * 1e3:.1f} ms: layer {t['pscan'] / t['layer']:.2f}x faster", flush=True)
@@ -149,11 +154,14 @@ def selective_figures(device, suffix: str = "") -> dict:
     L = 8192
     u = torch.randn(B, L, d, device=device, requires_grad=True)
     copy, copy_bytes = copy_fn(device)
-    fns = {"copy": copy, "layer": lambda: layer(u).square().mean().backward(),
-           "eager": lambda: layer.forward_eager(u).square().mean().backward()}
+    fns = {
+        "copy": copy,
+        "layer": lambda: layer(u).square().mean().backward(),
+        "eager": lambda: layer.forward_eager(u).square().mean().backward(),
+    }
     if pscan:
         fns["pscan"] = lambda: pscan_layer(layer, pscan)(u).square().mean().backward()
-    fns["layer"]()                                                               # warm-up
+    fns["layer"]()  # warm-up
     t = interleaved_seconds(fns, 5, device)
     bandwidth, item = copy_bytes / t["copy"], u.element_size()
     bound = (5 * B * L * d + 2 * B * L * d * N) * item / bandwidth
@@ -162,10 +170,13 @@ def selective_figures(device, suffix: str = "") -> dict:
     figures[f"selective_fwd_bwd_vs_io_bound_L8192{suffix}"] = round(t["layer"] / io_bound, 1)
     figures[f"selective_fused_vs_eager_fwd_bwd_L8192{suffix}"] = round(t["eager"] / t["layer"], 1)
     figures[f"copy_bandwidth_gb_s{suffix}"] = round(bandwidth / 1e9, 1)
-    print(f"selective fwd+bwd L={L}: layer {t['layer'] * 1e3:.1f} ms, eager {t['eager'] * 1e3:.1f} ms "
-          f"({t['eager'] / t['layer']:.1f}x); copy bandwidth {bandwidth / 1e9:.1f} GB/s, bound {bound * 1e3:.2f} ms: "
-          f"{t['layer'] / bound:.1f}x the bound, {t['layer'] / io_bound:.0f}x the kernel's I/O bound "
-          f"(eager {t['eager'] / bound:.1f}x the bound)", flush=True)
+    print(
+        f"selective fwd+bwd L={L}: layer {t['layer'] * 1e3:.1f} ms, eager {t['eager'] * 1e3:.1f} ms "
+        f"({t['eager'] / t['layer']:.1f}x); copy bandwidth {bandwidth / 1e9:.1f} GB/s, bound {bound * 1e3:.2f} ms: "
+        f"{t['layer'] / bound:.1f}x the bound, {t['layer'] / io_bound:.0f}x the kernel's I/O bound "
+        f"(eager {t['eager'] / bound:.1f}x the bound)",
+        flush=True,
+    )
     if pscan:
         figures[f"selective_fwd_bwd_vs_pscan_L8192{suffix}"] = round(t["pscan"] / t["layer"], 2)
         print(f"  pscan {t['pscan'] * 1e3:.1f} ms: layer {t['pscan'] / t['layer']:.2f}x faster", flush=True)
@@ -211,24 +222,36 @@ def main() -> None:
     device = pick_device()
     print(f"device: {device}, torch threads: {torch.get_num_threads()}")
     lti = S4D(16, 64, scheme="lin").to(device)
-    lti_ratio = compare("LTI L=4096 (H 16, N 64, batch 8)", lti, lti, lambda u: recurrence(lti, u),
-                        (8, 4096, 16), device)
+    lti_ratio = compare(
+        "LTI L=4096 (H 16, N 64, batch 8)", lti, lti, lambda u: recurrence(lti, u), (8, 4096, 16), device
+    )
     sel = Selective(16, 4).to(device)
-    sel_ratio = compare("selective L=2048 (d 16, N 4, batch 16)", sel, sel, lambda u: selective_loop(sel, u),
-                        (16, 2048, 16), device)
+    sel_ratio = compare(
+        "selective L=2048 (d 16, N 4, batch 16)", sel, sel, lambda u: selective_loop(sel, u), (16, 2048, 16), device
+    )
     selective = selective_figures_by_threads(device)
     memory = {}
     for L in MEMORY_LENGTHS:
         memory[L] = peak_memory_gib(L, device.type)
         print(f"LTI peak memory L={L}: {memory[L]:.3f} GiB ({memory[L] / L * 2**20:.1f} KiB per step)", flush=True)
-    print(f"targets: LTI >= 30x: {lti_ratio:.1f}x; selective >= 10x: {sel_ratio:.1f}x; "
-          f"memory at 65536 <= 4 GiB: {memory[65536]:.2f} GiB; selective fwd vs loop >= 5x: "
-          f"{selective['selective_fwd_vs_loop_L2048']}x; selective fwd+bwd <= 10x the bound: "
-          f"{selective['selective_fwd_bwd_vs_bound_L8192']}x")
-    print(json.dumps({"device": device.type, "lti_fft_vs_recurrence_L4096": round(lti_ratio, 1),
-                      "selective_scan_vs_loop_L2048": round(sel_ratio, 1),
-                      "lti_peak_mem_gib_L65536": round(memory[65536], 3), **selective,
-                      **{f"lti_peak_mem_gib_L{L}": round(m, 3) for L, m in memory.items() if L != 65536}}))
+    print(
+        f"targets: LTI >= 30x: {lti_ratio:.1f}x; selective >= 10x: {sel_ratio:.1f}x; "
+        f"memory at 65536 <= 4 GiB: {memory[65536]:.2f} GiB; selective fwd vs loop >= 5x: "
+        f"{selective['selective_fwd_vs_loop_L2048']}x; selective fwd+bwd <= 10x the bound: "
+        f"{selective['selective_fwd_bwd_vs_bound_L8192']}x"
+    )
+    print(
+        json.dumps(
+            {
+                "device": device.type,
+                "lti_fft_vs_recurrence_L4096": round(lti_ratio, 1),
+                "selective_scan_vs_loop_L2048": round(sel_ratio, 1),
+                "lti_peak_mem_gib_L65536": round(memory[65536], 3),
+                **selective,
+                **{f"lti_peak_mem_gib_L{L}": round(m, 3) for L, m in memory.items() if L != 65536},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

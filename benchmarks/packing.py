@@ -43,8 +43,7 @@ DEMO = cfg.load(Path(__file__).resolve().parents[1] / "config" / "config.yaml")
 CONFIG = {
     "sweep": "packing",
     "fixed": {**DEMO["fixed"], "seq_len": 128, "train": {**DEMO["fixed"]["train"], "epochs": 3}},
-    "grid": {"model.init.real": [-1.0, -0.5, -0.1, 0.0], "model.init.imag": [0.1, 0.5, 1.0, 2.0],
-             "seed": [0, 1, 2, 3]},
+    "grid": {"model.init.real": [-1.0, -0.5, -0.1, 0.0], "model.init.imag": [0.1, 0.5, 1.0, 2.0], "seed": [0, 1, 2, 3]},
 }
 
 
@@ -76,8 +75,8 @@ def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int, ks=K
     out = {}
     for K in ks:
         gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in pts[:K]]
-        idx = torch.stack([torch.randperm(len(x_tr), generator=g)[:bs] for g in gens])   # (K B)
-        x, y = x_tr[idx], y_tr[idx]                                                       # (K B L)
+        idx = torch.stack([torch.randperm(len(x_tr), generator=g)[:bs] for g in gens])  # (K B)
+        x, y = x_tr[idx], y_tr[idx]  # (K B L)
         singles = [build_model(p["settings"], info) for p in pts[:K]]
         opts = [torch.optim.Adam(m.parameters(), lr=lr) for m in singles]
         packed = PackedModel([build_model(p["settings"], info) for p in pts[:K]])
@@ -87,7 +86,7 @@ def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int, ks=K
         def loop(singles=singles, opts=opts, x=x, y=y):
             for m, o, xk, yk in zip(singles, opts, x, y):
                 o.zero_grad()
-                out = m(xk)                                                               # (B L C)
+                out = m(xk)  # (B L C)
                 F.cross_entropy(out.reshape(-1, out.shape[-1]), yk.reshape(-1)).backward()
                 o.step()
 
@@ -98,9 +97,11 @@ def step_timings(pts: list[dict], arrays: dict, threads: int, repeats: int, ks=K
             popt.step()
 
         out[K] = t = best_of({"loop": loop, "packed": packed_step}, repeats)
-        print(f"{threads} thread(s), K = {K:2d}: packed {t['packed'] * 1e3:7.1f} ms, loop {t['loop'] * 1e3:7.1f} ms, "
-              f"loop/packed {t['loop'] / t['packed']:.2f} (CPU time: {t['loop_cpu'] / t['packed_cpu']:.2f})",
-              flush=True)
+        print(
+            f"{threads} thread(s), K = {K:2d}: packed {t['packed'] * 1e3:7.1f} ms, loop {t['loop'] * 1e3:7.1f} ms, "
+            f"loop/packed {t['loop'] / t['packed']:.2f} (CPU time: {t['loop_cpu'] / t['packed_cpu']:.2f})",
+            flush=True,
+        )
     return out
 
 
@@ -117,8 +118,23 @@ def point_epoch(pts: list[dict], arrays: dict, repeats: int) -> dict[str, float]
 
 
 def cli_train(root: Path, shard: str, threads: int) -> None:
-    subprocess.run([sys.executable, "-m", "ssmpipe", "train", "--results", str(root), "--device", "cpu",
-                    "--threads", str(threads), shard], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssmpipe",
+            "train",
+            "--results",
+            str(root),
+            "--device",
+            "cpu",
+            "--threads",
+            str(threads),
+            shard,
+        ],
+        check=True,
+        capture_output=True,
+    )
 
 
 def final_metrics(root: Path, shards: list[str]) -> pd.DataFrame:
@@ -132,7 +148,7 @@ def processes(tmp: Path) -> tuple[float, float]:
     [packed_shard] = sweep.plan(cfg.check({**CONFIG, "results": str(packed_root), "shard_size": 64})).pending
     single_shards = sweep.plan(cfg.check({**CONFIG, "results": str(procs_root), "shard_size": 1})).pending
     assert len(single_shards) == 64
-    for root in (packed_root, procs_root):                                  # data cached before timing
+    for root in (packed_root, procs_root):  # data cached before timing
         ensure_data(Store(root), data.spec_of(points(root)[0]["settings"]))
     t0 = time.perf_counter()
     cli_train(packed_root, packed_shard, threads=2)
@@ -143,8 +159,11 @@ def processes(tmp: Path) -> tuple[float, float]:
     processes_s = time.perf_counter() - t0
     a, b = final_metrics(packed_root, [packed_shard]), final_metrics(procs_root, single_shards)
     max_diff = float(np.nanmax(np.abs(a.to_numpy() - b.to_numpy())))
-    print(f"processes: packed {packed_s:.1f} s, 64 processes {processes_s:.1f} s; largest metric difference "
-          f"{max_diff:.2e}", flush=True)
+    print(
+        f"processes: packed {packed_s:.1f} s, 64 processes {processes_s:.1f} s; largest metric difference "
+        f"{max_diff:.2e}",
+        flush=True,
+    )
     assert a.index.equals(b.index) and max_diff < 1e-4
     return packed_s, processes_s
 
@@ -174,8 +193,10 @@ def main() -> None:
         packed_s, processes_s = processes(tmp)
     figures["packed_vs_processes_64"] = round(processes_s / packed_s, 2)
     figures["packed_s"], figures["processes_s"] = round(packed_s, 2), round(processes_s, 2)
-    print(f"packed vs loop at K = 64: {figures['packed_vs_loop_64']:.2f}x (target >= 2, and >= 1 for every K: "
-          f"min {figures['packed_vs_loop_min']:.2f}); packed vs processes {figures['packed_vs_processes_64']:.1f}x")
+    print(
+        f"packed vs loop at K = 64: {figures['packed_vs_loop_64']:.2f}x (target >= 2, and >= 1 for every K: "
+        f"min {figures['packed_vs_loop_min']:.2f}); packed vs processes {figures['packed_vs_processes_64']:.1f}x"
+    )
     print(json.dumps(figures))
 
 

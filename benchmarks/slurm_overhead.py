@@ -58,8 +58,13 @@ def main() -> None:
     # per job: the same N shards, trained locally in one store and on SLURM in another
     for launcher in ("local", "slurm"):
         results = work / launcher / "results"
-        config = tiny_config(sweep="overhead", results=str(results), shard_size=1, slurm=REQUESTS,
-                             **{"grid.seq_len": [16], "grid.seed": [0, 1]})
+        config = tiny_config(
+            sweep="overhead",
+            results=str(results),
+            shard_size=1,
+            slurm=REQUESTS,
+            **{"grid.seq_len": [16], "grid.seed": [0, 1]},
+        )
         configfile = work / launcher / "config.yaml"
         configfile.parent.mkdir(parents=True)
         configfile.write_text(yaml.safe_dump(config))
@@ -76,9 +81,22 @@ def main() -> None:
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         calls = work / "calls.log"
         env = counting_path(work / "bin", calls) if launcher == "slurm" else None
-        figures[f"sweep_{launcher}_s"] = round(timed(
-            [sys.executable, "-m", "snakemake", *profile, "-d", str(workdir),
-             "--configfile", str(workdir / "config.yaml")], env=env), 1)
+        figures[f"sweep_{launcher}_s"] = round(
+            timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    *profile,
+                    "-d",
+                    str(workdir),
+                    "--configfile",
+                    str(workdir / "config.yaml"),
+                ],
+                env=env,
+            ),
+            1,
+        )
         if env:
             names = calls.read_text().split()
             figures.update({f"sweep_slurm_{name}_calls": names.count(name) for name in ("squeue", "sacct", "sbatch")})

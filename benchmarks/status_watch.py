@@ -34,9 +34,18 @@ from ssmpipe.store import Store
 
 def synthetic_store(root: Path) -> tuple[dict, list]:
     """The sweep's config and the locks held for its 10 training shards."""
-    config = cfg.check(tiny_config(results=str(root), shard_size=8, **{
-        "grid.model.init.real": [-x / 10 for x in range(10)], "grid.model.init.imag": [0.1 * x for x in range(10)],
-        "grid.seq_len": [16, 20, 24, 28, 32], "grid.seed": list(range(10))}))
+    config = cfg.check(
+        tiny_config(
+            results=str(root),
+            shard_size=8,
+            **{
+                "grid.model.init.real": [-x / 10 for x in range(10)],
+                "grid.model.init.imag": [0.1 * x for x in range(10)],
+                "grid.seq_len": [16, 20, 24, 28, 32],
+                "grid.seed": list(range(10)),
+            },
+        )
+    )
     plan = sweep.plan(config)
     store = Store(root)
     points = {p.run_id: p for p in plan.points}
@@ -44,9 +53,26 @@ def synthetic_store(root: Path) -> tuple[dict, list]:
     for run_id, shard in plan.shard_of.items():
         members.setdefault(shard, []).append(points[run_id])
     for shard in plan.shards[:600]:
-        write_runs([{"run_id": p.run_id, "shard_id": shard, "settings": p.settings, "epoch": e, "train_loss": 1.0,
-                     "train_acc": 0.5, "test_loss": 1.0, "test_acc": 0.5, "wall_s": 0.1, "status": "ok", "error": None}
-                    for p in members[shard] for e in range(3)], store.runs_path(shard))
+        write_runs(
+            [
+                {
+                    "run_id": p.run_id,
+                    "shard_id": shard,
+                    "settings": p.settings,
+                    "epoch": e,
+                    "train_loss": 1.0,
+                    "train_acc": 0.5,
+                    "test_loss": 1.0,
+                    "test_acc": 0.5,
+                    "wall_s": 0.1,
+                    "status": "ok",
+                    "error": None,
+                }
+                for p in members[shard]
+                for e in range(3)
+            ],
+            store.runs_path(shard),
+        )
     locks = []
     for shard in plan.shards[600:610]:
         lock = store.shard_lock(shard)
@@ -77,8 +103,13 @@ def main() -> None:
             assert again.points == first.points
         for lock in locks:
             lock.release()
-    figures = {"points": 5000, "shards": 625, "full_status_s": round(min(full), 4),
-               "redraw_s": round(min(redraw), 4), "speedup": round(min(full) / min(redraw), 1)}
+    figures = {
+        "points": 5000,
+        "shards": 625,
+        "full_status_s": round(min(full), 4),
+        "redraw_s": round(min(redraw), 4),
+        "speedup": round(min(full) / min(redraw), 1),
+    }
     print(f"full status {figures['full_status_s']} s, --watch redraw {figures['redraw_s']} s (best of {args.repeats})")
     print(json.dumps(figures))
 

@@ -28,8 +28,10 @@ def load_state(path: str | Path, map_location="cpu") -> dict:
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
         reason = next((line for line in lines if "nsupported" in line), lines[0])  # torch's words: what it refused
-        raise StoreError(f"{path}: not a checkpoint ssmpipe can trust ({type(e).__name__}: {reason}); move it "
-                         f"aside to train from scratch") from None
+        raise StoreError(
+            f"{path}: not a checkpoint ssmpipe can trust ({type(e).__name__}: {reason}); move it "
+            f"aside to train from scratch"
+        ) from None
 
 
 def device_free(obj):

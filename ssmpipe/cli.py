@@ -31,11 +31,15 @@ def cmd_validate(args) -> int:
         plan = sweep.plan(config, write=False)
         pending = set(plan.pending)
         to_train = sum(shard in pending for shard in plan.shard_of.values())
-        print(f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points in "
-              f"{len(plan.shards)} shards, {to_train} points still to train (in {len(pending)} shards)")
+        print(
+            f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points in "
+            f"{len(plan.shards)} shards, {to_train} points still to train (in {len(pending)} shards)"
+        )
         if config.get("tune"):
-            print(f"study {cfg.study_name(config)!r}: {config['tune']['num_samples']} samples of "
-                  f"{', '.join(config['tune']['space'])}")
+            print(
+                f"study {cfg.study_name(config)!r}: {config['tune']['num_samples']} samples of "
+                f"{', '.join(config['tune']['space'])}"
+            )
     return 0
 
 
@@ -53,8 +57,10 @@ def cmd_plan(args) -> int:
             tune.write_study_config(config)
         else:
             plan = sweep.plan(config, write=True)
-            print(f"sweep {config['sweep']!r}: {len(plan.points)} points, {len(plan.shards)} shards, "
-                  f"{len(plan.pending)} to train")
+            print(
+                f"sweep {config['sweep']!r}: {len(plan.points)} points, {len(plan.shards)} shards, "
+                f"{len(plan.pending)} to train"
+            )
     return 0
 
 
@@ -102,8 +108,10 @@ def cmd_train(args) -> int:
     args.shard = args.shards[0]
     spec = Layout(results_root(args.results)).spec_path(args.shard)
     if not NAME.fullmatch(args.shard) or not spec.is_file():
-        raise cfg.InputError(f"shard {args.shard!r}: no such shard under {args.results!r} (no {str(spec)!r}; "
-                             "the workflow plans shards, or `ssmpipe train CONFIG`)")
+        raise cfg.InputError(
+            f"shard {args.shard!r}: no such shard under {args.results!r} (no {str(spec)!r}; "
+            "the workflow plans shards, or `ssmpipe train CONFIG`)"
+        )
     if args.slurm:
         from ssmpipe import slurm
 
@@ -134,8 +142,10 @@ def train_config(args) -> int:
     if not args.shards:
         raise cfg.InputError("train: give a sweep config file, or --results=RESULTS -- SHARD")
     if args.slurm or len(args.shards) > 1:
-        raise cfg.InputError(f"train {' '.join(args.shards)}: with a config file, no shard ids and no --slurm "
-                             "(those go with --results=RESULTS -- SHARD, the form the workflow calls)")
+        raise cfg.InputError(
+            f"train {' '.join(args.shards)}: with a config file, no shard ids and no --slurm "
+            "(those go with --results=RESULTS -- SHARD, the form the workflow calls)"
+        )
     if args.threads:
         torch.set_num_threads(args.threads)
     for config in cfg.load_sweeps(args.shards[0]):
@@ -184,8 +194,10 @@ def cmd_report(args) -> int:
     ready = [(results, name) for results, name in named if Layout(results).table_path(name).is_file()]
     for results, name in named:  # a config's sweeps (or study) not run yet: skipped, unless none has run
         if (results, name) not in ready:
-            why = (f"sweep {name!r} has no table yet ({str(Layout(results).table_path(name))!r}): run it first "
-                   f"(snakemake --configfile CONFIG), or `ssmpipe aggregate` if its shards are trained")
+            why = (
+                f"sweep {name!r} has no table yet ({str(Layout(results).table_path(name))!r}): run it first "
+                f"(snakemake --configfile CONFIG), or `ssmpipe aggregate` if its shards are trained"
+            )
             if not ready:
                 raise cfg.InputError(why)
             print(f"ssmpipe: {why}; skipped", file=sys.stderr)
@@ -238,20 +250,23 @@ def papers_of(files: list[str]) -> tuple[str, list[str]]:
             items.append(config["sweep"] if planned else source)
         items += list(waiting)
     if len(roots) > 1:
-        raise cfg.InputError(f"{', '.join(files)}: the sweeps name several results roots ({sorted(roots)}); "
-                             "give one with --results")
+        raise cfg.InputError(
+            f"{', '.join(files)}: the sweeps name several results roots ({sorted(roots)}); give one with --results"
+        )
     return roots.pop(), items
 
 
 def results_root(results: str | None) -> Path:
     """The results root, or an InputError: not given, or no folder."""
     if results is None:
-        raise cfg.InputError("--results=RESULTS is required (the results root holding the sweeps), unless config "
-                             "files are given")
+        raise cfg.InputError(
+            "--results=RESULTS is required (the results root holding the sweeps), unless config files are given"
+        )
     root = Path(results)
     if not root.is_dir():
-        raise cfg.InputError(f"--results {results!r}: " + ("a file, not a folder" if root.exists() else
-                                                           "no such folder"))
+        raise cfg.InputError(
+            f"--results {results!r}: " + ("a file, not a folder" if root.exists() else "no such folder")
+        )
     return root
 
 
@@ -295,19 +310,33 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("config", help=config_help)
     s.set_defaults(func=cmd_validate)
 
-    s = sub.add_parser("plan", help="plan sweeps into the store: write new shard specs and each sweep's points.json "
-                       "and config.yaml, quarantine store files that fail their checks")
+    s = sub.add_parser(
+        "plan",
+        help="plan sweeps into the store: write new shard specs and each sweep's points.json "
+        "and config.yaml, quarantine store files that fail their checks",
+    )
     s.add_argument("--json", action="store_true", help="each CONFIG is a sweep config as JSON text, not a file")
-    s.add_argument("--only", choices=["snapshot", "study"], help="write only each sweep's config.yaml snapshot, or "
-                   "only its tune study's config (<results>/<study>/snakemake-config.yaml), where they change")
+    s.add_argument(
+        "--only",
+        choices=["snapshot", "study"],
+        help="write only each sweep's config.yaml snapshot, or "
+        "only its tune study's config (<results>/<study>/snakemake-config.yaml), where they change",
+    )
     s.add_argument("config", nargs="+", help=config_help)
     s.set_defaults(func=cmd_plan)
 
-    s = sub.add_parser("status", help="where a sweep stands: points by state (trained ok/diverged/failed, training "
-                       "now, queued, job failed, interrupted, to train), each training shard's epoch, loss and ETA")
+    s = sub.add_parser(
+        "status",
+        help="where a sweep stands: points by state (trained ok/diverged/failed, training "
+        "now, queued, job failed, interrupted, to train), each training shard's epoch, loss and ETA",
+    )
     s.add_argument("config", help=config_help + ", or its snapshot <results>/<sweep>/config.yaml")
-    s.add_argument("--watch", action="store_true", help="redraw the table every --interval seconds until every "
-                   "point is trained (Ctrl-C stops; not on a terminal: one table after another)")
+    s.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw the table every --interval seconds until every "
+        "point is trained (Ctrl-C stops; not on a terminal: one table after another)",
+    )
     s.add_argument("--interval", type=interval, default=5.0, metavar="S", help="seconds between redraws (default 5)")
     s.set_defaults(func=cmd_status)
 
@@ -316,15 +345,26 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("out", help="the .npz file to write")
     s.set_defaults(func=cmd_data)
 
-    s = sub.add_parser("train", help="train what a sweep config still needs here, one shard after another; or, "
-                       "with --results, one shard (resuming from its checkpoint)")
+    s = sub.add_parser(
+        "train",
+        help="train what a sweep config still needs here, one shard after another; or, "
+        "with --results, one shard (resuming from its checkpoint)",
+    )
     s.add_argument("--results", help="results root holding the store; the positional is then a shard id")
     s.add_argument("--device", help="torch device (default, and on SLURM: cuda when present, else cpu)")
     s.add_argument("--threads", type=int, help="torch CPU threads (on SLURM: slurm.cpus_per_task)")
-    s.add_argument("--slurm", metavar="CONFIG", help="train the shard as a SLURM job (through submitit) with the "
-                   "requests of CONFIG's slurm: section, and wait for it; logs in <results>/<sweep>/slurm/")
-    s.add_argument("shards", nargs="*", metavar="CONFIG|SHARD",
-                   help=config_help + "; with --results: the shard id (its spec is <results>/store/specs/<shard>.json)")
+    s.add_argument(
+        "--slurm",
+        metavar="CONFIG",
+        help="train the shard as a SLURM job (through submitit) with the "
+        "requests of CONFIG's slurm: section, and wait for it; logs in <results>/<sweep>/slurm/",
+    )
+    s.add_argument(
+        "shards",
+        nargs="*",
+        metavar="CONFIG|SHARD",
+        help=config_help + "; with --results: the shard id (its spec is <results>/store/specs/<shard>.json)",
+    )
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("aggregate", help="gather a sweep's rows from the store into one Parquet table")
@@ -333,12 +373,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("target", metavar="CONFIG|SWEEP", help=config_help)
     s.set_defaults(func=cmd_aggregate)
 
-    s = sub.add_parser("tune", help="run (or resume) the config's tune: study with Ray Tune; trials' rows go to "
-                       "the store, the study's table and study.json to <results>/<study>/")
+    s = sub.add_parser(
+        "tune",
+        help="run (or resume) the config's tune: study with Ray Tune; trials' rows go to "
+        "the store, the study's table and study.json to <results>/<study>/",
+    )
     s.add_argument("config", help="YAML config with a tune: section")
-    s.add_argument("--cluster", choices=["local", "slurm"], default="local",
-                   help="local: Ray on this machine; slurm: Ray inside one SLURM job (the config's slurm: requests), "
-                   "submitted through submitit and waited for")
+    s.add_argument(
+        "--cluster",
+        choices=["local", "slurm"],
+        default="local",
+        help="local: Ray on this machine; slurm: Ray inside one SLURM job (the config's slurm: requests), "
+        "submitted through submitit and waited for",
+    )
     s.add_argument("--cpus", type=int, help="CPUs Ray may use here (default: all; on SLURM: slurm.cpus_per_task)")
     s.set_defaults(func=cmd_tune)
 
@@ -347,13 +394,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("target", metavar="CONFIG|SWEEP", help=config_help)
     s.set_defaults(func=cmd_report)
 
-    s = sub.add_parser("papers", help="build the reproduction page (default <results>/papers/index.html): each "
-                       "paper's claims, their verdicts in each experiment, the papers' values, from the store alone")
-    s.add_argument("--results", help="results root holding the sweeps; then each SWEEP is a sweep name or an "
-                   "experiment's config file (without it: config files, e.g. config/papers.yaml)")
+    s = sub.add_parser(
+        "papers",
+        help="build the reproduction page (default <results>/papers/index.html): each "
+        "paper's claims, their verdicts in each experiment, the papers' values, from the store alone",
+    )
+    s.add_argument(
+        "--results",
+        help="results root holding the sweeps; then each SWEEP is a sweep name or an "
+        "experiment's config file (without it: config files, e.g. config/papers.yaml)",
+    )
     s.add_argument("--out", help="the HTML file to write (default <results>/papers/index.html)")
-    s.add_argument("sweeps", nargs="+", metavar="CONFIG|SWEEP", help="config file (with experiments:, each of its "
-                   "sweeps), or with --results a sweep name or experiment config file; one not run yet shows as such")
+    s.add_argument(
+        "sweeps",
+        nargs="+",
+        metavar="CONFIG|SWEEP",
+        help="config file (with experiments:, each of its "
+        "sweeps), or with --results a sweep name or experiment config file; one not run yet shows as such",
+    )
     s.set_defaults(func=cmd_papers)
     return p
 

@@ -59,8 +59,11 @@ def load_slurm(path: str | Path) -> tuple[str, dict]:
 
     raw = _read(path)
     schema = load_schema()
-    part = {"type": "object", "required": ["sweep"],
-            "properties": {k: schema["properties"][k] for k in ("sweep", "slurm")}}
+    part = {
+        "type": "object",
+        "required": ["sweep"],
+        "properties": {k: schema["properties"][k] for k in ("sweep", "slurm")},
+    }
     errors = sorted(Draft202012Validator(part).iter_errors(raw), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError(_describe(errors[0], schema))
@@ -119,8 +122,9 @@ def experiments(config: dict) -> tuple[list[dict], dict[str, str]]:
         return [check(config)], {}
     extra = sorted(set(config) - {"experiments", *EXPERIMENT_OVERRIDES})
     if extra:
-        raise ConfigError(f"unknown key {extra[0]!r} beside experiments:; allowed: experiments, "
-                          f"{', '.join(EXPERIMENT_OVERRIDES)}")
+        raise ConfigError(
+            f"unknown key {extra[0]!r} beside experiments:; allowed: experiments, {', '.join(EXPERIMENT_OVERRIDES)}"
+        )
     files = config["experiments"]
     if not isinstance(files, list) or not files or not all(isinstance(f, str) for f in files):
         raise ConfigError(f"experiments = {files!r}: a list of experiment config files")
@@ -148,8 +152,10 @@ def experiments(config: dict) -> tuple[list[dict], dict[str, str]]:
 
 
 # Tasks read from task.path that ssmpipe cannot make itself: what such a path must hold.
-DATA_NEEDED = {"imdb": "an aclImdb folder (or its Parquet export) is needed (IMDb is not generated)",
-               "npz": "a .npz file is needed (task npz is not generated)"}
+DATA_NEEDED = {
+    "imdb": "an aclImdb folder (or its Parquet export) is needed (IMDb is not generated)",
+    "npz": "a .npz file is needed (task npz is not generated)",
+}
 
 
 def needs_data(config: dict) -> str | None:
@@ -178,8 +184,11 @@ def needs_data(config: dict) -> str | None:
                 return f"task.path: {DATA_NEEDED[name]}"
             if not isinstance(path, str):
                 return None  # not a path: check() says so
-            problem = imdb.path_problem(path) if name == "imdb" else (
-                None if Path(path).is_file() else "no such file (task npz reads a .npz file)")
+            problem = (
+                imdb.path_problem(path)
+                if name == "imdb"
+                else (None if Path(path).is_file() else "no such file (task npz reads a .npz file)")
+            )
             if problem:
                 return f"task.path = {path!r}: {problem}"
     return None
@@ -191,8 +200,10 @@ def check_name(name: str, key: str = "sweep") -> None:
     if not isinstance(name, str) or not re.match(pattern, name):
         raise ConfigError(f"{key} = {name!r}: not a sweep name (letters, digits and _ . -, not starting with . or -)")
     if name.lower() in RESERVED:
-        raise ConfigError(f"{key} = {name!r}: the results root's {name.lower()}/ folder is the store's, not a "
-                          f"sweep's (reserved: {', '.join(RESERVED)}); choose another name")
+        raise ConfigError(
+            f"{key} = {name!r}: the results root's {name.lower()}/ folder is the store's, not a "
+            f"sweep's (reserved: {', '.join(RESERVED)}); choose another name"
+        )
 
 
 def setting_schema(key: str, schema: dict | None = None) -> dict | None:
@@ -266,7 +277,7 @@ def max_epochs(config: dict) -> int:
     """The most epochs any trial of the config's study trains (ASHA's max_t)."""
     spec = config["tune"]["space"].get("train.epochs")
     if spec:
-        (kind, values), = spec.items()
+        ((kind, values),) = spec.items()
         return max(int(v) for v in values)
     return int(config["fixed"]["train"]["epochs"])
 
@@ -281,26 +292,34 @@ def check_tune(config: dict) -> None:
     from jsonschema import Draft202012Validator
 
     if not config.get("tune"):
-        raise ConfigError("the config has no tune: section (a search space to run a study over); "
-                          "see README.md, 'Hyperparameter search'")
+        raise ConfigError(
+            "the config has no tune: section (a search space to run a study over); "
+            "see README.md, 'Hyperparameter search'"
+        )
     tune, schema = config["tune"], load_schema()
     types = setting_types(schema)
     check_name(study_name(config), "tune.study")
     if study_name(config) == config["sweep"]:  # its runs.parquet and report would replace the sweep's
         raise ConfigError(f"tune.study = {study_name(config)!r} is the sweep's own name; name the study otherwise")
     for key, spec in tune["space"].items():
-        (kind, values), = spec.items()
+        ((kind, values),) = spec.items()
         where = f"tune.space.{key}"
         leaf = setting_schema(key, schema)
         if leaf is None:
-            raise ConfigError(f"{where}: unknown setting {key!r} ({kind}: {values!r}); "
-                              f"known settings: {', '.join(sorted(types))}")
+            raise ConfigError(
+                f"{where}: unknown setting {key!r} ({kind}: {values!r}); known settings: {', '.join(sorted(types))}"
+            )
         if kind in ("uniform", "loguniform"):
             if types[key] != "number":
-                raise ConfigError(f"{where}.{kind} = {values!r}: {key} is a setting of type {types[key]}, "
-                                  f"not a number; search it with choice or grid")
-            if (len(values) != 2 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-                    or not values[0] < values[1]):
+                raise ConfigError(
+                    f"{where}.{kind} = {values!r}: {key} is a setting of type {types[key]}, "
+                    f"not a number; search it with choice or grid"
+                )
+            if (
+                len(values) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+                or not values[0] < values[1]
+            ):
                 raise ConfigError(f"{where}.{kind} = {values!r}: needs [low, high], two numbers with low < high")
             if kind == "loguniform" and values[0] <= 0:
                 raise ConfigError(f"{where}.loguniform = {values!r}: low must be > 0 for a log scale")
@@ -310,15 +329,21 @@ def check_tune(config: dict) -> None:
     if tune["search"] != "random":
         grids = [k for k, s in tune["space"].items() if "grid" in s]
         if grids:
-            raise ConfigError(f"tune.space.{grids[0]}: grid entries need tune.search 'random' "
-                              f"(tune.search = {tune['search']!r} samples every key)")
+            raise ConfigError(
+                f"tune.space.{grids[0]}: grid entries need tune.search 'random' "
+                f"(tune.search = {tune['search']!r} samples every key)"
+            )
         if importlib.util.find_spec(SEARCHERS[tune["search"]]) is None:
-            raise ConfigError(f"tune.search = {tune['search']!r}: the {SEARCHERS[tune['search']]} package is not "
-                              f"installed (pip install 'ssmpipe[search]'), or use search: random")
+            raise ConfigError(
+                f"tune.search = {tune['search']!r}: the {SEARCHERS[tune['search']]} package is not "
+                f"installed (pip install 'ssmpipe[search]'), or use search: random"
+            )
     epochs = max_epochs(config)
     if tune["scheduler"] == "asha" and tune["grace_period"] > epochs:
-        raise ConfigError(f"tune.grace_period = {tune['grace_period']!r} is more than the {epochs} epochs a trial "
-                          f"trains (train.epochs)")
+        raise ConfigError(
+            f"tune.grace_period = {tune['grace_period']!r} is more than the {epochs} epochs a trial "
+            f"trains (train.epochs)"
+        )
     axes = [(f"tune.space.{k}.{kind}", k, v) for k, spec in tune["space"].items() for kind, v in spec.items()]
     for label, settings in _extremes(config["fixed"], axes, "tune.space"):
         _check_settings(settings, label)
@@ -348,8 +373,10 @@ def _read(path: str | Path) -> dict:
     except ValueError as e:  # not a regular file (a FIFO: reading it would wait forever)
         raise ConfigError(f"config file {e}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"config file {str(path)!r} " + ("is empty" if raw is None else
-                                                           f"must hold a mapping, got {type(raw).__name__}"))
+        raise ConfigError(
+            f"config file {str(path)!r} "
+            + ("is empty" if raw is None else f"must hold a mapping, got {type(raw).__name__}")
+        )
     return raw
 
 
@@ -423,8 +450,10 @@ def _describe(error, schema: dict | None = None, prefix: str = "") -> str:
         allowed = sorted(error.schema.get("properties", {}))
         extra = sorted(set(error.instance) - set(allowed))
         base = f"{where}." if error.absolute_path or prefix else ""
-        return (f"unknown key {base}{extra[0]!r} (value {error.instance[extra[0]]!r}); "
-                f"allowed keys here: {', '.join(allowed)}")
+        return (
+            f"unknown key {base}{extra[0]!r} (value {error.instance[extra[0]]!r}); "
+            f"allowed keys here: {', '.join(allowed)}"
+        )
     if error.validator == "required":
         return f"{where}: {error.message}"
     if error.validator == "minItems" and error.instance == []:
@@ -438,16 +467,20 @@ def _check_grid(config: dict, schema: dict) -> None:
     for key, values in config["grid"].items():
         leaf = setting_schema(key, schema)
         if leaf is None:
-            raise ConfigError(f"grid.{key}: unknown setting {key!r} (values {values!r}); "
-                              f"known settings: {', '.join(sorted(setting_types(schema)))}")
+            raise ConfigError(
+                f"grid.{key}: unknown setting {key!r} (values {values!r}); "
+                f"known settings: {', '.join(sorted(setting_types(schema)))}"
+            )
         _check_values(Draft202012Validator(leaf), values, f"grid.{key}")
         _no_repeats(values, f"grid.{key}")
     n = math.prod(len(values) for values in config["grid"].values())  # counted, not expanded
     if n > config["max_points"]:
         axes = " × ".join(f"{len(v)} {k}" for k, v in config["grid"].items())
-        raise ConfigError(f"grid: {n:,} points ({axes}) is more than max_points = {config['max_points']:,}, "
-                          f"and planning them would take minutes; shrink the grid, or raise the limit with "
-                          f"`max_points: {n}` in the config (or --config max_points={n})")
+        raise ConfigError(
+            f"grid: {n:,} points ({axes}) is more than max_points = {config['max_points']:,}, "
+            f"and planning them would take minutes; shrink the grid, or raise the limit with "
+            f"`max_points: {n}` in the config (or --config max_points={n})"
+        )
 
 
 def _check_values(validator, values: list, where: str) -> None:
@@ -488,8 +521,7 @@ def _check_settings(settings: dict, where: str) -> None:
         _check_settings({**settings, "seq_len": T, "test_seq_lens": []}, f"{where} (test_seq_lens: {T})")
     task = settings["task"]
     if task["name"] == "delay" and task["lag"] >= settings["seq_len"]:
-        raise ConfigError(f"{where}: task.lag = {task['lag']!r} must be shorter than "
-                          f"seq_len = {settings['seq_len']!r}")
+        raise ConfigError(f"{where}: task.lag = {task['lag']!r} must be shorter than seq_len = {settings['seq_len']!r}")
     if task["name"] == "npz":
         from ssmpipe.data import npz
 
@@ -504,8 +536,9 @@ def _check_settings(settings: dict, where: str) -> None:
 
         path = task.get("path")
         if path is None and task["name"] == "imdb":
-            raise ConfigError(f"{where}: task.path is missing; task 'imdb' needs a folder "
-                              f"(aclImdb or its Parquet export)")
+            raise ConfigError(
+                f"{where}: task.path is missing; task 'imdb' needs a folder (aclImdb or its Parquet export)"
+            )
         problem = path and {"imdb": imdb, "listops": listops}[task["name"]].path_problem(path)
         if problem:
             raise ConfigError(f"{where}: task.path = {path!r}: {problem}")
@@ -513,29 +546,40 @@ def _check_settings(settings: dict, where: str) -> None:
         from ssmpipe.data import digits
 
         if settings["seq_len"] < digits.PIXELS:
-            raise ConfigError(f"{where}: seq_len = {settings['seq_len']!r}: task 'digits' needs seq_len ≥ "
-                              f"{digits.PIXELS} (one 8×8 image)")
+            raise ConfigError(
+                f"{where}: seq_len = {settings['seq_len']!r}: task 'digits' needs seq_len ≥ "
+                f"{digits.PIXELS} (one 8×8 image)"
+            )
         if task["n_train"] + task["n_test"] > digits.N_IMAGES:
-            raise ConfigError(f"{where}: task.n_train = {task['n_train']!r} plus task.n_test = "
-                              f"{task['n_test']!r} exceeds the {digits.N_IMAGES} images of task 'digits'")
+            raise ConfigError(
+                f"{where}: task.n_train = {task['n_train']!r} plus task.n_test = "
+                f"{task['n_test']!r} exceeds the {digits.N_IMAGES} images of task 'digits'"
+            )
     init = settings["model"]["init"]
     if settings["model"]["kind"] == "selective":  # its Δ is input-dependent and it has no kernel
-        for key, value, lti in (("model.init.dt", init["dt"], "s4d"),
-                                ("model.init.c_scaling", init["c_scaling"], "none"),
-                                ("reg.lambda", settings["reg"]["lambda"], 0.0)):
+        for key, value, lti in (
+            ("model.init.dt", init["dt"], "s4d"),
+            ("model.init.c_scaling", init["c_scaling"], "none"),
+            ("reg.lambda", settings["reg"]["lambda"], 0.0),
+        ):
             if value != lti:
-                raise ConfigError(f"{where}: {key} = {value!r} needs an LTI layer (model.kind s4d or s4), "
-                                  f"not model.kind = 'selective'")
+                raise ConfigError(
+                    f"{where}: {key} = {value!r} needs an LTI layer (model.kind s4d or s4), "
+                    f"not model.kind = 'selective'"
+                )
     if init["dt_min"] > init["dt_max"]:
-        raise ConfigError(f"{where}: model.init.dt_min = {init['dt_min']!r} is larger than "
-                          f"model.init.dt_max = {init['dt_max']!r}")
+        raise ConfigError(
+            f"{where}: model.init.dt_min = {init['dt_min']!r} is larger than model.init.dt_max = {init['dt_max']!r}"
+        )
 
 
 def _check_slurm(slurm: dict) -> None:
     limit_s = slurm["timeout_min"] * 60
     if slurm["signal_delay_s"] >= limit_s:
-        raise ConfigError(f"slurm.signal_delay_s = {slurm['signal_delay_s']!r} must be shorter than the time limit "
-                          f"slurm.timeout_min = {slurm['timeout_min']!r} ({limit_s} s)")
+        raise ConfigError(
+            f"slurm.signal_delay_s = {slurm['signal_delay_s']!r} must be shorter than the time limit "
+            f"slurm.timeout_min = {slurm['timeout_min']!r} ({limit_s} s)"
+        )
 
 
 def _check_report(report: dict) -> None:
@@ -545,8 +589,10 @@ def _check_report(report: dict) -> None:
         where = f"report.figures[{i}]"
         known = {"profile": set(PROFILES), "lengths": set(LENGTH_METRICS)}.get(spec["kind"], metrics)
         if spec["metric"] not in known:
-            raise ConfigError(f"{where}.metric = {spec['metric']!r}: not a metric of kind {spec['kind']!r}; known: "
-                              f"{', '.join(sorted(known))}")
+            raise ConfigError(
+                f"{where}.metric = {spec['metric']!r}: not a metric of kind {spec['kind']!r}; known: "
+                f"{', '.join(sorted(known))}"
+            )
         for key in ("x", "group", "panel"):
             if key in spec and spec[key] not in settings:
                 raise ConfigError(f"{where}.{key} = {spec[key]!r}: not a setting")

@@ -93,8 +93,9 @@ def check_size(obj: object, what: str = "the config") -> None:
         node, depth = stack.pop()
         count += 1
         if count > MAX_NODES:
-            raise InputLimitError(f"{what} holds more than {MAX_NODES:,} values (MAX_NODES; YAML aliases counted "
-                                  f"as expanded)")
+            raise InputLimitError(
+                f"{what} holds more than {MAX_NODES:,} values (MAX_NODES; YAML aliases counted as expanded)"
+            )
         if depth > MAX_DEPTH:
             raise InputLimitError(f"{what} nests more than {MAX_DEPTH} levels deep (MAX_DEPTH)")
         if isinstance(node, dict):
@@ -148,9 +149,15 @@ def file_kind(mode: int) -> str:
     return next((kind for test, kind in _KINDS if test(mode)), "an unknown kind of file")
 
 
-_KINDS = ((stat.S_ISREG, "a regular file"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"),
-          (stat.S_ISLNK, "a symbolic link"))
+_KINDS = (
+    (stat.S_ISREG, "a regular file"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
 
 
 def _check_regular(path, mode: int) -> None:
@@ -197,8 +204,13 @@ class _Loader(yaml.SafeLoader):
                 raise self._limit(f"has a recursive alias (*{event.anchor} inside &{event.anchor})", event.start_mark)
             values, depth = self.counts[id(node)]
         else:
-            children = node.value if isinstance(node, SequenceNode) else \
-                [n for pair in node.value for n in pair] if isinstance(node, MappingNode) else ()
+            children = (
+                node.value
+                if isinstance(node, SequenceNode)
+                else [n for pair in node.value for n in pair]
+                if isinstance(node, MappingNode)
+                else ()
+            )
             counted = [self.counts[id(child)] for child in children]
             values = 1 + sum(v for v, _ in counted)
             depth = 0 if isinstance(node, ScalarNode) else 1 + max((d for _, d in counted), default=0)
@@ -206,11 +218,16 @@ class _Loader(yaml.SafeLoader):
             if isinstance(node, MappingNode):
                 self.keys[id(node)] = [key for key, _ in node.value if key.tag != "tag:yaml.org,2002:merge"]
         if values > MAX_NODES:
-            raise self._limit(f"expands to more than {MAX_NODES:,} values{self.expanded} (MAX_NODES): {values:,} in "
-                              f"the node", node.start_mark)
+            raise self._limit(
+                f"expands to more than {MAX_NODES:,} values{self.expanded} (MAX_NODES): {values:,} in the node",
+                node.start_mark,
+            )
         if self.depth + depth > MAX_DEPTH:
-            raise self._limit(f"nests {self.depth + depth} levels deep{self.expanded}, more than {MAX_DEPTH} "
-                              f"(MAX_DEPTH), through the node", node.start_mark)
+            raise self._limit(
+                f"nests {self.depth + depth} levels deep{self.expanded}, more than {MAX_DEPTH} "
+                f"(MAX_DEPTH), through the node",
+                node.start_mark,
+            )
         return node
 
     def construct_mapping(self, node, deep=False):
@@ -230,8 +247,9 @@ class _Loader(yaml.SafeLoader):
 
     def construct_yaml_int(self, node):
         if len(node.value) > MAX_INT_CHARS:
-            raise self._limit(f"has an integer of {len(node.value):,} characters, more than {MAX_INT_CHARS:,}",
-                              node.start_mark)
+            raise self._limit(
+                f"has an integer of {len(node.value):,} characters, more than {MAX_INT_CHARS:,}", node.start_mark
+            )
         return super().construct_yaml_int(node)
 
     def _limit(self, problem: str, mark) -> YAMLLimitError:

@@ -63,20 +63,29 @@ def write_manifest(layout: Layout, config: dict, plan) -> None:
     write_snapshot(layout, config)
     stale = stale_outputs(layout, config, plan)
     for path in stale:
-        os.replace(path, layout.previous_table_path(config["sweep"]) if path.suffix == ".parquet"
-                   else path.with_name("index.previous.html"))
+        os.replace(
+            path,
+            layout.previous_table_path(config["sweep"])
+            if path.suffix == ".parquet"
+            else path.with_name("index.previous.html"),
+        )
     if stale:
-        log.warning("ssmpipe: the table and report of sweep %r are stale (%d shards to train first); "
-                    "kept as runs.previous.parquet and report/index.previous.html until rebuilt",
-                    config["sweep"], len(plan.pending))
+        log.warning(
+            "ssmpipe: the table and report of sweep %r are stale (%d shards to train first); "
+            "kept as runs.previous.parquet and report/index.previous.html until rebuilt",
+            config["sweep"],
+            len(plan.pending),
+        )
 
 
 def read_points(layout: Layout, sweep: str) -> list[dict]:
     """The sweep's points ({run_id, shard, axes}) from its manifest; StoreError naming the file if it cannot be read."""
     path = layout.manifest_path(sweep)
     if not path.is_file():
-        raise StoreError(f"{str(path)!r} does not exist: the workflow writes it when it plans the sweep "
-                         "(snakemake --configfile CONFIG, or ssmpipe train CONFIG)")
+        raise StoreError(
+            f"{str(path)!r} does not exist: the workflow writes it when it plans the sweep "
+            "(snakemake --configfile CONFIG, or ssmpipe train CONFIG)"
+        )
     try:
         points = load_json(read_file(path), str(path))["points"]
         for p in points:  # a shard names a file in the store, never a path to read elsewhere

@@ -46,7 +46,7 @@ FLOAT64 = ("rho_A", "S2")  # kept in float64: S₂ grows like ρ_A^T, past float
 def chance_accuracy(y: torch.Tensor) -> float:
     """The accuracy of always answering y's most frequent label, over the targets `evaluate` counts (≠ IGNORE):
     max_c #{y = c} / #{y ≠ IGNORE}. y (n [L]); NaN for float (regression) targets or when none is counted."""
-    counted = y[y != IGNORE]                                                # (targets counted)
+    counted = y[y != IGNORE]  # (targets counted)
     if y.is_floating_point() or counted.numel() == 0:
         return NAN
     return torch.unique(counted, return_counts=True)[1].max().item() / counted.numel()
@@ -72,22 +72,22 @@ def eigenvalues(layer) -> torch.Tensor:
 def probe(model, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
     """The measures of one single-point SequenceModel on a probe batch x (B L [C]): 0-dim tensors; on an LTI model
     also `tau_layers` (n_layers) and, with_memory, `mf` (T)."""
-    _, inputs = model.trunk(x)                                              # n_layers × (B L H)
+    _, inputs = model.trunk(x)  # n_layers × (B L H)
     nan = torch.full((), NAN, device=x.device)
     out = {}
     lti = [(layer, u) for layer, u in zip(model.layers, inputs) if hasattr(layer, "kernel")]
-    per_layer = [tau(layer.kernel(u.shape[1]), *input_stats(u)) for layer, u in lti]   # n_layers × (H)
+    per_layer = [tau(layer.kernel(u.shape[1]), *input_stats(u)) for layer, u in lti]  # n_layers × (H)
     taus = torch.cat(per_layer) if lti else None
     out["tau"] = taus.mean() if lti else nan
     out["tau_max"] = taus.max() if lti else nan
     if lti:
-        out["tau_layers"] = torch.stack([t.mean() for t in per_layer])    # (n_layers)
+        out["tau_layers"] = torch.stack([t.mean() for t in per_layer])  # (n_layers)
     if lti and with_memory:
         systems = [s4d_system(layer) if isinstance(layer, S4D) else s4_system(layer) for layer, _ in lti]
         T = x.shape[1]  # MF of the stationary state (infinite past): the Gram sum runs until α_k has decayed
         out["mf"] = torch.cat([memory_function(A, B, T, horizon=MEMORY_HORIZON * T) for A, B in systems]).mean(0)  # (T)
         out["mc"] = out["mf"].sum()
-        kappa = torch.cat([gram_condition(A, B, T) for A, B in systems])     # (channels), inf where singular
+        kappa = torch.cat([gram_condition(A, B, T) for A, B in systems])  # (channels), inf where singular
         out["gram_cond"] = kappa.nan_to_num(GRAM_SINGULAR, GRAM_SINGULAR).clamp(max=GRAM_SINGULAR).median()
     else:
         out["mc"] = out["gram_cond"] = nan
@@ -97,10 +97,10 @@ def probe(model, x: torch.Tensor, with_memory: bool) -> dict[str, torch.Tensor]:
     log_dts = [layer.log_dt for layer in model.layers if hasattr(layer, "log_dt")]  # n_layers × (H), LTI only
     out["dt"] = geometric_dt(log_dts) if log_dts else nan
     rhos = [selective_rho_A(layer, u) for layer, u in zip(model.layers, inputs) if isinstance(layer, Selective)]
-    out["rho_A"] = torch.stack(rhos).max() if rhos else nan                 # 001: the slowest-decaying layer
-    out["S2"] = s2(out["rho_A"], x.shape[1])                                # T = the run's seq_len
+    out["rho_A"] = torch.stack(rhos).max() if rhos else nan  # 001: the slowest-decaying layer
+    out["S2"] = s2(out["rho_A"], x.shape[1])  # T = the run's seq_len
     first, u = model.layers[0], inputs[0]
-    y = first(u) - (u * first.D if hasattr(first, "D") else 0)              # the convolution / scan part
+    y = first(u) - (u * first.D if hasattr(first, "D") else 0)  # the convolution / scan part
     out["output_scale"] = y[:, -1].abs().mean()
     return {k: v.double() if k in FLOAT64 else v.float() for k, v in out.items()}
 
@@ -120,8 +120,10 @@ def measure_packed(packed, x: torch.Tensor, with_memory: bool) -> dict[str, torc
     (grad_norm not included). An S4D model without the memory measures is probed natively batched (`batched.probe`,
     sub-pack by sub-pack), else `probe` is mapped over the points."""
     if packed.batched and not with_memory:
-        parts = [batched.probe(packed.base, packed.state(p), x.expand(p.stop - p.start, *x.shape))
-                 for p in packed.subpacks(x)]
+        parts = [
+            batched.probe(packed.base, packed.state(p), x.expand(p.stop - p.start, *x.shape))
+            for p in packed.subpacks(x)
+        ]
         return {k: torch.cat([part[k] for part in parts]).cpu() for k in parts[0]}
     wrapper = _Probe(packed.base)
     params = {f"model.{k}": v for k, v in packed.params.items()}

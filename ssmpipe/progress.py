@@ -66,13 +66,24 @@ class Progress:
         self.path.unlink(missing_ok=True)
 
     def _write(self, group: int, epoch: int, train_loss: float, alive: int | None) -> None:
-        left = self.epochs[group] - epoch + sum(self.epochs[group + 1:])  # epochs still to train in the shard
+        left = self.epochs[group] - epoch + sum(self.epochs[group + 1 :])  # epochs still to train in the shard
         epoch_s = self.epoch_s_sum / self.epochs_timed if self.epochs_timed else None
-        record = {"shard": self.shard, "group": group + 1, "groups": len(self.epochs), "epoch": epoch,
-                  "epochs": self.epochs[group], "epochs_left": left,
-                  "train_loss": train_loss if math.isfinite(train_loss) else None, "alive": alive,
-                  "epoch_s": epoch_s, "eta_s": None if epoch_s is None else left * epoch_s,
-                  "started": self.started, "time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+        record = {
+            "shard": self.shard,
+            "group": group + 1,
+            "groups": len(self.epochs),
+            "epoch": epoch,
+            "epochs": self.epochs[group],
+            "epochs_left": left,
+            "train_loss": train_loss if math.isfinite(train_loss) else None,
+            "alive": alive,
+            "epoch_s": epoch_s,
+            "eta_s": None if epoch_s is None else left * epoch_s,
+            "started": self.started,
+            "time": time.time(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+        }
         try:
             write_text(self.path, json.dumps(record))
         except OSError as e:  # a hint only: the checkpoint's own write says whether training can go on
@@ -82,8 +93,20 @@ class Progress:
 
 
 # A record's fields and their types (None allowed for the last three): what `read` accepts.
-FIELDS = {"group": int, "groups": int, "epoch": int, "epochs": int, "epochs_left": int, "started": float,
-          "time": float, "host": str, "pid": int, "train_loss": float, "epoch_s": float, "eta_s": float}
+FIELDS = {
+    "group": int,
+    "groups": int,
+    "epoch": int,
+    "epochs": int,
+    "epochs_left": int,
+    "started": float,
+    "time": float,
+    "host": str,
+    "pid": int,
+    "train_loss": float,
+    "epoch_s": float,
+    "eta_s": float,
+}
 OPTIONAL = ("train_loss", "epoch_s", "eta_s")
 
 
@@ -96,8 +119,9 @@ def read(results: str | Path, shard: str) -> dict | None:
         return None
     if not isinstance(record, dict):
         return None
-    if not all(_fits(record.get(key), kind) or (key in OPTIONAL and record.get(key) is None)
-               for key, kind in FIELDS.items()):
+    if not all(
+        _fits(record.get(key), kind) or (key in OPTIONAL and record.get(key) is None) for key, kind in FIELDS.items()
+    ):
         return None
     return record if NAME.fullmatch(record["host"]) else None
 

@@ -21,20 +21,34 @@ from ssmpipe.atomic import atomic_path
 from ssmpipe.columns import LAYER_MEASURES, LENGTH_METRICS, MEASURES, METRICS, PROFILES
 from ssmpipe.errors import StoreError
 
-_ARROW = {"integer": pa.int64(), "number": pa.float64(), "string": pa.string(), "boolean": pa.bool_(),
-          "array": pa.list_(pa.int64())}
+_ARROW = {
+    "integer": pa.int64(),
+    "number": pa.float64(),
+    "string": pa.string(),
+    "boolean": pa.bool_(),
+    "array": pa.list_(pa.int64()),
+}
 
 
 def runs_schema() -> pa.Schema:
     settings = [pa.field(k, _ARROW[t]) for k, t in sorted(cfg.setting_types().items())]
-    return pa.schema([pa.field("run_id", pa.string()), pa.field("shard_id", pa.string()), *settings,
-                      pa.field("epoch", pa.int64()), *(pa.field(m, pa.float64()) for m in METRICS + MEASURES),
-                      *(pa.field(m, pa.list_(pa.float32())) for m in PROFILES + LENGTH_METRICS + LAYER_MEASURES),
-                      pa.field("wall_s", pa.float64()), pa.field("status", pa.string()),
-                      pa.field("error", pa.string()),
-                      pa.field("study", pa.string()), pa.field("trial_id", pa.string()),  # null unless a tune trial
-                      pa.field("device", pa.string()),         # where the epoch trained: "cpu", "cuda:<card name>"
-                      pa.field("cuda_version", pa.string())])  # torch.version.cuda on CUDA, else null (older: null)
+    return pa.schema(
+        [
+            pa.field("run_id", pa.string()),
+            pa.field("shard_id", pa.string()),
+            *settings,
+            pa.field("epoch", pa.int64()),
+            *(pa.field(m, pa.float64()) for m in METRICS + MEASURES),
+            *(pa.field(m, pa.list_(pa.float32())) for m in PROFILES + LENGTH_METRICS + LAYER_MEASURES),
+            pa.field("wall_s", pa.float64()),
+            pa.field("status", pa.string()),
+            pa.field("error", pa.string()),
+            pa.field("study", pa.string()),
+            pa.field("trial_id", pa.string()),  # null unless a tune trial
+            pa.field("device", pa.string()),  # where the epoch trained: "cpu", "cuda:<card name>"
+            pa.field("cuda_version", pa.string()),
+        ]
+    )  # torch.version.cuda on CUDA, else null (older: null)
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:
@@ -59,8 +73,7 @@ def write_runs(rows: list[dict], path: str | Path) -> pa.Table:
     return table
 
 
-def read_runs(paths: list[str | Path], run_ids: list[str] | None = None,
-              columns: list[str] | None = None) -> pa.Table:
+def read_runs(paths: list[str | Path], run_ids: list[str] | None = None, columns: list[str] | None = None) -> pa.Table:
     """Rows of the given store files (optionally only some run ids, and only some columns of runs_schema: each file
     is read column by column, so fewer columns read faster), one run's rows together."""
     schema = runs_schema()
@@ -71,8 +84,9 @@ def read_runs(paths: list[str | Path], run_ids: list[str] | None = None,
     parts = []
     with ThreadPoolExecutor(max(1, min(len(paths), os.cpu_count() or 1))) as pool:  # Parquet reads free the GIL
         for start in range(0, len(paths), READ_GROUP):
-            group = pa.concat_tables(pool.map(lambda p: _conform(_read_parquet(p, schema.names), schema),
-                                              paths[start:start + READ_GROUP]))
+            group = pa.concat_tables(
+                pool.map(lambda p: _conform(_read_parquet(p, schema.names), schema), paths[start : start + READ_GROUP])
+            )
             parts.append(group.combine_chunks())  # one buffer per column, not one per file: 1.1 -> 0.7 GB at 3,200
     table = pa.concat_tables(parts)
     if run_ids is not None:
@@ -83,6 +97,7 @@ def read_runs(paths: list[str | Path], run_ids: list[str] | None = None,
 
 
 READ_GROUP = 256  # runs files read, then combined, at a time
+
 
 def _read_parquet(path: str | Path, columns: list[str]) -> pa.Table:
     """The named columns of a runs file that has them (an older file may lack some: `_conform` fills them)."""
@@ -98,8 +113,10 @@ def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """A runs file's table with exactly the schema's columns: missing ones (an older file) null, others cast."""
     if table.schema.equals(schema):  # as write_runs wrote it: nothing to do (casting 71 columns is not free)
         return table
-    columns = [table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
-               for f in schema]
+    columns = [
+        table.column(f.name).cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type)
+        for f in schema
+    ]
     return pa.Table.from_arrays(columns, schema=schema)
 
 
@@ -122,8 +139,18 @@ def contiguous(table: pa.Table) -> bool:
 
 def epoch_stats(table: pa.Table, keys: list[str]) -> list[tuple]:
     """(*key values, (rows, lowest epoch, highest epoch, distinct epochs)) of each group of a table's rows."""
-    g = table.group_by(keys).aggregate([("epoch", "count", pc.CountOptions(mode="all")), ("epoch", "min"),
-                                        ("epoch", "max"), ("epoch", "count_distinct")]).to_pydict()
+    g = (
+        table.group_by(keys)
+        .aggregate(
+            [
+                ("epoch", "count", pc.CountOptions(mode="all")),
+                ("epoch", "min"),
+                ("epoch", "max"),
+                ("epoch", "count_distinct"),
+            ]
+        )
+        .to_pydict()
+    )
     counts = zip(g["epoch_count"], g["epoch_min"], g["epoch_max"], g["epoch_count_distinct"])
     return [(*key, c) for *key, c in zip(*(g[k] for k in keys), counts)]
 
@@ -131,4 +158,3 @@ def epoch_stats(table: pa.Table, keys: list[str]) -> list[tuple]:
 def numbered(n: int, lo: int, hi: int, distinct: int) -> bool:
     """Whether n epochs from lo to hi, distinct of them, are 0, 1, …, n − 1."""
     return lo == 0 and hi == n - 1 and distinct == n
-

@@ -31,7 +31,7 @@ from ssmpipe.layout import Layout
 
 log = logging.getLogger("ssmpipe.slurm")
 
-POLL_S = 30              # slurm.poll_s's default: seconds between two status queries of a store's jobs
+POLL_S = 30  # slurm.poll_s's default: seconds between two status queries of a store's jobs
 # States of a job that holds its shard (will train it, or is training it); COMPLETING: ending.
 LIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "RESIZING", "SUSPENDED", "PREEMPTED")
 
@@ -91,9 +91,14 @@ def executor_parameters(requests: dict, name: str, nodes: int = 1) -> dict:
     for key, value in requests.items():
         if isinstance(value, str) and _breaks_line(value):
             raise ConfigError(f"slurm.{key} = {value!r}: a SLURM request is one line")
-    params = {"name": name, "timeout_min": requests["timeout_min"], "mem_gb": requests["mem_gb"],
-              "cpus_per_task": requests["cpus_per_task"], "slurm_signal_delay_s": requests["signal_delay_s"],
-              "slurm_srun_args": ["--open-mode=append"]}  # a requeued job's log keeps its earlier starts
+    params = {
+        "name": name,
+        "timeout_min": requests["timeout_min"],
+        "mem_gb": requests["mem_gb"],
+        "cpus_per_task": requests["cpus_per_task"],
+        "slurm_signal_delay_s": requests["signal_delay_s"],
+        "slurm_srun_args": ["--open-mode=append"],
+    }  # a requeued job's log keeps its earlier starts
     if requests["gpus_per_node"]:
         params["gpus_per_node"] = requests["gpus_per_node"]
     if nodes > 1:
@@ -108,18 +113,24 @@ def check_requests(requests: dict) -> None:
     """Ask SLURM (sbatch --test-only) whether it would run a job with these requests; ConfigError if not."""
     executor_parameters(requests, "check")  # a line break in a request: refused before SLURM is asked
     if not shutil.which("sbatch"):
-        raise ConfigError("launcher = 'slurm', but sbatch is not on PATH: run on a SLURM login node, "
-                          "or without --profile slurm")
-    flags = [f"--time={requests['timeout_min']}", f"--mem={math.ceil(requests['mem_gb'] * 1024)}M",
-             f"--cpus-per-task={requests['cpus_per_task']}"]
+        raise ConfigError(
+            "launcher = 'slurm', but sbatch is not on PATH: run on a SLURM login node, or without --profile slurm"
+        )
+    flags = [
+        f"--time={requests['timeout_min']}",
+        f"--mem={math.ceil(requests['mem_gb'] * 1024)}M",
+        f"--cpus-per-task={requests['cpus_per_task']}",
+    ]
     if requests["gpus_per_node"]:
         flags.append(f"--gpus-per-node={requests['gpus_per_node']}")
     flags += [f"--{key}={requests[key]}" for key in ("partition", "account", "qos", "constraint") if requests.get(key)]
-    test = subprocess.run(["sbatch", "--test-only", *flags, "--wrap", "true"], capture_output=True, text=True,
-                          timeout=60)
+    test = subprocess.run(
+        ["sbatch", "--test-only", *flags, "--wrap", "true"], capture_output=True, text=True, timeout=60
+    )
     if test.returncode != 0:
-        raise ConfigError(f"slurm: SLURM would not run a job asking for {_describe(requests)}: "
-                          f"{' '.join(test.stderr.split())}")
+        raise ConfigError(
+            f"slurm: SLURM would not run a job asking for {_describe(requests)}: {' '.join(test.stderr.split())}"
+        )
 
 
 def log_folder(results: str | Path, sweep: str) -> Path:
@@ -151,8 +162,15 @@ def train(results: str | Path, shard: str, sweep: str, requests: dict) -> None:
     run(job, log_folder(results, sweep), requests, job_name(results, shard), f"shard {shard}", results)
 
 
-def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict, name: str, what: str,
-        results: str | Path | None = None, nodes: int = 1):
+def run(
+    function: submitit.helpers.Checkpointable,
+    folder: Path,
+    requests: dict,
+    name: str,
+    what: str,
+    results: str | Path | None = None,
+    nodes: int = 1,
+):
     """Run `function` as one SLURM job named `name` with the `slurm:` requests, logs in `folder`; wait for it.
 
     Returns what `function` returned (on `nodes` > 1: task 0's). Refused (JobFailed) while a job of that name is
@@ -162,16 +180,21 @@ def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict,
     whose log folder `folder` is).
     """
     if not shutil.which("sbatch"):
-        raise JobFailed(f"{what}: launcher slurm needs sbatch on PATH (run on a SLURM login node, "
-                        "or without --profile slurm)")
-    jobs = StoreJobs(results if results is not None else Path(folder).resolve().parent.parent,
-                     requests.get("poll_s", POLL_S))
+        raise JobFailed(
+            f"{what}: launcher slurm needs sbatch on PATH (run on a SLURM login node, or without --profile slurm)"
+        )
+    jobs = StoreJobs(
+        results if results is not None else Path(folder).resolve().parent.parent, requests.get("poll_s", POLL_S)
+    )
     live = jobs.queued(name)
     if live:
-        raise JobFailed(f"{what} already has SLURM job {live[0]} ({live[1]}), from another run: "
-                        f"wait for it to end or `scancel {live[0]}`, then run again (it resumes)")
-    executor = submitit.AutoExecutor(folder=job_folder(folder), cluster="slurm",
-                                     slurm_max_num_timeout=requests["max_timeouts"])
+        raise JobFailed(
+            f"{what} already has SLURM job {live[0]} ({live[1]}), from another run: "
+            f"wait for it to end or `scancel {live[0]}`, then run again (it resumes)"
+        )
+    executor = submitit.AutoExecutor(
+        folder=job_folder(folder), cluster="slurm", slurm_max_num_timeout=requests["max_timeouts"]
+    )
     executor.update_parameters(**executor_parameters(requests, name, nodes=nodes))
     try:
         job = executor.submit(function)
@@ -179,8 +202,14 @@ def run(function: submitit.helpers.Checkpointable, folder: Path, requests: dict,
         why = (e.output or b"").decode(errors="replace") if isinstance(e, subprocess.CalledProcessError) else str(e)
         raise JobFailed(f"{what}: sbatch refused the job (slurm: {_describe(requests)}): {why.strip()}") from None
     head = job.task(0) if nodes > 1 else job  # the task whose log and result count
-    log.info("%s: SLURM job %s (%s%s); log %s", what, job.job_id, f"{nodes} nodes × " if nodes > 1 else "",
-             _describe(requests), head.paths.stderr)
+    log.info(
+        "%s: SLURM job %s (%s%s); log %s",
+        what,
+        job.job_id,
+        f"{nodes} nodes × " if nodes > 1 else "",
+        _describe(requests),
+        head.paths.stderr,
+    )
     with _cancelled_on_signal(job):
         ended = _wait(job, jobs)
     if ended:  # over without a result file: no need to ask submitit (sacct) again
@@ -215,8 +244,21 @@ def ended_jobs(results: str | Path, shards: list[str], days: int = 30) -> dict[s
     names = sorted(shard_of)
     ended: dict[str, tuple[str, str]] = {}
     for i in range(0, len(names), 200):  # one sacct call per 200 names
-        out = _run(["sacct", "-X", "-n", "-P", "-u", getpass.getuser(), "-S", f"now-{days}days",
-                    "-o", "JobID,JobName,State", f"--name={','.join(names[i:i + 200])}"])
+        out = _run(
+            [
+                "sacct",
+                "-X",
+                "-n",
+                "-P",
+                "-u",
+                getpass.getuser(),
+                "-S",
+                f"now-{days}days",
+                "-o",
+                "JobID,JobName,State",
+                f"--name={','.join(names[i : i + 200])}",
+            ]
+        )
         for line in out.splitlines():  # oldest first: a shard's later job replaces its earlier one
             job_id, name, state = line.split("|", 2)
             if name in shard_of and state.split()[0] not in (*LIVE, "COMPLETING"):
@@ -245,7 +287,7 @@ class StoreJobs:
     def __init__(self, results: str | Path, poll_s: float = POLL_S):
         self.results = Path(results).resolve()
         self.poll_s = float(poll_s)
-        self.hung_s = 130                     # a poll takes at most 2 x 60 s (squeue, sacct, their timeouts)
+        self.hung_s = 130  # a poll takes at most 2 x 60 s (squeue, sacct, their timeouts)
         # jobs.json older than this while poll.lock is held: a poller hangs
         self.stale_s = 2 * self.poll_s + self.hung_s
         self.folder = Layout(self.results).slurm_state_dir()
@@ -272,8 +314,9 @@ class StoreJobs:
             try:  # no poll yet (or a very old one): wait for this one, as long as a poll can take
                 self._lock.acquire(timeout=self.hung_s)
             except filelock.Timeout:
-                log.warning("%s has been held for %.0f s: its poller hangs; polling here", self._lock.lock_file,
-                            self.hung_s)
+                log.warning(
+                    "%s has been held for %.0f s: its poller hangs; polling here", self._lock.lock_file, self.hung_s
+                )
                 return self._poll()
         try:
             state = self._read()  # another process may have polled meanwhile
@@ -291,8 +334,14 @@ class StoreJobs:
         deadline, max_age = time.monotonic() + completing_s, None
         while True:
             state = self.snapshot(max_age)
-            job = next(((job_id, info["queue"]) for job_id, info in state.get("jobs", {}).items()
-                        if info["name"] == name and info.get("queue")), None)
+            job = next(
+                (
+                    (job_id, info["queue"])
+                    for job_id, info in state.get("jobs", {}).items()
+                    if info["name"] == name and info.get("queue")
+                ),
+                None,
+            )
             if not job:
                 return None
             if max_age is None and self._age(state) > 2:  # seen a while ago: look again, now
@@ -306,8 +355,10 @@ class StoreJobs:
     def register(self, job_id: str, result: str) -> None:
         """Note that this process waits for `job_id`, whose result file is `result`."""
         private_dir(self.waiting)
-        write_text(self.waiting / f"{job_id}.json", json.dumps(
-            {"job": str(job_id), "result": result, "host": socket.gethostname(), "pid": os.getpid()}))
+        write_text(
+            self.waiting / f"{job_id}.json",
+            json.dumps({"job": str(job_id), "result": result, "host": socket.gethostname(), "pid": os.getpid()}),
+        )
 
     def unregister(self, job_id: str) -> None:
         (self.waiting / f"{job_id}.json").unlink(missing_ok=True)
@@ -357,8 +408,11 @@ class StoreJobs:
                 jobs[job_id] = {"name": name, "queue": queue}
         if out is None:  # squeue failed: keep the last poll's jobs, and let the next poll be due in poll_s
             jobs = self._read().get("jobs", {})
-        ended = [job_id for job_id, entry in waited.items() if out is not None
-                 and jobs.get(job_id, {}).get("queue") not in LIVE and not Path(entry["result"]).exists()]
+        ended = [
+            job_id
+            for job_id, entry in waited.items()
+            if out is not None and jobs.get(job_id, {}).get("queue") not in LIVE and not Path(entry["result"]).exists()
+        ]
         known = self._read().get("jobs", {})
         for job_id in [j for j in ended if known.get(j, {}).get("end")]:  # an end state stays: not asked again
             jobs.setdefault(job_id, {"name": known[job_id]["name"]})["end"] = known[job_id]["end"]
@@ -414,8 +468,15 @@ def _breaks_line(text: str) -> bool:
 
 def _describe(requests: dict) -> str:
     where = [f"{k} {requests[k]}" for k in ("partition", "account", "qos", "constraint") if requests.get(k)]
-    return ", ".join([*where, f"{requests['gpus_per_node']} GPU", f"{requests['cpus_per_task']} CPU",
-                      f"{requests['mem_gb']} GB", f"{requests['timeout_min']} min"])
+    return ", ".join(
+        [
+            *where,
+            f"{requests['gpus_per_node']} GPU",
+            f"{requests['cpus_per_task']} CPU",
+            f"{requests['mem_gb']} GB",
+            f"{requests['timeout_min']} min",
+        ]
+    )
 
 
 def _wait(job, jobs: StoreJobs | None = None) -> str | None:
@@ -465,6 +526,7 @@ class _Stopped(BaseException):
 @contextmanager
 def _cancelled_on_signal(job):
     """Within it, SIGINT/SIGTERM/SIGHUP cancel the job (scancel) and exit."""
+
     def stop(signum, frame):
         raise _Stopped(signum)
 
@@ -473,8 +535,11 @@ def _cancelled_on_signal(job):
         yield
     except _Stopped as e:
         job.cancel(check=False)
-        log.warning("stopped by %s: cancelled SLURM job %s (a rerun resumes from the shard's checkpoint)",
-                    signal.Signals(e.args[0]).name, job.job_id)
+        log.warning(
+            "stopped by %s: cancelled SLURM job %s (a rerun resumes from the shard's checkpoint)",
+            signal.Signals(e.args[0]).name,
+            job.job_id,
+        )
         raise SystemExit(128 + e.args[0]) from None
     finally:
         for s, handler in previous.items():
@@ -490,8 +555,12 @@ def _failure(job, what: str, state: str | None = None) -> str:
         time.sleep(1)
     tail = ""
     if job.paths.stderr.exists():  # its last lines, without progress bars
-        lines = [line for line in job.paths.stderr.read_text(errors="replace").splitlines()
-                 if line.strip() and "%|" not in line]
+        lines = [
+            line
+            for line in job.paths.stderr.read_text(errors="replace").splitlines()
+            if line.strip() and "%|" not in line
+        ]
         tail = "\n".join(lines[-12:])
-    return (f"{what}: SLURM job {job.job_id} ended {state}; its log: {job.paths.stderr} "
-            f"(stdout {job.paths.stdout})" + (f"\nlast lines of the log:\n{tail}" if tail else ""))
+    return f"{what}: SLURM job {job.job_id} ended {state}; its log: {job.paths.stderr} (stdout {job.paths.stdout})" + (
+        f"\nlast lines of the log:\n{tail}" if tail else ""
+    )

@@ -38,11 +38,11 @@ SHOWN = 20  # shards listed with their progress, at most
 class SweepStatus:
     sweep: str
     plan: sweep.Plan
-    points: Counter = field(default_factory=Counter)   # state -> points
-    shards: Counter = field(default_factory=Counter)   # state -> shards (shard states only)
-    jobs: dict = field(default_factory=dict)           # shard -> (SLURM job id, state), live or failed
-    progress: dict = field(default_factory=dict)       # shard -> (state, its progress record or None)
-    trained: dict = field(default_factory=dict)        # trained shard -> Counter of its runs' statuses
+    points: Counter = field(default_factory=Counter)  # state -> points
+    shards: Counter = field(default_factory=Counter)  # state -> shards (shard states only)
+    jobs: dict = field(default_factory=dict)  # shard -> (SLURM job id, state), live or failed
+    progress: dict = field(default_factory=dict)  # shard -> (state, its progress record or None)
+    trained: dict = field(default_factory=dict)  # trained shard -> Counter of its runs' statuses
     log_folder: str = ""
     time: float = 0.0
 
@@ -64,8 +64,13 @@ def sweep_status(config: dict, previous: SweepStatus | None = None) -> SweepStat
     ids_of: dict[str, list[str]] = {}
     for run_id, shard in plan.shard_of.items():
         ids_of.setdefault(shard, []).append(run_id)
-    status = SweepStatus(config["sweep"], plan, log_folder=str(slurm.log_folder(config["results"], config["sweep"])),
-                         trained=dict(previous.trained) if previous else {}, time=time.time())
+    status = SweepStatus(
+        config["sweep"],
+        plan,
+        log_folder=str(slurm.log_folder(config["results"], config["sweep"])),
+        trained=dict(previous.trained) if previous else {},
+        time=time.time(),
+    )
     if previous is None:
         status.trained.update(_trained_statuses(store, sorted(set(plan.shards) - set(plan.pending)), ids_of))
     todo = sorted(set(ids_of) - set(status.trained))
@@ -108,8 +113,10 @@ def _untrained_states(store: Store, config: dict, todo: list[str]) -> dict[str, 
     """Shard -> (state, its SLURM job or None) for shards not trained yet."""
     # SLURM's view, for a sweep on SLURM or a store some sweep submitted jobs from (its <sweep>/slurm/ log folder):
     # the store's shared poll (jobs.json, renewed by the waiting train jobs) when fresh, else one squeue
-    on_slurm = bool(todo) and (config["launcher"] == "slurm" or any(
-        p.parent.name not in cfg.RESERVED for p in Path(config["results"]).glob("*/slurm")))  # not store/slurm/
+    on_slurm = bool(todo) and (
+        config["launcher"] == "slurm"
+        or any(p.parent.name not in cfg.RESERVED for p in Path(config["results"]).glob("*/slurm"))
+    )  # not store/slurm/
     live = slurm.live_jobs(config["results"], todo, config["slurm"]["poll_s"]) if on_slurm else {}
     rest = [s for s in todo if s not in live]
     ended = slurm.ended_jobs(config["results"], rest) if rest and on_slurm else {}
@@ -135,9 +142,11 @@ def render(status: SweepStatus) -> str:
     """One compact table: points and shards per state; the shards training now (and interrupted), each with its
     epoch, loss, elapsed time and ETA; the SLURM jobs of failed shards."""
     shards = sum(status.shards.values())
-    lines = [f"sweep {status.sweep!r}: {status.total} points in {shards} shards "
-             f"({status.shards['trained']} trained)" + _sweep_eta(status),
-             f"  {'state':<12} {'points':>7} {'shards':>7}"]
+    lines = [
+        f"sweep {status.sweep!r}: {status.total} points in {shards} shards "
+        f"({status.shards['trained']} trained)" + _sweep_eta(status),
+        f"  {'state':<12} {'points':>7} {'shards':>7}",
+    ]
     for state in STATES:
         n = status.points[state]
         if n or state in STATUSES:
@@ -168,8 +177,10 @@ def _progress_line(shard: str, state: str, record: dict | None, now: float) -> s
         return f"{head}: stopped after {group}epoch {record['epoch']}/{record['epochs']}{loss}"
     eta = record.get("eta_s")
     left = "" if eta is None else f", {_clock(max(0.0, eta - (now - record['time'])))} left"
-    return (f"{head}: {group}epoch {record['epoch']}/{record['epochs']}{loss}, "
-            f"{_clock(now - record['started'])} elapsed{left} ({record['host']} pid {record['pid']})")
+    return (
+        f"{head}: {group}epoch {record['epoch']}/{record['epochs']}{loss}, "
+        f"{_clock(now - record['started'])} elapsed{left} ({record['host']} pid {record['pid']})"
+    )
 
 
 def _sweep_eta(status: SweepStatus) -> str:
@@ -203,4 +214,3 @@ def watch(configs: list[dict], interval: float, out=sys.stdout) -> None:
         if all(s.finished for s in statuses):
             return
         time.sleep(interval)
-

@@ -62,8 +62,10 @@ class Store(Layout):
 
     def write_spec(self, shard: str, points: list[tuple[str, dict]]) -> None:
         if not self.spec_path(shard).exists():
-            write_text(self.spec_path(shard), json_lines({"shard": shard}, "points",
-                                                          [{"run_id": r, "settings": s} for r, s in points]))
+            write_text(
+                self.spec_path(shard),
+                json_lines({"shard": shard}, "points", [{"run_id": r, "settings": s} for r, s in points]),
+            )
 
     def read_spec(self, shard_or_path: str | Path) -> dict:
         path = Path(shard_or_path)
@@ -71,8 +73,9 @@ class Store(Layout):
             path = self.spec_path(str(shard_or_path))
         return load_json(read_file(path), str(path))
 
-    def spec_problem(self, shard: str, known: dict[str, dict] | None = None,
-                     spec: dict | None = None) -> tuple[str | None, list[str]]:
+    def spec_problem(
+        self, shard: str, known: dict[str, dict] | None = None, spec: dict | None = None
+    ) -> tuple[str | None, list[str]]:
         """(why shard's spec cannot be trusted, or None; its run ids, read once).
 
         The spec must parse, name its shard, and be content-addressed (each point's run id the hash of its
@@ -109,8 +112,10 @@ class Store(Layout):
             return f"not a runs table ({type(e).__name__}: {e})"
         rows = table.to_pydict()
         if set(rows["run_id"]) != set(run_ids):
-            return (f"it holds {len(set(rows['run_id']))} runs, its spec {len(set(run_ids))}"
-                    f" ({len(set(rows['run_id']) ^ set(run_ids))} differ)")
+            return (
+                f"it holds {len(set(rows['run_id']))} runs, its spec {len(set(run_ids))}"
+                f" ({len(set(rows['run_id']) ^ set(run_ids))} differ)"
+            )
         epochs: dict[str, list[int]] = {}
         for rid, epoch in zip(rows["run_id"], rows["epoch"]):
             epochs.setdefault(rid, []).append(epoch)
@@ -139,8 +144,9 @@ class Store(Layout):
             if path.exists():
                 self.quarantine(path, why if path == self.spec_path(shard) else f"its spec {why}")
 
-    def trusted(self, shard: str, repair: bool, known: dict[str, dict] | None = None,
-                spec: dict | None = None) -> tuple[list[str] | None, bool]:
+    def trusted(
+        self, shard: str, repair: bool, known: dict[str, dict] | None = None, spec: dict | None = None
+    ) -> tuple[list[str] | None, bool]:
         """(run ids of shard's spec, or None if it is missing or untrusted; whether its rows are stored and
         trusted). With repair, what fails a check is quarantined. known, spec: as for `spec_problem`."""
         if spec is None and not self.spec_path(shard).exists():
@@ -160,8 +166,11 @@ class Store(Layout):
                 out[shard] = ids, False
         stored = {s: ids for s, (ids, _) in out.items() if ids is not None}
         stamps = {s: _stamp(self.runs_path(s)) for s in stored}
-        fresh = {s for s, stamp in stamps.items() if stamp is not None and self._recorded(s) == [
-            *stamp, _ids_hash(stored[s])]}  # checked before, unchanged since: not read again
+        fresh = {
+            s
+            for s, stamp in stamps.items()
+            if stamp is not None and self._recorded(s) == [*stamp, _ids_hash(stored[s])]
+        }  # checked before, unchanged since: not read again
         checked = self.runs_problems({s: ids for s, ids in stored.items() if stamps[s] is not None and s not in fresh})
         for shard, problem in checked.items():
             if problem:
@@ -250,11 +259,20 @@ def _epoch_counts(paths: list[str]) -> dict[str, dict[str, tuple[int, int, int, 
     if not paths:
         return {}
     with ThreadPoolExecutor(max(1, min(len(paths), os.cpu_count() or 1))) as pool:
-        tables = list(pool.map(lambda p: pq.ParquetFile(p, pre_buffer=False).read(columns=["run_id", "epoch"],
-                                                                                  use_threads=False), paths))
+        tables = list(
+            pool.map(
+                lambda p: pq.ParquetFile(p, pre_buffer=False).read(columns=["run_id", "epoch"], use_threads=False),
+                paths,
+            )
+        )
     rows = pa.concat_tables(tables)  # ArrowInvalid (a ValueError) if some file's columns differ in type
-    table = pa.table({"file": np.repeat(np.arange(len(paths), dtype=np.int32), [t.num_rows for t in tables]),
-                      "run_id": rows.column("run_id"), "epoch": rows.column("epoch")})
+    table = pa.table(
+        {
+            "file": np.repeat(np.arange(len(paths), dtype=np.int32), [t.num_rows for t in tables]),
+            "run_id": rows.column("run_id"),
+            "epoch": rows.column("epoch"),
+        }
+    )
     out: dict[str, dict] = {p: {} for p in paths}
     for f, rid, counts in epoch_stats(table, ["file", "run_id"]):
         out[paths[f]][rid] = counts
@@ -267,4 +285,3 @@ def claimed_ids(spec) -> list[str]:
         return [pt["run_id"] for pt in spec["points"]]
     except (KeyError, TypeError):
         return []
-

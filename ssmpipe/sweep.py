@@ -37,8 +37,8 @@ class Point:
 class Plan:
     config: dict
     points: list[Point]
-    shard_of: dict[str, str]                      # run id -> shard id holding (or to hold) it
-    shards: list[str]                             # every shard the sweep reads, sorted
+    shard_of: dict[str, str]  # run id -> shard id holding (or to hold) it
+    shards: list[str]  # every shard the sweep reads, sorted
     pending: list[str] = field(default_factory=list)  # shards still to train
     data: dict[str, dict[str, dict]] = field(default_factory=dict)  # pending shard -> data key -> data spec
     untrusted: list[str] = field(default_factory=list)  # store files that fail their checks (write=True moves them)
@@ -162,7 +162,7 @@ def varying_keys(config: dict) -> set[str]:
 def chunk(items: list, size: int) -> list[list]:
     """Split into ceil(n/size) chunks of near-equal length."""
     n = math.ceil(len(items) / size)
-    return [items[i * len(items) // n:(i + 1) * len(items) // n] for i in range(n)]
+    return [items[i * len(items) // n : (i + 1) * len(items) // n] for i in range(n)]
 
 
 def plan(config: dict, write: bool = True, planned: dict[str, list[str]] | None = None) -> Plan:
@@ -187,10 +187,13 @@ def _plan(config: dict, write: bool, planned: dict[str, list[str]]) -> Plan:
     pending_shards: list[str] = []
 
     known = {p.run_id: p.settings for p in points}
-    ours = ((shard, spec) for shard, spec in store.iter_specs()  # every spec that may hold our points
-            if not (claimed := claimed_ids(spec)) or any(rid in by_id for rid in claimed))
+    ours = (
+        (shard, spec)
+        for shard, spec in store.iter_specs()  # every spec that may hold our points
+        if not (claimed := claimed_ids(spec)) or any(rid in by_id for rid in claimed)
+    )
     trusted: dict[str, list[str]] = {}  # shard -> run ids, of every spec that may hold our points and checks out
-    done: set[str] = set()              # those whose rows are stored and check out
+    done: set[str] = set()  # those whose rows are stored and check out
     untrusted: list[str] = []
     # with write, the untrusted are quarantined
     for shard, (ids, stored) in store.trusted_all(ours, repair=write, known=known).items():
@@ -229,8 +232,15 @@ def _plan(config: dict, write: bool, planned: dict[str, list[str]]) -> Plan:
             pending_shards.append(shard)
 
     pending = sorted(pending_shards)
-    result = Plan(config, points, shard_of, sorted(set(shard_of.values())), pending,
-                  _data_of(points, shard_of, pending), [] if write else untrusted)
+    result = Plan(
+        config,
+        points,
+        shard_of,
+        sorted(set(shard_of.values())),
+        pending,
+        _data_of(points, shard_of, pending),
+        [] if write else untrusted,
+    )
     if write:
         manifest.write_manifest(store, config, result)
     return result
@@ -302,7 +312,7 @@ def _data_of(points: list[Point], shard_of: dict[str, str], shards: list[str]) -
 MEM_FLOOR_MB = 2000
 MEM_MARGIN = 1.25
 BASE_BYTES = 600e6
-ACTIVATION_BYTES = 17   # per point, example, step, channel and layer (forward and backward; the selective layer's
+ACTIVATION_BYTES = 17  # per point, example, step, channel and layer (forward and backward; the selective layer's
 #                         fused CPU scan keeps no per-state tensor)
 MEMORY_FUNCTION_BYTES = 92  # per channel, real state and step, for the first point; half that for each other one
 

@@ -43,24 +43,38 @@ def aggregate(store: Layout, sweep: str, out: str | Path) -> pa.Table:
     for shard in shards:
         if not store.runs_path(shard).exists():
             n = sum(p["shard"] == shard for p in points)
-            raise StoreError(f"{store.runs_path(shard)} does not exist: its {n} runs have no rows; rerun snakemake, "
-                             f"which trains what is missing")
+            raise StoreError(
+                f"{store.runs_path(shard)} does not exist: its {n} runs have no rows; rerun snakemake, "
+                f"which trains what is missing"
+            )
     varying, fixed = sweep_settings(store, sweep, [p["run_id"] for p in points])
     schema = runs_schema()
-    table = read_runs([store.runs_path(s) for s in shards], [p["run_id"] for p in points],
-                      [f.name for f in schema if f.name not in fixed and f.name not in varying.column_names[1:]])
+    table = read_runs(
+        [store.runs_path(s) for s in shards],
+        [p["run_id"] for p in points],
+        [f.name for f in schema if f.name not in fixed and f.name not in varying.column_names[1:]],
+    )
     have = set(pc.unique(table.column("run_id")).to_pylist())
     missing = [p for p in points if p["run_id"] not in have]
     if missing:
-        raise StoreError(f"{store.runs_path(missing[0]['shard'])} holds no rows of run {missing[0]['run_id']} "
-                         f"({len(missing)} of the sweep's {len(points)} runs have none): rerun snakemake, "
-                         f"which checks each shard and retrains what is missing")
+        raise StoreError(
+            f"{store.runs_path(missing[0]['shard'])} holds no rows of run {missing[0]['run_id']} "
+            f"({len(missing)} of the sweep's {len(points)} runs have none): rerun snakemake, "
+            f"which checks each shard and retrains what is missing"
+        )
     point_of_row = pc.index_in(table.column("run_id"), value_set=varying.column("run_id"))
-    columns = [table.column(f.name) if f.name in table.column_names
-               else varying.column(f.name).take(point_of_row) if f.name in varying.column_names
-               else pa.repeat(pa.scalar(fixed[f.name], f.type), table.num_rows) for f in schema]
-    table = pa.Table.from_arrays([*columns, pa.repeat(pa.scalar(sweep, pa.string()), table.num_rows)],
-                                 schema=schema.append(pa.field("sweep", pa.string())))
+    columns = [
+        table.column(f.name)
+        if f.name in table.column_names
+        else varying.column(f.name).take(point_of_row)
+        if f.name in varying.column_names
+        else pa.repeat(pa.scalar(fixed[f.name], f.type), table.num_rows)
+        for f in schema
+    ]
+    table = pa.Table.from_arrays(
+        [*columns, pa.repeat(pa.scalar(sweep, pa.string()), table.num_rows)],
+        schema=schema.append(pa.field("sweep", pa.string())),
+    )
     out = Path(out)
     if out.exists():
         _keep_if_shrinking(out, table)
@@ -85,29 +99,37 @@ def sweep_settings(store: Layout, sweep: str, run_ids: list[str]) -> tuple[pa.Ta
         config = load_yaml(text, str(path))
         n = math.prod(len(values) for values in config["grid"].values())  # counted before anything is expanded
         if n != len(run_ids):
-            raise StoreError(f"{str(path)!r} has {n:,} points, {str(store.manifest_path(sweep))!r} {len(run_ids):,}: "
-                             f"rerun snakemake, which plans the sweep again")
+            raise StoreError(
+                f"{str(path)!r} has {n:,} points, {str(store.manifest_path(sweep))!r} {len(run_ids):,}: "
+                f"rerun snakemake, which plans the sweep again"
+            )
         points = expand(config)
         varying = varying_keys(config)
     except StoreError:
         raise
     except OSError as e:  # a data file the task reads (task.path), hashed into each run id
-        raise StoreError(f"{str(path)!r}: its points' run ids cannot be computed again, {e.filename!r} is unreadable "
-                         f"({e.strerror})") from None
+        raise StoreError(
+            f"{str(path)!r}: its points' run ids cannot be computed again, {e.filename!r} is unreadable ({e.strerror})"
+        ) from None
     except (yaml.YAMLError, KeyError, TypeError, ValueError, AttributeError) as e:
         why = getattr(e, "problem", None) or e  # a YAML error's own words, without its multi-line excerpt
-        raise StoreError(f"{str(path)!r} is not a sweep's config snapshot ({type(e).__name__}: {why}): rerun "
-                         f"snakemake, which writes it again") from None
+        raise StoreError(
+            f"{str(path)!r} is not a sweep's config snapshot ({type(e).__name__}: {why}): rerun "
+            f"snakemake, which writes it again"
+        ) from None
     ids = [p.run_id for p in points]
     if set(ids) != set(run_ids):
         differ = len(set(ids) ^ set(run_ids))
-        raise StoreError(f"{str(path)!r} and {str(store.manifest_path(sweep))!r} disagree ({differ} run ids differ): "
-                         f"rerun snakemake, which plans the sweep again")
+        raise StoreError(
+            f"{str(path)!r} and {str(store.manifest_path(sweep))!r} disagree ({differ} run ids differ): "
+            f"rerun snakemake, which plans the sweep again"
+        )
     names = cfg.setting_types()
     fields = [f for f in runs_schema() if f.name in names and f.name in varying]
-    table = pa.Table.from_arrays([pa.array(ids, pa.string()), *(pa.array([_setting(p, f.name) for p in points], f.type)
-                                                               for f in fields)],
-                                 schema=pa.schema([pa.field("run_id", pa.string()), *fields]))
+    table = pa.Table.from_arrays(
+        [pa.array(ids, pa.string()), *(pa.array([_setting(p, f.name) for p in points], f.type) for f in fields)],
+        schema=pa.schema([pa.field("run_id", pa.string()), *fields]),
+    )
     first = cfg.flatten(points[0].settings) if points else {}
     return table, {name: first.get(name) for name in names if name not in varying}
 
@@ -133,7 +155,13 @@ def _keep_if_shrinking(out: Path, table: pa.Table) -> None:
         kept = out.with_name("runs.previous.parquet")
         with atomic_path(kept) as tmp:
             shutil.copyfile(out, tmp)
-        log.warning("ssmpipe: %s shrinks from %d to %d rows (%d runs no longer in the sweep, e.g. %s); "
-                    "the previous table is kept as %s", out, len(old), table.num_rows, len(lost),
-                    sorted(lost)[:1] or "none", kept)
-
+        log.warning(
+            "ssmpipe: %s shrinks from %d to %d rows (%d runs no longer in the sweep, e.g. %s); "
+            "the previous table is kept as %s",
+            out,
+            len(old),
+            table.num_rows,
+            len(lost),
+            sorted(lost)[:1] or "none",
+            kept,
+        )

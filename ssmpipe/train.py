@@ -55,13 +55,16 @@ def pick_device(name: str | None = None, gpus: int | None = None) -> torch.devic
     """
     if gpus is not None and gpus <= 0:
         if name and torch.device(name).type != "cpu":
-            log.warning("device %s ignored: the job asked for no GPU (slurm.gpus_per_node: 0), it trains on the CPU",
-                        name)
+            log.warning(
+                "device %s ignored: the job asked for no GPU (slurm.gpus_per_node: 0), it trains on the CPU", name
+            )
         return torch.device("cpu")
     if gpus is not None:
         if not torch.cuda.is_available():
-            raise DeviceError(f"asked for {gpus} GPU{'s' if gpus != 1 else ''} per node, but torch sees no CUDA "
-                              f"device ({no_cuda_reason()})")
+            raise DeviceError(
+                f"asked for {gpus} GPU{'s' if gpus != 1 else ''} per node, but torch sees no CUDA "
+                f"device ({no_cuda_reason()})"
+            )
         if gpus > 1:
             log.warning("asked for %d GPUs per node: a shard trains on one (cuda:0), the others idle", gpus)
         return torch.device(name if name and torch.device(name).type == "cuda" else "cuda")
@@ -76,11 +79,15 @@ def pick_device(name: str | None = None, gpus: int | None = None) -> torch.devic
 def no_cuda_reason() -> str:
     """Why torch sees no CUDA device, as far as this process can tell (for DeviceError's message)."""
     if torch.version.cuda is None:
-        return (f"torch {torch.__version__} built for CPU? A GPU job needs torch built for CUDA: the CUDA env, "
-                f"workflow/envs/ssmpipe-cuda.yaml")
+        return (
+            f"torch {torch.__version__} built for CPU? A GPU job needs torch built for CUDA: the CUDA env, "
+            f"workflow/envs/ssmpipe-cuda.yaml"
+        )
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return (f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, but finds no GPU: "
-            f"CUDA_VISIBLE_DEVICES={visible!r}; no GPU granted, or no NVIDIA driver on this node?")
+    return (
+        f"torch {torch.__version__} is built for CUDA {torch.version.cuda}, but finds no GPU: "
+        f"CUDA_VISIBLE_DEVICES={visible!r}; no GPU granted, or no NVIDIA driver on this node?"
+    )
 
 
 def where(device: torch.device | str) -> dict:
@@ -101,11 +108,15 @@ def per_point_loss(out: torch.Tensor, y: torch.Tensor):
     """
     K = out.shape[0]
     if y.is_floating_point():
-        err = (out.squeeze(-1) - y).pow(2).reshape(K, -1)                   # (K B·L)
+        err = (out.squeeze(-1) - y).pow(2).reshape(K, -1)  # (K B·L)
         count = torch.full((K,), err.shape[1], device=y.device)
         return err.mean(1), torch.full((K,), float("nan"), device=y.device), count
-    ce = F.cross_entropy(out.movedim(-1, 1), y, ignore_index=data.IGNORE,  # classes on dim 1: softmax over
-                         reduction="none").reshape(K, -1)                  # an outer dim; (K B·L), 0 where ignored
+    ce = F.cross_entropy(
+        out.movedim(-1, 1),
+        y,
+        ignore_index=data.IGNORE,  # classes on dim 1: softmax over
+        reduction="none",
+    ).reshape(K, -1)  # an outer dim; (K B·L), 0 where ignored
     valid = (y != data.IGNORE).view(K, -1)
     count = valid.sum(1)
     correct = ((out.movedim(-1, 1).max(1).indices == y).view(K, -1) & valid).sum(1)  # max: argmax is slow on dim 1
@@ -119,7 +130,7 @@ def evaluate(model: PackedModel, x: torch.Tensor, y: torch.Tensor, batch_size: i
     correct = torch.zeros(model.K, dtype=torch.float64, device=x.device)
     count = torch.zeros(model.K, dtype=torch.float64, device=x.device)
     for i in range(0, len(x), batch_size):
-        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        xb, yb = x[i : i + batch_size], y[i : i + batch_size]
         xb, yb = xb.expand(model.K, *xb.shape), yb.expand(model.K, *yb.shape)  # (K B L [C]), (K B [L])
         loss, c, n = per_point_loss(model(xb), yb)
         loss_sum += loss.double() * n
@@ -128,8 +139,15 @@ def evaluate(model: PackedModel, x: torch.Tensor, y: torch.Tensor, batch_size: i
     return (loss_sum / count).cpu(), (correct / count).cpu()
 
 
-def train_group(points: list[dict], arrays: dict, device: torch.device, resume: dict | None,
-                checkpoint, progress_desc: str = "", length_arrays: dict[int, dict] | None = None) -> list[dict]:
+def train_group(
+    points: list[dict],
+    arrays: dict,
+    device: torch.device,
+    resume: dict | None,
+    checkpoint,
+    progress_desc: str = "",
+    length_arrays: dict[int, dict] | None = None,
+) -> list[dict]:
     """Train the packed points of one group; return their rows (one per point and epoch).
 
     After every epoch `checkpoint(state)` gets the group's whole resumable state (a dict of
@@ -144,19 +162,35 @@ def train_group(points: list[dict], arrays: dict, device: torch.device, resume: 
         group.record_start()
         checkpoint(group.state(0))
     epochs = group.train_settings["epochs"]
-    bar = tqdm(range(group.epoch + 1, epochs + 1), desc=progress_desc, initial=group.epoch, total=epochs,
-               mininterval=2.0, disable=None)  # a bar on a terminal only; in a log file, the log line of each epoch
+    bar = tqdm(
+        range(group.epoch + 1, epochs + 1),
+        desc=progress_desc,
+        initial=group.epoch,
+        total=epochs,
+        mininterval=2.0,
+        disable=None,
+    )  # a bar on a terminal only; in a log file, the log line of each epoch
     for epoch in bar:
         if "ok" not in group.status:
             break
         group.train_epoch(epoch, length_arrays if epoch == epochs else None)
         ok = [k for k, s in enumerate(group.status) if s == "ok"]
         if ok:
-            bar.set_postfix(train_loss=f"{group.train_loss[ok].mean():.4f}",
-                            test_acc=f"{group.test_acc[ok].mean():.3f}", alive=f"{len(ok)}/{group.K}")
-        log.info("%s epoch %d/%d train_loss %s test_acc %s alive %d/%d", progress_desc, epoch, epochs,
-                 np.round(group.train_loss.numpy(), 4).tolist(), np.round(group.test_acc.numpy(), 3).tolist(),
-                 len(ok), group.K)
+            bar.set_postfix(
+                train_loss=f"{group.train_loss[ok].mean():.4f}",
+                test_acc=f"{group.test_acc[ok].mean():.3f}",
+                alive=f"{len(ok)}/{group.K}",
+            )
+        log.info(
+            "%s epoch %d/%d train_loss %s test_acc %s alive %d/%d",
+            progress_desc,
+            epoch,
+            epochs,
+            np.round(group.train_loss.numpy(), 4).tolist(),
+            np.round(group.test_acc.numpy(), 3).tolist(),
+            len(ok),
+            group.K,
+        )
         checkpoint(group.state(epoch))
     bar.close()
     return _finalise(group.rows, dict(zip((p["run_id"] for p in points), group.status)), {})
@@ -175,24 +209,32 @@ class Group:
         tr = self.train_settings = settings["train"]
         self.batch_size, self.lam = tr["batch_size"], settings["reg"]["lambda"]
         info = data.describe(arrays, settings["task"])
-        self.x_tr, self.y_tr, self.x_te, self.y_te = (torch.as_tensor(arrays[k], device=device)
-                                                      for k in data.ARRAYS)  # x (n L [C])
-        self.probe_x = self.x_tr[:self.batch_size]                          # the batch measures are taken on
-        self.chance_acc = chance_accuracy(self.y_te)                        # the test_acc of learning nothing
-        singles = [init_from_data(build_model(p["settings"], info).to(device), self.probe_x, p["settings"])
-                   for p in points]
+        self.x_tr, self.y_tr, self.x_te, self.y_te = (
+            torch.as_tensor(arrays[k], device=device) for k in data.ARRAYS
+        )  # x (n L [C])
+        self.probe_x = self.x_tr[: self.batch_size]  # the batch measures are taken on
+        self.chance_acc = chance_accuracy(self.y_te)  # the test_acc of learning nothing
+        singles = [
+            init_from_data(build_model(p["settings"], info).to(device), self.probe_x, p["settings"]) for p in points
+        ]
         self.model = PackedModel(singles, device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
         self.gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in points]
         self.plateau = Plateau(self.K, tr["plateau_factor"], tr["plateau_patience"], device)
         self.status, self.rows, self.epoch, self.elapsed = ["ok"] * self.K, [], 0, 0.0
-        self.where = where(device)                                          # each row's device and cuda_version
+        self.where = where(device)  # each row's device and cuda_version
 
     def state(self, epoch: int) -> dict:
-        return {"epoch": epoch, "elapsed": self.elapsed, "status": list(self.status), "rows": list(self.rows),
-                "gens": [g.get_state() for g in self.gens],
-                "params": {k: p.detach().cpu() for k, p in self.model.params.items()},
-                "opt": device_free(self.opt.state_dict()), "plateau": self.plateau.state()}  # all on the CPU
+        return {
+            "epoch": epoch,
+            "elapsed": self.elapsed,
+            "status": list(self.status),
+            "rows": list(self.rows),
+            "gens": [g.get_state() for g in self.gens],
+            "params": {k: p.detach().cpu() for k, p in self.model.params.items()},
+            "opt": device_free(self.opt.state_dict()),
+            "plateau": self.plateau.state(),
+        }  # all on the CPU
 
     def restore(self, state: dict) -> None:
         with torch.no_grad():
@@ -226,8 +268,14 @@ class Group:
         self.plateau.update(self.train_loss.to(self.device))
         measured = self.measure(epoch, grad_norm)
         if length_arrays:  # train at T, test at T′
-            at = [evaluate(self.model, *(torch.as_tensor(a[k], device=self.device) for k in ("x_test", "y_test")),
-                           self.batch_size) for a in length_arrays.values()]  # per T′: loss (K), acc (K)
+            at = [
+                evaluate(
+                    self.model,
+                    *(torch.as_tensor(a[k], device=self.device) for k in ("x_test", "y_test")),
+                    self.batch_size,
+                )
+                for a in length_arrays.values()
+            ]  # per T′: loss (K), acc (K)
             for k in range(self.K):
                 measured[k]["len_test_loss"] = [loss[k].item() for loss, _ in at]
                 measured[k]["len_test_acc"] = [acc[k].item() for _, acc in at]
@@ -240,19 +288,33 @@ class Group:
         tr, n, bs = self.train_settings, len(self.x_tr), self.batch_size
         alive = torch.tensor([s == "ok" for s in self.status], device=self.device)
         perms = torch.stack([torch.randperm(n, generator=g) for g in self.gens]).to(self.device)  # (K n)
-        loss_sum, correct, count, grad_norm_sum = (torch.zeros(self.K, dtype=torch.float64, device=self.device)
-                                                   for _ in range(4))
+        loss_sum, correct, count, grad_norm_sum = (
+            torch.zeros(self.K, dtype=torch.float64, device=self.device) for _ in range(4)
+        )
         for i in range(0, n, bs):
-            idx = perms[:, i:i + bs]                                        # (K B)
+            idx = perms[:, i : i + bs]  # (K B)
             self.opt.zero_grad()
-            loss, c, cnt, objective = map(torch.cat, zip(*(
-                backward_part(self.model, sub, self.x_tr[idx[sub]], self.y_tr[idx[sub]], alive[sub], self.lam,
-                              tr["collapse_penalty"])
-                for sub in self.model.subpacks(self.x_tr[idx[0]]))))        # (K) each
+            loss, c, cnt, objective = map(
+                torch.cat,
+                zip(
+                    *(
+                        backward_part(
+                            self.model,
+                            sub,
+                            self.x_tr[idx[sub]],
+                            self.y_tr[idx[sub]],
+                            alive[sub],
+                            self.lam,
+                            tr["collapse_penalty"],
+                        )
+                        for sub in self.model.subpacks(self.x_tr[idx[0]])
+                    )
+                ),
+            )  # (K) each
             with torch.no_grad():
                 for p in self.model.parameters():
-                    p.grad[~alive] = 0                                      # diverged points stay frozen
-                norms = grad_norms(self.model.parameters())                 # (K)
+                    p.grad[~alive] = 0  # diverged points stay frozen
+                norms = grad_norms(self.model.parameters())  # (K)
                 grad_norm_sum += norms
                 if tr["clip"] > 0:
                     clip_per_point(self.model.parameters(), tr["clip"], norms)
@@ -268,8 +330,10 @@ class Group:
         """Each point's measures (NaN for points no longer training), its mean gradient norm and the test split's
         chance accuracy."""
         values = measure_packed(self.model, self.probe_x, with_memory=epoch in (0, self.train_settings["epochs"]))
-        return [{**{k: v[i].tolist() for k, v in values.items()}, "grad_norm": grad_norm[i],
-                 "chance_acc": self.chance_acc} for i in range(self.K)]
+        return [
+            {**{k: v[i].tolist() for k, v in values.items()}, "grad_norm": grad_norm[i], "chance_acc": self.chance_acc}
+            for i in range(self.K)
+        ]
 
     def record(self, epoch: int, alive: torch.Tensor, measured: list[dict]) -> None:
         """A row for each point still training; one that stopped (or tests non-finite) is diverged from here on."""
@@ -283,16 +347,31 @@ class Group:
 
     def _row(self, k: int, epoch: int, measured: dict) -> dict:
         """Point k's row of this epoch: its current losses and accuracies, the time so far, its measures."""
-        return _row(self.points[k], epoch, self.train_loss[k], self.train_acc[k], self.test_loss[k], self.test_acc[k],
-                    self.elapsed, {**measured, **self.where})
+        return _row(
+            self.points[k],
+            epoch,
+            self.train_loss[k],
+            self.train_acc[k],
+            self.test_loss[k],
+            self.test_acc[k],
+            self.elapsed,
+            {**measured, **self.where},
+        )
 
 
-def backward_part(model: PackedModel, points: slice, x: torch.Tensor, y: torch.Tensor, alive: torch.Tensor,
-                  lam: float, collapse_penalty: float):
+def backward_part(
+    model: PackedModel,
+    points: slice,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    alive: torch.Tensor,
+    lam: float,
+    collapse_penalty: float,
+):
     """Forward and backward of the sub-pack `points` on its batch x, y (K′ B ...): the gradients of its live
     points' objectives land in their slices of the packed parameters. -> loss, correct, count, objective (K′)."""
     if lam > 0:
-        out, taus = model(x, points, with_tau=True)                         # taus (K′ layers H)
+        out, taus = model(x, points, with_tau=True)  # taus (K′ layers H)
     else:
         out, taus = model(x, points), None
     loss, c, cnt = per_point_loss(out, y)
@@ -390,19 +469,23 @@ def train_shard(results: str, shard: str, device: str | None = None) -> int:
 def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
     ids, stored = store.trusted(shard, repair=True)
     if ids is None:
-        raise StoreError(f"{store.spec_path(shard)}: missing or untrusted (see the warning above): rerun "
-                         f"snakemake to plan the shard anew")
+        raise StoreError(
+            f"{store.spec_path(shard)}: missing or untrusted (see the warning above): rerun "
+            f"snakemake to plan the shard anew"
+        )
     if stored:
         n = read_runs([store.runs_path(shard)]).num_rows
-        log.info("shard %s: already trained (by another process), %d rows reused from %s", shard, n,
-                 store.runs_path(shard))
+        log.info(
+            "shard %s: already trained (by another process), %d rows reused from %s", shard, n, store.runs_path(shard)
+        )
         return n
     spec = store.read_spec(shard)
     ckpt_path = store.ckpt_path(shard)
     state = load_state(ckpt_path, map_location="cpu") if ckpt_path.exists() else {"finished": {}}  # any device's
     if "current" in state:
-        log.info("shard %s: resuming group %s after epoch %d", shard, state["current"]["group"],
-                 state["current"]["epoch"])
+        log.info(
+            "shard %s: resuming group %s after epoch %d", shard, state["current"]["group"], state["current"]["epoch"]
+        )
     groups: dict[str, list[dict]] = {}
     for p in spec["points"]:
         p = {**p, "shard": shard}
@@ -427,19 +510,33 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
 
         try:
             arrays = ensure_data(store, data.spec_of(points[0]["settings"]))
-            rows = train_group(points, arrays, dev, resume, checkpoint, f"{shard[:8]} group {i + 1}/{len(groups)}",
-                               length_data(store, points[0]["settings"]))
+            rows = train_group(
+                points,
+                arrays,
+                dev,
+                resume,
+                checkpoint,
+                f"{shard[:8]} group {i + 1}/{len(groups)}",
+                length_data(store, points[0]["settings"]),
+            )
         except (OSError, data.DataChanged) as e:  # the machine's fault, not the points': the job fails
-            raise TrainIOError(f"shard {shard}: {'I/O error' if isinstance(e, OSError) else 'data changed'} while "
-                               f"training ({e}); nothing of it is stored as failed, "
-                               f"its checkpoint {ckpt_path} {'is kept' if ckpt_path.exists() else 'was not written'}"
-                               f": rerun to continue") from e
+            raise TrainIOError(
+                f"shard {shard}: {'I/O error' if isinstance(e, OSError) else 'data changed'} while "
+                f"training ({e}); nothing of it is stored as failed, "
+                f"its checkpoint {ckpt_path} {'is kept' if ckpt_path.exists() else 'was not written'}"
+                f": rerun to continue"
+            ) from e
         except Exception as e:  # the group fails, the shard goes on
             log.error("shard %s group %s failed:\n%s", shard, key, traceback.format_exc())
             current = state.get("current") or {}
             done = current.get("rows", []) if current.get("group") == key else []
-            rows = _finalise(done, {p["run_id"]: "failed" for p in points}, {p["run_id"]: f"{type(e).__name__}: {e}"
-                                                                             for p in points}, points, where(dev))
+            rows = _finalise(
+                done,
+                {p["run_id"]: "failed" for p in points},
+                {p["run_id"]: f"{type(e).__name__}: {e}" for p in points},
+                points,
+                where(dev),
+            )
         state["finished"][key] = rows
         state.pop("current", None)
         _save(state, ckpt_path)
@@ -448,8 +545,9 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
     try:
         store.write_runs(shard, rows)
     except OSError as e:
-        raise TrainIOError(f"shard {shard}: I/O error writing its rows ({e}); its checkpoint {ckpt_path} is kept: "
-                           f"rerun to continue") from e
+        raise TrainIOError(
+            f"shard {shard}: I/O error writing its rows ({e}); its checkpoint {ckpt_path} is kept: rerun to continue"
+        ) from e
     ckpt_path.unlink(missing_ok=True)
     progress.done()
     counts = {s: len({r["run_id"] for r in rows if r["status"] == s}) for s in ("ok", "diverged", "failed")}
@@ -476,13 +574,23 @@ def length_data(store: Store, settings: dict) -> dict[int, dict]:
 
 
 def _row(point, epoch, train_loss, train_acc, test_loss, test_acc, wall_s, measured=None) -> dict:
-    return {"run_id": point["run_id"], "shard_id": point["shard"], "settings": point["settings"],
-            "epoch": epoch, "train_loss": float(train_loss), "train_acc": float(train_acc),
-            "test_loss": float(test_loss), "test_acc": float(test_acc), "wall_s": float(wall_s), **(measured or {})}
+    return {
+        "run_id": point["run_id"],
+        "shard_id": point["shard"],
+        "settings": point["settings"],
+        "epoch": epoch,
+        "train_loss": float(train_loss),
+        "train_acc": float(train_acc),
+        "test_loss": float(test_loss),
+        "test_acc": float(test_acc),
+        "wall_s": float(wall_s),
+        **(measured or {}),
+    }
 
 
-def _finalise(rows: list[dict], status: dict, error: dict, points: list[dict] | None = None,
-              device: dict | None = None) -> list[dict]:
+def _finalise(
+    rows: list[dict], status: dict, error: dict, points: list[dict] | None = None, device: dict | None = None
+) -> list[dict]:
     """Stamp each run's final status (and error) on all its rows; a run with no rows gets one (trained on `device`,
     `where`'s columns)."""
     have = {r["run_id"] for r in rows}

@@ -37,8 +37,9 @@ INSPECT = """(() => {
           charset: document.characterSet, title: document.title};
 })()"""
 
-OPEN_ALL = ("document.querySelectorAll('details').forEach(d => d.open = true); "
-            "document.querySelectorAll('details').length")
+OPEN_ALL = (
+    "document.querySelectorAll('details').forEach(d => d.open = true); document.querySelectorAll('details').length"
+)
 
 
 def _above_4(fd: int) -> int:
@@ -49,8 +50,7 @@ def _above_4(fd: int) -> int:
 
 def chromium() -> str | None:
     """The Chromium binary on PATH (Debian's chromium, or chromium-browser / google-chrome), or None."""
-    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)),
-                None)
+    return next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 
 
 class Browser:
@@ -59,17 +59,33 @@ class Browser:
     def __init__(self, binary: str, timeout_s: float = 60):
         self.timeout_s = timeout_s
         self.profile = tempfile.mkdtemp(prefix="ssmpipe-chromium-")
-        to_browser, self._write = os.pipe()   # fd 3 in the browser: commands
+        to_browser, self._write = os.pipe()  # fd 3 in the browser: commands
         self._read, from_browser = os.pipe()  # fd 4 in the browser: answers and events
         # above 4, so that putting one on 3 in the child cannot overwrite the other
         to_browser, from_browser = (_above_4(fd) for fd in (to_browser, from_browser))
-        args = [binary, "--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu",
-                "--no-first-run", "--no-default-browser-check", "--hide-scrollbars", "--mute-audio",
-                "--allow-file-access-from-files", f"--user-data-dir={self.profile}", "about:blank"]
+        args = [
+            binary,
+            "--headless",
+            "--remote-debugging-pipe",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--hide-scrollbars",
+            "--mute-audio",
+            "--allow-file-access-from-files",
+            f"--user-data-dir={self.profile}",
+            "about:blank",
+        ]
         # fd 3 and 4 as the child sees them: dup2 in the child, before exec (the tests start it from one thread)
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, pass_fds=(3, 4),
-                                     preexec_fn=lambda: (os.dup2(to_browser, 3), os.dup2(from_browser, 4)))  # noqa: PLW1509
+        self.proc = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(3, 4),
+            preexec_fn=lambda: (os.dup2(to_browser, 3), os.dup2(from_browser, 4)),
+        )  # noqa: PLW1509
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._next_id, self.events = b"", 0, []
@@ -140,8 +156,9 @@ class Browser:
         session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable", session)
-        self.send("Emulation.setDeviceMetricsOverride", session, width=width, height=height, deviceScaleFactor=1,
-                  mobile=False)
+        self.send(
+            "Emulation.setDeviceMetricsOverride", session, width=width, height=height, deviceScaleFactor=1, mobile=False
+        )
         self.send("Page.navigate", session, url=url)
         self.wait_for("Page.loadEventFired", session)
         return Page(self, session, target)
@@ -154,8 +171,9 @@ class Page:
         self.browser, self.session, self.target = browser, session, target
 
     def evaluate(self, expression: str):
-        result = self.browser.send("Runtime.evaluate", self.session, expression=expression, returnByValue=True,
-                                   awaitPromise=True)
+        result = self.browser.send(
+            "Runtime.evaluate", self.session, expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression[:60]}...: {result['exceptionDetails']}")
         return result["result"].get("value")

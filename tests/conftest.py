@@ -46,8 +46,20 @@ def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:
 
 def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the real workflow (the repo's Snakefile, its workflow profile) in `workdir`."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(configfile), "--cores", "2", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -60,7 +72,7 @@ def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
     counts = {}
     for i, line in enumerate(lines):
         if line.startswith("Job stats:"):
-            for row in lines[i + 3:]:
+            for row in lines[i + 3 :]:
                 parts = row.split()
                 if len(parts) != 2 or parts[0] == "total":
                     break

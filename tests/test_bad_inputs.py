@@ -28,8 +28,9 @@ NAN, INF = float("nan"), float("inf")
 
 
 def ssmpipe(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmpipe", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmpipe", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def tree(folder: Path) -> dict:
@@ -55,8 +56,10 @@ def npz_task(**changes) -> dict:
 def arrays(length=24, **changes) -> dict:
     """A good npz data set: int tokens and targets in [0, 4), (n length); changes replace arrays (None: drop)."""
     rng = np.random.default_rng(0)
-    out = {k: rng.integers(0, 4, (n, length)) for k, n in (("x_train", 64), ("y_train", 64), ("x_test", 32),
-                                                            ("y_test", 32))}
+    out = {
+        k: rng.integers(0, 4, (n, length))
+        for k, n in (("x_train", 64), ("y_train", 64), ("x_test", 32), ("y_test", 32))
+    }
     out.update(changes)
     return {k: v for k, v in out.items() if v is not None}
 
@@ -68,6 +71,7 @@ def with_npz(data: dict | bytes, **config_changes):
         else:
             np.savez(tmp / "tok.npz", **data)
         return validate(tmp, npz_task(**config_changes))
+
     return setup
 
 
@@ -105,6 +109,7 @@ def file_at(name: str, results: str):
     def setup(tmp):
         (tmp / name).write_text("a file where the store's folder should be")
         return validate(tmp, tiny_config(results=results))
+
     return setup
 
 
@@ -130,6 +135,7 @@ def imdb_parquet(content):
         else:
             pq.write_table(pa.table(content), tmp / "imdb" / "train.parquet")
         return validate(tmp, tiny_config(**{"fixed.task": {"name": "imdb", "path": "imdb", "vocab": 8}}))
+
     return setup
 
 
@@ -141,6 +147,7 @@ def raw(text: str | bytes, name="cfg.yaml"):
     def setup(tmp):
         (tmp / name).write_bytes(text if isinstance(text, bytes) else text.encode())
         return ["validate", name]
+
     return setup
 
 
@@ -157,69 +164,106 @@ def sweep_folder(tmp, runs: bytes | pd.DataFrame | None = None, config: str | No
         (folder / name.replace("_", ".")).write_text(text)
 
 
-TABLE = pd.DataFrame({"run_id": ["a"], "epoch": [0], "status": ["ok"], "error": [None], "train_loss": [1.0],
-                      "test_loss": [1.0]})
+TABLE = pd.DataFrame(
+    {"run_id": ["a"], "epoch": [0], "status": ["ok"], "error": [None], "train_loss": [1.0], "test_loss": [1.0]}
+)
 
 
 def damaged(command: str, name: str = "tiny", results: str = "results", **damage):
     def setup(tmp):
         sweep_folder(tmp, **damage)
         return [command, "--results", results, name]
+
     return setup
 
 
 # name -> (setup(tmp) -> CLI args, words the one line must contain)
 CASES = {
     # NaN and infinity, anywhere
-    "YAML .nan in fixed": (lambda t: validate(t, tiny_config(**{"fixed.model.init.real": NAN})),
-                           ["fixed.model.init.real = nan", "not a finite number"]),
-    "YAML .inf learning rate": (lambda t: validate(t, tiny_config(**{"fixed.train.lr": INF})),
-                                ["fixed.train.lr = inf", "not a finite number"]),
-    "-.inf in a grid list": (lambda t: validate(t, tiny_config(**{"grid.model.init.real": [-0.5, -INF]})),
-                             ["grid.model.init.real[1] = -inf"]),
-    "exponent string 1e999 (inf)": (lambda t: validate(t, tiny_config(**{"fixed.train.lr": "1e999"})),
-                                    ["fixed.train.lr = '1e999'", "not a finite number"]),
-    "infinite slurm memory": (lambda t: validate(t, tiny_config(slurm={"mem_gb": INF})),
-                              ["slurm.mem_gb = inf"]),
-    "NaN in a tune range": (tuned(space={"train.lr": {"uniform": [0.001, NAN]}}),
-                            ["tune.space.train.lr.uniform[1] = nan"]),
-    "NaN in a scale not chosen": (lambda t: validate(t, {**tiny_config(), "scales": {
-        "small": {}, "paper": {"fixed": {"train": {"lr": NAN}}}}}), ["scales.paper.fixed.train.lr = nan"]),
-    "string 'nan' as a number": (lambda t: validate(t, tiny_config(**{"fixed.train.lr": "nan"})),
-                                 ["fixed.train.lr = 'nan'", "not of type 'number'"]),
-    "string 'inf' in a grid": (lambda t: validate(t, tiny_config(**{"grid.model.init.imag": [1.0, "inf"]})),
-                               ["grid.model.init.imag[1] = 'inf'"]),
+    "YAML .nan in fixed": (
+        lambda t: validate(t, tiny_config(**{"fixed.model.init.real": NAN})),
+        ["fixed.model.init.real = nan", "not a finite number"],
+    ),
+    "YAML .inf learning rate": (
+        lambda t: validate(t, tiny_config(**{"fixed.train.lr": INF})),
+        ["fixed.train.lr = inf", "not a finite number"],
+    ),
+    "-.inf in a grid list": (
+        lambda t: validate(t, tiny_config(**{"grid.model.init.real": [-0.5, -INF]})),
+        ["grid.model.init.real[1] = -inf"],
+    ),
+    "exponent string 1e999 (inf)": (
+        lambda t: validate(t, tiny_config(**{"fixed.train.lr": "1e999"})),
+        ["fixed.train.lr = '1e999'", "not a finite number"],
+    ),
+    "infinite slurm memory": (lambda t: validate(t, tiny_config(slurm={"mem_gb": INF})), ["slurm.mem_gb = inf"]),
+    "NaN in a tune range": (
+        tuned(space={"train.lr": {"uniform": [0.001, NAN]}}),
+        ["tune.space.train.lr.uniform[1] = nan"],
+    ),
+    "NaN in a scale not chosen": (
+        lambda t: validate(t, {**tiny_config(), "scales": {"small": {}, "paper": {"fixed": {"train": {"lr": NAN}}}}}),
+        ["scales.paper.fixed.train.lr = nan"],
+    ),
+    "string 'nan' as a number": (
+        lambda t: validate(t, tiny_config(**{"fixed.train.lr": "nan"})),
+        ["fixed.train.lr = 'nan'", "not of type 'number'"],
+    ),
+    "string 'inf' in a grid": (
+        lambda t: validate(t, tiny_config(**{"grid.model.init.imag": [1.0, "inf"]})),
+        ["grid.model.init.imag[1] = 'inf'"],
+    ),
     # the results root
     "results is a file": (file_at("occupied", "occupied"), ["results = 'occupied'", "a file, not a folder"]),
-    "results under a file": (file_at("occupied", "occupied/results"),
-                             ["results = 'occupied/results'", "occupied' is a file"]),
+    "results under a file": (
+        file_at("occupied", "occupied/results"),
+        ["results = 'occupied/results'", "occupied' is a file"],
+    ),
     "results is a broken link": (broken_link, ["results = 'link'", "broken symbolic link", "'gone'"]),
     "results is empty": (lambda t: validate(t, tiny_config(results="")), ["results = ''"]),
     # npz files
     "npz without y_test": (with_npz(arrays(y_test=None)), ["task.path = 'tok.npz'", "no array y_test"]),
     "npz of rank 3": (with_npz(arrays(x_train=np.zeros((64, 24, 2), int))), ["x_train has shape (64, 24, 2)"]),
-    "npz float tokens": (with_npz(arrays(x_train=np.zeros((64, 24), np.float32))),
-                         ["tok.npz", "x_train holds float32", "integers"]),
-    "npz label outside vocab": (with_npz(arrays(y_test=changed(arrays()["y_test"], (3, 5), 7))),
-                                ["tok.npz", "y_test holds 7", "vocab = 4"]),
-    "npz negative token": (with_npz(arrays(x_test=changed(arrays()["x_test"], (0, 0), -1))),
-                           ["tok.npz", "x_test holds -1"]),
-    "npz shorter than seq_len": (with_npz(arrays(length=20)),
-                                 ["grid.seq_len[1]", "tok.npz", "20 steps", "seq_len = 24"]),
+    "npz float tokens": (
+        with_npz(arrays(x_train=np.zeros((64, 24), np.float32))),
+        ["tok.npz", "x_train holds float32", "integers"],
+    ),
+    "npz label outside vocab": (
+        with_npz(arrays(y_test=changed(arrays()["y_test"], (3, 5), 7))),
+        ["tok.npz", "y_test holds 7", "vocab = 4"],
+    ),
+    "npz negative token": (
+        with_npz(arrays(x_test=changed(arrays()["x_test"], (0, 0), -1))),
+        ["tok.npz", "x_test holds -1"],
+    ),
+    "npz shorter than seq_len": (
+        with_npz(arrays(length=20)),
+        ["grid.seq_len[1]", "tok.npz", "20 steps", "seq_len = 24"],
+    ),
     "npz object array (pickle)": (pickled_npz, ["tok.npz", "x_train", "Python objects", "never loads"]),
     "npz of garbage bytes": (with_npz(b"not an npz file"), ["tok.npz", "not a readable .npz file", "neither a zip"]),
     "npz truncated": (truncated_npz, ["tok.npz", "not a readable .npz file", "BadZipFile"]),
     "npy instead of npz": (npy_not_npz, ["tok.npz", "single .npy array"]),
-    "npz x and y lengths differ": (with_npz(arrays(y_train=np.zeros((60, 24), int))),
-                                   ["x_train has 64 sequences but y_train has 60"]),
-    "npz empty split": (with_npz(arrays(x_test=np.zeros((0, 24), int), y_test=np.zeros((0, 24), int))),
-                        ["x_test holds no sequences"]),
-    "npz path is a folder": (lambda t: (t / "tok.npz").mkdir() or validate(t, npz_task()),
-                             ["task.path = 'tok.npz'", "a folder"]),
-    "listops file without header": (listops_without_header, ["task.path = 'lra'", "basic_train.tsv",
-                                                             "Source<TAB>Target"]),
-    "imdb parquet without labels": (imdb_parquet({"text": ["x"], "stars": [3]}),
-                                    ["task.path = 'imdb'", "train.parquet", "text and label"]),
+    "npz x and y lengths differ": (
+        with_npz(arrays(y_train=np.zeros((60, 24), int))),
+        ["x_train has 64 sequences but y_train has 60"],
+    ),
+    "npz empty split": (
+        with_npz(arrays(x_test=np.zeros((0, 24), int), y_test=np.zeros((0, 24), int))),
+        ["x_test holds no sequences"],
+    ),
+    "npz path is a folder": (
+        lambda t: (t / "tok.npz").mkdir() or validate(t, npz_task()),
+        ["task.path = 'tok.npz'", "a folder"],
+    ),
+    "listops file without header": (
+        listops_without_header,
+        ["task.path = 'lra'", "basic_train.tsv", "Source<TAB>Target"],
+    ),
+    "imdb parquet without labels": (
+        imdb_parquet({"text": ["x"], "stars": [3]}),
+        ["task.path = 'imdb'", "train.parquet", "text and label"],
+    ),
     "imdb parquet of garbage": (imdb_parquet(b"PAR1 but not really"), ["train.parquet", "not a readable Parquet"]),
     # names
     "sweep named store": (lambda t: validate(t, tiny_config(sweep="store")), ["sweep = 'store'", "reserved"]),
@@ -233,16 +277,29 @@ CASES = {
     "study named as the sweep": (tuned(study="tiny"), ["tune.study = 'tiny'", "sweep's own name"]),
     "study escaping": (tuned(study="../x"), ["tune.study = '../x'"]),
     # grid size
-    "grid of 500,000 points": (lambda t: validate(t, tiny_config(**{
-        "grid.seed": list(range(100)), "grid.model.init.real": [-i / 50 for i in range(50)],
-        "grid.model.init.imag": [i / 10 for i in range(50)]})),
-        ["500,000 points", "100 seed", "max_points = 200,000", "max_points: 500000"]),
-    "grid above a lowered max_points": (lambda t: validate(t, tiny_config(max_points=4)),
-                                        ["8 points", "max_points = 4"]),
+    "grid of 500,000 points": (
+        lambda t: validate(
+            t,
+            tiny_config(
+                **{
+                    "grid.seed": list(range(100)),
+                    "grid.model.init.real": [-i / 50 for i in range(50)],
+                    "grid.model.init.imag": [i / 10 for i in range(50)],
+                }
+            ),
+        ),
+        ["500,000 points", "100 seed", "max_points = 200,000", "max_points: 500000"],
+    ),
+    "grid above a lowered max_points": (
+        lambda t: validate(t, tiny_config(max_points=4)),
+        ["8 points", "max_points = 4"],
+    ),
     "max_points zero": (lambda t: validate(t, tiny_config(max_points=0)), ["max_points = 0"]),
     # the tune space
-    "tune loguniform from 0": (tuned(space={"train.lr": {"loguniform": [0, 0.1]}}),
-                               ["tune.space.train.lr.loguniform", "low must be > 0"]),
+    "tune loguniform from 0": (
+        tuned(space={"train.lr": {"loguniform": [0, 0.1]}}),
+        ["tune.space.train.lr.loguniform", "low must be > 0"],
+    ),
     "tune grace period too long": (tuned(grace_period=8), ["tune.grace_period = 8", "2 epochs"]),
     # the config file itself
     "config not YAML": (raw("sweep: [unclosed\n"), ["'cfg.yaml'", "not valid YAML", "line 2"]),
@@ -252,28 +309,42 @@ CASES = {
     "config missing": (lambda t: ["validate", "missing.yaml"], ["'missing.yaml'", "does not exist"]),
     "config is a folder": (lambda t: (t / "conf").mkdir() or ["validate", "conf"], ["'conf'", "is a folder"]),
     # reports and tables
-    "report of an unknown sweep": (damaged("report", "nope", runs=TABLE),
-                                   ["no sweep 'nope' under 'results'", "there: tiny"]),
+    "report of an unknown sweep": (
+        damaged("report", "nope", runs=TABLE),
+        ["no sweep 'nope' under 'results'", "there: tiny"],
+    ),
     "report without results": (damaged("report", results="nowhere"), ["--results 'nowhere'", "no such folder"]),
-    "report of garbage runs.parquet": (damaged("report", runs=b"garbage"),
-                                       ["results/tiny/runs.parquet", "not a Parquet table"]),
+    "report of garbage runs.parquet": (
+        damaged("report", runs=b"garbage"),
+        ["results/tiny/runs.parquet", "not a Parquet table"],
+    ),
     "report without runs.parquet": (damaged("report"), ["results/tiny/runs.parquet", "has no table yet"]),
-    "report of another table": (damaged("report", runs=pd.DataFrame({"a": [1]})),
-                                ["runs.parquet", "not a sweep's table", "run_id"]),
-    "report of a corrupt config.yaml": (damaged("report", runs=TABLE, config="report: [\n"),
-                                        ["results/tiny/config.yaml", "not a YAML config"]),
-    "report of a corrupt study.json": (damaged("report", runs=TABLE, study_json="{"),
-                                       ["results/tiny/study.json", "not a study summary"]),
+    "report of another table": (
+        damaged("report", runs=pd.DataFrame({"a": [1]})),
+        ["runs.parquet", "not a sweep's table", "run_id"],
+    ),
+    "report of a corrupt config.yaml": (
+        damaged("report", runs=TABLE, config="report: [\n"),
+        ["results/tiny/config.yaml", "not a YAML config"],
+    ),
+    "report of a corrupt study.json": (
+        damaged("report", runs=TABLE, study_json="{"),
+        ["results/tiny/study.json", "not a study summary"],
+    ),
     "report of the store": (damaged("report", "store"), ["sweep = 'store'", "store/ folder is the store's"]),
     "aggregate of an unknown sweep": (damaged("aggregate", "nope", points_json="{}"), ["no sweep 'nope'", "tiny"]),
-    "aggregate of a corrupt points.json": (damaged("aggregate", points_json="{"),
-                                           ["results/tiny/points.json", "not JSON"]),
+    "aggregate of a corrupt points.json": (
+        damaged("aggregate", points_json="{"),
+        ["results/tiny/points.json", "not JSON"],
+    ),
     "points.json naming a shard outside the store": (
         damaged("aggregate", points_json='{"points": [{"run_id": "ab", "shard": "../../../etc/passwd"}]}'),
-        ["results/tiny/points.json", "not JSON of a sweep's points", "../../../etc/passwd"]),
+        ["results/tiny/points.json", "not JSON of a sweep's points", "../../../etc/passwd"],
+    ),
     "points.json with a list for a shard": (
         damaged("aggregate", points_json='{"points": [{"run_id": "ab", "shard": ["x"]}]}'),
-        ["results/tiny/points.json", "does not name a run and a shard"]),
+        ["results/tiny/points.json", "does not name a run and a shard"],
+    ),
 }
 
 
@@ -301,8 +372,13 @@ def test_a_results_folder_that_is_not_writable():
         (folder / "ro").chmod(0o555)
         as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
         write_config(folder, tiny_config(results="ro/results"), "cfg.yaml").chmod(0o644)
-        proc = subprocess.run([*as_user, sys.executable, "-m", "ssmpipe", "validate", "cfg.yaml"], cwd=folder,
-                              capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [*as_user, sys.executable, "-m", "ssmpipe", "validate", "cfg.yaml"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert "results = 'ro/results'" in proc.stderr and "is not writable" in proc.stderr
         assert list((folder / "ro").iterdir()) == []
@@ -310,14 +386,19 @@ def test_a_results_folder_that_is_not_writable():
         shutil.rmtree(folder)
 
 
-@pytest.mark.parametrize("name, setup", [
-    ("a good npz file", with_npz(arrays())),
-    ("an npz with ignored targets and longer sequences", with_npz(arrays(
-        length=40, y_train=changed(arrays(length=40)["y_train"], (slice(None), 0), -100)))),
-    ("a results folder still to be made", lambda t: validate(t, tiny_config(results="new/deeper/results"))),
-    ("a grid at its max_points", lambda t: validate(t, tiny_config(max_points=8))),
-    ("a tune study", tuned(study="tiny-study")),
-])
+@pytest.mark.parametrize(
+    "name, setup",
+    [
+        ("a good npz file", with_npz(arrays())),
+        (
+            "an npz with ignored targets and longer sequences",
+            with_npz(arrays(length=40, y_train=changed(arrays(length=40)["y_train"], (slice(None), 0), -100))),
+        ),
+        ("a results folder still to be made", lambda t: validate(t, tiny_config(results="new/deeper/results"))),
+        ("a grid at its max_points", lambda t: validate(t, tiny_config(max_points=8))),
+        ("a tune study", tuned(study="tiny-study")),
+    ],
+)
 def test_good_inputs_pass(tmp_path, name, setup):
     """The checks above refuse only what is wrong: the same inputs, made right, validate."""
     proc = ssmpipe(tmp_path, *setup(tmp_path))
@@ -334,8 +415,12 @@ def test_npz_load_refuses_what_the_check_refuses(tmp_path):
         npz.load({"path": str(tmp_path / "tok.npz"), "vocab": 4}, 16)
     np.savez(tmp_path / "tok.npz", **arrays())
     got = npz.load({"path": str(tmp_path / "tok.npz"), "vocab": 4}, 16)
-    assert {k: v.shape for k, v in got.items()} == {"x_train": (64, 16), "y_train": (64, 16), "x_test": (32, 16),
-                                                    "y_test": (32, 16)}
+    assert {k: v.shape for k, v in got.items()} == {
+        "x_train": (64, 16),
+        "y_train": (64, 16),
+        "x_test": (32, 16),
+        "y_test": (32, 16),
+    }
 
 
 # --- a sweep whose runs all failed or diverged ------------------------------------------------
@@ -350,20 +435,37 @@ def failed_sweep(tmp: Path, statuses: list[str]) -> None:
     config = cfg.check(tiny_config(results=str(tmp / "results")))
     plan = sweep.plan(config, write=False)
     manifest.write_manifest(Store(config["results"]), config, plan)
-    rows = [{"run_id": p.run_id, "shard_id": plan.shard_of[p.run_id], "settings": p.settings, "epoch": epoch,
-             "status": statuses[i % len(statuses)], "train_loss": NAN if epoch else 1.0, "test_loss": NAN,
-             "error": f"RuntimeError: boom {i}\nsecond line" if statuses[i % len(statuses)] == "failed" else None}
-            for i, p in enumerate(sorted(plan.points, key=lambda p: p.run_id)) for epoch in (0, 1)]
+    rows = [
+        {
+            "run_id": p.run_id,
+            "shard_id": plan.shard_of[p.run_id],
+            "settings": p.settings,
+            "epoch": epoch,
+            "status": statuses[i % len(statuses)],
+            "train_loss": NAN if epoch else 1.0,
+            "test_loss": NAN,
+            "error": f"RuntimeError: boom {i}\nsecond line" if statuses[i % len(statuses)] == "failed" else None,
+        }
+        for i, p in enumerate(sorted(plan.points, key=lambda p: p.run_id))
+        for epoch in (0, 1)
+    ]
     table = rows_to_table(rows)
-    pq.write_table(table.append_column("sweep", pa.array(["tiny"] * table.num_rows)),
-                   tmp / "results" / "tiny" / "runs.parquet")
+    pq.write_table(
+        table.append_column("sweep", pa.array(["tiny"] * table.num_rows)), tmp / "results" / "tiny" / "runs.parquet"
+    )
 
 
-@pytest.mark.parametrize("statuses, line", [
-    (["failed"], "All 8 runs failed; first error: RuntimeError: boom 0 second line"),
-    (["diverged"], "All 8 runs diverged: nothing to plot."),
-    (["diverged", "failed"], "All 8 runs diverged or failed (4 diverged, 4 failed); first error: RuntimeError: boom 1"),
-])
+@pytest.mark.parametrize(
+    "statuses, line",
+    [
+        (["failed"], "All 8 runs failed; first error: RuntimeError: boom 0 second line"),
+        (["diverged"], "All 8 runs diverged: nothing to plot."),
+        (
+            ["diverged", "failed"],
+            "All 8 runs diverged or failed (4 diverged, 4 failed); first error: RuntimeError: boom 1",
+        ),
+    ],
+)
 def test_report_of_a_sweep_with_no_run_ok_says_so(tmp_path, statuses, line):
     failed_sweep(tmp_path, statuses)
     proc = ssmpipe(tmp_path, "report", "--results", "results", "tiny")
@@ -380,8 +482,9 @@ def test_report_of_a_sweep_with_no_run_ok_says_so(tmp_path, statuses, line):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["-.inf in a grid list", "npz float tokens", "results is a file",
-                                  "tune loguniform from 0"])
+@pytest.mark.parametrize(
+    "name", ["-.inf in a grid list", "npz float tokens", "results is a file", "tune loguniform from 0"]
+)
 def test_snakemake_stops_before_any_job(tmp_path, name):
     setup, words = CASES[name]
     setup(tmp_path)

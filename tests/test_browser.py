@@ -34,8 +34,9 @@ def browser():
 
 
 def _ssmpipe(workdir: Path, *args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "ssmpipe", *args], cwd=workdir, capture_output=True, text=True,
-                          timeout=600, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", *args], cwd=workdir, capture_output=True, text=True, timeout=600, check=False
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -55,8 +56,13 @@ def study_report(tmp_path_factory) -> Path:
     """A 4-trial ASHA study's report."""
     workdir = tmp_path_factory.mktemp("study")
     config = tiny_config(results=str(workdir / "results"), grid={})
-    config["tune"] = {"study": "st", "num_samples": 4, "max_concurrent_trials": 2, "grace_period": 1,
-                      "space": {"train.lr": {"loguniform": [0.001, 0.3]}, "model.init.imag": {"choice": [0.1, 1.0]}}}
+    config["tune"] = {
+        "study": "st",
+        "num_samples": 4,
+        "max_concurrent_trials": 2,
+        "grace_period": 1,
+        "space": {"train.lr": {"loguniform": [0.001, 0.3]}, "model.init.imag": {"choice": [0.1, 1.0]}},
+    }
     _ssmpipe(workdir, "tune", str(write_config(workdir, config)))
     _ssmpipe(workdir, "report", "--results", str(workdir / "results"), "st")
     return workdir / "results" / "st" / "report"
@@ -114,7 +120,7 @@ def test_sweep_report_pages_render_cleanly_and_each_holds_its_family(browser, sw
     assert [s for s in _sections(report / "tradeoff.html") if s.startswith("fig-")] == ["fig-tradeoff"]
     assert {"fig-lengthgen", "fig-tradeoff", "fig-curves", "runs"} <= set(_sections(report / "index.html"))
     text = (report / "index.html").read_text()
-    config = text[text.index('<section id="config">'):]
+    config = text[text.index('<section id="config">') :]
     assert "×" in config and "\\x" not in config and "label_noise" not in config  # delay does not read it
     # lengthgen's table: imag (1 value) × real (2) × seq_len (2) rows; those 3, mean, std, runs, not_ok columns
     assert "<summary>The numbers behind the figure: 4 rows × 7 columns</summary>" in text
@@ -135,7 +141,7 @@ def test_study_report_names_the_study_in_its_header_and_config(browser, study_re
         assert check_page(browser, study_report / f"{name}.html", tmp_path)["images"]
     text = (study_report / "index.html").read_text()
     assert "Study <code>st</code> (4 trials" in text
-    config = text[text.index('<section id="config">'):]
+    config = text[text.index('<section id="config">') :]
     assert "study: st" in config and "sweep: tiny" not in config and "grid:" not in config
     assert [s for s in _sections(study_report / "tradeoff.html") if s.startswith("fig-")] == ["fig-study_settings"]
 
@@ -144,10 +150,12 @@ def test_the_browser_sees_what_a_reader_would_not_enjoy(browser, tmp_path):
     """The checks above can fail: a console error, an image that does not decode, a table wider than the page
     (caught; the same inside a scrolling box is not), a link to a missing file."""
     page = tmp_path / "bad.html"
-    page.write_text('<!doctype html><html><head><meta charset="utf-8"><title>bad</title></head><body>'
-                    '<img alt="broken" src="missing.png"><div style="width:2000px">a wide table</div>'
-                    '<div style="overflow:auto"><div style="width:3000px">a wide table in its box</div></div>'
-                    '<a href="nowhere.html">a link</a><script>console.error("a script failed")</script></body></html>')
+    page.write_text(
+        '<!doctype html><html><head><meta charset="utf-8"><title>bad</title></head><body>'
+        '<img alt="broken" src="missing.png"><div style="width:2000px">a wide table</div>'
+        '<div style="overflow:auto"><div style="width:3000px">a wide table in its box</div></div>'
+        '<a href="nowhere.html">a link</a><script>console.error("a script failed")</script></body></html>'
+    )
     tab = browser.page(page.as_uri(), 800)
     try:
         errors = tab.errors()

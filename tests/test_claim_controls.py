@@ -20,7 +20,7 @@ def most_false_positives(n: int, level: float = LEVEL, risk: float = 1e-3) -> in
     """The largest count of "supported" in n no-effect draws that a test at `level` reaches with probability ≥ risk."""
     tail, k = 1.0, 0
     while True:
-        tail -= math.comb(n, k) * level ** k * (1 - level) ** (n - k)  # P(X > k)
+        tail -= math.comb(n, k) * level**k * (1 - level) ** (n - k)  # P(X > k)
         if tail < risk:
             return k
         k += 1
@@ -62,8 +62,8 @@ def test_underfitting_regularizer_is_not_supported():
     rng = np.random.default_rng(3)
     runs = controls.planted("regularizer_gap", 0.0, rng)
     strong = runs["reg.lambda"] == 0.1
-    runs.loc[strong, "train_loss"] += 0.3     # underfits: the gap shrinks by 0.25 …
-    runs.loc[strong, "test_loss"] += 0.05     # … while the test loss grows
+    runs.loc[strong, "train_loss"] += 0.3  # underfits: the gap shrinks by 0.25 …
+    runs.loc[strong, "test_loss"] += 0.05  # … while the test loss grows
     runs.loc[strong, "test_acc"] -= 0.05
     verdict = controls.verdict_on("regularizer_gap", runs)
     assert verdict == "not supported"

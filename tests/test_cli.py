@@ -16,8 +16,14 @@ import ssmpipe
 
 
 def ssmpipe_cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmpipe", *map(str, args)], cwd=cwd, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmpipe", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,17 +80,24 @@ def test_every_subcommand_takes_the_config_file(trained):
 
 
 def test_validate_counts_the_points_still_to_train(tmp_path):
-    config = tiny_config(shard_size=2, **{"grid.model.init.real": [-0.5], "grid.seq_len": [16],
-                                          "grid.seed": [0, 1, 2, 3]})
+    config = tiny_config(
+        shard_size=2, **{"grid.model.init.real": [-0.5], "grid.seq_len": [16], "grid.seed": [0, 1, 2, 3]}
+    )
     configfile = write_config(tmp_path, config)
     proc = ssmpipe_cli("validate", configfile, cwd=tmp_path)
     assert proc.returncode == 0 and "4 points in 2 shards, 4 points still to train (in 2 shards)" in proc.stdout
-    grown = write_config(tmp_path, tiny_config(shard_size=2, **{
-        "grid.model.init.real": [-0.5], "grid.seq_len": [16], "grid.seed": [0, 1, 2, 3, 4, 5, 6]}), "grown.yaml")
+    grown = write_config(
+        tmp_path,
+        tiny_config(
+            shard_size=2, **{"grid.model.init.real": [-0.5], "grid.seq_len": [16], "grid.seed": [0, 1, 2, 3, 4, 5, 6]}
+        ),
+        "grown.yaml",
+    )
     assert ssmpipe_cli("train", configfile, cwd=tmp_path).returncode == 0
     proc = ssmpipe_cli("validate", grown, cwd=tmp_path)  # 4 points stored in 2 shards; 3 new ones in 2 shards
-    assert proc.returncode == 0 and "7 points in 4 shards, 3 points still to train (in 2 shards)" in proc.stdout, \
+    assert proc.returncode == 0 and "7 points in 4 shards, 3 points still to train (in 2 shards)" in proc.stdout, (
         proc.stdout
+    )
 
 
 def _mistakes(folder: Path) -> list[tuple[list[str], str]]:
@@ -150,9 +163,14 @@ def test_ctrl_c_stops_status_watch_with_exit_0(tmp_path):
     with open(tmp_path / "watch.out", "w") as out:
         # Ctrl-C's default action for it, as in a terminal (a test run started in the background inherits SIGINT
         # ignored, and Python then never raises KeyboardInterrupt)
-        watch = subprocess.Popen([sys.executable, "-m", "ssmpipe", "status", "--watch", "--interval=0.2",
-                                  str(configfile)], cwd=tmp_path, stdout=out, stderr=subprocess.PIPE, text=True,
-                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        watch = subprocess.Popen(
+            [sys.executable, "-m", "ssmpipe", "status", "--watch", "--interval=0.2", str(configfile)],
+            cwd=tmp_path,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
     try:
         deadline = time.monotonic() + 300
         while (tmp_path / "watch.out").read_text().count("to train") < 2 and time.monotonic() < deadline:

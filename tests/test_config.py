@@ -23,18 +23,26 @@ BAD = {
     "axis is not a list": ({"grid.seed": 3}, ["grid.seed", "3", "not of type 'array'"]),
     "axis names a group": ({"grid.model": [1]}, ["grid.model", "unknown setting"]),
     "duplicate axis value": ({"grid.seed": [0, 1, 0]}, ["grid.seed", "0", "twice"]),
-    "missing data path": ({"fixed.task.name": "npz", "fixed.task.path": MISSING},
-                          ["task.path", MISSING, "no such file"]),
+    "missing data path": (
+        {"fixed.task.name": "npz", "fixed.task.path": MISSING},
+        ["task.path", MISSING, "no such file"],
+    ),
     "npz without path": ({"fixed.task.name": "npz"}, ["task.path", "missing"]),
     "unknown task": ({"fixed.task.name": "mnist"}, ["fixed.task.name", "'mnist'", "is not one of"]),
     "zero shard size": ({"shard_size": 0}, ["shard_size", "0", "minimum"]),
     "lag not below length": ({"grid.task.lag": [3, 16]}, ["task.lag = 16", "seq_len = 16"]),
-    "lag not below a test length": ({"fixed.test_seq_lens": [32, 3]},
-                                    ["test_seq_lens: 3", "task.lag = 3", "seq_len = 3"]),
-    "profile of a scalar": ({"report": {"figures": [{"name": "m", "kind": "profile", "metric": "mc"}]}},
-                            ["report.figures[0].metric", "'mc'", "'profile'", "mf"]),
-    "lengths with an x": ({"report": {"figures": [{"name": "m", "kind": "lengths", "metric": "len_test_acc",
-                                                   "x": "seq_len"}]}}, ["report.figures[0]", "'lengths'", "no x"]),
+    "lag not below a test length": (
+        {"fixed.test_seq_lens": [32, 3]},
+        ["test_seq_lens: 3", "task.lag = 3", "seq_len = 3"],
+    ),
+    "profile of a scalar": (
+        {"report": {"figures": [{"name": "m", "kind": "profile", "metric": "mc"}]}},
+        ["report.figures[0].metric", "'mc'", "'profile'", "mf"],
+    ),
+    "lengths with an x": (
+        {"report": {"figures": [{"name": "m", "kind": "lengths", "metric": "len_test_acc", "x": "seq_len"}]}},
+        ["report.figures[0]", "'lengths'", "no x"],
+    ),
     "dt_min above dt_max": ({"fixed.model.init.dt_min": 0.5}, ["dt_min = 0.5", "dt_max = 0.1"]),
     "odd state size": ({"fixed.model.d_state": 5}, ["fixed.model.d_state", "5", "multiple of 2"]),
     "bad sweep name": ({"sweep": "../escape"}, ["sweep", "'../escape'", "does not match"]),
@@ -70,8 +78,17 @@ def test_each_bad_config_has_its_own_message():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["unknown nested key", "axis value out of range", "missing data path",
-                                  "empty axis", "lag not below length", "wrong type"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "unknown nested key",
+        "axis value out of range",
+        "missing data path",
+        "empty axis",
+        "lag not below length",
+        "wrong type",
+    ],
+)
 def test_snakemake_refuses_before_any_job_and_keeps_results(tmp_path, name):
     """Through the real workflow, next to a store that already holds results."""
     changes, words = BAD[name]
@@ -95,7 +112,8 @@ def test_cli_validate_exits_2_with_the_message(tmp_path):
     assert proc.returncode == 2
     assert "fixed.model.init.real = 0.5" in proc.stderr
     good = write_config(tmp_path, tiny_config(), "good.yaml")
-    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "validate", str(good)], capture_output=True, text=True,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "validate", str(good)], capture_output=True, text=True, cwd=tmp_path
+    )
     assert proc.returncode == 0 and "8 points" in proc.stdout
     assert not (tmp_path / "results").exists()  # validate writes nothing

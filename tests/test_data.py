@@ -78,10 +78,10 @@ def test_variance_process_grows_linearly_with_slope_moment():
     arrays = variance.generate(task_settings("variance", moment=b, n_train=8000, n_test=10), L)
     x, y = arrays["x_train"], arrays["y_train"]
     assert x.shape == (8000, L) and x.dtype == np.float32 and y.shape == (8000,) and y.dtype == np.float32
-    var = x.astype(np.float64).var(0)                                       # (L)
+    var = x.astype(np.float64).var(0)  # (L)
     slope, intercept = np.polyfit(np.arange(L), var, 1)
     assert abs(slope - b) < 0.05 * b and abs(intercept - 1) < 0.5
-    assert np.abs(x.mean(0) / np.sqrt(var / len(x))).max() < 5            # zero mean at every t
+    assert np.abs(x.mean(0) / np.sqrt(var / len(x))).max() < 5  # zero mean at every t
     info = data.describe(arrays, task_settings("variance"))
     assert info == {"input": "real", "d_input": 1, "target": "sequence", "n_out": 1, "loss": "mse"}
 
@@ -90,7 +90,7 @@ def test_variance_process_grows_linearly_with_slope_moment():
 def test_variance_target_is_a_fixed_unit_variance_functional(b, L):
     arrays = variance.generate(task_settings("variance", moment=b, n_train=4000, n_test=1000, seed=1), L)
     y = np.concatenate([arrays["y_train"], arrays["y_test"]]).astype(np.float64)
-    assert abs(y.var() - 1) < 0.1 and abs(y.mean()) < 0.1                 # Var y = 1 whatever L and b
+    assert abs(y.var() - 1) < 0.1 and abs(y.mean()) < 0.1  # Var y = 1 whatever L and b
     # y is the documented functional of x: Σ_l k_l x_{L-1-l}, up to the normalisation
     x = arrays["x_train"].astype(np.float64)
     w = variance.teacher_kernel(1, L)[::-1]
@@ -113,6 +113,7 @@ def test_digits_shapes_labels_and_split():
     assert sorted(np.unique(both_y)) == list(range(10))
     # every image exactly once across the two splits: the multiset of (image, label) rows is sklearn's
     from sklearn.datasets import load_digits
+
     ref = load_digits()
     ours = sorted(map(tuple, np.column_stack([both_x * 16, both_y]).round().astype(int)))
     theirs = sorted(map(tuple, np.column_stack([ref.data, ref.target]).astype(int)))
@@ -162,8 +163,14 @@ def evaluate_tokens(tokens) -> int:
                 args.append(stack.pop())
             op = stack.pop()
             s = sorted(args)
-            stack.append({"min": s[0], "max": s[-1], "sm": sum(s) % 10,
-                          "med": s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) // 2}[op])
+            stack.append(
+                {
+                    "min": s[0],
+                    "max": s[-1],
+                    "sm": sum(s) % 10,
+                    "med": s[len(s) // 2] if len(s) % 2 else (s[len(s) // 2 - 1] + s[len(s) // 2]) // 2,
+                }[op]
+            )
         elif t >= 10:
             stack.append({10: "min", 11: "max", 12: "med", 13: "sm"}[t])
         else:
@@ -181,9 +188,13 @@ def read_lra(path: Path):
 
 
 def test_listops_evaluator_on_known_expressions():
-    for source, value in [("( ( ( [MAX 2 ) 9 ) ] )", 9), ("( ( ( ( [MED 1 ) 2 ) 7 ) ] )", 2),
-                          ("( ( ( ( ( [MED 1 ) 2 ) 5 ) 8 ) ] )", 3), ("( ( ( ( [SM 5 ) 7 ) 9 ) ] )", 1),
-                          ("( ( ( [MIN 4 ) ( ( ( [MAX 2 ) 3 ) ] ) ) ] )", 3)]:
+    for source, value in [
+        ("( ( ( [MAX 2 ) 9 ) ] )", 9),
+        ("( ( ( ( [MED 1 ) 2 ) 7 ) ] )", 2),
+        ("( ( ( ( ( [MED 1 ) 2 ) 5 ) 8 ) ] )", 3),
+        ("( ( ( ( [SM 5 ) 7 ) 9 ) ] )", 1),
+        ("( ( ( [MIN 4 ) ( ( ( [MAX 2 ) 3 ) ] ) ) ] )", 3),
+    ]:
         tokens = listops.to_tokens(source)
         assert evaluate_tokens(tokens) == value
         assert [t for t in tokens if t >= 10] and "(" not in str(tokens)
@@ -203,7 +214,7 @@ def test_listops_generated_labels_are_the_expressions_values():
     lengths = (x != PAD).sum(1)
     assert (lengths > L - window).all() and (lengths <= L).all()
     for row, n in zip(x, lengths):  # left-padded: pads first, the expression's `]` last
-        assert (row[:L - n] == PAD).all() and (row[L - n:] != PAD).all() and row[-1] == 14
+        assert (row[: L - n] == PAD).all() and (row[L - n :] != PAD).all() and row[-1] == 14
     assert len({row.tobytes() for row in x}) == len(x)  # distinct across train and test, as in LRA
     assert len(np.unique(y)) >= 6
     again = listops.load(task, L)
@@ -251,8 +262,17 @@ def test_listops_generation_fails_clearly_when_too_few_expressions_fit():
 
 
 def test_imdb_tokenizer():
-    assert imdb.words("I loved it<br /><br />Great music, I'd watch it AGAIN!") == \
-        ["i", "loved", "it", "great", "music", "i'd", "watch", "it", "again"]
+    assert imdb.words("I loved it<br /><br />Great music, I'd watch it AGAIN!") == [
+        "i",
+        "loved",
+        "it",
+        "great",
+        "music",
+        "i'd",
+        "watch",
+        "it",
+        "again",
+    ]
 
 
 def test_imdb_folder_and_parquet_give_the_same_arrays():
@@ -287,12 +307,15 @@ def test_imdb_vocabulary_padding_and_labels():
 # --- config checks ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task, value, words", [
-    ({"name": "imdb", "path": "/nonexistent/aclImdb"}, "/nonexistent/aclImdb", ["no such folder"]),
-    ({"name": "imdb", "path": str(LISTOPS_DIR)}, str(LISTOPS_DIR), ["aclImdb", "parquet"]),
-    ({"name": "listops", "path": "/nonexistent/lra"}, "/nonexistent/lra", ["no such folder"]),
-    ({"name": "listops", "path": str(ACLIMDB)}, str(ACLIMDB), ["basic_train.tsv"]),
-])
+@pytest.mark.parametrize(
+    "task, value, words",
+    [
+        ({"name": "imdb", "path": "/nonexistent/aclImdb"}, "/nonexistent/aclImdb", ["no such folder"]),
+        ({"name": "imdb", "path": str(LISTOPS_DIR)}, str(LISTOPS_DIR), ["aclImdb", "parquet"]),
+        ({"name": "listops", "path": "/nonexistent/lra"}, "/nonexistent/lra", ["no such folder"]),
+        ({"name": "listops", "path": str(ACLIMDB)}, str(ACLIMDB), ["basic_train.tsv"]),
+    ],
+)
 def test_a_missing_data_path_is_a_config_error(task, value, words):
     with pytest.raises(cfg.ConfigError) as e:
         cfg.check(tiny_config(**{"fixed.task": task}))
@@ -306,13 +329,25 @@ def test_config_checks_of_the_new_tasks(tmp_path):
     with pytest.raises(cfg.ConfigError, match=r"grid.seq_len\[0\].*seq_len = 32.*digits"):
         cfg.check(tiny_config(**{"fixed.task": {"name": "digits"}, "fixed.seq_len": 64, "grid.seq_len": [32, 64]}))
     with pytest.raises(cfg.ConfigError, match="task.n_train = 1500.*1797"):
-        cfg.check(tiny_config(**{"fixed.task": {"name": "digits", "n_train": 1500, "n_test": 400},
-                                 "fixed.seq_len": 64, "grid.seq_len": [64]}))
+        cfg.check(
+            tiny_config(
+                **{
+                    "fixed.task": {"name": "digits", "n_train": 1500, "n_test": 400},
+                    "fixed.seq_len": 64,
+                    "grid.seq_len": [64],
+                }
+            )
+        )
     with pytest.raises(cfg.ConfigError, match="task.name"):
         cfg.check(tiny_config(**{"fixed.task": {"name": "mnist"}}))
-    for task in ({"name": "imdb", "path": str(ACLIMDB)}, {"name": "imdb", "path": str(IMDB_PARQUET)},
-                 {"name": "listops", "path": str(LISTOPS_DIR)}, {"name": "listops"}, {"name": "majority"},
-                 {"name": "variance", "moment": 1.0}):
+    for task in (
+        {"name": "imdb", "path": str(ACLIMDB)},
+        {"name": "imdb", "path": str(IMDB_PARQUET)},
+        {"name": "listops", "path": str(LISTOPS_DIR)},
+        {"name": "listops"},
+        {"name": "majority"},
+        {"name": "variance", "moment": 1.0},
+    ):
         cfg.check(tiny_config(**{"fixed.task": task}))
 
 
@@ -320,9 +355,19 @@ def test_config_checks_of_the_new_tasks(tmp_path):
 
 
 def _points(task: dict, seq_len: int, **changes):
-    config = cfg.check(tiny_config(**{"fixed.task": task, "fixed.seq_len": seq_len, "grid.seq_len": [seq_len],
-                                      "grid.seed": [0],
-                                      "grid.model.init.real": [-0.5], "fixed.train.epochs": 3, **changes}))
+    config = cfg.check(
+        tiny_config(
+            **{
+                "fixed.task": task,
+                "fixed.seq_len": seq_len,
+                "grid.seq_len": [seq_len],
+                "grid.seed": [0],
+                "grid.model.init.real": [-0.5],
+                "fixed.train.epochs": 3,
+                **changes,
+            }
+        )
+    )
     return [{"run_id": p.run_id, "settings": p.settings, "shard": "test"} for p in sweep.expand(config)]
 
 
@@ -332,15 +377,18 @@ def _train(points, tmp_path):
     return pd.DataFrame(rows).set_index(["run_id", "epoch"]).sort_index()
 
 
-@pytest.mark.parametrize("task, seq_len, kind", [
-    ({"name": "majority", "n_train": 128, "n_test": 64}, 24, "s4d"),
-    ({"name": "majority", "n_train": 128, "n_test": 64}, 24, "selective"),
-    ({"name": "digits", "permute": True, "n_train": 128, "n_test": 64}, 64, "s4d"),
-    ({"name": "listops", "n_train": 96, "n_test": 32, "length_window": 20}, 40, "s4d"),
-    ({"name": "listops", "path": str(LISTOPS_DIR)}, 48, "s4d"),
-    ({"name": "imdb", "path": str(ACLIMDB), "vocab": 40}, 16, "s4d"),
-    ({"name": "imdb", "path": str(IMDB_PARQUET), "vocab": 40}, 16, "selective"),
-])
+@pytest.mark.parametrize(
+    "task, seq_len, kind",
+    [
+        ({"name": "majority", "n_train": 128, "n_test": 64}, 24, "s4d"),
+        ({"name": "majority", "n_train": 128, "n_test": 64}, 24, "selective"),
+        ({"name": "digits", "permute": True, "n_train": 128, "n_test": 64}, 64, "s4d"),
+        ({"name": "listops", "n_train": 96, "n_test": 32, "length_window": 20}, 40, "s4d"),
+        ({"name": "listops", "path": str(LISTOPS_DIR)}, 48, "s4d"),
+        ({"name": "imdb", "path": str(ACLIMDB), "vocab": 40}, 16, "s4d"),
+        ({"name": "imdb", "path": str(IMDB_PARQUET), "vocab": 40}, 16, "selective"),
+    ],
+)
 def test_each_classification_task_trains(tmp_path, task, seq_len, kind):
     rows = _train(_points(task, seq_len, **{"fixed.model.kind": kind}), tmp_path)
     assert (rows["status"] == "ok").all() and len(rows) == 4

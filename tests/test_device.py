@@ -16,14 +16,21 @@ from ssmpipe.errors import StoreError
 from ssmpipe.store import Store
 
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
-SHARD = {"shard_size": 100, "grid.seq_len": [16], "grid.seed": [0, 1], "grid.model.init.real": [-0.5, -0.1],
-         "grid.model.init.imag": [1.0], "fixed.train.epochs": 4}
+SHARD = {
+    "shard_size": 100,
+    "grid.seq_len": [16],
+    "grid.seed": [0, 1],
+    "grid.model.init.real": [-0.5, -0.1],
+    "grid.model.init.imag": [1.0],
+    "fixed.train.epochs": 4,
+}
 
 
 @contextlib.contextmanager
 def saved_as_cuda():
     """While open, torch.save tags every CPU tensor's storage "cuda:0", as a file written on a GPU node is tagged:
     loading it without a map_location then fails on a host without CUDA exactly as such a file does."""
+
     def tag(obj):
         return "cuda:0" if getattr(obj, "device", None) is not None and obj.device.type == "cpu" else None
 
@@ -83,7 +90,7 @@ def test_a_checkpoint_holds_only_cpu_tensors_and_a_resume_equals_an_uninterrupte
     train.train_shard(str(ref), shard, "cpu")
 
     ckpt = _train_until(run, shard, 2, monkeypatch)
-    state = torch.load(ckpt, weights_only=True)                 # no map_location: each tensor where it was saved
+    state = torch.load(ckpt, weights_only=True)  # no map_location: each tensor where it was saved
     found = dict(tensors(state))
     assert any("['opt']['state']" in p and "exp_avg_sq" in p for p in found)  # Adam's moments are in it
     assert {p: t.device.type for p, t in found.items() if t.device.type != "cpu"} == {}
@@ -107,7 +114,7 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_host(tmp_path, monkeypat
         with pytest.raises(RuntimeError, match="CUDA"):
             torch.load(ckpt, weights_only=True)
         with pytest.raises(StoreError, match="not a checkpoint ssmpipe can trust"):
-            load_state(ckpt, map_location=None)                # as before map_location: the progress was lost
+            load_state(ckpt, map_location=None)  # as before map_location: the progress was lost
     assert load_state(ckpt)["current"]["epoch"] == 2
     train.train_shard(str(run), shard, "cpu")
     got = _rows(run, shard)
@@ -155,7 +162,7 @@ def test_runs_files_from_before_the_device_columns_aggregate_with_them_null(tmp_
     st = Store(tmp_path)
     old = plan.shards[0]
     table = pq.read_table(st.runs_path(old))
-    pq.write_table(table.drop_columns(WHERE), st.runs_path(old))           # as an older ssmpipe wrote it
+    pq.write_table(table.drop_columns(WHERE), st.runs_path(old))  # as an older ssmpipe wrote it
     again = sweep.plan(config)
     assert again.pending == [] and again.untrusted == []
     df = aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet").to_pandas()
@@ -177,13 +184,16 @@ def test_a_job_that_asked_for_gpus_and_sees_no_cuda_fails_with_one_line(monkeypa
     message = str(e.value)
     assert message.startswith("asked for 2 GPUs per node, but torch sees no CUDA device (torch ")
     assert "built for CPU?" in message and "workflow/envs/ssmpipe-cuda.yaml" in message and "\n" not in message
-    monkeypatch.setattr(torch.version, "cuda", "12.8")                     # a CUDA build on a node without a GPU
+    monkeypatch.setattr(torch.version, "cuda", "12.8")  # a CUDA build on a node without a GPU
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    with pytest.raises(train.DeviceError, match=r"asked for 1 GPU per node, .*built for CUDA 12.8, but finds no GPU: "
-                                                r"CUDA_VISIBLE_DEVICES=''"):
+    with pytest.raises(
+        train.DeviceError,
+        match=r"asked for 1 GPU per node, .*built for CUDA 12.8, but finds no GPU: "
+        r"CUDA_VISIBLE_DEVICES=''",
+    ):
         train.pick_device(gpus=1)
     with pytest.raises(train.DeviceError, match="device 'cuda', but torch sees no CUDA device"):
-        train.pick_device("cuda")                                           # named locally: the same, not a crash later
+        train.pick_device("cuda")  # named locally: the same, not a crash later
 
 
 def test_a_job_that_asked_for_no_gpu_trains_on_the_cpu_even_where_cuda_is_visible(monkeypatch):
@@ -191,8 +201,8 @@ def test_a_job_that_asked_for_no_gpu_trains_on_the_cpu_even_where_cuda_is_visibl
     assert train.pick_device(gpus=0) == torch.device("cpu")
     assert train.pick_device("cuda", gpus=0) == torch.device("cpu")
     assert train.pick_device(gpus=1) == torch.device("cuda")
-    assert train.pick_device() == torch.device("cuda")                     # a local run: CUDA when present
-    assert train.pick_device("cpu") == torch.device("cpu")                 # unless told otherwise
+    assert train.pick_device() == torch.device("cuda")  # a local run: CUDA when present
+    assert train.pick_device("cpu") == torch.device("cpu")  # unless told otherwise
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert train.pick_device() == torch.device("cpu")
 
@@ -220,13 +230,13 @@ def test_a_slurm_job_trains_where_its_requests_say(tmp_path, monkeypatch, caplog
         return real(store, shard, dev)
 
     monkeypatch.setattr(train, "_train_locked", spy)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)          # visible, and not asked for
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # visible, and not asked for
     TrainShard(str(root), shard, 1, 0)()
     assert picked == [torch.device("cpu")] and (_rows(root, shard)["device"] == "cpu").all()
     old = TrainShard(str(root), shard, 1)
-    del old.gpus                                                            # as unpickled from an older ssmpipe
+    del old.gpus  # as unpickled from an older ssmpipe
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    old()                                                                   # stored already: reused, on the CPU
+    old()  # stored already: reused, on the CPU
     assert picked[-1] == torch.device("cpu")
 
 
@@ -249,11 +259,12 @@ def test_the_cuda_environment_is_the_cpu_one_with_torch_built_for_cuda():
     envs = REPO / "workflow" / "envs"
     cpu, cuda = (yaml.safe_load((envs / name).read_text()) for name in ("ssmpipe.yaml", "ssmpipe-cuda.yaml"))
     assert cuda["channels"] == cpu["channels"]
-    assert [d for d in cuda["dependencies"] if not isinstance(d, dict)] == [d for d in cpu["dependencies"]
-                                                                           if not isinstance(d, dict)]
+    assert [d for d in cuda["dependencies"] if not isinstance(d, dict)] == [
+        d for d in cpu["dependencies"] if not isinstance(d, dict)
+    ]
     cpu_pip, cuda_pip = (next(d["pip"] for d in env["dependencies"] if isinstance(d, dict)) for env in (cpu, cuda))
     index = [line for line in cuda_pip if "download.pytorch.org/whl/" in line]
-    assert len(index) == 1 and index[0].rsplit("/", 1)[1].startswith("cu")   # a CUDA wheel index, not cpu
+    assert len(index) == 1 and index[0].rsplit("/", 1)[1].startswith("cu")  # a CUDA wheel index, not cpu
     assert [line for line in cuda_pip if line not in index] == [line for line in cpu_pip if "download." not in line]
     assert "torch==2.13.0" in cuda_pip and "-e ../.." in cuda_pip
 

@@ -53,14 +53,16 @@ def test_imdb_experiments_need_data_and_say_why():
         raw = yaml.safe_load(path.read_text())
         assert raw["fixed"]["task"]["name"] == "imdb" and raw["fixed"]["model"]["d_model"] == 16  # SPEC 001: d = 16
         for scale in ("small", "paper"):
-            assert cfg.needs_data({**raw, "scale": scale}) == ("task.path: an aclImdb folder (or its Parquet export) "
-                                                                "is needed (IMDb is not generated)")
+            assert cfg.needs_data({**raw, "scale": scale}) == (
+                "task.path: an aclImdb folder (or its Parquet export) is needed (IMDb is not generated)"
+            )
             with pytest.raises(cfg.ConfigError, match="task.path is missing"):  # run on its own: an error, as before
                 cfg.check({**raw, "scale": scale})
         assert cfg.needs_data(with_data(raw)) is None
         missing = {**raw, "fixed": {**raw["fixed"], "task": {**raw["fixed"]["task"], "path": "/no/aclImdb"}}}
-        assert cfg.needs_data(missing) == ("task.path = '/no/aclImdb': no such folder (IMDb reads an aclImdb folder "
-                                           "or its Parquet export)")
+        assert cfg.needs_data(missing) == (
+            "task.path = '/no/aclImdb': no such folder (IMDb reads an aclImdb folder or its Parquet export)"
+        )
     others = [p for p in EXPERIMENTS if p not in imdb]
     assert all(cfg.needs_data(yaml.safe_load(p.read_text())) is None for p in others)
 
@@ -82,12 +84,22 @@ def test_paper_scale_follows_the_reference_code():
     import yaml
 
     def paper(name):
-        return cfg.check(with_data({**yaml.safe_load((REPO / "config" / "experiments" / f"{name}.yaml").read_text()),
-                                    "scale": "paper"}))
+        return cfg.check(
+            with_data(
+                {**yaml.safe_load((REPO / "config" / "experiments" / f"{name}.yaml").read_text()), "scale": "paper"}
+            )
+        )
 
-    for name, epochs, n in (("001_exp1", 10, 1000), ("001_exp1b", 10, 1000), ("001_exp2", 40, 1000),
-                            ("001_exp1_listops", 10, 1000), ("001_exp1b_listops", 10, 1000),
-                            ("001_exp2_listops", 50, 1000), ("001_exp1_imdb", 10, None), ("001_exp2_imdb", 30, None)):
+    for name, epochs, n in (
+        ("001_exp1", 10, 1000),
+        ("001_exp1b", 10, 1000),
+        ("001_exp2", 40, 1000),
+        ("001_exp1_listops", 10, 1000),
+        ("001_exp1b_listops", 10, 1000),
+        ("001_exp2_listops", 50, 1000),
+        ("001_exp1_imdb", 10, None),
+        ("001_exp2_imdb", 30, None),
+    ):
         c = paper(name)
         assert c["fixed"]["train"]["epochs"] == epochs, name
         if n:
@@ -113,8 +125,11 @@ def test_memory_requests_grow_with_the_settings(tmp_path):
     paper = shard_mb("002_timescale", "paper")
     assert len(paper) == 50 and max(paper.values()) > 8000  # L = 16384: several GB
     assert min(paper.values()) == sweep.MEM_FLOOR_MB
-    point = sweep.expand(cfg.check({**yaml.safe_load((REPO / "config" / "experiments" / "002_timescale.yaml")
-                                                     .read_text()), "scale": "paper"}))
+    point = sweep.expand(
+        cfg.check(
+            {**yaml.safe_load((REPO / "config" / "experiments" / "002_timescale.yaml").read_text()), "scale": "paper"}
+        )
+    )
     longest = next(p for p in point if p.settings["seq_len"] == 16384)
     one, two = sweep.pack_mem_mb(longest.settings, 1), sweep.pack_mem_mb(longest.settings, 2)
     assert 6000 < one < two  # the memory function alone is 92 B × 64 channels × 64 states × 16384 steps ≈ 6.2 GB
@@ -130,11 +145,28 @@ def test_scale_that_does_not_exist_is_an_error():
 
 
 def test_claims_without_their_axes_say_no_data():
-    runs = pd.DataFrame({"run_id": ["a"], "epoch": [0], "status": ["ok"], "seq_len": [16], "train_loss": [1.0],
-                         "test_loss": [1.0], "test_acc": [0.5], "s_A": [np.nan], "mc": [np.nan],
-                         "model.init.c_scaling": ["none"], "reg.lambda": [0.0], "model.init.s_A": [0.0],
-                         "model.init.dt": ["s4d"], "model.init.imag": [1.0], "model.train_A": [True],
-                         "model.init.scheme": ["lin"], "task.name": ["delay"], "task.moment": [0.1],
-                         "output_scale": [1.0]})
+    runs = pd.DataFrame(
+        {
+            "run_id": ["a"],
+            "epoch": [0],
+            "status": ["ok"],
+            "seq_len": [16],
+            "train_loss": [1.0],
+            "test_loss": [1.0],
+            "test_acc": [0.5],
+            "s_A": [np.nan],
+            "mc": [np.nan],
+            "model.init.c_scaling": ["none"],
+            "reg.lambda": [0.0],
+            "model.init.s_A": [0.0],
+            "model.init.dt": ["s4d"],
+            "model.init.imag": [1.0],
+            "model.train_A": [True],
+            "model.init.scheme": ["lin"],
+            "task.name": ["delay"],
+            "task.moment": [0.1],
+            "output_scale": [1.0],
+        }
+    )
     for name, claim in CLAIMS.items():
         assert claim(runs, final_epoch(runs)).verdict == "no data", name

@@ -17,17 +17,30 @@ from ssmpipe import config as cfg
 from ssmpipe import keys, sweep, tune
 
 # conftest's tiny sweep: (model.init.real, seq_len, seed) -> run id.
-TINY_IDS = {(-0.5, 16, 0): "483deacb321cbfbd", (-0.5, 24, 0): "94592066c4b4f237", (-0.5, 16, 1): "0becc541e1c30ba7",
-            (-0.5, 24, 1): "798615e7e4242274", (0.0, 16, 0): "c4aa3f449dac0443", (0.0, 24, 0): "b06af73bd8edd82a",
-            (0.0, 16, 1): "0af45c28351398d2", (0.0, 24, 1): "aac904c359451c29"}
+TINY_IDS = {
+    (-0.5, 16, 0): "483deacb321cbfbd",
+    (-0.5, 24, 0): "94592066c4b4f237",
+    (-0.5, 16, 1): "0becc541e1c30ba7",
+    (-0.5, 24, 1): "798615e7e4242274",
+    (0.0, 16, 0): "c4aa3f449dac0443",
+    (0.0, 24, 0): "b06af73bd8edd82a",
+    (0.0, 16, 1): "0af45c28351398d2",
+    (0.0, 24, 1): "aac904c359451c29",
+}
 TINY_PACKS = ["69e57961e5f29e62", "c5174f61edabb4c8"]
 TINY_SHARDS = ["8bc6baa95a7f8de2", "ad15a214d9ef9936"]
 TINY_DATA = ["delay-L16-55f2546f0190", "delay-L24-1dc19e3be493"]
 # The same sweep with the selective layer (imaginary part 0).
-SELECTIVE_IDS = {(-0.5, 16, 0): "5861d45449f6e931", (-0.5, 24, 0): "50ad98f4d97590dc",
-                 (-0.5, 16, 1): "d77e9bad85441ef4", (-0.5, 24, 1): "a42cf3d37bacbd95",
-                 (0.0, 16, 0): "d5fc9d561f031f8d", (0.0, 24, 0): "89eed70774c580a0",
-                 (0.0, 16, 1): "385b58c33ff1375c", (0.0, 24, 1): "0cd6c0c349900a8d"}
+SELECTIVE_IDS = {
+    (-0.5, 16, 0): "5861d45449f6e931",
+    (-0.5, 24, 0): "50ad98f4d97590dc",
+    (-0.5, 16, 1): "d77e9bad85441ef4",
+    (-0.5, 24, 1): "a42cf3d37bacbd95",
+    (0.0, 16, 0): "d5fc9d561f031f8d",
+    (0.0, 24, 0): "89eed70774c580a0",
+    (0.0, 16, 1): "385b58c33ff1375c",
+    (0.0, 24, 1): "0cd6c0c349900a8d",
+}
 SELECTIVE_SHARDS = ["cda59852e39f63e8", "f3d6c29046927518"]
 # ListOps read from the fixture folder (task.path, keyed by the content of its files: task.data_hash).
 LISTOPS_IDS = {(-0.5, 64, 0): "3a4a39530244db89", (-0.5, 64, 1): "4e0a404ec1aac49e"}

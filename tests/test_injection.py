@@ -24,8 +24,13 @@ from ssmpipe import slurm
 from ssmpipe.config import ConfigError
 
 # Command substitutions first (they run even where the command then fails), the comment last.
-INJECTIONS = ("$(touch PWNED{}2)", "`touch PWNED{}3`", "' ; touch PWNED{}4 '", '" && touch PWNED{}5 "',
-              "; touch PWNED{}1 #")
+INJECTIONS = (
+    "$(touch PWNED{}2)",
+    "`touch PWNED{}3`",
+    "' ; touch PWNED{}4 '",
+    '" && touch PWNED{}5 "',
+    "; touch PWNED{}1 #",
+)
 
 
 def evil(tag: str) -> str:
@@ -48,15 +53,29 @@ def test_shell_syntax_in_paths_and_names_runs_nothing(tmp_path):
     """results root, npz path, report and figure titles and captions: all reach the jobs, none runs."""
     npz = tmp_path / f"{evil('npz')}.npz"
     rng = np.random.default_rng(0)
-    np.savez(npz, **{f"{xy}_{split}": rng.integers(0, 4, (n, 16), dtype=np.int64)
-                     for split, n in (("train", 64), ("test", 32)) for xy in "xy"})
+    np.savez(
+        npz,
+        **{
+            f"{xy}_{split}": rng.integers(0, 4, (n, 16), dtype=np.int64)
+            for split, n in (("train", 64), ("test", 32))
+            for xy in "xy"
+        },
+    )
     results = f"-r {evil('results')}"  # a leading '-' too: still a value, not an option
-    figures = [{**f, "title": evil(f"title{i}"), "caption": evil(f"caption{i}")}
-               for i, f in enumerate(cfg.load_schema()["properties"]["report"]["properties"]["figures"]["default"])]
-    config = tiny_config(results=results, **{"fixed.task": {"name": "npz", "path": str(npz), "vocab": 4},
-                                             "grid.seq_len": [16], "report.title": evil("title"),
-                                             "report.figures": figures,
-                                             "tune": {"space": {"seed": {"choice": [0, 1]}}, "num_samples": 2}})
+    figures = [
+        {**f, "title": evil(f"title{i}"), "caption": evil(f"caption{i}")}
+        for i, f in enumerate(cfg.load_schema()["properties"]["report"]["properties"]["figures"]["default"])
+    ]
+    config = tiny_config(
+        results=results,
+        **{
+            "fixed.task": {"name": "npz", "path": str(npz), "vocab": 4},
+            "grid.seq_len": [16],
+            "report.title": evil("title"),
+            "report.figures": figures,
+            "tune": {"space": {"seed": {"choice": [0, 1]}}, "num_samples": 2},
+        },
+    )
     snakemake(tmp_path, write_config(tmp_path, config))
 
     assert pwned(tmp_path, Path.cwd(), REPO) == []
@@ -155,8 +174,15 @@ def test_a_trial_state_loads_weights_only(tmp_path):
         torch.save(state, tmp_path / f"{state['epoch']}.pt")
         saved.append(state["epoch"])
 
-    train_group(points, ensure_data(store, data.spec_of(points[0]["settings"])), torch.device("cpu"), None,
-                checkpoint, "", length_data(store, points[0]["settings"]))
+    train_group(
+        points,
+        ensure_data(store, data.spec_of(points[0]["settings"])),
+        torch.device("cpu"),
+        None,
+        checkpoint,
+        "",
+        length_data(store, points[0]["settings"]),
+    )
     assert saved == [0, 1, 2]
     for epoch in saved:
         state = load_state(tmp_path / f"{epoch}.pt")

@@ -76,13 +76,16 @@ def finishes_at_once(fn, fifo: Path, seconds: float = 5.0):
 # --- YAML: duplicate keys -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("text, key, line, first", [
-    ("{lr: 0.01, lr: 100.0}", "'lr'", 1, 1),
-    ("train:\n  lr: 0.01\n  epochs: 3\n  lr: 100.0\n", "'lr'", 4, 2),
-    ("fixed:\n  model: {d_state: 2,\n    d_state: 4}\n", "'d_state'", 3, 2),
-    ("grid:\n  seed: [0, 1]\ngrid:\n  seed: [2]\n", "'grid'", 3, 1),
-    ("{1: a, 0x1: b}", "1", 1, 1),  # the same key however written
-])
+@pytest.mark.parametrize(
+    "text, key, line, first",
+    [
+        ("{lr: 0.01, lr: 100.0}", "'lr'", 1, 1),
+        ("train:\n  lr: 0.01\n  epochs: 3\n  lr: 100.0\n", "'lr'", 4, 2),
+        ("fixed:\n  model: {d_state: 2,\n    d_state: 4}\n", "'d_state'", 3, 2),
+        ("grid:\n  seed: [0, 1]\ngrid:\n  seed: [2]\n", "'grid'", 3, 1),
+        ("{1: a, 0x1: b}", "1", 1, 1),  # the same key however written
+    ],
+)
 def test_a_duplicate_key_is_an_error_naming_the_key_and_its_lines(text, key, line, first):
     assert isinstance(yaml.safe_load(text), dict)  # what safe_load does: keeps the last, silently
     with pytest.raises(DuplicateKeyError) as e:
@@ -93,9 +96,11 @@ def test_a_duplicate_key_is_an_error_naming_the_key_and_its_lines(text, key, lin
 
 
 def test_a_merged_key_may_be_written_again_as_yaml_allows():
-    for text in ["base: &base {lr: 0.01, epochs: 3}\nrun: {<<: *base, lr: 0.1}\n",
-                 # q is merged into `later` before q itself is built: its merged keys are no duplicates of its own
-                 "y: &y {k: 1, j: 2}\np: {q: &x {<<: *y, k: 3}}\nlater: {<<: *x}\n"]:
+    for text in [
+        "base: &base {lr: 0.01, epochs: 3}\nrun: {<<: *base, lr: 0.1}\n",
+        # q is merged into `later` before q itself is built: its merged keys are no duplicates of its own
+        "y: &y {k: 1, j: 2}\np: {q: &x {<<: *y, k: 3}}\nlater: {<<: *x}\n",
+    ]:
         assert load_yaml(text) == yaml.safe_load(text)
 
 
@@ -115,8 +120,9 @@ def test_a_1kb_alias_bomb_is_refused_at_once_without_expanding_it():
     finally:
         tracemalloc.stop()
     assert seconds < 0.5 and peak < 2 << 20, (seconds, peak)
-    assert str(e.value).startswith("config file 'bomb.yaml' expands to more than 1,000,000 values once its aliases "
-                                   "are expanded (MAX_NODES)")
+    assert str(e.value).startswith(
+        "config file 'bomb.yaml' expands to more than 1,000,000 values once its aliases are expanded (MAX_NODES)"
+    )
     assert isinstance(e.value, InputLimitError) and isinstance(e.value, ValueError)
     assert "at line 7" in str(e.value)  # where the count passes the limit: 9 ** 7 values in g
 
@@ -130,11 +136,13 @@ def test_merge_keys_count_what_they_merge():
 
 
 def test_a_few_aliases_load_as_safe_load_loads_them_shared():
-    text = ("defaults: &train {epochs: 3, lr: 0.01, batch_size: 32}\n"
-            "seeds: &seeds [0, 1, 2]\n"
-            "sweeps:\n"
-            "  - {name: a, train: *train, seed: *seeds}\n"
-            "  - {name: b, train: {<<: *train, lr: 0.1}, seed: *seeds}\n")
+    text = (
+        "defaults: &train {epochs: 3, lr: 0.01, batch_size: 32}\n"
+        "seeds: &seeds [0, 1, 2]\n"
+        "sweeps:\n"
+        "  - {name: a, train: *train, seed: *seeds}\n"
+        "  - {name: b, train: {<<: *train, lr: 0.1}, seed: *seeds}\n"
+    )
     got, want = load_yaml(text), yaml.safe_load(text)
     assert got == want
     assert got["sweeps"][0]["train"] is got["defaults"] and got["sweeps"][1]["seed"] is got["seeds"]
@@ -152,6 +160,7 @@ def test_nesting_is_bounded_at_max_depth(flow):
         if flow:
             return "[" * levels + "]" * levels
         return "".join(" " * i + "- \n" for i in range(levels - 1)) + " " * (levels - 1) + "- x\n"
+
     assert load_yaml(nested(MAX_DEPTH)) == yaml.safe_load(nested(MAX_DEPTH))
     with pytest.raises(YAMLLimitError, match=f"nests (more than {MAX_DEPTH}|{MAX_DEPTH + 1}) levels deep"):
         load_yaml(nested(MAX_DEPTH + 1))
@@ -233,13 +242,14 @@ def _depth(obj) -> int:
 
 
 def _random_json(rng: random.Random, depth: int):
-    pieces = ['"', "\\", "[", "]", "{", "}", "\\\"", "\\\\", "x", "é", "\n", "[[[", "]]]]", '\\"[']
+    pieces = ['"', "\\", "[", "]", "{", "}", '\\"', "\\\\", "x", "é", "\n", "[[[", "]]]]", '\\"[']
     if depth == 0 or rng.random() < 0.3:
         return "".join(rng.choice(pieces) for _ in range(rng.randrange(6))) if rng.random() < 0.8 else 1.5
     if rng.random() < 0.5:
         return [_random_json(rng, depth - 1) for _ in range(rng.randrange(4))]
-    return {"".join(rng.choice(pieces) for _ in range(3)): _random_json(rng, depth - 1)
-            for _ in range(rng.randrange(4))}
+    return {
+        "".join(rng.choice(pieces) for _ in range(3)): _random_json(rng, depth - 1) for _ in range(rng.randrange(4))
+    }
 
 
 def test_json_depth_skips_brackets_in_strings_and_escapes():
@@ -253,9 +263,18 @@ def test_json_depth_skips_brackets_in_strings_and_escapes():
 
 
 def test_json_depth_is_fast_on_a_large_document():
-    points = {"points": [{"run_id": f"{i:016x}", "settings": {"model": {"d_state": 16, "init": {"dt": "a[b"}},
-                                                             "task": {"name": "delay", "path": 'c:\\"q"'}}}
-                         for i in range(100_000)]}
+    points = {
+        "points": [
+            {
+                "run_id": f"{i:016x}",
+                "settings": {
+                    "model": {"d_state": 16, "init": {"dt": "a[b"}},
+                    "task": {"name": "delay", "path": 'c:\\"q"'},
+                },
+            }
+            for i in range(100_000)
+        ]
+    }
     blob = json.dumps(points).encode()  # 17 MB
     start = time.perf_counter()
     assert json_depth(blob) == 6  # {points: [{settings: {model: {init: {
@@ -344,14 +363,39 @@ def raw_zip(members: list[tuple[str, bytes, int, int, int]], copies: int = 1) ->
     out, central = io.BytesIO(), []
     for i, (name, stored, method, crc, size) in enumerate(members):
         offset, n = out.tell(), name.encode()
-        out.write(struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(stored), size, len(n), 0)
-                  + n + stored)
-        entry = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, method, 0, 0x21, crc, len(stored), size,
-                            len(n), 0, 0, 0, 0, 0, offset) + n
+        out.write(
+            struct.pack("<4s5H3L2H", b"PK\x03\x04", 20, 0, method, 0, 0x21, crc, len(stored), size, len(n), 0)
+            + n
+            + stored
+        )
+        entry = (
+            struct.pack(
+                "<4s6H3L5H2L",
+                b"PK\x01\x02",
+                20,
+                20,
+                0,
+                method,
+                0,
+                0x21,
+                crc,
+                len(stored),
+                size,
+                len(n),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + n
+        )
         central += [entry] * (copies if i == 0 else 1)
     directory, at = b"".join(central), out.tell()
-    out.write(directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central), len(directory),
-                                      at, 0))
+    out.write(
+        directory + struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(central), len(central), len(directory), at, 0)
+    )
     return out.getvalue()
 
 
@@ -372,7 +416,7 @@ def zeros_bomb(name: str, gib: float) -> tuple:
     assert deflate.compress(bytes(chunk)) + deflate.flush(zlib.Z_FULL_FLUSH) == block
     body = head + block * n + deflate.flush()
     inflate = zlib.decompressobj(-15)  # it is what it says: the header, then zeros (its first 3 MiB checked)
-    assert inflate.decompress(body[:len(head) + 3 * len(block)]) == header + bytes(3 * chunk)
+    assert inflate.decompress(body[: len(head) + 3 * len(block)]) == header + bytes(3 * chunk)
     return f"{name}.npy", body, 8, 0, len(header) + n * chunk
 
 
@@ -391,9 +435,11 @@ def test_a_deflate_bomb_is_refused_from_its_headers(tmp_path):
     start = time.perf_counter()
     problem = npz.path_problem(path, 4, 16)
     assert time.perf_counter() - start < 1
-    assert problem == ("would hold 2.5 GiB once read as int64, more than the 2.0 GiB an npz task may "
-                       "(npz.MAX_BYTES); its largest array, x_train, inflates to 2.5 GiB "
-                       "(int64 of shape (335544320,))")
+    assert problem == (
+        "would hold 2.5 GiB once read as int64, more than the 2.0 GiB an npz task may "
+        "(npz.MAX_BYTES); its largest array, x_train, inflates to 2.5 GiB "
+        "(int64 of shape (335544320,))"
+    )
     with pytest.raises(ValueError, match=r"task.path = '.*tok.npz': would hold 2.5 GiB"):
         npz.load({"path": str(path), "vocab": 4}, 16)
 
@@ -407,8 +453,10 @@ def test_a_header_claiming_a_huge_shape_is_refused_without_allocating_it(tmp_pat
             if k != "x_train":
                 z.writestr(f"{k}.npy", npy_bytes(a))
     problem = npz.path_problem(path, 4, 16)
-    assert problem == ("its x_train's header says int64 of shape (1048576, 1048576), 8.0 TiB, but its member "
-                       "x_train.npy holds 192 bytes of data: a damaged or crafted file")
+    assert problem == (
+        "its x_train's header says int64 of shape (1048576, 1048576), 8.0 TiB, but its member "
+        "x_train.npy holds 192 bytes of data: a damaged or crafted file"
+    )
 
 
 @pytest.mark.parametrize("cut", [-8, +8])
@@ -419,9 +467,11 @@ def test_a_member_that_holds_more_or_less_than_its_header_says_is_refused(tmp_pa
     members[1] = name, b, method, zlib.crc32(b), len(b)
     path = tmp_path / "tok.npz"
     path.write_bytes(raw_zip(members))
-    assert npz.path_problem(path, 4, 16) == (f"its y_train's header says int64 of shape (8, 24), 1,536 bytes, but its "
-                                             f"member y_train.npy holds {1536 + cut:,} bytes of data: a damaged or "
-                                             f"crafted file")
+    assert npz.path_problem(path, 4, 16) == (
+        f"its y_train's header says int64 of shape (8, 24), 1,536 bytes, but its "
+        f"member y_train.npy holds {1536 + cut:,} bytes of data: a damaged or "
+        f"crafted file"
+    )
 
 
 def test_the_npz_task_still_reads_good_files_and_names_bad_ones(tmp_path):
@@ -437,7 +487,8 @@ def test_the_npz_task_still_reads_good_files_and_names_bad_ones(tmp_path):
     assert npz.path_problem(tmp_path / "cut.npz", 4, 16).startswith("not a readable .npz file (BadZipFile: ")
     np.savez(tmp_path / "pickle.npz", **{**good_arrays(), "x_train": np.array([object()], dtype=object)})
     assert npz.path_problem(tmp_path / "pickle.npz", 4, 16) == (
-        "its x_train holds Python objects (a pickle), which ssmpipe never loads; save int arrays")
+        "its x_train holds Python objects (a pickle), which ssmpipe never loads; save int arrays"
+    )
     assert npz.path_problem(tmp_path, 4, 16) == "a folder, not a .npz file"
     assert npz.path_problem(tmp_path / "missing.npz", 4, 16) == "no such file"
 
@@ -458,8 +509,9 @@ def test_the_cache_refuses_a_bomb_and_overlapping_entries(tmp_path):
     with pytest.raises(ValueError, match=r"has compressed members \(x_train.npy\); save writes them stored"):
         data.load(tmp_path / "bomb.npz")
     # 200 directory entries for one stored x_train: zip's "overlapping files" bomb, 200 reads of the same bytes
-    (tmp_path / "overlap.npz").write_bytes(raw_zip([stored("x_train", np.zeros((64, 64), np.int64)), *rest],
-                                                   copies=200))
+    (tmp_path / "overlap.npz").write_bytes(
+        raw_zip([stored("x_train", np.zeros((64, 64), np.int64)), *rest], copies=200)
+    )
     with pytest.raises(ValueError, match=r"has arrays of 6.3 MiB in a file of 4\d,\d{3} bytes: its members overlap"):
         data.load(tmp_path / "overlap.npz")
     lying = npy_header("<i8", (1 << 40,)) + bytes(64)

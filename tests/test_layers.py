@@ -13,18 +13,18 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ssmpipe"
 # without a circle). ARCHITECTURE.md draws the same floors.
 LAYERS = [
     ["", "errors", "columns", "layout", "atomic", "inputs"],  # names and files ("": the package's __init__)
-    ["theory", "data", "progress"],             # the math; data sets; a shard's live progress record
-    ["models"],                                 # the SSM layers and the packed model
-    ["config"],                                 # what a valid config is
+    ["theory", "data", "progress"],  # the math; data sets; a shard's live progress record
+    ["models"],  # the SSM layers and the packed model
+    ["config"],  # what a valid config is
     ["keys", "measures", "runs", "checkpoint", "manifest"],  # run ids; measures; runs tables; checkpoints; manifests
-    ["store"],                                  # trust and quarantine of what is read back
-    ["sweep"],                                  # planning: points into shards
-    ["train", "table"],                         # training a shard; a sweep's table
-    ["slurm"],                                  # a shard (or any job) on SLURM
-    ["tune"],                                   # Ray Tune studies
-    ["status", "report"],                       # what a user reads
-    ["cli"],                                    # the command line
-    ["__main__"],                               # python -m ssmpipe
+    ["store"],  # trust and quarantine of what is read back
+    ["sweep"],  # planning: points into shards
+    ["train", "table"],  # training a shard; a sweep's table
+    ["slurm"],  # a shard (or any job) on SLURM
+    ["tune"],  # Ray Tune studies
+    ["status", "report"],  # what a user reads
+    ["cli"],  # the command line
+    ["__main__"],  # python -m ssmpipe
 ]
 FLOOR = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
 
@@ -62,8 +62,9 @@ def _room(module: str) -> str:
 
 def _graph() -> dict[str, set[str]]:
     modules = _modules()
-    return {m: {t for t, _ in _imports(m, f, modules) if t != m and not m.startswith(t + ".")}
-            for m, f in modules.items()}
+    return {
+        m: {t for t, _ in _imports(m, f, modules) if t != m and not m.startswith(t + ".")} for m, f in modules.items()
+    }
 
 
 def test_every_module_has_a_floor():
@@ -73,16 +74,23 @@ def test_every_module_has_a_floor():
 
 
 def test_modules_import_only_from_floors_below():
-    upward = [f"{m} (floor {FLOOR[_room(m)]}) imports {t} (floor {FLOOR[_room(t)]})"
-              for m, targets in _graph().items() for t in targets
-              if _room(m) != _room(t) and FLOOR[_room(t)] >= FLOOR[_room(m)]]
+    upward = [
+        f"{m} (floor {FLOOR[_room(m)]}) imports {t} (floor {FLOOR[_room(t)]})"
+        for m, targets in _graph().items()
+        for t in targets
+        if _room(m) != _room(t) and FLOOR[_room(t)] >= FLOOR[_room(m)]
+    ]
     assert upward == []
 
 
 def test_no_private_name_is_imported_across_modules():
     modules = _modules()
-    private = [f"{m} imports {t}.{n}" for m, f in modules.items() for t, n in _imports(m, f, modules)
-               if n and n.startswith("_") and not n.startswith("__") and t != m]
+    private = [
+        f"{m} imports {t}.{n}"
+        for m, f in modules.items()
+        for t, n in _imports(m, f, modules)
+        if n and n.startswith("_") and not n.startswith("__") and t != m
+    ]
     assert private == []
 
 
@@ -93,7 +101,7 @@ def test_no_circle_of_imports():
         seen[m] = "open"
         for t in sorted(graph[m]):
             if seen.get(t) == "open":
-                circles.append(" -> ".join([*path[path.index(t):], t]))
+                circles.append(" -> ".join([*path[path.index(t) :], t]))
             elif t not in seen:
                 visit(t, [*path, t])
         seen[m] = "done"

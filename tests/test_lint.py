@@ -16,8 +16,14 @@ def _ruff(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
         if os.environ.get("CI") == "true":
             pytest.fail("ruff is not installed: pip install -e '.[test]'")
         pytest.skip("ruff is not installed (pip install -e '.[test]')")
-    return subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", *args],
-                          cwd=cwd, check=False, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ruff", "check", "--no-cache", "--output-format", "concise", *args],
+        cwd=cwd,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_ruff_is_clean():
@@ -26,11 +32,24 @@ def test_ruff_is_clean():
     assert proc.returncode == 0, f"{why}:\n{proc.stdout}{proc.stderr}"
 
 
+def test_ruff_format_is_clean():
+    """Every .py file as `ruff format` writes it (line length 120, from pyproject.toml)."""
+    _ruff(".")  # skipped (or failed under CI) without ruff, as above
+    proc = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", "--no-cache", "."],
+        cwd=REPO,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"run `ruff format .`:\n{proc.stdout}{proc.stderr}"
+
+
 def test_ruff_reads_the_projects_rules(tmp_path):
     """The same call flags what the project's rules (and only they) forbid: a 121-column line, a late-bound loop
     variable; a 100-column line passes (ruff's default is 88)."""
-    (tmp_path / "bad.py").write_text("fs = []\nfor i in range(3):\n    fs.append(lambda: i)\n"
-                                     f"x = {'1' * 117}\n")
+    (tmp_path / "bad.py").write_text(f"fs = []\nfor i in range(3):\n    fs.append(lambda: i)\nx = {'1' * 117}\n")
     (tmp_path / "good.py").write_text(f"x = {'1' * 96}\n")
     config = str(REPO / "pyproject.toml")
     bad = _ruff("--config", config, "bad.py", cwd=tmp_path)

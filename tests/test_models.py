@@ -7,11 +7,17 @@ import torch
 
 from ssmpipe.models.s4d import S4D, eigenvalues, recurrence
 
-CASES = [(4, 16, "sweep", -0.5, 1.0, 0.01, "zoh"), (8, 33, "sweep", 0.0, 1.0, 0.1, "zoh"),
-         (16, 64, "sweep", -1.0, 10.0, 0.05, "zoh"), (2, 8, "sweep", 0.0, 0.0, 0.5, "zoh"),
-         (8, 40, "lin", 0, 0, 0.05, "bilinear"), (16, 64, "inv", 0, 0, 0.01, "zoh"),
-         (8, 20, "real", 0, 0, 0.1, "bilinear"), (8, 20, "random", 0, 0, 0.02, "zoh"),
-         (4, 16, "sweep", 0.0, 1.0, 0.3, "bilinear")]
+CASES = [
+    (4, 16, "sweep", -0.5, 1.0, 0.01, "zoh"),
+    (8, 33, "sweep", 0.0, 1.0, 0.1, "zoh"),
+    (16, 64, "sweep", -1.0, 10.0, 0.05, "zoh"),
+    (2, 8, "sweep", 0.0, 0.0, 0.5, "zoh"),
+    (8, 40, "lin", 0, 0, 0.05, "bilinear"),
+    (16, 64, "inv", 0, 0, 0.01, "zoh"),
+    (8, 20, "real", 0, 0, 0.1, "bilinear"),
+    (8, 20, "random", 0, 0, 0.02, "zoh"),
+    (4, 16, "sweep", 0.0, 1.0, 0.3, "bilinear"),
+]
 
 
 @pytest.mark.parametrize("N,L,scheme,real,imag,dt,disc", CASES)
@@ -33,15 +39,17 @@ def test_eigenvalue_schemes_match_their_formulas():
     n = torch.arange(N // 2, dtype=torch.float64)
     lin, inv, real = eigenvalues("lin", N), eigenvalues("inv", N), eigenvalues("real", N)
     torch.testing.assert_close(lin, torch.complex(torch.full_like(n, -0.5), math.pi * n).to(lin.dtype))
-    torch.testing.assert_close(inv, torch.complex(torch.full_like(n, -0.5),
-                                                  N / math.pi * (N / (2 * n + 1) - 1)).to(inv.dtype))
+    torch.testing.assert_close(
+        inv, torch.complex(torch.full_like(n, -0.5), N / math.pi * (N / (2 * n + 1) - 1)).to(inv.dtype)
+    )
     torch.testing.assert_close(real, torch.complex(-(n + 1), torch.zeros_like(n)).to(real.dtype))
     sweep = eigenvalues("sweep", N, real=-0.25, imag=3.0)
     torch.testing.assert_close(sweep, torch.complex(torch.full_like(n, -0.25), 3 * math.pi * n).to(sweep.dtype))
     linear, step = eigenvalues("linear", N), eigenvalues("step", N)
     torch.testing.assert_close(linear, torch.complex(-(n + 1) / (N // 2), math.pi * n).to(linear.dtype))
-    torch.testing.assert_close(step, torch.complex(torch.tensor([-0.05, -0.05, -1.0, -1.0], dtype=torch.float64),
-                                                   math.pi * n).to(step.dtype))
+    torch.testing.assert_close(
+        step, torch.complex(torch.tensor([-0.05, -0.05, -1.0, -1.0], dtype=torch.float64), math.pi * n).to(step.dtype)
+    )
     rand = eigenvalues("random", 64)
     assert (rand.real <= 0).all() and (rand.real >= -1).all() and (rand.imag >= 0).all()
     assert rand.real.unique().numel() == 32
@@ -83,7 +91,7 @@ def test_plain_block_is_the_ssm_alone_and_residual_adds_the_norm():
     residual = SequenceModel([layer], 4, info, "last", block="residual")
     x = torch.randint(0, 2, (3, 10))
     h, inputs = plain.trunk(x)
-    torch.testing.assert_close(h, layer(plain.encoder(x)))             # SPEC 001: embedding, SSM, readout
+    torch.testing.assert_close(h, layer(plain.encoder(x)))  # SPEC 001: embedding, SSM, readout
     torch.testing.assert_close(plain(x), plain.decoder(h[:, -1]))
     assert not any("norms" in name for name, _ in plain.named_parameters())
     assert any("norms" in name for name, _ in residual.named_parameters())
@@ -106,13 +114,21 @@ def test_batched_packed_model_equals_each_points_own_model(block, target, poolin
 
     torch.manual_seed(0)
     info = {"input": inp, "d_input": 5 if inp == "tokens" else 3, "target": target, "n_out": 4}
-    models = [SequenceModel([S4D(6, 4, real=-0.4 * k, imag=0.5 + k, discretization=disc, train_A=train_A)
-                             for _ in range(n_layers)], 6, info, pooling, block).double() for k in range(5)]
+    models = [
+        SequenceModel(
+            [S4D(6, 4, real=-0.4 * k, imag=0.5 + k, discretization=disc, train_A=train_A) for _ in range(n_layers)],
+            6,
+            info,
+            pooling,
+            block,
+        ).double()
+        for k in range(5)
+    ]
     packed = PackedModel(models)
     assert packed.batched
     x = torch.randint(0, 5, (5, 3, L)) if inp == "tokens" else torch.randn(5, 3, L, 3, dtype=torch.float64)
-    sub = slice(1, 4)                                   # a sub-pack: gradients land in its slices only
-    out, taus = packed(x[sub], sub, with_tau=True)      # (3 B [L] C), (3 n_layers H)
+    sub = slice(1, 4)  # a sub-pack: gradients land in its slices only
+    out, taus = packed(x[sub], sub, with_tau=True)  # (3 B [L] C), (3 n_layers H)
     g_out, g_tau = torch.randn_like(out), torch.randn_like(taus)
     ((out * g_out).sum() + (taus * g_tau).sum()).backward()
     for j, k in enumerate(range(1, 4)):
@@ -122,7 +138,7 @@ def test_batched_packed_model_equals_each_points_own_model(block, target, poolin
         ((want_out * g_out[j]).sum() + (want_tau * g_tau[j]).sum()).backward()
         for name, p in models[k].named_parameters():
             torch.testing.assert_close(packed.params[name].grad[k], p.grad, rtol=1e-8, atol=1e-10, msg=name)
-    for name, p in packed.params.items():               # points outside the sub-pack got no gradient
+    for name, p in packed.params.items():  # points outside the sub-pack got no gradient
         assert torch.equal(p.grad[[0, 4]], torch.zeros_like(p.grad[[0, 4]])), name
     # all five at once, in sub-packs of two (the last one holds one point): the same outputs
     packing.SUBPACK_ELEMENTS, saved = 2 * 3 * L * 6 // torch.get_num_threads(), packing.SUBPACK_ELEMENTS
@@ -145,9 +161,19 @@ def test_batched_measures_equal_each_points_own_probe(block, target, pooling, in
 
     torch.manual_seed(0)
     info = {"input": inp, "d_input": 5 if inp == "tokens" else 3, "target": target, "n_out": 4}
-    models = [SequenceModel([S4D(6, 4, real=-0.4 * k - 0.1 * i, imag=0.5 + k + i, discretization=disc,
-                                 train_A=train_A) for i in range(n_layers)], 6, info, pooling, block).double()
-              for k in range(5)]
+    models = [
+        SequenceModel(
+            [
+                S4D(6, 4, real=-0.4 * k - 0.1 * i, imag=0.5 + k + i, discretization=disc, train_A=train_A)
+                for i in range(n_layers)
+            ],
+            6,
+            info,
+            pooling,
+            block,
+        ).double()
+        for k in range(5)
+    ]
     packed = PackedModel(models)
     x = torch.randint(0, 5, (3, L)) if inp == "tokens" else torch.randn(3, L, 3, dtype=torch.float64)
     packing.SUBPACK_ELEMENTS, saved = 2 * 3 * L * 6 // torch.get_num_threads(), packing.SUBPACK_ELEMENTS
@@ -173,8 +199,8 @@ def test_convolutions_and_norm_have_the_gradients_of_their_formulas(L):
     from ssmpipe.models.batched import FFTConv, GeluResidualNorm, ToeplitzConv
 
     torch.manual_seed(L)
-    u = torch.randn(2, 3, 2, L, dtype=torch.float64, requires_grad=True)   # (K H B L)
-    k = torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True)      # (K H L)
+    u = torch.randn(2, 3, 2, L, dtype=torch.float64, requires_grad=True)  # (K H B L)
+    k = torch.randn(2, 3, L, dtype=torch.float64, requires_grad=True)  # (K H L)
     direct = torch.stack([sum(k[..., j, None] * u[..., t - j] for j in range(t + 1)) for t in range(L)], -1)
     for conv in (ToeplitzConv, FFTConv):
         torch.testing.assert_close(conv.apply(u, k), direct, rtol=1e-10, atol=1e-10)
@@ -183,5 +209,6 @@ def test_convolutions_and_norm_have_the_gradients_of_their_formulas(L):
     w, b = (torch.randn(2, 3, dtype=torch.float64, requires_grad=True) for _ in range(2))
     assert torch.autograd.gradcheck(lambda *a: GeluResidualNorm.apply(*a, 1e-5), (u, y, w, b))
     norm = torch.nn.functional.layer_norm((u + torch.nn.functional.gelu(y)).movedim(1, -1), (3,), eps=1e-5)
-    torch.testing.assert_close(GeluResidualNorm.apply(u, y, w, b, 1e-5),
-                               (norm * w[:, None, None] + b[:, None, None]).movedim(-1, 1))
+    torch.testing.assert_close(
+        GeluResidualNorm.apply(u, y, w, b, 1e-5), (norm * w[:, None, None] + b[:, None, None]).movedim(-1, 1)
+    )

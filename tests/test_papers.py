@@ -22,9 +22,10 @@ from ssmpipe.report.papers import PAPERS, REFERENCE, VERDICTS, check, load_exper
 EXPERIMENTS = REPO / "config" / "experiments"
 SMALL_DATA = {"task": {"n_train": 64, "n_test": 32}, "train": {"epochs": 2}}
 TINY = {  # experiment file -> (changes to fixed:, the grid): each trains in seconds on 2 cores
-    "000_fig2.yaml": ({"model": {"d_model": 4, "d_state": 4}},
-                      {"model.init.c_scaling": ["none", "tau"], "task.moment": [0.1], "seq_len": [16, 64],
-                       "seed": [0, 1]}),
+    "000_fig2.yaml": (
+        {"model": {"d_model": 4, "d_state": 4}},
+        {"model.init.c_scaling": ["none", "tau"], "task.moment": [0.1], "seq_len": [16, 64], "seed": [0, 1]},
+    ),
     "001_exp1.yaml": ({}, {"seq_len": [16, 24], "seed": [0, 1]}),
     "001_exp1b.yaml": ({"seq_len": 16}, {"model.init.s_A": [-0.05, 0.1], "seed": [0, 1]}),
 }
@@ -48,8 +49,9 @@ def _tiny(name: str) -> dict:
 
 
 def _papers(workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ssmpipe", "papers", *args], cwd=workdir, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "papers", *args], cwd=workdir, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,7 @@ def _block(text: str, claim: str) -> str:
     """The page's part about one claim: from its heading to the next claim's."""
     start = text.index(f'<h3 id="{claim}">')
     end = text.find("<h3 ", start + 1)
-    return text[start:end if end > 0 else len(text)]
+    return text[start : end if end > 0 else len(text)]
 
 
 @pytest.mark.slow
@@ -85,8 +87,8 @@ def test_page_shows_each_paper_claim_verdict_reference_and_runs(built):
         runs = pd.read_parquet(workdir / "results" / config["sweep"] / "runs.parquet")
         for claim in config["report"]["claims"]:
             block = _block(text, claim)
-            row = block[block.index(f"<code>{config['sweep']}</code>"):]
-            row = row[:row.find("</tr>")]
+            row = block[block.index(f"<code>{config['sweep']}</code>") :]
+            row = row[: row.find("</tr>")]
             assert any(f">{verdict}</b>" in row for verdict in VERDICTS[:3]), (claim, row)
             assert html.escape(REFERENCE[claim].says) in block and html.escape(REFERENCE[claim].section) in block
             assert f"{runs['run_id'].nunique()} runs, 2 seeds: {runs['run_id'].nunique()} ok" in row
@@ -96,8 +98,11 @@ def test_page_shows_each_paper_claim_verdict_reference_and_runs(built):
         assert ">not run yet</b>" in _block(text, claim) and "<code>003-memory</code>" in _block(text, claim)
     assert "&lt;b&gt;&amp; escaped&lt;/b&gt;" in text and "<b>& escaped" not in text
     ran = sum(len(c["report"]["claims"]) for c in configs.values())
-    assert re.search(rf"<p>\d+ of {ran} claim checks \(claim × experiment\) supported at small scale; "
-                     r"\d+ not supported; \d+ inconclusive", text)
+    assert re.search(
+        rf"<p>\d+ of {ran} claim checks \(claim × experiment\) supported at small scale; "
+        r"\d+ not supported; \d+ inconclusive",
+        text,
+    )
 
 
 class _Links(HTMLParser):
@@ -118,8 +123,9 @@ def _targets(page: Path) -> list[Path]:
 @pytest.mark.slow
 def test_links_are_relative_and_resolve_to_each_report_and_figure(built):
     workdir, configs, _, page = built
-    other = _papers(workdir, "--results=results", "--out=elsewhere/deep/page.html", "--",
-                    *[c["sweep"] for c in configs.values()])
+    other = _papers(
+        workdir, "--results=results", "--out=elsewhere/deep/page.html", "--", *[c["sweep"] for c in configs.values()]
+    )
     assert other.returncode == 0, other.stderr
     for out in (page, workdir / "elsewhere" / "deep" / "page.html"):
         targets = _targets(out)
@@ -144,9 +150,11 @@ def test_page_builds_and_claims_name_their_reference_paper(built):
 @pytest.mark.slow
 def test_unknown_sweep_or_results_is_one_line(built, tmp_path):
     workdir = built[0]
-    for args, says in ((["--results=results", "--", "001-exp1", "nope"], "no sweep 'nope' under 'results'"),
-                       (["--results=missing", "--", "001-exp1"], "--results 'missing': no such folder"),
-                       (["--", "001-exp1"], "--results=RESULTS is required")):
+    for args, says in (
+        (["--results=results", "--", "001-exp1", "nope"], "no sweep 'nope' under 'results'"),
+        (["--results=missing", "--", "001-exp1"], "--results 'missing': no such folder"),
+        (["--", "001-exp1"], "--results=RESULTS is required"),
+    ):
         proc = _papers(workdir, *args)
         assert proc.returncode == 2 and proc.stderr.startswith("ssmpipe: ") and says in proc.stderr, proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1
@@ -162,7 +170,7 @@ def test_every_claim_has_the_papers_reference_from_the_spec():
     for title in PAPERS.values():  # author and arXiv number as SPEC.md's heading writes them
         assert title.split(",")[0] in text and re.search(r"arXiv \d{4}\.\d{5}", title)[0] in text
     for name, ref in REFERENCE.items():  # every number the reference quotes stands in SPEC.md's section
-        section = text[text.index(f"## {ref.paper} —"):]
-        section = section[:section.find("\n## ", 1)]
+        section = text[text.index(f"## {ref.paper} —") :]
+        section = section[: section.find("\n## ", 1)]
         for number in re.findall(r"\d+(?:\.\d+)?(?:e-\d+)?", ref.says):
             assert number in section, (name, number)

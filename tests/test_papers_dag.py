@@ -52,26 +52,41 @@ def test_two_experiments_of_one_sweep_name_are_an_error_before_any_job(tmp_path)
     papers = tmp_path / "papers.yaml"
     papers.write_text(yaml.safe_dump({"experiments": [str(one), str(one)]}))
     proc = snakemake(tmp_path, papers, check=False)
-    assert proc.returncode != 0 and "experiments[1]" in proc.stderr and "'003-memory' is also experiments[0]'s" in \
-        proc.stderr
+    assert (
+        proc.returncode != 0
+        and "experiments[1]" in proc.stderr
+        and "'003-memory' is also experiments[0]'s" in proc.stderr
+    )
     assert not (tmp_path / "results").exists()
 
 
-@pytest.mark.parametrize("papers, words", [
-    ({"experiments": "config/experiments/003_memory.yaml"}, ["experiments = 'config/experiments/003_memory.yaml'",
-                                                            "a list of experiment config files"]),
-    ({"experiments": ["nowhere.yaml"]}, ["config file 'nowhere.yaml' does not exist"]),
-    ({"experiments": ["config/experiments/003_memory.yaml"], "grid": {}}, ["unknown key 'grid' beside experiments"]),
-    ({"experiments": ["config/experiments/003_memory.yaml"], "scale": "huge"}, ["experiments[0]", "scale = 'huge'"]),
-])
+@pytest.mark.parametrize(
+    "papers, words",
+    [
+        (
+            {"experiments": "config/experiments/003_memory.yaml"},
+            ["experiments = 'config/experiments/003_memory.yaml'", "a list of experiment config files"],
+        ),
+        ({"experiments": ["nowhere.yaml"]}, ["config file 'nowhere.yaml' does not exist"]),
+        (
+            {"experiments": ["config/experiments/003_memory.yaml"], "grid": {}},
+            ["unknown key 'grid' beside experiments"],
+        ),
+        (
+            {"experiments": ["config/experiments/003_memory.yaml"], "scale": "huge"},
+            ["experiments[0]", "scale = 'huge'"],
+        ),
+    ],
+)
 def test_a_bad_list_of_experiments_is_one_line(tmp_path, papers, words):
     import subprocess
     import sys
 
     path = tmp_path / "papers.yaml"
     path.write_text(yaml.safe_dump(papers))
-    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "validate", str(path)], cwd=REPO, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "validate", str(path)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("ssmpipe: config error: "), proc.stderr
     assert all(w in lines[0] for w in words), lines[0]
@@ -81,8 +96,13 @@ def test_validate_names_every_experiment_of_config_papers():
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "validate", "config/papers.yaml"], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "validate", "config/papers.yaml"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     listed = yaml.safe_load((REPO / "config" / "papers.yaml").read_text())["experiments"]
     on_disk = (REPO / "config" / "experiments").glob("*.yaml")
     assert sorted(listed) == sorted(f"config/experiments/{p.name}" for p in on_disk)

@@ -13,24 +13,39 @@ from ssmpipe.report.figures import lengths, profile
 
 
 def test_profile_averages_each_groups_curves_over_seeds():
-    rows = pd.DataFrame({"run_id": list("abcd"), "status": ["ok", "ok", "ok", "diverged"],
-                         "model.init.scheme": ["lin", "lin", "inv", "inv"],
-                         "mf": [np.array([1.0, 0.5, 0.1]), np.array([0.8, 0.3, 0.1]), np.array([0.9, 0.9, 0.9]),
-                                np.array([9.0, 9.0, 9.0])]})
+    rows = pd.DataFrame(
+        {
+            "run_id": list("abcd"),
+            "status": ["ok", "ok", "ok", "diverged"],
+            "model.init.scheme": ["lin", "lin", "inv", "inv"],
+            "mf": [
+                np.array([1.0, 0.5, 0.1]),
+                np.array([0.8, 0.3, 0.1]),
+                np.array([0.9, 0.9, 0.9]),
+                np.array([9.0, 9.0, 9.0]),
+            ],
+        }
+    )
     fig, table = profile(rows, "mf", group="model.init.scheme")
     lin = table.set_index("model.init.scheme").loc["lin"]
     assert lin["τ=0"] == pytest.approx(0.9) and lin["τ=1"] == pytest.approx(0.4) and lin["τ=2"] == pytest.approx(0.1)
     assert lin["sum"] == pytest.approx(1.4) and lin["runs"] == 2
     inv = table.set_index("model.init.scheme").loc["inv"]
-    assert inv["runs"] == 1 and inv["sum"] == pytest.approx(2.7)        # the diverged run is left out
+    assert inv["runs"] == 1 and inv["sum"] == pytest.approx(2.7)  # the diverged run is left out
     ax = fig.axes[0]
     assert len(ax.lines) == 2 and ax.get_xlabel() == "lag τ" and ax.get_ylabel() == "memory function MF(τ)"
 
 
 def test_lengths_matrix_has_train_lengths_as_rows_and_test_lengths_as_columns():
-    final = pd.DataFrame({"run_id": list("abc"), "status": ["ok"] * 3, "seq_len": [10, 10, 20],
-                          "test_seq_lens": [[10, 20]] * 3,
-                          "len_test_acc": [[0.9, 0.6], [0.7, 0.4], [0.8, 0.85]]})
+    final = pd.DataFrame(
+        {
+            "run_id": list("abc"),
+            "status": ["ok"] * 3,
+            "seq_len": [10, 10, 20],
+            "test_seq_lens": [[10, 20]] * 3,
+            "len_test_acc": [[0.9, 0.6], [0.7, 0.4], [0.8, 0.85]],
+        }
+    )
     fig, table = lengths(final, "len_test_acc")
     got = table.pivot(index="train_len", columns="test_len", values="mean")
     np.testing.assert_allclose(got.to_numpy(), [[0.8, 0.5], [0.8, 0.85]])
@@ -39,13 +54,22 @@ def test_lengths_matrix_has_train_lengths_as_rows_and_test_lengths_as_columns():
 
 @pytest.mark.slow
 def test_report_draws_memory_and_length_figures_from_a_real_sweep(tmp_path):
-    config = tiny_config(**{"fixed.test_seq_lens": [8, 16, 24], "fixed.model.init.scheme": "lin",
-                            "grid.model.init.real": [-0.5], "grid.seed": [0]})
-    config["report"] = {"figures": [
-        {"name": "mf", "kind": "profile", "metric": "mf", "at": "init", "group": "seq_len"},
-        {"name": "transfer", "kind": "lengths", "metric": "len_test_acc", "family": "length"}]}
+    config = tiny_config(
+        **{
+            "fixed.test_seq_lens": [8, 16, 24],
+            "fixed.model.init.scheme": "lin",
+            "grid.model.init.real": [-0.5],
+            "grid.seed": [0],
+        }
+    )
+    config["report"] = {
+        "figures": [
+            {"name": "mf", "kind": "profile", "metric": "mf", "at": "init", "group": "seq_len"},
+            {"name": "transfer", "kind": "lengths", "metric": "len_test_acc", "family": "length"},
+        ]
+    }
     jobs = job_counts(snakemake(tmp_path, write_config(tmp_path, config)))
-    assert jobs["data"] == 3 and jobs["train"] == 2                    # lengths 16, 24 and test length 8: made once
+    assert jobs["data"] == 3 and jobs["train"] == 2  # lengths 16, 24 and test length 8: made once
     report = tmp_path / "results" / "tiny" / "report"
     assert (report / "figures" / "mf.png").stat().st_size > 10_000
     assert (report / "figures" / "transfer.png").stat().st_size > 10_000
@@ -64,25 +88,26 @@ def test_config_block_shows_what_the_sweep_set_and_folds_the_defaults_it_read():
     config = cfg.check(tiny_config(**{"report.title": "Real × imaginary"}))
     chosen, defaults = split(config)
     assert chosen["sweep"] == "tiny" and chosen["grid"] == TINY["grid"] and chosen["shard_size"] == 4
-    assert chosen["fixed"]["train"] == {"epochs": 2, "batch_size": 32, "lr": 0.01}     # the schema's: 10, 64, 0.003
+    assert chosen["fixed"]["train"] == {"epochs": 2, "batch_size": 32, "lr": 0.01}  # the schema's: 10, 64, 0.003
     assert chosen["fixed"]["task"]["name"] == "delay" and chosen["fixed"]["model"]["kind"] == "s4d"  # defaults, named
     assert defaults["fixed"]["train"]["weight_decay"] == 0.0 and defaults["fixed"]["model"]["block"] == "residual"
     assert "label_noise" not in defaults["fixed"]["task"] and "moment" not in defaults["fixed"]["task"]  # not delay's
-    assert "s_A" not in defaults["fixed"]["model"]["init"]                            # a selective layer's
-    assert "dt_c" not in defaults["fixed"]["model"]["init"]                           # the autocorr Δ rule's
+    assert "s_A" not in defaults["fixed"]["model"]["init"]  # a selective layer's
+    assert "dt_c" not in defaults["fixed"]["model"]["init"]  # the autocorr Δ rule's
     assert "real" not in defaults["fixed"]["model"]["init"] and "seq_len" not in defaults["fixed"]  # grid axes
     assert "slurm" not in chosen and "slurm" not in defaults and "tune" not in defaults  # train jobs run here
     block = config_section(config)
     assert "Real × imaginary" in block and "\\x" not in block and "<details open" not in block
-    assert "seq_len: [16, 24]" in block                                                 # one line per axis
+    assert "seq_len: [16, 24]" in block  # one line per axis
 
 
 def test_config_block_shows_report_figures_as_written():
     figure = {"name": "acc", "kind": "curves", "metric": "test_acc", "group": "seed", "logy": True}
     chosen, _ = split(cfg.check(tiny_config(**{"report.figures": [figure]})))
-    assert chosen["report"]["figures"] == [figure]                         # at: final, family: tradeoff left out
+    assert chosen["report"]["figures"] == [figure]  # at: final, family: tradeoff left out
     assert "- {name: acc, kind: curves, metric: test_acc, group: seed, logy: true}" in config_section(
-        cfg.check(tiny_config(**{"report.figures": [figure]})))
+        cfg.check(tiny_config(**{"report.figures": [figure]}))
+    )
 
 
 def test_config_block_leaves_out_the_eigenvalue_sweep_settings_of_another_scheme():
@@ -92,8 +117,9 @@ def test_config_block_leaves_out_the_eigenvalue_sweep_settings_of_another_scheme
 
 
 def test_config_block_of_a_selective_model_and_a_majority_task_keeps_their_settings():
-    config = cfg.check(tiny_config(**{"fixed.task": {"name": "majority"}, "fixed.model.kind": "selective",
-                                      "grid": {"seed": [0, 1]}}))
+    config = cfg.check(
+        tiny_config(**{"fixed.task": {"name": "majority"}, "fixed.model.kind": "selective", "grid": {"seed": [0, 1]}})
+    )
     _, defaults = split(config)
     assert {"label_noise", "input_noise", "n_train"} <= set(defaults["fixed"]["task"])
     assert "lag" not in defaults["fixed"]["task"] and "vocab" not in defaults["fixed"]["task"]

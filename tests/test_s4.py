@@ -13,25 +13,27 @@ from ssmpipe.models.s4 import S4, diagonalised, dplr_legs, hippo_legs
 def recurrence(layer: S4, u: torch.Tensor) -> torch.Tensor:
     """x_t = Ā x_{t-1} + B̄ u_t, y_t = Re(C x_t) + D u_t, step by step, with Ā, B̄ built here from the raw
     parameters (ZOH: B̄ = A⁻¹(Ā − I)B by a solve; bilinear: explicit inverse). u: (B L H)."""
-    dt = layer.log_dt.exp()[:, None, None]                                 # (H 1 1)
+    dt = layer.log_dt.exp()[:, None, None]  # (H 1 1)
     P = torch.complex(layer.P_real, layer.P_imag)
-    A = torch.diag_embed(torch.complex(layer.Lambda_real.clamp(max=0), layer.Lambda_imag)) \
-        - P[:, :, None] * P.conj()[:, None, :]                             # (H N N)
-    B = torch.complex(layer.B_real, layer.B_imag)[..., None]               # (H N 1)
-    C = torch.complex(layer.C_real, layer.C_imag)                          # (H N)
+    A = (
+        torch.diag_embed(torch.complex(layer.Lambda_real.clamp(max=0), layer.Lambda_imag))
+        - P[:, :, None] * P.conj()[:, None, :]
+    )  # (H N N)
+    B = torch.complex(layer.B_real, layer.B_imag)[..., None]  # (H N 1)
+    C = torch.complex(layer.C_real, layer.C_imag)  # (H N)
     eye = torch.eye(A.shape[-1], dtype=A.dtype)
     if layer.discretization == "zoh":
         A_bar = torch.linalg.matrix_exp(dt * A)
-        B_bar = torch.linalg.solve(A, (A_bar - eye) @ B)[..., 0]           # (H N)
+        B_bar = torch.linalg.solve(A, (A_bar - eye) @ B)[..., 0]  # (H N)
     else:
         inv = torch.linalg.inv(eye - dt * A / 2)
         A_bar, B_bar = inv @ (eye + dt * A / 2), (inv @ (dt * B))[..., 0]
-    x = torch.zeros(u.shape[0], *B_bar.shape, dtype=A.dtype)               # (B H N)
+    x = torch.zeros(u.shape[0], *B_bar.shape, dtype=A.dtype)  # (B H N)
     ys = []
     for t in range(u.shape[1]):
         x = (A_bar @ x[..., None])[..., 0] + B_bar * u[:, t, :, None]
         ys.append((C * x).sum(-1).real + layer.D * u[:, t])
-    return torch.stack(ys, 1)                                              # (B L H)
+    return torch.stack(ys, 1)  # (B L H)
 
 
 def perturbed(layer: S4, seed: int, size: float = 0.1) -> S4:
@@ -47,7 +49,7 @@ def perturbed(layer: S4, seed: int, size: float = 0.1) -> S4:
 
 def test_hippo_legs_entries():
     A, B = hippo_legs(3)
-    s3, s5, s15 = 3 ** 0.5, 5 ** 0.5, 15 ** 0.5
+    s3, s5, s15 = 3**0.5, 5**0.5, 15**0.5
     torch.testing.assert_close(A, torch.tensor([[-1.0, 0, 0], [-s3, -2, 0], [-s5, -s15, -3]], dtype=torch.float64))
     torch.testing.assert_close(B, torch.tensor([1.0, s3, s5], dtype=torch.float64))
 
@@ -58,7 +60,7 @@ def test_dplr_form_reconstructs_hippo_legs(N):
     Lam, P, Bt, V = dplr_legs(N)
     assert Lam.dtype == torch.complex128 and P.shape == Bt.shape == (N,)
     torch.testing.assert_close(V.conj().T @ V, torch.eye(N, dtype=V.dtype), rtol=0, atol=1e-10)  # unitary
-    torch.testing.assert_close(Lam.real, torch.full((N,), -0.5, dtype=torch.float64))           # normal part: −½ + iω
+    torch.testing.assert_close(Lam.real, torch.full((N,), -0.5, dtype=torch.float64))  # normal part: −½ + iω
     A_rec = V @ (torch.diag(Lam) - P[:, None] * P.conj()[None, :]) @ V.conj().T
     torch.testing.assert_close(A_rec, A.to(A_rec.dtype), rtol=0, atol=1e-6)
     torch.testing.assert_close(V @ Bt, B.to(Bt.dtype), rtol=0, atol=1e-6)
@@ -70,8 +72,9 @@ def test_dplr_form_reconstructs_hippo_legs(N):
     torch.testing.assert_close(V @ B_layer[..., None], B.to(V.dtype)[:, None].expand(2, N, 1), rtol=0, atol=1e-5 * N)
 
 
-@pytest.mark.parametrize("N,L,dt", [(2, 1, 0.5), (2, 17, 0.5), (2, 64, 1.0), (8, 17, 0.05), (8, 64, 0.1),
-                                    (32, 1, 0.01), (32, 64, 0.02)])
+@pytest.mark.parametrize(
+    "N,L,dt", [(2, 1, 0.5), (2, 17, 0.5), (2, 64, 1.0), (8, 17, 0.05), (8, 64, 0.1), (32, 1, 0.01), (32, 64, 0.02)]
+)
 def test_kernel_path_equals_recurrence(N, L, dt):
     check_against_recurrence(N, L, dt, "zoh")
 
@@ -93,13 +96,21 @@ def check_against_recurrence(N, L, dt, discretization):
     grads_fast = torch.autograd.grad((y_fast * g).sum(), [u, *params.values()])
     grads_ref = torch.autograd.grad((y_ref * g).sum(), [u, *params.values()])
     for name, a, b in zip(["u", *params], grads_fast, grads_ref):
-        assert b.abs().sum() > 0, name                # every parameter is reached
+        assert b.abs().sum() > 0, name  # every parameter is reached
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m, name=name: f"d/d{name}: {m}")
 
 
-@pytest.mark.parametrize("N,discretization,init", [(2, "zoh", "hippo"), (8, "zoh", "hippo"), (32, "zoh", "hippo"),
-                                                   (64, "zoh", "hippo"), (16, "bilinear", "hippo"),
-                                                   (32, "zoh", "perturbed")])
+@pytest.mark.parametrize(
+    "N,discretization,init",
+    [
+        (2, "zoh", "hippo"),
+        (8, "zoh", "hippo"),
+        (32, "zoh", "hippo"),
+        (64, "zoh", "hippo"),
+        (16, "bilinear", "hippo"),
+        (32, "zoh", "perturbed"),
+    ],
+)
 def test_kernel_equals_kernel_of_diagonalisation(N, discretization, init):
     """S4 ≡ S4D (SPEC 003): A = W diag(λ) W⁻¹ gives the same kernel; the diagonal system is a real S4D layer."""
     torch.manual_seed(N)
@@ -118,28 +129,32 @@ def test_discrete_system_shapes_and_contraction():
     layer = S4(5, 16, dt_min=0.01, dt_max=0.5).double()
     A_bar, B_bar, C = layer.discrete_system()
     assert A_bar.shape == (5, 16, 16) and B_bar.shape == C.shape == (5, 16) and A_bar.is_complex()
-    assert torch.linalg.matrix_norm(A_bar, ord=2).max() <= 1 + 1e-12       # Re Λ ≤ 0 ⇒ ‖Ā‖₂ ≤ 1
+    assert torch.linalg.matrix_norm(A_bar, ord=2).max() <= 1 + 1e-12  # Re Λ ≤ 0 ⇒ ‖Ā‖₂ ≤ 1
 
 
 @pytest.mark.parametrize("discretization", ["zoh", "bilinear"])
 def test_vmap_over_stacked_layers_equals_one_by_one(discretization):
     torch.manual_seed(0)
     layers = [perturbed(S4(3, 8, discretization=discretization).double(), seed=k) for k in range(3)]
-    params, buffers = stack_module_state(layers)                            # (K ...)
+    params, buffers = stack_module_state(layers)  # (K ...)
     base = S4(3, 8, discretization=discretization).double().to("meta")
-    u = torch.randn(3, 2, 20, 3, dtype=torch.float64)                       # (K B L H)
+    u = torch.randn(3, 2, 20, 3, dtype=torch.float64)  # (K B L H)
 
     def one(p, b, x):
         return functional_call(base, (p, b), (x,))
 
-    y = vmap(one)(params, buffers, u)                                       # (K B L H)
+    y = vmap(one)(params, buffers, u)  # (K B L H)
     y_each = torch.stack([layer(u[k]) for k, layer in enumerate(layers)])
     torch.testing.assert_close(y, y_each, rtol=1e-10, atol=1e-12)
     g = torch.randn_like(y)
     grads = torch.autograd.grad((y * g).sum(), list(params.values()))
     for name, grad in zip(params, grads):
-        each = torch.stack([torch.autograd.grad((layer(u[k]) * g[k]).sum(), dict(layer.named_parameters())[name])[0]
-                            for k, layer in enumerate(layers)])
+        each = torch.stack(
+            [
+                torch.autograd.grad((layer(u[k]) * g[k]).sum(), dict(layer.named_parameters())[name])[0]
+                for k, layer in enumerate(layers)
+            ]
+        )
         torch.testing.assert_close(grad, each, rtol=1e-8, atol=1e-10, msg=lambda m, name=name: f"d/d{name}: {m}")
 
 
@@ -174,5 +189,4 @@ def timing(L=4096, N=64, H=16, batch=8, repeats=3):
 
 
 if __name__ == "__main__":
-    print(f"S4 forward+backward L=4096 N=64 H=16 batch=8, float32, {torch.get_num_threads()} threads: "
-          f"{timing():.3f} s")
+    print(f"S4 forward+backward L=4096 N=64 H=16 batch=8, float32, {torch.get_num_threads()} threads: {timing():.3f} s")

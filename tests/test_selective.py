@@ -37,8 +37,22 @@ def grads(y, g, inputs):
 
 
 @pytest.mark.parametrize("s_A", [-0.1, 0.0, 0.1])
-@pytest.mark.parametrize("N,L,chunk", [(4, 1, 256), (4, 2, 256), (1, 5, 256), (4, 37, 256), (8, 300, 256),
-                                       (16, 50, 16), (4, 33, 8), (4, 8, 8), (2, 9, 1), (4, 37, None), (8, 300, None)])
+@pytest.mark.parametrize(
+    "N,L,chunk",
+    [
+        (4, 1, 256),
+        (4, 2, 256),
+        (1, 5, 256),
+        (4, 37, 256),
+        (8, 300, 256),
+        (16, 50, 16),
+        (4, 33, 8),
+        (4, 8, 8),
+        (2, 9, 1),
+        (4, 37, None),
+        (8, 300, None),
+    ],
+)
 def test_scan_equals_loop(N, L, chunk, s_A):
     torch.manual_seed(N * 1000 + L)
     layer = Selective(3, N, s_A, chunk=chunk).double()
@@ -48,7 +62,7 @@ def test_scan_equals_loop(N, L, chunk, s_A):
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-6, atol=1e-9)
     g = torch.randn_like(y_ref)
     inputs = [u, *layer.parameters()]
-    assert len(inputs) == 6                                                      # u, A, W_B, W_C, q, p
+    assert len(inputs) == 6  # u, A, W_B, W_C, q, p
     for name, a, b in zip(["u", *dict(layer.named_parameters())], grads(y_fast, g, inputs), grads(y_ref, g, inputs)):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-9, msg=lambda m, name=name: f"grad {name}: {m}")
 
@@ -61,9 +75,20 @@ needs_compiler = pytest.mark.skipif(NO_BUILD, reason="no C++ compiler or ninja: 
 
 @needs_compiler
 @pytest.mark.parametrize("s_A", [-0.1, 0.1])
-@pytest.mark.parametrize("B,L,d,N,T,threads", [(2, 37, 3, 4, 37, 2), (1, 1, 1, 1, 1, 2), (1, 50, 1, 5, 16, 1),
-                                               (3, 61, 5, 4, 16, 3), (1, 100, 70, 2, 16, 1), (2, 33, 16, 16, 33, 4),
-                                               (4, 40, 16, 3, 16, 1), (2, 30, 32, 2, 16, 1), (1, 20, 64, 2, 16, 1)])
+@pytest.mark.parametrize(
+    "B,L,d,N,T,threads",
+    [
+        (2, 37, 3, 4, 37, 2),
+        (1, 1, 1, 1, 1, 2),
+        (1, 50, 1, 5, 16, 1),
+        (3, 61, 5, 4, 16, 3),
+        (1, 100, 70, 2, 16, 1),
+        (2, 33, 16, 16, 33, 4),
+        (4, 40, 16, 3, 16, 1),
+        (2, 30, 32, 2, 16, 1),
+        (1, 20, 64, 2, 16, 1),
+    ],
+)
 def test_fused_equals_loop(B, L, d, N, T, threads, s_A, monkeypatch):
     """The fused kernel, float64: states kept every T steps (L odd, not a multiple of T, or T = L), channels split
     into segments (several threads per batch row, or d > 64), batch 1, one channel; segments of 8, 16, 32 and 64
@@ -199,15 +224,16 @@ def test_vmap_over_stacked_layers_equals_one_by_one(path):
     PackedModel, and an input shared by all layers (not batched)."""
     torch.manual_seed(0)
     layers = [Selective(3, 4, s_A, chunk=8).double() for s_A in (-0.1, 0.0, 0.1)]
-    x = torch.randn(3, 2, 21, 3, dtype=torch.float64)                            # (K B L d)
+    x = torch.randn(3, 2, 21, 3, dtype=torch.float64)  # (K B L d)
     params, buffers = stack_module_state(layers)
     base = Selective(3, 4, 0.0, chunk=8).to("meta")
     y = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)))(params, buffers, x)
     y_one = torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)])
     torch.testing.assert_close(y, y_one, rtol=1e-9, atol=1e-12)
     y_shared = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)), in_dims=(0, 0, None))(params, buffers, x[0])
-    torch.testing.assert_close(y_shared, torch.stack([selective_loop(layer, x[0]) for layer in layers]),
-                               rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        y_shared, torch.stack([selective_loop(layer, x[0]) for layer in layers]), rtol=1e-9, atol=1e-12
+    )
 
     packed = PackedModel(layers)
     g = torch.randn_like(y_one)
@@ -223,13 +249,14 @@ def test_vmap_over_stacked_layers_equals_one_by_one(path):
 def test_vmap_over_several_blocks_equals_one_by_one(path):
     torch.manual_seed(1)
     layers = [Selective(16, 16, s_A).double() for s_A in (-0.1, 0.1)]
-    x = torch.randn(2, 4, 600, 16, dtype=torch.float64)                          # (K B L d)
+    x = torch.randn(2, 4, 600, 16, dtype=torch.float64)  # (K B L d)
     assert blocks_of(layers[0], x[0])[0] == 3
     params, buffers = stack_module_state(layers)
     base = Selective(16, 16).to("meta")
     y = vmap(lambda p, b, xk: functional_call(base, (p, b), (xk,)))(params, buffers, x)
-    torch.testing.assert_close(y, torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)]),
-                               rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(
+        y, torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)]), rtol=1e-6, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("path", ["eager", "fused"])
@@ -246,7 +273,7 @@ def test_long_sequence_stays_finite(path):
 def test_s2_closed_form_equals_the_sum():
     for rho in [0.0, 0.3, 0.9, 0.99, 1.0, 1.05]:
         for T in [1, 2, 10, 100]:
-            direct = sum(t * rho ** t for t in range(1, T + 1))
+            direct = sum(t * rho**t for t in range(1, T + 1))
             torch.testing.assert_close(s2(rho, T), torch.tensor(direct, dtype=torch.float64), rtol=1e-9, atol=0)
     rhos = torch.tensor([0.5, 1.0, 1.1], dtype=torch.float64)
     torch.testing.assert_close(s2(rhos, 5), torch.stack([s2(r.item(), 5) for r in rhos]))
@@ -294,8 +321,8 @@ def test_non_square_lengths_equal_the_loop_with_little_padding(L, budget, monkey
     u = torch.randn(4, L, 16, dtype=torch.float64, requires_grad=True)
     blocks, steps, pad = padded(layer, L, u.shape[0] * layer.A.numel())
     assert blocks == (1 if budget == "one block" else -(-L // 256))
-    assert pad < blocks * math.isqrt(steps)           # n·⌊√s⌋: 26 (350), 45 (700); in one block 18, 26
-    assert pad <= 2                                   # as it happens: 2 with the CPU's budget, 0 in one block
+    assert pad < blocks * math.isqrt(steps)  # n·⌊√s⌋: 26 (350), 45 (700); in one block 18, 26
+    assert pad <= 2  # as it happens: 2 with the CPU's budget, 0 in one block
     y_fast, y_ref = layer.forward_eager(u), selective_loop(layer, u)
     torch.testing.assert_close(y_fast, y_ref, rtol=1e-9, atol=1e-12)
     g = torch.randn_like(y_ref)
@@ -321,7 +348,7 @@ def test_padding_stays_under_the_bound_for_every_length_and_budget():
 def test_a_pack_shares_the_block_budget_and_equals_each_point(monkeypatch):
     """Under vmap (PackedModel) the K points' states share one block budget: chunking is asked for K·B·d·N elements
     per step, not B·d·N, so a pack of K uses the memory one point did; the points still equal the loop."""
-    monkeypatch.setattr(selective_cpu, "usable", lambda *tensors: False)        # the eager scan, as on CUDA
+    monkeypatch.setattr(selective_cpu, "usable", lambda *tensors: False)  # the eager scan, as on CUDA
     asked = []
     real = Selective.chunking
 
@@ -332,13 +359,14 @@ def test_a_pack_shares_the_block_budget_and_equals_each_point(monkeypatch):
     monkeypatch.setattr(Selective, "chunking", spy)
     torch.manual_seed(2)
     layers = [Selective(16, 16, s_A).double() for s_A in (-0.1, 0.0, 0.1)]
-    x = torch.randn(3, 4, 350, 16, dtype=torch.float64)                          # (K B L d)
+    x = torch.randn(3, 4, 350, 16, dtype=torch.float64)  # (K B L d)
     y = PackedModel(layers)(x)
     assert asked == [3 * 4 * 16 * 16]
     T, C = real(layers[0], 350, asked[0], torch.device("cpu"))
-    assert (T * C - T) * asked[0] < selective_module.BLOCK_STATE["cpu"]   # the pack's block: the budget, to a chunk
-    torch.testing.assert_close(y, torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)]),
-                               rtol=1e-9, atol=1e-12)
+    assert (T * C - T) * asked[0] < selective_module.BLOCK_STATE["cpu"]  # the pack's block: the budget, to a chunk
+    torch.testing.assert_close(
+        y, torch.stack([selective_loop(layer, x[k]) for k, layer in enumerate(layers)]), rtol=1e-9, atol=1e-12
+    )
     asked.clear()
     layers[0].forward_eager(x[0])
-    assert asked == [4 * 16 * 16]                                                # one point alone: its own budget
+    assert asked == [4 * 16 * 16]  # one point alone: its own budget

@@ -25,8 +25,15 @@ from ssmpipe.slurm import job_name
 from ssmpipe.store import Store
 
 # No GPU: the CI node's GPU is fake, and a job that asks for a GPU it cannot use fails (test_a_job_that_asked_...).
-REQUESTS = {"partition": "debug", "account": "root", "qos": "normal", "gpus_per_node": 0, "cpus_per_task": 1,
-            "mem_gb": 1, "timeout_min": 5}
+REQUESTS = {
+    "partition": "debug",
+    "account": "root",
+    "qos": "normal",
+    "gpus_per_node": 0,
+    "cpus_per_task": 1,
+    "mem_gb": 1,
+    "timeout_min": 5,
+}
 METRICS = ["train_loss", "train_acc", "test_loss", "test_acc"]
 TABLE = "results/{}/runs.parquet"  # a target: the sweep's table, without its report
 
@@ -45,12 +52,23 @@ def slurm_env(tmp_path_factory):
 
 def snakemake_slurm(env, workdir: Path, configfile: Path, *args, check=True, timeout=900, background=False):
     """`snakemake --profile slurm` from the repo root, on `workdir`; a Popen when `background`."""
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "-d", str(workdir), *args,
-           "--configfile", str(configfile)]  # (--configfile takes every word after it)
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "slurm",
+        "-d",
+        str(workdir),
+        *args,
+        "--configfile",
+        str(configfile),
+    ]  # (--configfile takes every word after it)
     if background:  # its own session, so a test can Ctrl-C it as a terminal would
         with open(workdir / "snakemake.out", "w") as out:  # the child keeps its own copy of the descriptor
-            return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True)
+            return subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            )
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake --profile slurm failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -61,9 +79,15 @@ def slurm_config(sweep_name="tiny", epochs=None, **slurm):
     """The tiny sweep on SLURM; with `epochs`, one point that trains for a while (~0.5 s an epoch)."""
     changes = {}
     if epochs:
-        changes = {"fixed.seq_len": 64, "grid.seq_len": [64], "grid.model.init.real": [-0.5], "grid.seed": [0],
-                   "fixed.task": {"name": "delay", "lag": 30, "vocab": 16, "n_train": 1024, "n_test": 256},
-                   "fixed.model": {"d_model": 32, "d_state": 32, "n_layers": 1}, "fixed.train.epochs": epochs}
+        changes = {
+            "fixed.seq_len": 64,
+            "grid.seq_len": [64],
+            "grid.model.init.real": [-0.5],
+            "grid.seed": [0],
+            "fixed.task": {"name": "delay", "lag": 30, "vocab": 16, "n_train": 1024, "n_test": 256},
+            "fixed.model": {"d_model": 32, "d_state": 32, "n_layers": 1},
+            "fixed.train.epochs": epochs,
+        }
     return tiny_config(sweep=sweep_name, slurm={**REQUESTS, **slurm}, **changes)
 
 
@@ -81,22 +105,40 @@ def job_ids(workdir: Path, sweep_name: str) -> list[str]:
 
 def sacct(job_id: str, fields: str, every_start=False) -> list[dict]:
     """sacct's records of a job (one per start of it with every_start)."""
-    out = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", fields, *(["-D"] if every_start else [])],
-                         capture_output=True, text=True, check=True, timeout=30).stdout
+    out = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", fields, *(["-D"] if every_start else [])],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     return [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines()]
 
 
 def train_locally(workdir: Path, config: dict) -> subprocess.Popen:
     """The sweep's table by the local launcher on one core, in the background."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(write_config(workdir, config)), "--cores", "1", TABLE.format(config["sweep"])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(write_config(workdir, config)),
+        "--cores",
+        "1",
+        TABLE.format(config["sweep"]),
+    ]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def metrics(workdir: Path, sweep_name: str) -> pd.DataFrame:
     """The sweep's table: every (run, epoch) with its status and metrics."""
-    table = pd.read_parquet(workdir / "results" / sweep_name / "runs.parquet",
-                            columns=["run_id", "shard_id", "epoch", "status", *METRICS])
+    table = pd.read_parquet(
+        workdir / "results" / sweep_name / "runs.parquet", columns=["run_id", "shard_id", "epoch", "status", *METRICS]
+    )
     return table.sort_values(["run_id", "epoch"], ignore_index=True)
 
 
@@ -114,8 +156,9 @@ def epochs_in_log(log: Path) -> int:
 @pytest.fixture
 def node_feature():
     """A feature on the cluster's node, so a job can ask for it (slurm.constraint); removed after."""
-    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True,
-                          check=True).stdout.split()[0]
+    node = subprocess.run(["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, check=True).stdout.split()[
+        0
+    ]
     update = ["scontrol", "update", f"NodeName={node}"]
     subprocess.run([*update, "AvailableFeatures=ssmpipe_ci", "ActiveFeatures=ssmpipe_ci"], check=True, timeout=30)
     yield "ssmpipe_ci"
@@ -158,8 +201,15 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
         tres = dict(item.split("=") for item in record["ReqTRES"].split(","))
         assert "gres/gpu" not in tres and (tres["mem"], tres["cpu"]) == ("1G", "1"), record["ReqTRES"]
         shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=True).stdout
-        for field in ("TimeLimit=00:05:00", "MinMemoryNode=1G", "Features=ssmpipe_ci",
-                      "Partition=debug", "Account=root", "QOS=normal", "NumCPUs=1"):
+        for field in (
+            "TimeLimit=00:05:00",
+            "MinMemoryNode=1G",
+            "Features=ssmpipe_ci",
+            "Partition=debug",
+            "Account=root",
+            "QOS=normal",
+            "NumCPUs=1",
+        ):
             assert field in shown, (field, shown)
 
     # every job's log is in the sweep's log folder, named in its rule's log
@@ -167,8 +217,13 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
         named = [p for p in (slurm_dir / "results" / "tiny" / "slurm").glob("*_0_log.err") if str(p) in log.read_text()]
         assert len(named) == 1, log.read_text()
 
-    status = subprocess.run([sys.executable, "-m", "ssmpipe", "status", str(configfile)], cwd=slurm_dir,
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "status", str(configfile)],
+        cwd=slurm_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     table = {line.split()[0]: line.split()[1:] for line in status.splitlines()[2:]}
     assert "8 points in 2 shards (2 trained)" in status and table["ok"] == ["8"], status
 
@@ -195,10 +250,14 @@ def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp
         local.kill()
     [job] = job_ids(slurm_dir, "long")
     starts = sacct(job, "JobID,State,Elapsed", every_start=True)
-    err, out = ((slurm_dir / "results" / "long" / "slurm" / f"{job}_0_log.{kind}").read_text(errors="replace")
-                for kind in ("err", "out"))  # the job's logs, every start's lines
-    print(f"\nrequeued shard: {len(starts)} starts in {slurm_s:.0f} s ({[s['Elapsed'] for s in starts]}); "
-          f"uninterrupted here: {local_s:.0f} s")
+    err, out = (
+        (slurm_dir / "results" / "long" / "slurm" / f"{job}_0_log.{kind}").read_text(errors="replace")
+        for kind in ("err", "out")
+    )  # the job's logs, every start's lines
+    print(
+        f"\nrequeued shard: {len(starts)} starts in {slurm_s:.0f} s ({[s['Elapsed'] for s in starts]}); "
+        f"uninterrupted here: {local_s:.0f} s"
+    )
 
     # timed out, checkpointed, requeued, resumed from its epoch checkpoint: more than once
     assert [s["State"] for s in starts][-1] == "COMPLETED" and len(starts) >= 3, starts
@@ -217,8 +276,10 @@ def test_a_killed_job_fails_its_rule_naming_its_slurm_log_in_bounded_time(tmp_pa
     shard = only_shard(tmp_path, config)
     proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), background=True)
     try:
-        wait_for("the shard's job to train", lambda: len(job_ids(tmp_path, "killed")) == 1
-                 and Store(tmp_path / "results").ckpt_path(shard).exists())
+        wait_for(
+            "the shard's job to train",
+            lambda: len(job_ids(tmp_path, "killed")) == 1 and Store(tmp_path / "results").ckpt_path(shard).exists(),
+        )
         [job] = job_ids(tmp_path, "killed")
         killed = time.monotonic()
         # SIGKILL to the training process, as the kernel's OOM killer would send it: no traceback, no result
@@ -295,8 +356,13 @@ def test_scancel_is_reported_and_a_rerun_resumes(tmp_path, slurm_env):
     out = (slurm_dir / "snakemake.out").read_text()
     assert f"SLURM job {first} ended CANCELLED" in out and str(first_log) in out
 
-    status = subprocess.run([sys.executable, "-m", "ssmpipe", "status", str(configfile)], cwd=slurm_dir,
-                            capture_output=True, text=True, check=True).stdout
+    status = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "status", str(configfile)],
+        cwd=slurm_dir,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert "job failed" in status and f"SLURM job {first} CANCELLED" in status, status
 
     # the rerun resumes from the epoch the cancelled job reached, and ends as the local run
@@ -315,15 +381,23 @@ def test_stopping_snakemake_cancels_its_slurm_job(tmp_path, slurm_env):
     shard = only_shard(tmp_path, config)
     proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), background=True)
     try:
-        wait_for("the job to run", lambda: f"{job_name(tmp_path / 'results', shard)} RUNNING" in subprocess.run(
-            ["squeue", "-h", "-o", "%j %T"], capture_output=True, text=True).stdout)
+        wait_for(
+            "the job to run",
+            lambda: (
+                f"{job_name(tmp_path / 'results', shard)} RUNNING"
+                in subprocess.run(["squeue", "-h", "-o", "%j %T"], capture_output=True, text=True).stdout
+            ),
+        )
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=60)
     finally:
         proc.kill()
     [job] = job_ids(tmp_path, "stopped")
-    wait_for("the job to leave the queue", lambda: job not in subprocess.run(
-        ["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split(), timeout=30)
+    wait_for(
+        "the job to leave the queue",
+        lambda: job not in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split(),
+        timeout=30,
+    )
     assert sacct(job, "State")[0]["State"].startswith("CANCELLED")
     log = tmp_path / "results" / "stopped" / "logs" / "train" / f"{shard}.log"
     assert f"cancelled SLURM job {job}" in log.read_text()
@@ -344,8 +418,9 @@ def test_requests_slurm_refuses_are_an_error_before_any_job(tmp_path, slurm_env)
 
 def test_a_signal_delay_longer_than_the_time_limit_is_a_config_error(tmp_path):
     configfile = write_config(tmp_path, slurm_config(timeout_min=1))  # signal_delay_s defaults to 90
-    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "validate", str(configfile)], capture_output=True,
-                          text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "validate", str(configfile)], capture_output=True, text=True
+    )
     assert proc.returncode == 2
     assert "slurm.signal_delay_s = 90 must be shorter than the time limit slurm.timeout_min = 1" in proc.stderr
 
@@ -354,9 +429,22 @@ def test_launcher_slurm_without_sbatch_says_so(tmp_path):
     config = slurm_config()
     configfile = write_config(tmp_path, {**config, "results": str(tmp_path / "results")})
     shard = sweep.plan(cfg.load(configfile)).shards[0]
-    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "train", "--results", str(tmp_path / "results"),
-                           "--slurm", str(configfile), shard], capture_output=True, text=True,
-                          env={**os.environ, "PATH": str(Path(sys.executable).parent)})
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ssmpipe",
+            "train",
+            "--results",
+            str(tmp_path / "results"),
+            "--slurm",
+            str(configfile),
+            shard,
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(Path(sys.executable).parent)},
+    )
     assert proc.returncode == 1 and "launcher slurm needs sbatch on PATH" in proc.stderr
     assert not (tmp_path / "results" / "tiny" / "slurm").exists()
 
@@ -373,9 +461,9 @@ def test_a_stop_signal_inside_a_library_call_that_catches_exception_still_cancel
 
     def poll_like_submitit():
         try:
-            os.kill(os.getpid(), signal.SIGINT)                          # arrives during the call
+            os.kill(os.getpid(), signal.SIGINT)  # arrives during the call
             time.sleep(5)
-        except Exception:                                                # "Bypassing sacct error"
+        except Exception:  # "Bypassing sacct error"
             pass
 
     job, before = Job(), signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN when started in the background
@@ -383,4 +471,4 @@ def test_a_stop_signal_inside_a_library_call_that_catches_exception_still_cancel
     with pytest.raises(SystemExit) as stop, _cancelled_on_signal(job):
         poll_like_submitit()
     assert stop.value.code == 128 + signal.SIGINT and job.cancelled and time.monotonic() - start < 4
-    assert signal.getsignal(signal.SIGINT) is before                     # handlers restored
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored

@@ -61,14 +61,24 @@ def test_waiting_processes_share_one_query_per_interval_and_learn_how_a_job_ende
     (results / "tiny" / "slurm").mkdir(parents=True)
     queue, acct, log = tmp_path / "queue.txt", tmp_path / "acct.txt", tmp_path / "calls.log"
     n = 8
-    queue.write_text("".join(f"{100 + i}|{slurm.job_name(results, f's{i}')}|RUNNING\n" for i in range(n))
-                     + "7|someone-elses-job|RUNNING\n")
+    queue.write_text(
+        "".join(f"{100 + i}|{slurm.job_name(results, f's{i}')}|RUNNING\n" for i in range(n))
+        + "7|someone-elses-job|RUNNING\n"
+    )
     acct.write_text("")
     bin_dir = counting_bin(tmp_path / "bin", log, {"squeue": f"cat {queue}", "sacct": f"cat {acct}"})
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
     start = time.time()  # all start at once, before any poll: one polls, the others wait for it
-    waiters = [subprocess.Popen([sys.executable, "-c", WAITER, str(results), str(100 + i), "1"], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(n)]
+    waiters = [
+        subprocess.Popen(
+            [sys.executable, "-c", WAITER, str(results), str(100 + i), "1"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(n)
+    ]
     try:
         deadline = time.monotonic() + 60
         while len(list((results / "store" / "slurm" / "waiting").glob("*.json"))) < n:
@@ -80,8 +90,9 @@ def test_waiting_processes_share_one_query_per_interval_and_learn_how_a_job_ende
         for i in range(6):
             (results / "tiny" / "slurm" / f"{100 + i}_0_result.pkl").write_bytes(b"")
         queue.write_text("")
-        acct.write_text(f"106|{slurm.job_name(results, 's6')}|FAILED\n"
-                        f"107|{slurm.job_name(results, 's7')}|CANCELLED by 0\n")
+        acct.write_text(
+            f"106|{slurm.job_name(results, 's6')}|FAILED\n107|{slurm.job_name(results, 's7')}|CANCELLED by 0\n"
+        )
         outs = [w.communicate(timeout=30)[0].strip() for w in waiters]
         took = time.time() - start
     finally:
@@ -90,8 +101,8 @@ def test_waiting_processes_share_one_query_per_interval_and_learn_how_a_job_ende
     assert outs == ["None"] * 6 + ["FAILED", "CANCELLED by 0"], outs
     counts = calls(log, start)
     print(f"\n{n} waiting processes, {took:.1f} s at poll_s 1: {counts}")
-    assert counts["squeue"] <= took + 2          # one per interval for all of them, not one per waiter
-    assert counts.get("sacct", 0) <= 2           # for the two that ended without a result, together
+    assert counts["squeue"] <= took + 2  # one per interval for all of them, not one per waiter
+    assert counts.get("sacct", 0) <= 2  # for the two that ended without a result, together
     assert not list((results / "store" / "slurm" / "waiting").iterdir())  # each waiter unregistered
 
 
@@ -118,7 +129,7 @@ def test_a_stale_state_file_is_polled_anew_and_a_failing_squeue_does_not_make_ev
         jobs[0]._lock.release()
     finally:
         os.environ["PATH"] = old_path
-    assert 2 <= before <= 4, calls(log)           # one per second however many ask, even while squeue fails
+    assert 2 <= before <= 4, calls(log)  # one per second however many ask, even while squeue fails
     assert calls(log)["squeue"] == before + 1
 
 
@@ -155,13 +166,37 @@ def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, p
     Each shard trains for 300 epochs of the tiny sweep (~5 s alone, ~10 s four at a time here)."""
     workdir = tmp_path / f"in-flight-{shards}"
     workdir.mkdir()
-    requests = {"partition": "debug", "account": "root", "qos": "normal", "gpus_per_node": 0, "cpus_per_task": 1,
-                "mem_gb": 1, "timeout_min": 5, **({"poll_s": poll_s} if poll_s else {})}
-    config = tiny_config(sweep=f"scale{shards}", shard_size=1, slurm=requests,
-                         **{"fixed.train.epochs": 300, "grid.seed": list(range(shards // 4))})
+    requests = {
+        "partition": "debug",
+        "account": "root",
+        "qos": "normal",
+        "gpus_per_node": 0,
+        "cpus_per_task": 1,
+        "mem_gb": 1,
+        "timeout_min": 5,
+        **({"poll_s": poll_s} if poll_s else {}),
+    }
+    config = tiny_config(
+        sweep=f"scale{shards}",
+        shard_size=1,
+        slurm=requests,
+        **{"fixed.train.epochs": 300, "grid.seed": list(range(shards // 4))},
+    )
     log = Path(env["SSMPIPE_CALLS"])
-    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm", "--cores", str(shards), "-d",
-           str(workdir), f"results/scale{shards}/runs.parquet", "--configfile", str(write_config(workdir, config))]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        "profiles/slurm",
+        "--cores",
+        str(shards),
+        "-d",
+        str(workdir),
+        f"results/scale{shards}/runs.parquet",
+        "--configfile",
+        str(write_config(workdir, config)),
+    ]
     with open(workdir / "snakemake.out", "w") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
     first = last = None
@@ -181,9 +216,14 @@ def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, p
     assert proc.returncode == 0, (workdir / "snakemake.out").read_text()
     counts = calls(log, first, last)
     minutes = (last - first) / 60
-    return {"shards": shards, "in_flight": most, "seconds": round(last - first, 1), **counts,
-            "queries_per_min": round((counts.get("squeue", 0) + counts.get("sacct", 0)) / minutes, 1),
-            "rss_mb_per_shard": round(max(samples), 1)}
+    return {
+        "shards": shards,
+        "in_flight": most,
+        "seconds": round(last - first, 1),
+        **counts,
+        "queries_per_min": round((counts.get("squeue", 0) + counts.get("sacct", 0)) / minutes, 1),
+        "rss_mb_per_shard": round(max(samples), 1),
+    }
 
 
 @pytest.mark.slurm
@@ -192,8 +232,12 @@ def test_status_queries_per_minute_do_not_grow_with_the_shards_in_flight(tmp_pat
     log = tmp_path / "calls.log"
     real = {name: shutil.which(name) for name in ("sacct", "squeue", "sbatch")}
     bin_dir = counting_bin(tmp_path / "bin", log, {name: f'exec {path} "$@"' for name, path in real.items()})
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SSMPIPE_CALLS": str(log),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SSMPIPE_CALLS": str(log),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+    }
     few, many = sweep_in_flight(tmp_path, 4, env), sweep_in_flight(tmp_path, 12, env)
     print(f"\npoll_s {POLL_S}:\n  {few}\n  {many}")
     assert few["in_flight"] == 4 and many["in_flight"] >= 12

@@ -44,8 +44,13 @@ def test_a_dry_run_and_lint_on_a_fresh_dir_write_no_results(tmp_path, tune):
 def test_a_dry_run_on_a_store_to_repair_changes_nothing_and_the_plan_job_repairs_it(tmp_path):
     config = tiny_config()
     configfile = write_config(tmp_path, config)
-    planned = subprocess.run([sys.executable, "-m", "ssmpipe", "plan", str(configfile)], cwd=tmp_path, check=False,
-                             capture_output=True, text=True)
+    planned = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "plan", str(configfile)],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert planned.returncode == 0, planned.stderr
     store = Store(tmp_path / "results")
     first, second = sorted(store.read_specs())
@@ -84,8 +89,9 @@ def test_lint_and_snakefmt_are_clean(tmp_path):
     assert "Congratulations" in _lints(tmp_path, REPO / "config" / "config.yaml")
     assert "Congratulations" in _lints(tmp_path, write_config(tmp_path, config), "--sdm", "conda")
     snakefmt = Path(sys.executable).parent / "snakefmt"
-    fmt = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow"], cwd=REPO, check=False,
-                         capture_output=True, text=True)
+    fmt = subprocess.run(
+        [str(snakefmt), "--check", "Snakefile", "workflow"], cwd=REPO, check=False, capture_output=True, text=True
+    )
     assert fmt.returncode == 0, fmt.stdout + fmt.stderr
 
 
@@ -105,20 +111,26 @@ def test_sweeps_planned_without_writing_share_shards_as_the_plan_job_writes_them
 
     # b holds a's points and more: written one after the other, b reuses a's new shards
     a = cfg.check(tiny_config(sweep="a", results=str(tmp_path / "results")))
-    b = cfg.check(tiny_config(sweep="b", results=str(tmp_path / "results"), shard_size=3,
-                              **{"grid.seed": [0, 1, 2]}))
+    b = cfg.check(tiny_config(sweep="b", results=str(tmp_path / "results"), shard_size=3, **{"grid.seed": [0, 1, 2]}))
     dry = sweep.plan_sweeps([a, b])
     assert not (tmp_path / "results").exists()
     written = {c["sweep"]: sweep.plan(c, write=True) for c in (a, b)}
     for name in ("a", "b"):
         assert dry[name].shard_of == written[name].shard_of and dry[name].pending == written[name].pending
     assert set(dry["a"].shards) < set(dry["b"].shards)
-    assert all(sweep.unwritten(plan) == [] and not sweep.changed_snapshot(plan.config) for plan in
-               sweep.plan_sweeps([a, b]).values())
+    assert all(
+        sweep.unwritten(plan) == [] and not sweep.changed_snapshot(plan.config)
+        for plan in sweep.plan_sweeps([a, b]).values()
+    )
 
 
 def test_plan_names_a_config_that_is_not_json_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "ssmpipe", "plan", "--json", "--", "{not json"], cwd=tmp_path,
-                          check=False, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "plan", "--json", "--", "{not json"],
+        cwd=tmp_path,
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and proc.stderr.startswith("ssmpipe: config error: --json: a config is not JSON")
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "results").exists()

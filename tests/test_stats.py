@@ -11,8 +11,8 @@ def test_permutations_move_items_only_within_their_stratum():
     strata = np.array(["a", "b", "a", "b", "c", "a"])
     perms = stats.permutations(6, strata, np.random.default_rng(0), resamples=200)
     assert perms.shape == (200, 6)
-    assert (np.sort(perms, axis=1) == np.arange(6)).all()           # each row a permutation
-    assert (strata[perms] == strata[None, :]).all()                  # an item lands only in its stratum
+    assert (np.sort(perms, axis=1) == np.arange(6)).all()  # each row a permutation
+    assert (strata[perms] == strata[None, :]).all()  # an item lands only in its stratum
     assert len({tuple(p) for p in perms}) > 1
 
 
@@ -28,26 +28,28 @@ def test_ranks_average_ties_within_strata():
 
 
 def test_smallest_p_counts_distinct_arrangements():
-    assert stats.smallest_p(np.zeros(4), [0, 0, 1, 1]) == 1 / 6           # C(4, 2)
-    assert stats.smallest_p([0, 0, 1, 1], [1, 2, 3, 4]) == 1 / 4           # 2! · 2!
+    assert stats.smallest_p(np.zeros(4), [0, 0, 1, 1]) == 1 / 6  # C(4, 2)
+    assert stats.smallest_p([0, 0, 1, 1], [1, 2, 3, 4]) == 1 / 4  # 2! · 2!
 
 
 def test_tests_hold_their_level_on_noise_and_find_an_effect():
     rng = np.random.default_rng(1)
-    false_pos = sum(stats.correlation_test("c", rng.normal(size=20), rng.normal(size=20), None, +1, salt=str(i)).passed
-                    for i in range(200))
+    false_pos = sum(
+        stats.correlation_test("c", rng.normal(size=20), rng.normal(size=20), None, +1, salt=str(i)).passed
+        for i in range(200)
+    )
     assert false_pos <= 200 * 0.05 + 3 * np.sqrt(200 * 0.05 * 0.95)
     x = np.arange(20.0)
     assert stats.correlation_test("c", x, x + rng.normal(0, 3, 20), None, +1).passed
     flips = sum(stats.paired_test("d", rng.normal(size=10), +1, salt=str(i)).passed for i in range(200))
     assert flips <= 200 * 0.05 + 3 * np.sqrt(200 * 0.05 * 0.95)
     assert stats.paired_test("d", rng.normal(1.0, 1.0, 10), +1).passed
-    assert not stats.paired_test("d", rng.normal(1.0, 1.0, 4), +1).passed   # 2^-4 > 0.05: cannot reach the level
+    assert not stats.paired_test("d", rng.normal(1.0, 1.0, 4), +1).passed  # 2^-4 > 0.05: cannot reach the level
 
 
 def test_holm_corrects_a_best_of_k():
     tests = [stats.Test(f"t{i}", 0, 0, 0, p, p <= 0.05, "> 0") for i, p in enumerate([0.03, 0.04, 0.5])]
-    assert not any(t.passed for t in stats.holm(tests))                     # 0.03 · 3 > 0.05
+    assert not any(t.passed for t in stats.holm(tests))  # 0.03 · 3 > 0.05
     assert stats.holm([stats.Test("t", 0, 0, 0, 0.01, True, "> 0")] * 3)[0].passed
 
 

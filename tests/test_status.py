@@ -18,9 +18,18 @@ from ssmpipe.store import Store
 
 
 def test_status_counts_a_5000_point_sweep_by_state(tmp_path):
-    config = cfg.check(tiny_config(results=str(tmp_path / "results"), shard_size=8, **{
-        "grid.model.init.real": [-x / 10 for x in range(10)], "grid.model.init.imag": [0.1 * x for x in range(10)],
-        "grid.seq_len": [16, 20, 24, 28, 32], "grid.seed": list(range(10))}))
+    config = cfg.check(
+        tiny_config(
+            results=str(tmp_path / "results"),
+            shard_size=8,
+            **{
+                "grid.model.init.real": [-x / 10 for x in range(10)],
+                "grid.model.init.imag": [0.1 * x for x in range(10)],
+                "grid.seq_len": [16, 20, 24, 28, 32],
+                "grid.seed": list(range(10)),
+            },
+        )
+    )
     plan = sweep.plan(config)
     store = Store(config["results"])
     assert len(plan.points) == 5000 and len(plan.shards) == 625
@@ -36,9 +45,22 @@ def test_status_counts_a_5000_point_sweep_by_state(tmp_path):
         for j, p in enumerate(members[shard]):
             state = "failed" if (i * 8 + j) % 50 == 0 else "diverged" if (i * 8 + j) % 10 == 0 else "ok"
             want[state] += 1
-            rows += [{"run_id": p.run_id, "shard_id": shard, "settings": p.settings, "epoch": e, "train_loss": 1.0,
-                      "train_acc": 0.5, "test_loss": 1.0, "test_acc": 0.5, "wall_s": 0.1, "status": state,
-                      "error": None} for e in range(3)]
+            rows += [
+                {
+                    "run_id": p.run_id,
+                    "shard_id": shard,
+                    "settings": p.settings,
+                    "epoch": e,
+                    "train_loss": 1.0,
+                    "train_acc": 0.5,
+                    "test_loss": 1.0,
+                    "test_acc": 0.5,
+                    "wall_s": 0.1,
+                    "status": state,
+                    "error": None,
+                }
+                for e in range(3)
+            ]
         write_runs(rows, store.runs_path(shard))
     for shard in plan.shards[600:610]:
         store.ckpt_path(shard).parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +79,13 @@ def test_status_counts_a_5000_point_sweep_by_state(tmp_path):
 
     # the command: one compact table naming every state it counts
     configfile = write_config(tmp_path, config)
-    out = subprocess.run([sys.executable, "-m", "ssmpipe", "status", str(configfile)], capture_output=True,
-                         text=True, check=True, timeout=120).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "status", str(configfile)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
     assert "5000 points in 625 shards (600 trained)" in out, out
     lines = out.splitlines()
     table = {line.split()[0]: line.split()[1:] for line in lines[2:] if not line.startswith("  shard")}
@@ -83,18 +110,29 @@ def _wait_for(what, timeout: float = 300):
 
 def _table(text: str) -> dict[str, list[str]]:
     """State -> [points, shards] of one `ssmpipe status` table."""
-    return {" ".join(w for w in line.split() if not w.isdigit()): [w for w in line.split() if w.isdigit()]
-            for line in text.splitlines()[2:] if not line.startswith("  shard")}
+    return {
+        " ".join(w for w in line.split() if not w.isdigit()): [w for w in line.split() if w.isdigit()]
+        for line in text.splitlines()[2:]
+        if not line.startswith("  shard")
+    }
 
 
 def test_status_follows_a_shard_training_now_then_killed_then_rerun(tmp_path):
-    config = cfg.check(tiny_config(results=str(tmp_path / "results"), **{
-        "fixed.train.epochs": 30, "grid.model.init.real": [-0.5], "grid.seq_len": [16], "grid.seed": [0, 1]}))
+    config = cfg.check(
+        tiny_config(
+            results=str(tmp_path / "results"),
+            **{"fixed.train.epochs": 30, "grid.model.init.real": [-0.5], "grid.seq_len": [16], "grid.seed": [0, 1]},
+        )
+    )
     configfile = write_config(tmp_path, config)
     ssmpipe = [sys.executable, "-m", "ssmpipe"]
     with open(tmp_path / "watch.out", "w") as out:  # not a terminal: one table per redraw
-        watch = subprocess.Popen([*ssmpipe, "status", "--watch", "--interval", "0.2", str(configfile)], stdout=out,
-                                 stderr=subprocess.DEVNULL, text=True)
+        watch = subprocess.Popen(
+            [*ssmpipe, "status", "--watch", "--interval", "0.2", str(configfile)],
+            stdout=out,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
     _wait_for(lambda: "to train" in (tmp_path / "watch.out").read_text())  # watching before the training starts
     try:
         with open(tmp_path / "train1.log", "w") as log:
@@ -118,8 +156,9 @@ def test_status_follows_a_shard_training_now_then_killed_then_rerun(tmp_path):
         # killed: interrupted, with the epoch it stopped after; the command says so
         stopped = sweep_status(config)
         assert stopped.points["interrupted"] == 2 and stopped.points["training"] == 0
-        out = subprocess.run([*ssmpipe, "status", str(configfile)], capture_output=True, text=True, check=True,
-                             timeout=300).stdout
+        out = subprocess.run(
+            [*ssmpipe, "status", str(configfile)], capture_output=True, text=True, check=True, timeout=300
+        ).stdout
         last = progress.read(config["results"], shard)["epoch"]
         assert _table(out)["interrupted"] == ["2", "1"] and "training" not in _table(out), out
         assert f"shard {shard[:8]} interrupted: stopped after epoch {last}/30" in out, out
@@ -141,8 +180,9 @@ def test_status_follows_a_shard_training_now_then_killed_then_rerun(tmp_path):
     shown = (tmp_path / "watch.out").read_text()
     assert "\033" not in shown
     tables = [_table("\n".join(t.splitlines()[1:])) for t in shown.split("\n\n") if t.strip()]
-    states = [next(s for s in ("to train", "training", "interrupted", "ok") if t.get(s, ["0"])[0] == "2")
-              for t in tables]
+    states = [
+        next(s for s in ("to train", "training", "interrupted", "ok") if t.get(s, ["0"])[0] == "2") for t in tables
+    ]
     order = [s for i, s in enumerate(states) if i == 0 or states[i - 1] != s]
     assert order == ["to train", "training", "interrupted", "training", "ok"], shown
 
@@ -151,15 +191,22 @@ def test_a_progress_record_is_read_back_and_anything_else_is_no_record(tmp_path)
     written = progress.Progress(tmp_path, "s", [4, 6])
     written.start()
     for epoch in range(3):  # epochs 1 and 2 follow one another in this process: timed
-        written.epoch(0, {"epoch": epoch, "rows": [{"epoch": epoch, "train_loss": 2.0}, {"epoch": epoch,
-                                                                                          "train_loss": math.nan}]})
+        written.epoch(
+            0, {"epoch": epoch, "rows": [{"epoch": epoch, "train_loss": 2.0}, {"epoch": epoch, "train_loss": math.nan}]}
+        )
     record = progress.read(tmp_path, "s")
     assert (record["group"], record["groups"], record["epoch"], record["epochs"]) == (1, 2, 2, 4)
     assert record["epochs_left"] == 2 + 6 and record["alive"] == 2 and record["train_loss"] == 2.0  # NaN left out
     assert record["epoch_s"] > 0 and math.isclose(record["eta_s"], 8 * record["epoch_s"], rel_tol=1e-9)
-    for bad in ("not json", "[1, 2]", '{"epoch": 3}', json.dumps({**record, "epoch": "3"}),
-                json.dumps({**record, "pid": True}), json.dumps({**record, "host": "\u001b]0;owned\u0007"}),
-                json.dumps({**record, "started": None})):
+    for bad in (
+        "not json",
+        "[1, 2]",
+        '{"epoch": 3}',
+        json.dumps({**record, "epoch": "3"}),
+        json.dumps({**record, "pid": True}),
+        json.dumps({**record, "host": "\u001b]0;owned\u0007"}),
+        json.dumps({**record, "started": None}),
+    ):
         progress.path(tmp_path, "s").write_text(bad)
         assert progress.read(tmp_path, "s") is None, bad
     written.done()

@@ -28,11 +28,21 @@ def _rows(points, epochs=2):
     rows = []
     for i, p in enumerate(points):
         for e in range(epochs + 1):
-            rows.append({"run_id": p.run_id, "shard_id": "s", "settings": p.settings, "epoch": e,
-                         "train_loss": 1.0 / (e + 1) + i, "train_acc": 0.1 * e,
-                         "test_loss": math.nan if i == 1 else 2.0,
-                         "test_acc": 0.5, "wall_s": 0.01 * e, "status": "diverged" if i == 1 else "ok",
-                         "error": None})
+            rows.append(
+                {
+                    "run_id": p.run_id,
+                    "shard_id": "s",
+                    "settings": p.settings,
+                    "epoch": e,
+                    "train_loss": 1.0 / (e + 1) + i,
+                    "train_acc": 0.1 * e,
+                    "test_loss": math.nan if i == 1 else 2.0,
+                    "test_acc": 0.5,
+                    "wall_s": 0.01 * e,
+                    "status": "diverged" if i == 1 else "ok",
+                    "error": None,
+                }
+            )
     return rows
 
 
@@ -71,11 +81,11 @@ def test_a_runs_rows_are_never_replaced_by_fewer_unless_it_failed(tmp_path):
     write_runs(_rows(points, epochs=3), path)
     with pytest.raises(StoreError, match=f"refusing to replace the 4 rows of run {points[0].run_id} with 2"):
         write_runs(_rows(points, epochs=1), path)
-    assert pq.read_table(path).num_rows == 8                                # the file is as it was
-    write_runs(_rows(points, epochs=5), path)                        # more rows: fine
+    assert pq.read_table(path).num_rows == 8  # the file is as it was
+    write_runs(_rows(points, epochs=5), path)  # more rows: fine
     failed = [{**r, "status": "failed"} for r in _rows(points, epochs=5)]
     write_runs(failed, path)
-    write_runs(_rows(points, epochs=1), path)                        # a failed run may be tried again
+    write_runs(_rows(points, epochs=1), path)  # a failed run may be tried again
     assert pq.read_table(path).num_rows == 4
 
 
@@ -91,12 +101,12 @@ def test_aggregate_needs_every_point_and_never_shrinks_silently(tmp_path, caplog
     out = st.sweep_dir("tiny") / "runs.parquet"
     assert aggregate(st, "tiny", out).num_rows == 8 * 3
     smaller = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0]}))
-    sweep.plan(smaller)                                                     # the grid drops seed 1
+    sweep.plan(smaller)  # the grid drops seed 1
     assert aggregate(st, "tiny", out).num_rows == 4 * 3
     assert "shrinks from 24 to 12 rows (4 runs no longer in the sweep" in caplog.text
-    assert pq.read_table(out.with_name("runs.previous.parquet")).num_rows == 24   # the old table is kept
+    assert pq.read_table(out.with_name("runs.previous.parquet")).num_rows == 24  # the old table is kept
     bigger = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0, 1, 2]}))
-    sweep.plan(bigger)                                                      # seed 2: planned, not trained
+    sweep.plan(bigger)  # seed 2: planned, not trained
     with pytest.raises(StoreError, match=r"store/runs/\w+\.parquet does not exist: its 2 runs have no rows"):
         aggregate(st, "tiny", out)
 
@@ -110,21 +120,31 @@ def _store_every_shard(plan, st):
 
 def _comparable(table):
     """A table's rows with NaN spelled "nan" (NaN != NaN)."""
-    return [{k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
-            for row in table.to_pylist()]
+    return [
+        {k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()} for row in table.to_pylist()
+    ]
 
 
 def _npz(path, seed):
     rng = np.random.default_rng(seed)
-    np.savez(path, **{f"{xy}_{split}": rng.integers(0, 4, (n, 16), dtype=np.int64)
-                      for split, n in (("train", 8), ("test", 4)) for xy in "xy"})
+    np.savez(
+        path,
+        **{
+            f"{xy}_{split}": rng.integers(0, 4, (n, 16), dtype=np.int64)
+            for split, n in (("train", 8), ("test", 4))
+            for xy in "xy"
+        },
+    )
     return str(path)
 
 
-@pytest.mark.parametrize("grid", [
-    {"model.init.real": [-1, 0], "train.lr": [0.01, 0.1], "seed": [0, 1]},  # ints given for number settings
-    {"task.path": ["a.npz", "b.npz"], "model.init.imag": [1.0, 2.0]},       # each data file: its own data hash
-])
+@pytest.mark.parametrize(
+    "grid",
+    [
+        {"model.init.real": [-1, 0], "train.lr": [0.01, 0.1], "seed": [0, 1]},  # ints given for number settings
+        {"task.path": ["a.npz", "b.npz"], "model.init.imag": [1.0, 2.0]},  # each data file: its own data hash
+    ],
+)
 def test_aggregate_rebuilds_the_settings_each_row_was_stored_with(tmp_path, grid):
     """aggregate reads a runs file's results and rebuilds the settings from the sweep's config snapshot: the
     table equals every stored column read back (the settings train wrote), row for row, value for value."""
@@ -146,9 +166,12 @@ def test_aggregate_rebuilds_the_settings_each_row_was_stored_with(tmp_path, grid
         assert sorted(table.column(key).unique().to_pylist()) == sorted(values)
     if "task.path" in grid:
         assert len(table.column("task.data_hash").unique()) == 2
-        Path(grid["task.path"][1]).unlink()                                # a data file gone: said, not misread
-        with pytest.raises(StoreError, match=r"config.yaml': its points' run ids cannot be computed again, "
-                                                   r"'.*b\.npz' is unreadable \(No such file"):
+        Path(grid["task.path"][1]).unlink()  # a data file gone: said, not misread
+        with pytest.raises(
+            StoreError,
+            match=r"config.yaml': its points' run ids cannot be computed again, "
+            r"'.*b\.npz' is unreadable \(No such file",
+        ):
             aggregate(st, "tiny", st.sweep_dir("tiny") / "runs.parquet")
 
 
@@ -165,14 +188,16 @@ def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_pat
     snapshot = st.config_path("tiny")
     good = snapshot.read_text()
     edited = yaml.safe_load(good)
-    edited["fixed"]["train"]["lr"] = 0.5                                    # settings the rows were not trained with
+    edited["fixed"]["train"]["lr"] = 0.5  # settings the rows were not trained with
     huge = yaml.safe_load(good)
     huge["grid"] = {"seed": list(range(10_000)), "train.lr": [0.1 * (i + 1) for i in range(10_000)]}
-    for text, words in [(yaml.safe_dump(edited), "disagree (16 run ids differ): rerun snakemake"),
-                        (yaml.safe_dump(huge), "config.yaml' has 100,000,000 points, '"),  # refused unexpanded
-                        ("fixed: [", "is not a sweep's config snapshot (ParserError: expected the node content"),
-                        ("just a string", "is not a sweep's config snapshot (TypeError"),
-                        (None, "is unreadable")]:
+    for text, words in [
+        (yaml.safe_dump(edited), "disagree (16 run ids differ): rerun snakemake"),
+        (yaml.safe_dump(huge), "config.yaml' has 100,000,000 points, '"),  # refused unexpanded
+        ("fixed: [", "is not a sweep's config snapshot (ParserError: expected the node content"),
+        ("just a string", "is not a sweep's config snapshot (TypeError"),
+        (None, "is unreadable"),
+    ]:
         if text is None:
             snapshot.unlink()
         else:
@@ -280,13 +305,14 @@ def test_aggregate_reads_runs_files_written_before_the_new_measures_with_them_nu
     st = store.Store(tmp_path)
     for shard in plan.shards:
         members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
-        rows = [{**r, "shard_id": shard, "chance_acc": 0.25, "dt": 0.01, "rho_A": 0.9, "S2": 12.0}
-                for r in _rows(members)]
+        rows = [
+            {**r, "shard_id": shard, "chance_acc": 0.25, "dt": 0.01, "rho_A": 0.9, "S2": 12.0} for r in _rows(members)
+        ]
         write_runs(rows, st.runs_path(shard))
     old = plan.shards[0]
     table = pq.read_table(st.runs_path(old))
     assert set(NEW_MEASURES) <= set(table.column_names)
-    pq.write_table(table.drop_columns(NEW_MEASURES), st.runs_path(old))     # as an older ssmpipe wrote it
+    pq.write_table(table.drop_columns(NEW_MEASURES), st.runs_path(old))  # as an older ssmpipe wrote it
     again = sweep.plan(config)
     assert again.pending == [] and again.untrusted == [] and st.runs_path(old).exists()
     assert not (tmp_path / "store" / "quarantine").exists()
@@ -297,7 +323,7 @@ def test_aggregate_reads_runs_files_written_before_the_new_measures_with_them_nu
     assert 0 < from_old.sum() < len(df)
     assert df.loc[from_old, NEW_MEASURES].isna().all().all()
     assert (df.loc[~from_old, NEW_MEASURES].to_numpy() == [0.25, 0.01, 0.9, 12.0]).all()
-    assert df["train_loss"].notna().all()                                   # the rest of the old rows as stored
+    assert df["train_loss"].notna().all()  # the rest of the old rows as stored
 
 
 def test_a_verified_runs_file_is_skipped_until_it_changes_then_checked_again(tmp_path, monkeypatch):
@@ -313,25 +339,25 @@ def test_a_verified_runs_file_is_skipped_until_it_changes_then_checked_again(tmp
     real = store._epoch_counts
     monkeypatch.setattr(store, "_epoch_counts", lambda paths: read.extend(paths) or real(paths))
     assert all(done for _, done in st.trusted_all(st.iter_specs(), repair=False).values())
-    assert read == []                                                      # all recorded by write_runs: none read
+    assert read == []  # all recorded by write_runs: none read
 
     edited, replaced, garbled = sorted(plan.shards)[:3]
     path = st.runs_path(edited)
     before = path.stat()
-    time.sleep(0.05)                                                       # past the clock tick of the write
-    with open(path, "r+b") as f:                                           # same size, footer magic broken
+    time.sleep(0.05)  # past the clock tick of the write
+    with open(path, "r+b") as f:  # same size, footer magic broken
         f.seek(-4, os.SEEK_END)
         f.write(b"XXXX")
-    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))            # mtime put back; ctime cannot be
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # mtime put back; ctime cannot be
     assert path.stat().st_size == before.st_size and path.stat().st_mtime_ns == before.st_mtime_ns
     table = pq.read_table(st.runs_path(replaced))
-    with atomic_path(st.runs_path(replaced)) as tmp:                       # the same rows, a new file
+    with atomic_path(st.runs_path(replaced)) as tmp:  # the same rows, a new file
         pq.write_table(table, tmp)
     st.verified_path(garbled).write_text("{not json")
 
-    again = sweep.plan(config)                                             # the plan job: checks, repairs, records
+    again = sweep.plan(config)  # the plan job: checks, repairs, records
     assert sorted(read) == sorted(str(st.runs_path(s)) for s in (edited, replaced, garbled))
-    assert again.pending == [edited]                                       # the broken file quarantined
+    assert again.pending == [edited]  # the broken file quarantined
     assert not path.exists() and any((tmp_path / "store" / "quarantine").glob(f"*{edited}.parquet"))
     read.clear()
-    assert sweep.plan(config, write=False).pending == [edited] and read == []   # the rest recorded again
+    assert sweep.plan(config, write=False).pending == [edited] and read == []  # the rest recorded again

@@ -55,7 +55,7 @@ def test_a_crafted_checkpoint_is_refused_naming_the_file_and_runs_nothing(tmp_pa
     assert str(ckpt) in proc.stderr and "not a checkpoint ssmpipe can trust" in proc.stderr
     assert not (tmp_path / "PWNED").exists() and not Path("PWNED").exists()
     assert not Store(root).runs_path(shard).exists() and ckpt.exists()  # nothing trained, nothing lost
-    with open(tmp_path / "plain.pkl", "wb") as f:                         # a bare pickle: the same refusal
+    with open(tmp_path / "plain.pkl", "wb") as f:  # a bare pickle: the same refusal
         pickle.dump(_Evil(), f)
     with pytest.raises(Exception, match="plain.pkl: not a checkpoint"):
         load_state(tmp_path / "plain.pkl")
@@ -70,7 +70,7 @@ def test_a_truncated_shard_and_an_edited_spec_are_quarantined_and_retrained_iden
     store = Store(tmp_path / "results")
     first, second = sorted(store.done_shards())
     runs = store.runs_path(first)
-    runs.write_bytes(runs.read_bytes()[: runs.stat().st_size // 2])      # a truncated Parquet file
+    runs.write_bytes(runs.read_bytes()[: runs.stat().st_size // 2])  # a truncated Parquet file
     spec = store.spec_path(second)
     spec.write_text(spec.read_text().replace('"lr": 0.01', '"lr": 0.02'))  # a spec edited by hand
     assert '"lr": 0.02' in spec.read_text()
@@ -83,10 +83,10 @@ def test_a_truncated_shard_and_an_edited_spec_are_quarantined_and_retrained_iden
     quarantined = sorted(p.name for p in (tmp_path / "results" / "store" / "quarantine").iterdir())
     assert any(n.endswith(f"runs-{first}.parquet") for n in quarantined)
     assert any(n.endswith(f"specs-{second}.json") for n in quarantined)
-    assert any(n.endswith(f"runs-{second}.parquet") for n in quarantined)   # rows made under that spec go too
-    assert '"lr": 0.01' in spec.read_text()                                 # the spec, planned anew
+    assert any(n.endswith(f"runs-{second}.parquet") for n in quarantined)  # rows made under that spec go too
+    assert '"lr": 0.01' in spec.read_text()  # the spec, planned anew
     pd.testing.assert_frame_equal(_table(tmp_path / "results"), before, check_exact=True)
-    assert job_counts(snakemake(tmp_path, configfile)) == {}                # and trusted from now on
+    assert job_counts(snakemake(tmp_path, configfile)) == {}  # and trusted from now on
 
 
 @pytest.mark.slow
@@ -98,21 +98,23 @@ def test_a_changed_npz_at_the_same_path_is_a_new_data_set_and_retrains(tmp_path)
         data.save(data.build(spec), npz)
 
     write_tokens(0)
-    config = tiny_config(**{"fixed.task": {"name": "npz", "path": str(npz), "vocab": 4}, "grid.seq_len": [16],
-                            "grid.seed": [0]})
+    config = tiny_config(
+        **{"fixed.task": {"name": "npz", "path": str(npz), "vocab": 4}, "grid.seq_len": [16], "grid.seed": [0]}
+    )
     configfile = write_config(tmp_path, config)
     assert job_counts(snakemake(tmp_path, configfile))["train"] == 1
     old = pd.read_parquet(tmp_path / "results" / "tiny" / "runs.parquet")
-    assert job_counts(snakemake(tmp_path, configfile)) == {}                # unchanged: nothing to do
+    assert job_counts(snakemake(tmp_path, configfile)) == {}  # unchanged: nothing to do
 
-    write_tokens(1)                                                          # other content, same path
+    write_tokens(1)  # other content, same path
     changed = snakemake(tmp_path, configfile)
     assert job_counts(changed)["train"] == 1 and job_counts(changed)["data"] == 1
     new = pd.read_parquet(tmp_path / "results" / "tiny" / "runs.parquet")
-    assert set(new["run_id"]).isdisjoint(old["run_id"])                      # other runs, trained on the new data
+    assert set(new["run_id"]).isdisjoint(old["run_id"])  # other runs, trained on the new data
     assert set(new["task.data_hash"]) != set(old["task.data_hash"])
-    assert not np.allclose(new.sort_values(["run_id", "epoch"])["train_loss"],
-                           old.sort_values(["run_id", "epoch"])["train_loss"])
+    assert not np.allclose(
+        new.sort_values(["run_id", "epoch"])["train_loss"], old.sort_values(["run_id", "epoch"])["train_loss"]
+    )
     assert len(list((tmp_path / "results" / "data" / "npz").glob("*.npz"))) == 2  # both data sets cached
 
 
@@ -135,11 +137,11 @@ def test_a_full_disk_while_training_fails_the_job_keeps_the_checkpoint_and_a_rer
             pass  # not there yet, or renamed over while read
         time.sleep(0.05)
     size = store.ckpt_path(shard).stat().st_size
-    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (size, size))       # the next, larger checkpoint cannot fit
+    resource.prlimit(proc.pid, resource.RLIMIT_FSIZE, (size, size))  # the next, larger checkpoint cannot fit
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "I/O error while training" in err and "File too large" in err
     assert "rerun to continue" in err
-    assert not store.runs_path(shard).exists()                              # no row, and so no `failed` row
+    assert not store.runs_path(shard).exists()  # no row, and so no `failed` row
     kept = load_state(store.ckpt_path(shard))["current"]["epoch"]
     assert 2 <= kept < 12
 
@@ -160,18 +162,34 @@ def test_two_snakemake_runs_sharing_a_store_train_each_shared_shard_once(tmp_pat
         folder = tmp_path / name
         folder.mkdir()
         configfile = write_config(folder, tiny_config(sweep=name, **changes, **{"grid.seq_len": lengths}))
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "snakemake", "-s", str(Path(__file__).parents[1] / "Snakefile"), "-d",
-             str(folder), "--configfile", str(configfile), "--cores", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "snakemake",
+                    "-s",
+                    str(Path(__file__).parents[1] / "Snakefile"),
+                    "-d",
+                    str(folder),
+                    "--configfile",
+                    str(configfile),
+                    "--cores",
+                    "1",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs
     logs = [p.read_text() for p in shared.glob("*/logs/train/*.log")]
     trained = sum("wrote" in t and "rows to" in t for t in logs)
     reused = sum("already trained (by another process)" in t for t in logs)
     shards = Store(shared).done_shards()
-    assert len(shards) == 3                                                  # 2 shared, 1 of the second only
-    assert trained == 3 and reused == 2, logs                                # each shard trained exactly once
+    assert len(shards) == 3  # 2 shared, 1 of the second only
+    assert trained == 3 and reused == 2, logs  # each shard trained exactly once
     first, second = _table(shared, "first"), _table(shared, "second")
     pd.testing.assert_frame_equal(first, second.loc[first.index], check_exact=True)
 
@@ -184,8 +202,19 @@ def test_kill_9_of_snakemake_then_the_readme_commands_resume_bit_identically(tmp
     snakemake(ref_dir, write_config(ref_dir, config))
     configfile = write_config(run_dir, config)
 
-    base = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(run_dir), "--configfile",
-            str(configfile), "--cores", "2"]
+    base = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(repo / "Snakefile"),
+        "-d",
+        str(run_dir),
+        "--configfile",
+        str(configfile),
+        "--cores",
+        "2",
+    ]
     proc = subprocess.Popen(base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     ckpts = run_dir / "results" / "store" / "ckpt"
     deadline = time.time() + 300
@@ -197,7 +226,7 @@ def test_kill_9_of_snakemake_then_the_readme_commands_resume_bit_identically(tmp
     assert interrupted >= 1 and not (run_dir / "results" / "tiny" / "runs.parquet").exists()
 
     readme = (repo / "README.md").read_text()
-    assert "snakemake --unlock" in readme                                    # what the README says to run next
+    assert "snakemake --unlock" in readme  # what the README says to run next
     subprocess.run([*base, "--unlock"], check=True, capture_output=True, timeout=120)
     resumed = subprocess.run(base, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr

@@ -25,8 +25,8 @@ def test_run_id_ignores_key_order_and_number_spelling():
     settings = next(p.settings for p in sweep.expand(config) if p.settings["model"]["init"]["real"] == 0.0)
     reordered = dict(reversed(list(json.loads(json.dumps(settings, sort_keys=True)).items())))
     respelled = json.loads(json.dumps(settings))
-    respelled["model"]["init"]["real"] = 0            # int where the schema says number
-    respelled["model"]["init"]["dt_min"] = "1e-3"     # YAML 1.1 reads this spelling as a string
+    respelled["model"]["init"]["real"] = 0  # int where the schema says number
+    respelled["model"]["init"]["dt_min"] = "1e-3"  # YAML 1.1 reads this spelling as a string
     respelled["train"]["lr"] = 1e-2
     respelled = cfg.check({"sweep": "x", "fixed": respelled})["fixed"]
     assert keys.run_id(reordered) == keys.run_id(settings) == keys.run_id(respelled)
@@ -34,11 +34,17 @@ def test_run_id_ignores_key_order_and_number_spelling():
 
 def test_run_id_is_stable_across_processes_and_sweeps():
     """Same settings -> same id whatever else the config says (sweep name, shard size, other axes)."""
-    a = {p.settings["seed"]: p.run_id for p in sweep.expand(cfg.check(tiny_config(**{"grid.seed": [0, 1]})))
-         if p.settings["seq_len"] == 16 and p.settings["model"]["init"]["real"] == 0.0}
+    a = {
+        p.settings["seed"]: p.run_id
+        for p in sweep.expand(cfg.check(tiny_config(**{"grid.seed": [0, 1]})))
+        if p.settings["seq_len"] == 16 and p.settings["model"]["init"]["real"] == 0.0
+    }
     b_config = tiny_config(sweep="other", shard_size=1, **{"grid.seed": [1, 0, 7]})
-    b = {p.settings["seed"]: p.run_id for p in sweep.expand(cfg.check(b_config))
-         if p.settings["seq_len"] == 16 and p.settings["model"]["init"]["real"] == 0.0}
+    b = {
+        p.settings["seed"]: p.run_id
+        for p in sweep.expand(cfg.check(b_config))
+        if p.settings["seq_len"] == 16 and p.settings["model"]["init"]["real"] == 0.0
+    }
     assert a[0] == b[0] and a[1] == b[1] and b[7] not in a.values()
     # a literal pins the hash function itself: changing it would orphan every stored run
     assert keys.digest({"b": [1, "x"], "a": 1.0}) == "8d2bede2b25fb2f2"
@@ -73,8 +79,13 @@ def test_replanning_finds_the_same_shards_and_done_ones(tmp_path):
     assert sweep.plan(config).shard_of == first.shard_of  # unfinished shards are reused
     done = first.shards[0]
     store = Store(tmp_path)
-    write_runs([{"run_id": rid, "shard_id": done, "settings": {}, "epoch": 0, "status": "ok"}
-                for rid in store.read_specs()[done]], store.runs_path(done))  # the store now holds this shard
+    write_runs(
+        [
+            {"run_id": rid, "shard_id": done, "settings": {}, "epoch": 0, "status": "ok"}
+            for rid in store.read_specs()[done]
+        ],
+        store.runs_path(done),
+    )  # the store now holds this shard
     bigger = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0, 1, 2]}))
     second = sweep.plan(bigger)
     assert done in second.shards and done not in second.pending
@@ -93,9 +104,18 @@ def test_chunk_is_balanced():
 def test_expanded_ids_and_pack_keys_equal_hashing_each_point_whole():
     """expand hashes points from a text template of the fixed settings; every id and pack key must be the one
     hashing the point's settings whole gives (run_id, pack_key), over nested, per-point, list, string, bool axes."""
-    config = cfg.check(tiny_config(**{"grid.model.init.real": [-0.5, 0.0, -1e-3], "grid.seed": [0, 3],
-                                      "grid.test_seq_lens": [[], [24, 32]], "grid.model.init.dt": ["s4d", "autocorr"],
-                                      "grid.model.train_A": [True, False], "grid.train.lr": [0.01, 1e-3]}))
+    config = cfg.check(
+        tiny_config(
+            **{
+                "grid.model.init.real": [-0.5, 0.0, -1e-3],
+                "grid.seed": [0, 3],
+                "grid.test_seq_lens": [[], [24, 32]],
+                "grid.model.init.dt": ["s4d", "autocorr"],
+                "grid.model.train_A": [True, False],
+                "grid.train.lr": [0.01, 1e-3],
+            }
+        )
+    )
     points = sweep.expand(config)
     assert len(points) == 3 * 1 * 2 * 2 * 2 * 2 * 2 * 2
     for p in points:
@@ -114,8 +134,15 @@ def test_a_grid_over_task_path_hashes_each_point_with_its_data(tmp_path):
         x = np.full((4, 16), i, np.int64)
         np.savez(path, x_train=x, y_train=x, x_test=x, y_test=x)
         paths.append(str(path))
-    config = cfg.check(tiny_config(**{"fixed.task": {"name": "npz", "path": paths[0], "vocab": 4},
-                                      "grid.task.path": paths, "grid.seq_len": [16]}))
+    config = cfg.check(
+        tiny_config(
+            **{
+                "fixed.task": {"name": "npz", "path": paths[0], "vocab": 4},
+                "grid.task.path": paths,
+                "grid.seq_len": [16],
+            }
+        )
+    )
     points = sweep.expand(config)
     hashes = {p.settings["task"]["path"]: p.settings["task"]["data_hash"] for p in points}
     assert len(set(hashes.values())) == 2

@@ -40,6 +40,7 @@ f64 = torch.float64
 
 # ---------------------------------------------------------------- 000: τ
 
+
 def tau_by_loops(kernel, u):
     """τ per channel straight from its definition: batch moments and sums as Python loops."""
     B, L_u, H = u.shape
@@ -48,7 +49,7 @@ def tau_by_loops(kernel, u):
     for h in range(H):
         abs_part, mean_part = 0.0, 0.0
         for j in range(L):
-            t = L_u - 1 - j                                                 # position paired with lag j
+            t = L_u - 1 - j  # position paired with lag j
             col = [u[b, t, h].item() for b in range(B)]
             mu = sum(col) / B
             sigma = math.sqrt(sum((c - mu) ** 2 for c in col) / B)
@@ -88,25 +89,25 @@ def test_tau_scaling_bounds_the_output_second_moment(scheme):
     L, H, B = 1000, 2, 400
     layer = S4D(H, 64, scheme=scheme).double()
     with torch.no_grad():
-        layer.D.zero_()                                                     # τ bounds the convolution k̄ ∗ u
+        layer.D.zero_()  # τ bounds the convolution k̄ ∗ u
     fit, fresh = processes(B, L, H, seed=2), processes(B, L, H, seed=3)
     unscaled, scaled_max = {}, 0.0
     for name, u in fit.items():
         with torch.no_grad():
             mean, std = input_stats(u)
-            factor = tau_scaling(tau(layer.kernel(L), mean, std))           # (H)
+            factor = tau_scaling(tau(layer.kernel(L), mean, std))  # (H)
             scaled = copy.deepcopy(layer)
             scaled.C_real.mul_(factor[:, None])
             scaled.C_imag.mul_(factor[:, None])
             unscaled[name] = layer(fresh[name])[:, -1].square().mean(0).max().item()
-            same = scaled(u)[:, -1].square().mean(0)                       # the batch τ came from: exact bound
-            new = scaled(fresh[name])[:, -1].square().mean(0)               # an independent batch: up to sampling
+            same = scaled(u)[:, -1].square().mean(0)  # the batch τ came from: exact bound
+            new = scaled(fresh[name])[:, -1].square().mean(0)  # an independent batch: up to sampling
         assert (same <= 1 + 1e-9).all(), (name, same)
         assert (new <= 1.25).all(), (name, new)
         scaled_max = max(scaled_max, same.max().item())
     assert max(unscaled.values()) > 10, unscaled
     assert unscaled["random walk"] > 1 and unscaled["variance 1 + t"] > 1 and unscaled["mean 5"] > 1, unscaled
-    assert scaled_max > 0.02                                                # the bound is not vacuous
+    assert scaled_max > 0.02  # the bound is not vacuous
 
 
 def deep_model(layers, d_model=4):
@@ -121,7 +122,7 @@ def test_layer_inputs_and_model_tau():
     y_before = model(x)
     inputs = layer_inputs(model, x)
     assert len(inputs) == 3 and all(u.shape == (16, 50, 4) and not u.requires_grad for u in inputs)
-    assert all(not layer._forward_pre_hooks for layer in model.layers)     # hooks removed
+    assert all(not layer._forward_pre_hooks for layer in model.layers)  # hooks removed
     torch.testing.assert_close(model(x), y_before, rtol=0, atol=0)
     with torch.no_grad():
         h = model.encoder(x[..., None])
@@ -132,15 +133,16 @@ def test_layer_inputs_and_model_tau():
     for layer, u, t in zip(model.layers, inputs, taus):
         torch.testing.assert_close(t, tau(layer.kernel(50), *input_stats(u)), rtol=1e-12, atol=0)
         assert t.shape == (4,) and (t > 0).all()
-    sum(t.sum() for t in taus).backward()                                   # the regularizer λ·τ trains C, A, Δ
+    sum(t.sum() for t in taus).backward()  # the regularizer λ·τ trains C, A, Δ
     assert model.layers[0].C_real.grad.abs().sum() > 0 and model.layers[1].B_real.grad.abs().sum() > 0
-    assert model.encoder.weight.grad is None                                # input statistics are data
+    assert model.encoder.weight.grad is None  # input statistics are data
 
     with pytest.raises(TypeError, match="LTI layer"):
         model_tau(deep_model([S4D(4, 8), Selective(4, 4)]), x)
 
 
 # ---------------------------------------------------------------- 002: autocorrelation, Δ, Gram
+
 
 def test_autocorrelation_and_lambda_max_match_definitions():
     torch.manual_seed(0)
@@ -149,9 +151,9 @@ def test_autocorrelation_and_lambda_max_match_definitions():
     torch.testing.assert_close(autocorrelation(u), R)
     torch.testing.assert_close(autocorrelation(u[..., 0]), sum(torch.outer(v, v) for v in u[..., 0]) / 5)
     top = torch.linalg.eigvalsh(R)[-1]
-    torch.testing.assert_close(lambda_max(u), top)                          # 15 samples > L = 7: L×L side
+    torch.testing.assert_close(lambda_max(u), top)  # 15 samples > L = 7: L×L side
     torch.testing.assert_close(lambda_max(u[:2, :, 0]), torch.linalg.eigvalsh(autocorrelation(u[:2, :, 0]))[-1])
-    X, L = u.transpose(1, 2).flatten(0, 1), 7                               # stationary: Toeplitz of r(k)
+    X, L = u.transpose(1, 2).flatten(0, 1), 7  # stationary: Toeplitz of r(k)
     r = [sum((X[:, t] * X[:, t + k]).sum() for t in range(L - k)) / (15 * L) for k in range(L)]
     T = torch.stack([torch.stack([r[abs(i - j)] for j in range(L)]) for i in range(L)])
     torch.testing.assert_close(lambda_max(u, stationary=True), torch.linalg.eigvalsh(T)[-1])
@@ -188,11 +190,11 @@ def zoh(lam, dt):
 
 def test_gram_matrix_equals_its_definition():
     torch.manual_seed(0)
-    lam = torch.complex(-torch.rand(2, 3, dtype=f64), 5 * torch.rand(2, 3, dtype=f64))     # (H N) diagonal
+    lam = torch.complex(-torch.rand(2, 3, dtype=f64), 5 * torch.rand(2, 3, dtype=f64))  # (H N) diagonal
     A_bar, B_bar = zoh(lam, 0.1)
-    M = torch.randn(2, 4, 4, dtype=f64) / 3                                                 # dense, real
+    M = torch.randn(2, 4, 4, dtype=f64) / 3  # dense, real
     b = torch.randn(2, 4, dtype=f64)
-    for A, Bv, dense in [(A_bar, B_bar, False), (M, b, True), (M.to(torch.complex128) * 1j ** 0.5, b + 0j, True)]:
+    for A, Bv, dense in [(A_bar, B_bar, False), (M, b, True), (M.to(torch.complex128) * 1j**0.5, b + 0j, True)]:
         L = 37
         for h in range(2):
             alphas = []
@@ -218,55 +220,59 @@ def test_gram_condition_versus_imaginary_scale():
     for dt, scales in ((1e-3, (0.0, 1.0, 10.0)), (1e-2, (0.0, 0.3, 0.5, 1.0, 10.0))):
         for s in scales:
             kappa[dt, s] = gram_condition(*zoh(eigenvalues("sweep", N, -0.5, s).to(torch.complex128), dt), L).item()
-    assert kappa[1e-3, 0.0] == math.inf and kappa[1e-2, 0.0] == math.inf   # all modes alike
+    assert kappa[1e-3, 0.0] == math.inf and kappa[1e-2, 0.0] == math.inf  # all modes alike
     assert math.inf > kappa[1e-2, 0.3] > kappa[1e-2, 0.5] > kappa[1e-2, 1.0]  # falls with s
-    assert kappa[1e-2, 1.0] < 100 and kappa[1e-3, 10.0] < 10                # near-orthogonal modes
-    assert kappa[1e-3, 1.0] == math.inf                                     # phases 1e-3·π apart: below float64
-    assert kappa[1e-2, 10.0] == math.inf                                    # s·Δ = 0.1: modes n, n + 20 alias
+    assert kappa[1e-2, 1.0] < 100 and kappa[1e-3, 10.0] < 10  # near-orthogonal modes
+    assert kappa[1e-3, 1.0] == math.inf  # phases 1e-3·π apart: below float64
+    assert kappa[1e-2, 10.0] == math.inf  # s·Δ = 0.1: modes n, n + 20 alias
 
 
 def test_gram_condition_decides_rank_with_a_relative_tolerance():
     """Singular is decided by σ_min ≤ σ_max·max(L, n)·ε, never by an exact zero: the same verdict on every BLAS."""
     A = torch.tensor([0.9, 0.5], dtype=f64)
-    for scale in (1.0, 1e-150, 1e150):                                      # the verdict is scale-free
+    for scale in (1.0, 1e-150, 1e150):  # the verdict is scale-free
         assert math.isfinite(gram_condition(A, scale * torch.ones(2, dtype=f64), 20).item())
-        tiny = torch.tensor([0.9, 0.9 * (1 + 1e-15)], dtype=f64)            # modes equal up to rounding
+        tiny = torch.tensor([0.9, 0.9 * (1 + 1e-15)], dtype=f64)  # modes equal up to rounding
         assert gram_condition(tiny, scale * torch.ones(2, dtype=f64), 20).item() == math.inf
     # a real mode's [Im] half never moves: left out, not counted as a zero singular value
-    assert math.isfinite(gram_condition(torch.tensor([0.9 + 0j, 0.5 + 0.5j]), torch.ones(2, dtype=torch.complex128),
-                                        20).item())
+    assert math.isfinite(
+        gram_condition(torch.tensor([0.9 + 0j, 0.5 + 0.5j]), torch.ones(2, dtype=torch.complex128), 20).item()
+    )
 
 
 # ---------------------------------------------------------------- 003: memory function
+
 
 def test_memory_function_equals_the_direct_formula():
     torch.manual_seed(0)
     lam = torch.complex(-0.2 - torch.rand(4, dtype=f64), 3 * torch.rand(4, dtype=f64))
     A_bar, B_bar = zoh(lam, 0.3)
     for T, horizon in [(30, None), (30, 80)]:
-        X = impulse_states(A_bar, B_bar, horizon or T)                      # (K 8)
+        X = impulse_states(A_bar, B_bar, horizon or T)  # (K 8)
         G_inv = torch.linalg.inv(X.T @ X)
         direct = torch.stack([X[t] @ G_inv @ X[t] for t in range(T)])
         torch.testing.assert_close(memory_function(A_bar, B_bar, T, horizon), direct, rtol=1e-8, atol=1e-10)
-    assert memory_capacity(A_bar, B_bar, 30).item() == pytest.approx(8, abs=1e-8)           # K = T: MC = rank
-    assert memory_capacity(A_bar, B_bar, 30, horizon=400).item() < 8 - 1e-3                 # infinite past: MC < n
+    assert memory_capacity(A_bar, B_bar, 30).item() == pytest.approx(8, abs=1e-8)  # K = T: MC = rank
+    assert memory_capacity(A_bar, B_bar, 30, horizon=400).item() < 8 - 1e-3  # infinite past: MC < n
 
 
 def test_memory_function_is_invariant_under_similarity():
     torch.manual_seed(0)
     N, T = 6, 200
     lam = torch.complex(-0.05 - torch.rand(N, dtype=f64), 4 * torch.rand(N, dtype=f64))
-    A_bar, B_bar = zoh(lam, 0.2)                                            # diagonal, complex: n = 12
+    A_bar, B_bar = zoh(lam, 0.2)  # diagonal, complex: n = 12
     S = torch.eye(N, dtype=torch.complex128) + 0.4 * torch.randn(N, N, dtype=torch.complex128)
     A_sim = S @ torch.diag(A_bar) @ torch.linalg.inv(S)
     mf, mf_sim = memory_function(A_bar, B_bar, T), memory_function(A_sim, S @ B_bar, T)
     torch.testing.assert_close(mf_sim, mf, rtol=0, atol=1e-8)
-    torch.testing.assert_close(memory_function(A_bar, B_bar, T, 2000), memory_function(A_sim, S @ B_bar, T, 2000),
-                               rtol=0, atol=1e-8)
-    M = torch.randn(N, N, dtype=f64) / 3                                    # real dense system, real similarity
+    torch.testing.assert_close(
+        memory_function(A_bar, B_bar, T, 2000), memory_function(A_sim, S @ B_bar, T, 2000), rtol=0, atol=1e-8
+    )
+    M = torch.randn(N, N, dtype=f64) / 3  # real dense system, real similarity
     b, R = torch.randn(N, dtype=f64), torch.eye(N, dtype=f64) + 0.4 * torch.randn(N, N, dtype=f64)
-    torch.testing.assert_close(memory_function(R @ M @ torch.linalg.inv(R), R @ b, 50), memory_function(M, b, 50),
-                               rtol=0, atol=1e-8)
+    torch.testing.assert_close(
+        memory_function(R @ M @ torch.linalg.inv(R), R @ b, 50), memory_function(M, b, 50), rtol=0, atol=1e-8
+    )
     assert (mf >= 0).all() and (mf <= 1 + 1e-12).all() and mf.sum() <= 2 * N + 1e-6
 
 
@@ -277,13 +283,13 @@ def test_s4_memory_equals_its_diagonalisation(perturb):
     layer = S4(2, N).double()
     with torch.no_grad():
         layer.log_dt.copy_(torch.log(torch.tensor([0.02, 0.05], dtype=f64)))
-        if perturb:                                                         # leave the real HiPPO init: 2N real states
+        if perturb:  # leave the real HiPPO init: 2N real states
             for p in (layer.B_real, layer.B_imag, layer.Lambda_imag, layer.P_real):
                 p.add_(0.2 * torch.randn_like(p))
-    mf_s4 = memory_function(*s4_system(layer), T)                           # dense Ā (H N N)
-    mf_diag = memory_function(*s4d_system(diagonalised(layer)), T)         # diagonal Ā (H N)
+    mf_s4 = memory_function(*s4_system(layer), T)  # dense Ā (H N N)
+    mf_diag = memory_function(*s4d_system(diagonalised(layer)), T)  # diagonal Ā (H N)
     torch.testing.assert_close(mf_diag, mf_s4, rtol=0, atol=1e-6)
-    n_real = 2 * N if perturb else N                                        # HiPPO-LegS is real: N of 2N at init
+    n_real = 2 * N if perturb else N  # HiPPO-LegS is real: N of 2N at init
     torch.testing.assert_close(mf_s4.sum(-1), torch.full((2,), float(n_real), dtype=f64), rtol=0, atol=1e-6)
 
 
@@ -297,7 +303,7 @@ def test_memory_function_bounds_for_s4d_inits(scheme):
     _, CB = layer.discrete()
     torch.testing.assert_close(B_bar * torch.complex(layer.C_real, layer.C_imag), CB)
     torch.testing.assert_close(A_bar, layer.discrete()[0].exp(), rtol=1e-12, atol=1e-12)
-    mf = memory_function(A_bar, B_bar, T, horizon=4 * T)                    # (2 T)
+    mf = memory_function(A_bar, B_bar, T, horizon=4 * T)  # (2 T)
     assert (mf >= -1e-12).all() and (mf <= 1 + 1e-9).all()
     assert (memory_capacity(A_bar, B_bar, T, horizon=4 * T) <= N + 1e-6).all()
     assert (memory_capacity(A_bar, B_bar, T) <= N + 1e-6).all()
@@ -305,15 +311,16 @@ def test_memory_function_bounds_for_s4d_inits(scheme):
 
 # ---------------------------------------------------------------- 001: S₂, s_A, ρ_A
 
+
 def test_s2_closed_form_equals_the_sum():
     for rho in [0.0, 0.3, 0.9, 0.99, 1.0, 1.05, -0.5]:
         for T in [1, 2, 10, 100]:
-            direct = sum(t * rho ** t for t in range(1, T + 1))
+            direct = sum(t * rho**t for t in range(1, T + 1))
             torch.testing.assert_close(s2(rho, T), torch.tensor(direct, dtype=f64), rtol=1e-9, atol=1e-12)
     rhos = torch.tensor([0.5, 1.0, 1.1], dtype=f64)
     torch.testing.assert_close(s2(rhos, 5), torch.stack([s2(r.item(), 5) for r in rhos]))
-    assert all(s2(0.9, T) <= 90 + 1e-9 for T in (10, 100, 10_000))          # ρ < 1: ≤ ρ/(1 − ρ)², bounded in T
-    assert s2(1.01, 2000) > 1e10                                            # ρ > 1: exponential in T
+    assert all(s2(0.9, T) <= 90 + 1e-9 for T in (10, 100, 10_000))  # ρ < 1: ≤ ρ/(1 − ρ)², bounded in T
+    assert s2(1.01, 2000) > 1e10  # ρ > 1: exponential in T
 
 
 def test_spectral_abscissa():
@@ -322,7 +329,7 @@ def test_spectral_abscissa():
     assert spectral_abscissa(layer.A) == layer.spectral_abscissa() == torch.tensor(-0.05)
     lam = eigenvalues("lin", 8)
     assert spectral_abscissa(lam).item() == pytest.approx(-0.5)
-    M = torch.tensor([[-1.0, 5.0], [0.0, -2.0]], dtype=f64)                 # non-normal: eigenvalues −1, −2
+    M = torch.tensor([[-1.0, 5.0], [0.0, -2.0]], dtype=f64)  # non-normal: eigenvalues −1, −2
     assert spectral_abscissa(M, dense=True).item() == pytest.approx(-1.0)
     A, *_ = S4(1, 8).double().continuous_system()
     assert spectral_abscissa(A, dense=True).item() == pytest.approx(torch.linalg.eigvals(A).real.max().item())
@@ -336,11 +343,11 @@ def test_rho_A_bounds_the_per_step_decay(s_A):
     torch.manual_seed(0)
     layer = Selective(4, 4, s_A=s_A).double()
     u = 2 * torch.randn(8, 300, 4, dtype=f64)
-    delta = F.softplus(layer.p + u @ layer.q).detach()                      # (B L)
+    delta = F.softplus(layer.p + u @ layer.q).detach()  # (B L)
     rho = selective_rho_A(layer, u)
     assert (torch.exp(delta * s_A) <= rho + 1e-12).all()
     B_q, B_u = layer.q.norm().item(), u.norm(dim=-1).max().item()
     expected = (1 + math.exp(layer.p.item() - B_q * B_u)) ** s_A
     assert rho.item() == pytest.approx(expected, rel=1e-12)
-    assert rho_A(0.0, 1.0, 0.0, -1.0).item() == pytest.approx(0.5)          # (1 + e^0)^{−1}
+    assert rho_A(0.0, 1.0, 0.0, -1.0).item() == pytest.approx(0.5)  # (1 + e^0)^{−1}
     assert rho_A(0.0, 1.0, 0.0, -1.0, eta=-1.0).item() == pytest.approx(0.25)

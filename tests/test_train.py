@@ -37,8 +37,15 @@ def _train(points, tmp_path):
 @pytest.mark.parametrize("kind", ["s4d", "s4", "selective"])
 def test_packed_training_equals_separate_trainings(tmp_path, kind):
     reals = [-1.0, -0.5, 0.0] if kind == "s4d" else [-0.5]  # s4, selective: init.real plays no part
-    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": reals, "grid.seed": list(range(6 // len(reals))),
-                        "fixed.train.epochs": 3, "fixed.model.kind": kind})
+    points = _points(
+        **{
+            "grid.seq_len": [16],
+            "grid.model.init.real": reals,
+            "grid.seed": list(range(6 // len(reals))),
+            "fixed.train.epochs": 3,
+            "fixed.model.kind": kind,
+        }
+    )
     assert len({keys.pack_key(p["settings"]) for p in points}) == 1 and len(points) == 6
     packed = _train(points, tmp_path)
     alone = pd.concat([_train([p], tmp_path) for p in points]).sort_index()
@@ -58,8 +65,14 @@ def test_packed_training_equals_separate_trainings(tmp_path, kind):
 
 def test_packed_training_in_uneven_sub_packs_equals_separate_trainings(tmp_path, monkeypatch):
     """5 points in sub-packs of 2, 2, 1 (forward and backward one sub-pack at a time) train as each alone."""
-    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.5, -0.1, 0.0, -0.3],
-                        "grid.seed": [0], "fixed.train.epochs": 3})
+    points = _points(
+        **{
+            "grid.seq_len": [16],
+            "grid.model.init.real": [-1.0, -0.5, -0.1, 0.0, -0.3],
+            "grid.seed": [0],
+            "fixed.train.epochs": 3,
+        }
+    )
     tiny = points[0]["settings"]
     per_point = tiny["train"]["batch_size"] * 16 * tiny["model"]["d_model"]  # B·L·H
     monkeypatch.setattr(packing, "SUBPACK_ELEMENTS", 2 * per_point // torch.get_num_threads())  # sub-packs of 2
@@ -72,8 +85,7 @@ def test_packed_training_in_uneven_sub_packs_equals_separate_trainings(tmp_path,
 def test_packed_steps_equal_separate_modules_each_with_its_own_adam(monkeypatch):
     """The reference a user would write: K nn.Modules, K Adams, plain cross-entropy; packed: sub-packs of 2 of 5.
     In float64, so that Adam's normalised first steps don't blow float32 rounding up to visible differences."""
-    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.5, -0.1, 0.0, -0.3],
-                        "grid.seed": [0]})
+    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.5, -0.1, 0.0, -0.3], "grid.seed": [0]})
     info = {"input": "tokens", "d_input": 4, "target": "position", "n_out": 4, "loss": "ce"}
     monkeypatch.setattr(packing, "SUBPACK_ELEMENTS", 2 * 8 * 16 * 4 // torch.get_num_threads())  # sub-packs of 2
     singles = [build_model(p["settings"], info).double() for p in points]
@@ -93,8 +105,9 @@ def test_packed_steps_equal_separate_modules_each_with_its_own_adam(monkeypatch)
             o.step()
             want.append(loss.item())
         popt.zero_grad()
-        got = torch.cat([backward_part(packed, sub, x[sub], y[sub], alive[sub], 0.0, 0.0)[0]
-                         for sub in packed.subpacks(x[0])])
+        got = torch.cat(
+            [backward_part(packed, sub, x[sub], y[sub], alive[sub], 0.0, 0.0)[0] for sub in packed.subpacks(x[0])]
+        )
         popt.step()
         np.testing.assert_allclose(got.numpy(), want, rtol=1e-10)
     for k, m in enumerate(singles):
@@ -106,8 +119,15 @@ def test_packed_steps_equal_separate_modules_each_with_its_own_adam(monkeypatch)
 
 def test_divergence_is_recorded_and_the_rest_train_on(tmp_path):
     # scale 1e39 overflows float32: C is ±inf, the loss NaN (1e38 stays finite, LayerNorm absorbs it)
-    points = _points(**{"grid.seq_len": [16], "grid.seed": [0], "grid.model.init.real": [-0.5],
-                        "grid.model.init.scale": [1.0, 1e39], "fixed.train.epochs": 3})
+    points = _points(
+        **{
+            "grid.seq_len": [16],
+            "grid.seed": [0],
+            "grid.model.init.real": [-0.5],
+            "grid.model.init.scale": [1.0, 1e39],
+            "fixed.train.epochs": 3,
+        }
+    )
     rows = _train(points, tmp_path)
     huge = next(p["run_id"] for p in points if p["settings"]["model"]["init"]["scale"] == 1e39)
     fine = next(p["run_id"] for p in points if p["run_id"] != huge)
@@ -116,13 +136,21 @@ def test_divergence_is_recorded_and_the_rest_train_on(tmp_path):
     assert len(rows.loc[huge]) < 4  # stopped after it diverged
     assert (rows.loc[fine, "status"] == "ok").all() and len(rows.loc[fine]) == 4
     alone = _train([p for p in points if p["run_id"] == fine], tmp_path)
-    np.testing.assert_allclose(rows.loc[fine, METRICS].to_numpy(), alone.loc[fine, METRICS].to_numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        rows.loc[fine, METRICS].to_numpy(), alone.loc[fine, METRICS].to_numpy(), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_large_learning_rate_diverges_mid_training(tmp_path):
-    points = _points(**{"grid.seq_len": [16], "grid.seed": [0], "grid.model.init.real": [-0.5],
-                        "fixed.train.lr": 1e30, "fixed.train.epochs": 4})
+    points = _points(
+        **{
+            "grid.seq_len": [16],
+            "grid.seed": [0],
+            "grid.model.init.real": [-0.5],
+            "fixed.train.lr": 1e30,
+            "fixed.train.epochs": 4,
+        }
+    )
     rows = _train(points, tmp_path)
     assert (rows["status"] == "diverged").all()
     assert np.isfinite(rows.xs(0, level="epoch")["train_loss"]).all()  # fine at init
@@ -133,8 +161,9 @@ def test_a_failing_group_is_recorded_and_the_shard_goes_on(tmp_path):
     npz = tmp_path / "tokens.npz"
     arrays = data.build(data.spec_of(cfg.check(tiny_config())["fixed"]))
     results = tmp_path / "results"
-    config = cfg.check(tiny_config(results=str(results), shard_size=100, **{"grid.seq_len": [16],
-                                                                            "grid.model.init.real": [-0.5]}))
+    config = cfg.check(
+        tiny_config(results=str(results), shard_size=100, **{"grid.seq_len": [16], "grid.model.init.real": [-0.5]})
+    )
     delay = sweep.expand(config)[0].settings
     data.save({**arrays, "x_train": arrays["x_train"] + 100}, npz)  # past config checks: settings made by hand
     bad = data.with_data_hash({**delay, "task": {**delay["task"], "name": "npz", "path": str(npz)}})
@@ -157,9 +186,17 @@ def _shard_results(root, config_changes):
     return plan.pending[0]
 
 
-RESUME = {"shard_size": 100, "grid.seq_len": [64], "grid.seed": [0, 1], "grid.model.init.real": [-0.5, -0.1],
-          "fixed.task.n_train": 512, "fixed.task.lag": 8, "fixed.model.d_model": 16,
-          "fixed.model.d_state": 16, "fixed.train.epochs": 12}
+RESUME = {
+    "shard_size": 100,
+    "grid.seq_len": [64],
+    "grid.seed": [0, 1],
+    "grid.model.init.real": [-0.5, -0.1],
+    "fixed.task.n_train": 512,
+    "fixed.task.lag": 8,
+    "fixed.model.d_model": 16,
+    "fixed.model.d_state": 16,
+    "fixed.train.epochs": 12,
+}
 
 
 def _train_cmd(root, shard):
@@ -203,8 +240,13 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
 def test_plateau_matches_torch_reduce_lr_on_plateau_per_point():
     from ssmpipe.train import Plateau
 
-    losses = torch.tensor([[1.0, 0.9, 0.9, 0.95, 0.9, 0.8, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.7],
-                           [1.0, 0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1]], dtype=torch.float64)
+    losses = torch.tensor(
+        [
+            [1.0, 0.9, 0.9, 0.95, 0.9, 0.8, 0.8, 0.8, 0.8, 0.7, 0.7, 0.7, 0.7],
+            [1.0, 0.5, 0.4, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.1],
+        ],
+        dtype=torch.float64,
+    )
     ours = Plateau(2, factor=0.5, patience=2, device="cpu")
     for epoch in range(losses.shape[1]):
         ours.update(losses[:, epoch])
@@ -238,12 +280,25 @@ def test_clip_per_point_equals_clipping_each_point_alone():
 
 
 def test_packed_equals_separate_with_clipping_schedule_penalty_and_tau_regularizer(tmp_path):
-    points = _points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.1], "grid.seed": [0, 1],
-                        "fixed.train.epochs": 4, "fixed.train.clip": 0.05, "fixed.train.plateau_factor": 0.5,
-                        "fixed.train.plateau_patience": 0, "fixed.reg.lambda": 0.1})
+    points = _points(
+        **{
+            "grid.seq_len": [16],
+            "grid.model.init.real": [-1.0, -0.1],
+            "grid.seed": [0, 1],
+            "fixed.train.epochs": 4,
+            "fixed.train.clip": 0.05,
+            "fixed.train.plateau_factor": 0.5,
+            "fixed.train.plateau_patience": 0,
+            "fixed.reg.lambda": 0.1,
+        }
+    )
     packed = _train(points, tmp_path)
     alone = pd.concat([_train([p], tmp_path) for p in points]).sort_index()
     np.testing.assert_allclose(packed[METRICS].to_numpy(), alone[METRICS].to_numpy(), rtol=1e-5, atol=1e-6)
-    plain = _train(_points(**{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.1], "grid.seed": [0, 1],
-                              "fixed.train.epochs": 4}), tmp_path)
+    plain = _train(
+        _points(
+            **{"grid.seq_len": [16], "grid.model.init.real": [-1.0, -0.1], "grid.seed": [0, 1], "fixed.train.epochs": 4}
+        ),
+        tmp_path,
+    )
     assert not np.allclose(plain["train_loss"].to_numpy(), packed["train_loss"].to_numpy())  # the options act

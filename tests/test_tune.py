@@ -31,16 +31,25 @@ from ssmpipe import keys, sweep, tune
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
-SPACE = {"train.lr": {"loguniform": [0.001, 0.3]}, "model.init.real": {"uniform": [-1.0, 0.0]},
-         "model.init.imag": {"choice": [0.1, 1.0, 10.0]}}
+SPACE = {
+    "train.lr": {"loguniform": [0.001, 0.3]},
+    "model.init.real": {"uniform": [-1.0, 0.0]},
+    "model.init.imag": {"choice": [0.1, 1.0, 10.0]},
+}
 
 
 def study_config(tmp_path: Path, study="s", num_samples=16, epochs=6, n_train=64, space=None, **tune_changes) -> dict:
     config = tiny_config(results=str(tmp_path / "results"), grid={})
     config["fixed"]["train"]["epochs"] = epochs
     config["fixed"]["task"]["n_train"] = n_train
-    config["tune"] = {"study": study, "num_samples": num_samples, "space": space or SPACE, "grace_period": 1,
-                      "reduction_factor": 2, **tune_changes}
+    config["tune"] = {
+        "study": study,
+        "num_samples": num_samples,
+        "space": space or SPACE,
+        "grace_period": 1,
+        "reduction_factor": 2,
+        **tune_changes,
+    }
     return config
 
 
@@ -58,19 +67,30 @@ def trial_files(results: Path, study: str) -> dict[str, Path]:
 # --- config errors, before anything starts -----------------------------------------------
 
 
-@pytest.mark.parametrize("space, message", [
-    ({"train.lrate": {"uniform": [0.001, 0.1]}}, "tune.space.train.lrate: unknown setting 'train.lrate'"),
-    ({"seq_len": {"uniform": [16, 32]}}, "tune.space.seq_len.uniform = [16, 32]: seq_len is a setting of type integer"),
-    ({"train.lr": {"uniform": [0.1, 0.01]}}, "tune.space.train.lr.uniform = [0.1, 0.01]: needs [low, high]"),
-    ({"train.lr": {"loguniform": [0.0, 0.1]}}, "tune.space.train.lr.loguniform = [0.0, 0.1]: low must be > 0"),
-    ({"train.lr": {"choice": [0.01, -1.0]}}, "tune.space.train.lr.choice[1] = -1.0: -1.0 is less than or equal to"),
-    ({"model.init.real": {"uniform": [-1.0, 0.5]}}, "tune.space.model.init.real.uniform[1] = 0.5: 0.5 is greater"),
-    ({"seed": {"grid": [0, 1, 0]}}, "tune.space.seed.grid has the value 0 twice"),
-    ({"task.lag": {"choice": [3, 16]}}, "tune.space.task.lag.choice[1]: task.lag = 16 must be shorter than seq_len"),
-    ({"model.init.dt_min": {"loguniform": [0.001, 0.05]}, "model.init.dt_max": {"uniform": [0.01, 0.1]}},
-     "tune.space (extreme corner): model.init.dt_min = 0.05 is larger than model.init.dt_max = 0.01"),
-    ({"train.lr": {"between": [0.001, 0.1]}}, "tune.space.train.lr = 'between'"),
-])
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"train.lrate": {"uniform": [0.001, 0.1]}}, "tune.space.train.lrate: unknown setting 'train.lrate'"),
+        (
+            {"seq_len": {"uniform": [16, 32]}},
+            "tune.space.seq_len.uniform = [16, 32]: seq_len is a setting of type integer",
+        ),
+        ({"train.lr": {"uniform": [0.1, 0.01]}}, "tune.space.train.lr.uniform = [0.1, 0.01]: needs [low, high]"),
+        ({"train.lr": {"loguniform": [0.0, 0.1]}}, "tune.space.train.lr.loguniform = [0.0, 0.1]: low must be > 0"),
+        ({"train.lr": {"choice": [0.01, -1.0]}}, "tune.space.train.lr.choice[1] = -1.0: -1.0 is less than or equal to"),
+        ({"model.init.real": {"uniform": [-1.0, 0.5]}}, "tune.space.model.init.real.uniform[1] = 0.5: 0.5 is greater"),
+        ({"seed": {"grid": [0, 1, 0]}}, "tune.space.seed.grid has the value 0 twice"),
+        (
+            {"task.lag": {"choice": [3, 16]}},
+            "tune.space.task.lag.choice[1]: task.lag = 16 must be shorter than seq_len",
+        ),
+        (
+            {"model.init.dt_min": {"loguniform": [0.001, 0.05]}, "model.init.dt_max": {"uniform": [0.01, 0.1]}},
+            "tune.space (extreme corner): model.init.dt_min = 0.05 is larger than model.init.dt_max = 0.01",
+        ),
+        ({"train.lr": {"between": [0.001, 0.1]}}, "tune.space.train.lr = 'between'"),
+    ],
+)
 def test_bad_space_is_an_error_naming_key_and_value(tmp_path, space, message):
     config = study_config(tmp_path, space=space)
     with pytest.raises(cfg.ConfigError) as e:
@@ -166,8 +186,9 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path, sig):
     path = write_config(tmp_path, config)
     results = tmp_path / "results"
     with open(tmp_path / "first.log", "w") as log:  # the child keeps its own copy of the descriptor
-        first = subprocess.Popen([sys.executable, "-m", "ssmpipe", "tune", str(path)], stdout=log, stderr=log,
-                                 start_new_session=True)
+        first = subprocess.Popen(
+            [sys.executable, "-m", "ssmpipe", "tune", str(path)], stdout=log, stderr=log, start_new_session=True
+        )
     deadline = time.monotonic() + 240
     while len(trial_files(results, "k")) < 4 and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -197,12 +218,18 @@ def test_killed_study_resumes_without_redoing_finished_trials(tmp_path, sig):
 @pytest.mark.slow
 def test_failed_and_diverged_trials_are_stored_and_a_rerun_retries_only_failed_ones(tmp_path):
     good, bad = tmp_path / "good", tmp_path / "bad"  # LRA ListOps folders; bad's header passes the config check,
-    shutil.copytree(FIXTURES / "listops", good)    # a row of its deeper down (a Target that is no integer) fails
-    shutil.copytree(FIXTURES / "listops", bad)     # when a trial reads it
+    shutil.copytree(FIXTURES / "listops", good)  # a row of its deeper down (a Target that is no integer) fails
+    shutil.copytree(FIXTURES / "listops", bad)  # when a trial reads it
     rows = (bad / "basic_train.tsv").read_text().splitlines()
     (bad / "basic_train.tsv").write_text("\n".join([*rows[:5], rows[5].rsplit("\t", 1)[0] + "\tx", *rows[6:]]) + "\n")
-    config = study_config(tmp_path, study="f", num_samples=1, epochs=3, scheduler="fifo",
-                          space={"task.path": {"grid": [str(good), str(bad)]}, "train.lr": {"grid": [0.01, 1.0e9]}})
+    config = study_config(
+        tmp_path,
+        study="f",
+        num_samples=1,
+        epochs=3,
+        scheduler="fifo",
+        space={"task.path": {"grid": [str(good), str(bad)]}, "train.lr": {"grid": [0.01, 1.0e9]}},
+    )
     config["fixed"]["task"] = {"name": "listops", "path": str(good)}
     config["fixed"]["seq_len"] = 128
     path = write_config(tmp_path, config)
@@ -218,8 +245,10 @@ def test_failed_and_diverged_trials_are_stored_and_a_rerun_retries_only_failed_o
         assert failed["status"] == "failed" and "ValueError" in failed["error"]
     assert study["best"]["trial_id"] == status[True, 0.01]["trial_id"]
 
-    mtimes = {t["trial_id"]: (t["status"], trial_files(results, "f")[f"tune-f-{t['trial_id']}"].stat().st_mtime_ns)
-              for t in study["trials"]}
+    mtimes = {
+        t["trial_id"]: (t["status"], trial_files(results, "f")[f"tune-f-{t['trial_id']}"].stat().st_mtime_ns)
+        for t in study["trials"]
+    }
     ssmpipe("tune", str(path))  # the rerun retries the errored trials (resume_errored), and only them
     study = json.loads((results / "f" / "study.json").read_text())
     assert study["counts"]["failed"] == 2 and study["n_trials"] == 4 and len(study["wall_s"]) == 2
@@ -285,8 +314,15 @@ def test_snakemake_runs_a_study_as_one_node_and_studies_reuse_grid_runs(tmp_path
 def test_study_runs_inside_a_slurm_job(tmp_path):
     require_slurm()
     config = study_config(tmp_path, study="onslurm", num_samples=4, epochs=4)
-    config["slurm"] = {"partition": "debug", "account": "root", "gpus_per_node": 0, "cpus_per_task": 2,
-                       "mem_gb": 4, "timeout_min": 10, "signal_delay_s": 30}
+    config["slurm"] = {
+        "partition": "debug",
+        "account": "root",
+        "gpus_per_node": 0,
+        "cpus_per_task": 2,
+        "mem_gb": 4,
+        "timeout_min": 10,
+        "signal_delay_s": 30,
+    }
     proc = ssmpipe("tune", str(write_config(tmp_path, config)), "--cluster", "slurm", timeout=900)
     results = tmp_path / "results"
     study = json.loads((results / "onslurm" / "study.json").read_text())
@@ -331,11 +367,18 @@ def require_nodes(n: int) -> list[str]:
     """The cluster's nodes that are up; skip (fail under CI=true) with fewer than `n`."""
     require_slurm()
     out = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, timeout=10).stdout
-    up = sorted({name for name, state in (line.split() for line in out.splitlines())
-                 if state in ("idle", "mixed", "allocated", "completing")})
+    up = sorted(
+        {
+            name
+            for name, state in (line.split() for line in out.splitlines())
+            if state in ("idle", "mixed", "allocated", "completing")
+        }
+    )
     if len(up) < n:
-        problem = (f"needs a SLURM cluster with {n} nodes, this one has {len(up)} up ({', '.join(up) or 'none'}): "
-                   f"as root, `SLURM_CI_NODES={n} bash ../shared/ci/slurm-up.sh`")
+        problem = (
+            f"needs a SLURM cluster with {n} nodes, this one has {len(up)} up ({', '.join(up) or 'none'}): "
+            f"as root, `SLURM_CI_NODES={n} bash ../shared/ci/slurm-up.sh`"
+        )
         if os.environ.get("CI") == "true":
             pytest.fail(f"{problem} (.ci/run starts SLURM with SLURM_CI_NODES=2)")
         pytest.skip(problem)
@@ -347,10 +390,26 @@ def test_study_runs_on_two_ray_nodes_of_one_slurm_job(tmp_path):
     up = require_nodes(2)
     # 6 one-CPU trials, 4 at once on 2 nodes × 2 CPUs: the head's node cannot hold them all. Trials of a few
     # seconds: Tune gives a pending trial to a free actor of a finished one (reuse_actors) before a new one starts.
-    config = study_config(tmp_path, study="nodes", num_samples=6, epochs=5, n_train=2048, scheduler="fifo",
-                          max_concurrent_trials=4, cpus_per_trial=1)
-    config["slurm"] = {"partition": "debug", "account": "root", "gpus_per_node": 0, "cpus_per_task": 2,
-                       "mem_gb": 3, "timeout_min": 10, "signal_delay_s": 30, "nodes": 2}
+    config = study_config(
+        tmp_path,
+        study="nodes",
+        num_samples=6,
+        epochs=5,
+        n_train=2048,
+        scheduler="fifo",
+        max_concurrent_trials=4,
+        cpus_per_trial=1,
+    )
+    config["slurm"] = {
+        "partition": "debug",
+        "account": "root",
+        "gpus_per_node": 0,
+        "cpus_per_task": 2,
+        "mem_gb": 3,
+        "timeout_min": 10,
+        "signal_delay_s": 30,
+        "nodes": 2,
+    }
     proc = ssmpipe("tune", str(write_config(tmp_path, config)), "--cluster", "slurm", timeout=600)
     results = tmp_path / "results"
     study = json.loads((results / "nodes" / "study.json").read_text())
@@ -371,8 +430,9 @@ def test_study_runs_on_two_ray_nodes_of_one_slurm_job(tmp_path):
     assert "study nodes: Ray cluster of 2 nodes at" in head_log and "4 CPUs" in head_log
     worker_log = (results / "nodes" / "slurm" / f"{job_id}_1_log.err").read_text()
     assert "Ray worker node joining" in worker_log
-    nnodes = subprocess.run(["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes"], capture_output=True,
-                            text=True, timeout=30).stdout.split()
+    nnodes = subprocess.run(
+        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", "NNodes"], capture_output=True, text=True, timeout=30
+    ).stdout.split()
     assert nnodes == ["2"], nnodes
     table = pd.read_parquet(results / "nodes" / "runs.parquet")
     assert table["trial_id"].nunique() == 6 and (table.groupby("trial_id")["epoch"].max() == 5).all()

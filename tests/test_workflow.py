@@ -28,8 +28,10 @@ def test_sweep_end_to_end_cache_and_extension(tmp_path):
     jobs = job_counts(first)
     assert jobs["train"] == 2 and jobs["data"] == 2
     assert jobs["plan"] == jobs["snapshot"] == jobs["aggregate"] == jobs["report"] == 1
-    table = duckdb.sql(f"select run_id, epoch, status, test_acc, \"model.init.real\" as real, seq_len, seed "
-                       f"from '{sweep_dir / 'runs.parquet'}'").df()
+    table = duckdb.sql(
+        f'select run_id, epoch, status, test_acc, "model.init.real" as real, seq_len, seed '
+        f"from '{sweep_dir / 'runs.parquet'}'"
+    ).df()
     assert table["run_id"].nunique() == 8 and len(table) == 8 * 3
     assert set(table["status"]) == {"ok"} and table["test_acc"].between(0, 1).all()
     assert set(table["real"]) == {-0.5, 0.0} and set(table["seq_len"]) == {16, 24}
@@ -70,8 +72,7 @@ def test_sweep_end_to_end_cache_and_extension(tmp_path):
     after = _mtimes(runs_dir)
     assert {k: after[k] for k in before} == before
     new_files = [runs_dir / n for n in set(after) - set(before)]
-    new_ids = set(duckdb.sql(f"select distinct run_id from read_parquet({[str(f) for f in new_files]})")
-                  .df()["run_id"])
+    new_ids = set(duckdb.sql(f"select distinct run_id from read_parquet({[str(f) for f in new_files]})").df()["run_id"])
     want = {p.run_id for p in sweep.expand(cfg.check(config))} - old_ids
     assert new_ids == want and len(want) == 4
     assert duckdb.sql(f"select count(distinct run_id) from '{sweep_dir / 'runs.parquet'}'").fetchall()[0][0] == 12
@@ -80,8 +81,10 @@ def test_sweep_end_to_end_cache_and_extension(tmp_path):
     other = tiny_config(sweep="other", **{"grid.seed": [2, 3]})
     shared = snakemake(tmp_path, write_config(tmp_path, other, "other.yaml"))
     assert job_counts(shared)["train"] == 2  # seed 3 only: 4 points in 2 length groups
-    assert duckdb.sql(f"select count(distinct run_id) from '{tmp_path / 'results/other/runs.parquet'}'"
-                      ).fetchall()[0][0] == 8
+    assert (
+        duckdb.sql(f"select count(distinct run_id) from '{tmp_path / 'results/other/runs.parquet'}'").fetchall()[0][0]
+        == 8
+    )
 
     # 7. the native Snakemake report, with the .rst captions
     native = snakemake(tmp_path, configfile, "--report", str(tmp_path / "native.html"))

@@ -33,8 +33,15 @@ from ssmpipe.atomic import atomic_path
 from ssmpipe.data import delay, digits, imdb, listops, majority, npz, variance
 from ssmpipe.inputs import open_file
 
-TASKS = {"delay": delay.generate, "npz": npz.load, "majority": majority.generate, "variance": variance.generate,
-         "digits": digits.generate, "listops": listops.load, "imdb": imdb.load}
+TASKS = {
+    "delay": delay.generate,
+    "npz": npz.load,
+    "majority": majority.generate,
+    "variance": variance.generate,
+    "digits": digits.generate,
+    "listops": listops.load,
+    "imdb": imdb.load,
+}
 # Token tasks whose vocabulary the task itself fixes (their task.vocab is unused).
 FIXED_VOCAB = {"majority": majority.VOCAB, "listops": listops.VOCAB}
 # Classification tasks whose number of classes is known, whether or not every class occurs in the data.
@@ -97,8 +104,10 @@ def _hash_files(root: str, files: tuple) -> str:
 def build(spec: dict) -> dict[str, np.ndarray]:
     want = spec["task"].get("data_hash")
     if want and content_hash(spec["task"]["path"]) != want:
-        raise DataChanged(f"task.path = {spec['task']['path']!r} changed since the sweep was planned (content hash "
-                         f"{content_hash(spec['task']['path'])}, planned {want}): rerun snakemake to plan it anew")
+        raise DataChanged(
+            f"task.path = {spec['task']['path']!r} changed since the sweep was planned (content hash "
+            f"{content_hash(spec['task']['path'])}, planned {want}): rerun snakemake to plan it anew"
+        )
     arrays = TASKS[spec["task"]["name"]](spec["task"], spec["seq_len"])
     check_arrays(arrays, source=spec["task"]["name"])
     return arrays
@@ -110,10 +119,15 @@ def check_arrays(arrays, source: str) -> None:
         raise ValueError(f"{source}: missing arrays {missing}; a data set needs {list(ARRAYS)}")
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim not in (2, 3) or y.ndim not in (1, 2) or x.shape[0] != y.shape[0] or \
-                (y.ndim == 2 and y.shape != x.shape[:2]):
-            raise ValueError(f"{source}: x_{split} {x.shape} and y_{split} {y.shape}: need x (n L) or (n L C) "
-                             f"and y (n L) or (n,)")
+        if (
+            x.ndim not in (2, 3)
+            or y.ndim not in (1, 2)
+            or x.shape[0] != y.shape[0]
+            or (y.ndim == 2 and y.shape != x.shape[:2])
+        ):
+            raise ValueError(
+                f"{source}: x_{split} {x.shape} and y_{split} {y.shape}: need x (n L) or (n L C) and y (n L) or (n,)"
+            )
 
 
 def save(arrays: dict[str, np.ndarray], path: str | Path) -> None:
@@ -145,8 +159,10 @@ def _inflate_problem(f: np.lib.npyio.NpzFile, size: int) -> str | None:
         return headers
     total = sum(headers[name][2] for name in f.files)  # a name listed twice is read twice
     if total > size:  # entries that share their data (overlapping, as in zip bombs): more than the file holds
-        return (f"has arrays of {npz.size_text(total)} in a file of {npz.size_text(size)}: its members overlap, "
-                f"which save never writes")
+        return (
+            f"has arrays of {npz.size_text(total)} in a file of {npz.size_text(size)}: its members overlap, "
+            f"which save never writes"
+        )
     return None
 
 
@@ -156,10 +172,13 @@ def describe(arrays: dict[str, np.ndarray], task: dict) -> dict:
     tokens = np.issubdtype(x.dtype, np.integer)
     classes = np.issubdtype(y.dtype, np.integer)
     n_out = CLASSES.get(task["name"], int(max(y.max(), arrays["y_test"].max())) + 1) if classes else 1
-    return {"input": "tokens" if tokens else "real",
-            "d_input": FIXED_VOCAB.get(task["name"], task["vocab"]) if tokens else (x.shape[2] if x.ndim == 3 else 1),
-            "target": "position" if y.ndim == 2 else "sequence",
-            "n_out": n_out, "loss": "ce" if classes else "mse"}
+    return {
+        "input": "tokens" if tokens else "real",
+        "d_input": FIXED_VOCAB.get(task["name"], task["vocab"]) if tokens else (x.shape[2] if x.ndim == 3 else 1),
+        "target": "position" if y.ndim == 2 else "sequence",
+        "n_out": n_out,
+        "loss": "ce" if classes else "mse",
+    }
 
 
 def _canonical(a: np.ndarray) -> np.ndarray:

@@ -26,18 +26,17 @@ def generate(task: dict, seq_len: int) -> dict[str, np.ndarray]:
 
     n_train, n_test = task["n_train"], task["n_test"]
     if n_train + n_test > N_IMAGES:
-        raise ValueError(f"digits: task.n_train + task.n_test = {n_train + n_test}; "
-                         f"the data set has {N_IMAGES} images")
+        raise ValueError(f"digits: task.n_train + task.n_test = {n_train + n_test}; the data set has {N_IMAGES} images")
     if seq_len < PIXELS:
         raise ValueError(f"digits: seq_len = {seq_len}; an image is {PIXELS} pixels, seq_len must be ≥ {PIXELS}")
     digits = load_digits()
-    x = digits.data.astype(np.float32) / 16.0                               # (1797 64) in [0, 1]
-    y = digits.target.astype(np.int64)                                      # (1797)
+    x = digits.data.astype(np.float32) / 16.0  # (1797 64) in [0, 1]
+    y = digits.target.astype(np.int64)  # (1797)
     if task["permute"]:
         x = x[:, permutation(task["seed"])]
-    x = np.pad(x, ((0, 0), (seq_len - PIXELS, 0)))                          # left-pad with zeros
+    x = np.pad(x, ((0, 0), (seq_len - PIXELS, 0)))  # left-pad with zeros
     order = np.random.default_rng([task["seed"], 0]).permutation(N_IMAGES)
-    train, test = order[:n_train], order[n_train:n_train + n_test]
+    train, test = order[:n_train], order[n_train : n_train + n_test]
     return {"x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
 
 

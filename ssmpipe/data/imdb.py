@@ -55,8 +55,11 @@ def read(path: str | Path) -> dict[str, tuple[list[str], np.ndarray]]:
     out = {}
     for split in SPLITS:
         if kind == "folder":
-            pairs = [(f.read_text(encoding="utf-8"), label) for name, label in CLASSES.items()
-                     for f in sorted((where / split / name).glob("*.txt"))]
+            pairs = [
+                (f.read_text(encoding="utf-8"), label)
+                for name, label in CLASSES.items()
+                for f in sorted((where / split / name).glob("*.txt"))
+            ]
         else:
             pairs = _read_parquet(where[split])
         pairs.sort(key=lambda p: (p[1], p[0]))
@@ -71,8 +74,10 @@ def path_problem(path: str | Path) -> str | None:
         return "no such folder (IMDb reads an aclImdb folder or its Parquet export)"
     layout = _layout(path)
     if layout is None:
-        return ("the folder holds neither aclImdb's train/pos, train/neg, test/pos, test/neg "
-                "nor train and test *.parquet files")
+        return (
+            "the folder holds neither aclImdb's train/pos, train/neg, test/pos, test/neg "
+            "nor train and test *.parquet files"
+        )
     if layout[0] == "parquet":  # each file's schema (its footer) only: the rows are checked as they are read
         import pyarrow.parquet as pq
 
@@ -93,7 +98,7 @@ def words(text: str) -> list[str]:
 def build_vocab(train_words: list[list[str]], n_words: int) -> dict[str, int]:
     """word -> id (2, 3, ...) for the n_words most frequent train words, ties alphabetical."""
     counts = Counter(w for ws in train_words for w in ws)
-    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:max(n_words, 0)]
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: max(n_words, 0)]
     return {w: i + 2 for i, (w, _) in enumerate(ranked)}
 
 
@@ -108,9 +113,12 @@ def _layout(path: Path):
     for root in (path, path / "aclImdb"):
         if all((root / s / c).is_dir() for s in SPLITS for c in CLASSES):
             return "folder", root
-    files = {split: sorted(p for p in path.rglob("*.parquet")
-                           if p.name.startswith(split) or split in p.relative_to(path).parts[:-1])
-             for split in SPLITS}
+    files = {
+        split: sorted(
+            p for p in path.rglob("*.parquet") if p.name.startswith(split) or split in p.relative_to(path).parts[:-1]
+        )
+        for split in SPLITS
+    }
     return ("parquet", files) if all(files.values()) else None
 
 

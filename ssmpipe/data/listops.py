@@ -34,11 +34,11 @@ import numpy as np
 
 MIN, MAX, MED, SUM_MOD, END = "[MIN", "[MAX", "[MED", "[SM", "]"
 OPERATORS = (MIN, MAX, MED, SUM_MOD)
-VALUE_P = 0.25                         # LRA: a node (above max_depth) is an operator w.p. VALUE_P
+VALUE_P = 0.25  # LRA: a node (above max_depth) is an operator w.p. VALUE_P
 TOKENS = tuple(str(d) for d in range(10)) + OPERATORS + (END, "<pad>")
 TOKEN_ID = {t: i for i, t in enumerate(TOKENS)}
 PAD = TOKEN_ID["<pad>"]
-VOCAB = len(TOKENS)                    # 16
+VOCAB = len(TOKENS)  # 16
 FILES = {"train": "basic_train.tsv", "test": "basic_test.tsv"}
 
 
@@ -49,8 +49,9 @@ def load(task: dict, seq_len: int) -> dict[str, np.ndarray]:
 
 def generate(task: dict, seq_len: int) -> dict[str, np.ndarray]:
     n_train, n_test = task["n_train"], task["n_test"]
-    trees = generate_trees(task["seed"], n_train + n_test, seq_len, task["length_window"],
-                           task["max_depth"], task["max_args"])
+    trees = generate_trees(
+        task["seed"], n_train + n_test, seq_len, task["length_window"], task["max_depth"], task["max_args"]
+    )
     x = pad_left([to_tokens(to_string(t)) for t in trees], seq_len)
     y = np.array([to_value(t) for t in trees], dtype=np.int64)
     return {"x_train": x[:n_train], "y_train": y[:n_train], "x_test": x[n_train:], "y_test": y[n_train:]}
@@ -64,8 +65,9 @@ def read(path: str | Path, seq_len: int) -> dict[str, np.ndarray]:
     out = {}
     for split, name in FILES.items():
         sources, targets = read_tsv(Path(path) / name)
-        out[f"x_{split}"] = pad_left([to_tokens(s, where=f"{Path(path) / name}, row {i + 1}")
-                                      for i, s in enumerate(sources)], seq_len)
+        out[f"x_{split}"] = pad_left(
+            [to_tokens(s, where=f"{Path(path) / name}, row {i + 1}") for i, s in enumerate(sources)], seq_len
+        )
         out[f"y_{split}"] = np.array(targets, dtype=np.int64)
     return out
 
@@ -94,8 +96,9 @@ def path_problem(path: str | Path) -> str | None:
 # ((((op, v0), v1), ..., vk), END), which to_string writes with LRA's parentheses.
 
 
-def generate_trees(seed: int, n: int, seq_len: int, length_window: int, max_depth: int = 10,
-                   max_args: int = 10) -> list:
+def generate_trees(
+    seed: int, n: int, seq_len: int, length_window: int, max_depth: int = 10, max_args: int = 10
+) -> list:
     """n distinct trees whose token count lies in (seq_len - length_window, seq_len]."""
     rng = random.Random(seed)
     lo = seq_len - length_window
@@ -105,9 +108,11 @@ def generate_trees(seed: int, n: int, seq_len: int, length_window: int, max_dept
     while len(trees) < n:
         draws += 1
         if repeats > 1000 + 20 * n or (draws > 1_000_000 and not trees):
-            raise ValueError(f"listops: {draws - 1} draws gave only {len(trees)} distinct expressions of "
-                             f"{max(lo + 1, 1)}..{seq_len} tokens (depth ≤ {max_depth}, ≤ {max_args} arguments), "
-                             f"{n} needed: raise seq_len or task.length_window, or lower n_train + n_test")
+            raise ValueError(
+                f"listops: {draws - 1} draws gave only {len(trees)} distinct expressions of "
+                f"{max(lo + 1, 1)}..{seq_len} tokens (depth ≤ {max_depth}, ≤ {max_args} arguments), "
+                f"{n} needed: raise seq_len or task.length_window, or lower n_train + n_test"
+            )
         tree, length = generate_tree(rng, 1, max_depth, max_args, seq_len)
         if tree is None or length <= lo:
             continue
@@ -127,7 +132,7 @@ def generate_tree(rng: random.Random, depth: int, max_depth: int, max_args: int,
     r = rng.random() if depth < max_depth else 1.0
     if r > VALUE_P:
         return rng.choice(range(10)), 1
-    length = 2                                                              # the operator and END
+    length = 2  # the operator and END
     values = []
     for _ in range(rng.randint(2, max_args)):
         sub, sub_length = generate_tree(rng, depth + 1, max_depth, max_args, budget - length)
@@ -153,11 +158,11 @@ def to_value(t):
     if not isinstance(t, tuple):
         return t
     left, right = to_value(t[0]), to_value(t[1])
-    if isinstance(left, str):                                               # an operator: first argument
+    if isinstance(left, str):  # an operator: first argument
         return left, [right]
     if right == END:
         return apply(*left)
-    return left[0], left[1] + [right]                                       # one more argument
+    return left[0], left[1] + [right]  # one more argument
 
 
 def apply(op: str, args: list[int]) -> int:
@@ -175,8 +180,10 @@ def to_tokens(source: str, where: str = "") -> list[int]:
     try:
         return [TOKEN_ID[w] for w in source.split() if w not in ("(", ")")]
     except KeyError as e:
-        raise ValueError(f"{where or 'listops'}: unknown token {e.args[0]!r}; expected digits, "
-                         f"{', '.join(OPERATORS)}, {END} and parentheses") from None
+        raise ValueError(
+            f"{where or 'listops'}: unknown token {e.args[0]!r}; expected digits, "
+            f"{', '.join(OPERATORS)}, {END} and parentheses"
+        ) from None
 
 
 def pad_left(seqs: list[list[int]], seq_len: int, pad: int = PAD) -> np.ndarray:
@@ -185,7 +192,7 @@ def pad_left(seqs: list[list[int]], seq_len: int, pad: int = PAD) -> np.ndarray:
     for i, s in enumerate(seqs):
         s = s[:seq_len]
         if s:
-            out[i, seq_len - len(s):] = s
+            out[i, seq_len - len(s) :] = s
     return out
 
 

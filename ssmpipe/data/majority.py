@@ -29,6 +29,6 @@ def generate(task: dict, seq_len: int) -> dict[str, np.ndarray]:
 
 def sample(rng: np.random.Generator, n: int, T: int) -> tuple[np.ndarray, np.ndarray]:
     """n clean sequences: x (n T) of 0/1 with k ~ U{0..T} ones each, y (n,) = [k > T/2]."""
-    k = rng.integers(0, T + 1, size=n)                                     # (n)
-    x = rng.permuted(np.arange(T)[None, :] < k[:, None], axis=1)           # (n T), k ones per row
+    k = rng.integers(0, T + 1, size=n)  # (n)
+    x = rng.permuted(np.arange(T)[None, :] < k[:, None], axis=1)  # (n T), k ones per row
     return x.astype(np.int64), (k > T / 2).astype(np.int64)

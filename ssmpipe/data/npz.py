@@ -85,8 +85,10 @@ def _read(path: Path) -> dict[str, np.ndarray] | str:
 def _read_arrays(f: np.lib.npyio.NpzFile) -> dict[str, np.ndarray] | str:
     missing = [name for name in ARRAYS if name not in f.files]
     if missing:
-        return (f"has no array {' and no '.join(missing)} (has {', '.join(f.files) or 'none'}); "
-                f"an npz task needs {', '.join(ARRAYS)}")
+        return (
+            f"has no array {' and no '.join(missing)} (has {', '.join(f.files) or 'none'}); "
+            f"an npz task needs {', '.join(ARRAYS)}"
+        )
     headers = npy_headers(f.zip, ARRAYS)
     if isinstance(headers, str):
         return headers
@@ -94,9 +96,11 @@ def _read_arrays(f: np.lib.npyio.NpzFile) -> dict[str, np.ndarray] | str:
     if sum(as_int64.values()) > MAX_BYTES:
         name = max(as_int64, key=as_int64.get)
         shape, dtype, nbytes = headers[name]
-        return (f"would hold {size_text(sum(as_int64.values()))} once read as int64, more than the "
-                f"{size_text(MAX_BYTES)} an npz task may (npz.MAX_BYTES); its largest array, {name}, inflates to "
-                f"{size_text(nbytes)} ({dtype} of shape {shape})")
+        return (
+            f"would hold {size_text(sum(as_int64.values()))} once read as int64, more than the "
+            f"{size_text(MAX_BYTES)} an npz task may (npz.MAX_BYTES); its largest array, {name}, inflates to "
+            f"{size_text(nbytes)} ({dtype} of shape {shape})"
+        )
     return {name: f[name] for name in ARRAYS}  # each header checked: every one an int or float .npy array
 
 
@@ -110,8 +114,10 @@ def npy_headers(zf: zipfile.ZipFile, names) -> dict[str, tuple[tuple[int, ...], 
         member = name if name in zf.namelist() else f"{name}.npy"  # np.load's choice (NpzFile)
         info = zf.getinfo(member)
         if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-            return (f"its {name} is encrypted or compressed with zip method {info.compress_type}; numpy writes "
-                    f"stored or deflated members")
+            return (
+                f"its {name} is encrypted or compressed with zip method {info.compress_type}; numpy writes "
+                f"stored or deflated members"
+            )
         with zf.open(info) as fp:
             try:
                 version = npy.read_magic(fp)
@@ -128,8 +134,10 @@ def npy_headers(zf: zipfile.ZipFile, names) -> dict[str, tuple[tuple[int, ...], 
             return f"its {name} holds Python objects (a pickle), which ssmpipe never loads; save int arrays"
         nbytes = math.prod(shape) * dtype.itemsize
         if start + nbytes != info.file_size:
-            return (f"its {name}'s header says {dtype} of shape {shape}, {size_text(nbytes)}, but its member "
-                    f"{member} holds {size_text(info.file_size - start)} of data: a damaged or crafted file")
+            return (
+                f"its {name}'s header says {dtype} of shape {shape}, {size_text(nbytes)}, but its member "
+                f"{member} holds {size_text(info.file_size - start)} of data: a damaged or crafted file"
+            )
         out[name] = (shape, dtype, nbytes)
     return out
 

@@ -25,13 +25,13 @@ TEACHER_RATES = (1e-3, 1e-1)
 
 def generate(task: dict, seq_len: int) -> dict[str, np.ndarray]:
     b, L = task["moment"], seq_len
-    kernel = teacher_kernel(task["seed"], L)                                # (L), k_0 first
-    std = np.sqrt(1.0 + b * np.arange(L))                                   # (L), std of x_t
-    scale = np.sqrt(np.sum(kernel[::-1] ** 2 * std ** 2))                   # std of the raw target
+    kernel = teacher_kernel(task["seed"], L)  # (L), k_0 first
+    std = np.sqrt(1.0 + b * np.arange(L))  # (L), std of x_t
+    scale = np.sqrt(np.sum(kernel[::-1] ** 2 * std**2))  # std of the raw target
     out = {}
     for i, split in enumerate(("train", "test")):
         rng = np.random.default_rng([task["seed"], i])
-        x = rng.standard_normal((task[f"n_{split}"], L)) * std              # (n L), float64
+        x = rng.standard_normal((task[f"n_{split}"], L)) * std  # (n L), float64
         out[f"x_{split}"] = x.astype(np.float32)
         out[f"y_{split}"] = (x @ kernel[::-1] / scale).astype(np.float32)  # (n)
     return out

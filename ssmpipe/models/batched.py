@@ -41,8 +41,8 @@ def toeplitz(k: torch.Tensor) -> torch.Tensor:
     r = (k reversed, L−1 zeros) read with strides (1, 1) is R_ij = r_{i+j} = T_{L−1−i, j}: T is R upside down.
     """
     N, L = k.shape
-    r = torch.cat([k.flip(-1), k.new_zeros(N, L - 1)], -1)                  # (N 2L−1)
-    return r.as_strided((N, L, L), (2 * L - 1, 1, 1)).flip(1)               # (N L L)
+    r = torch.cat([k.flip(-1), k.new_zeros(N, L - 1)], -1)  # (N 2L−1)
+    return r.as_strided((N, L, L), (2 * L - 1, 1, 1)).flip(1)  # (N L L)
 
 
 def diagonal_sums(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -54,9 +54,9 @@ def diagonal_sums(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     N, _, L = a.shape
     buffer = a.new_empty(N, L, 2 * L)
     buffer[..., :L].zero_()
-    torch.bmm(a.transpose(1, 2), b, out=buffer[..., L:])                    # (N L L) = aᵀb
-    skewed = buffer.as_strided((N, L, L), (2 * L * L, 2 * L + 1, 1), 1)     # [t, e] = (aᵀb)_{t, t−(L−1−e)}
-    return torch.matmul(a.new_ones(1, L), skewed).squeeze(1).flip(-1)       # (N L)
+    torch.bmm(a.transpose(1, 2), b, out=buffer[..., L:])  # (N L L) = aᵀb
+    skewed = buffer.as_strided((N, L, L), (2 * L * L, 2 * L + 1, 1), 1)  # [t, e] = (aᵀb)_{t, t−(L−1−e)}
+    return torch.matmul(a.new_ones(1, L), skewed).squeeze(1).flip(-1)  # (N L)
 
 
 class ToeplitzConv(torch.autograd.Function):
@@ -65,7 +65,7 @@ class ToeplitzConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, k):
         K, H, B, L = u.shape
-        T = toeplitz(k.reshape(K * H, L))                                   # (K·H L L)
+        T = toeplitz(k.reshape(K * H, L))  # (K·H L L)
         ctx.save_for_backward(u, T)
         return torch.bmm(u.reshape(K * H, B, L), T.transpose(1, 2)).view(K, H, B, L)
 
@@ -86,16 +86,16 @@ class FFTConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, k):
         L = u.shape[-1]
-        u_f = torch.fft.rfft(u, n=2 * L)                                    # (K H B L+1)
-        k_f = torch.fft.rfft(k, n=2 * L)[:, :, None]                        # (K H 1 L+1)
+        u_f = torch.fft.rfft(u, n=2 * L)  # (K H B L+1)
+        k_f = torch.fft.rfft(k, n=2 * L)[:, :, None]  # (K H 1 L+1)
         ctx.save_for_backward(u_f, k_f)
-        return torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]                 # (K H B L)
+        return torch.fft.irfft(u_f * k_f, n=2 * L)[..., :L]  # (K H B L)
 
     @staticmethod
     def backward(ctx, dy):
         u_f, k_f = ctx.saved_tensors
         L = dy.shape[-1]
-        g_f = torch.fft.rfft(dy, n=2 * L)                                   # (K H B L+1)
+        g_f = torch.fft.rfft(dy, n=2 * L)  # (K H B L+1)
         du = torch.fft.irfft(g_f * k_f.conj(), n=2 * L)[..., :L] if ctx.needs_input_grad[0] else None
         dk = torch.fft.irfft((g_f * u_f.conj()).sum(2), n=2 * L)[..., :L] if ctx.needs_input_grad[1] else None
         return du, dk
@@ -111,9 +111,9 @@ class GeluResidualNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, y, w, b, eps: float):
-        r = F.gelu(y).add_(u)                                               # (K H B L)
+        r = F.gelu(y).add_(u)  # (K H B L)
         r -= r.mean(1, keepdim=True)
-        rstd = (r.square().mean(1, keepdim=True) + eps).rsqrt()             # (K 1 B L)
+        rstd = (r.square().mean(1, keepdim=True) + eps).rsqrt()  # (K 1 B L)
         n = r.mul_(rstd)
         ctx.save_for_backward(y, n, rstd, w)
         return torch.addcmul(b[..., None, None], n, w[..., None, None])
@@ -122,11 +122,11 @@ class GeluResidualNorm(torch.autograd.Function):
     def backward(ctx, dout):
         y, n, rstd, w = ctx.saved_tensors
         K, H, B, L = n.shape
-        dout_n = dout * n                                                   # (K H B L)
-        dw, db = dout_n.sum((2, 3)), dout.sum((2, 3))                       # (K H)
-        w_mean = (w / H)[:, None]                                           # (K 1 H)
-        m1 = torch.bmm(w_mean, dout.view(K, H, B * L)).view(K, 1, B, L)     # mean_H ∂n
-        m2 = torch.bmm(w_mean, dout_n.view(K, H, B * L)).view(K, 1, B, L)   # mean_H ∂n·n
+        dout_n = dout * n  # (K H B L)
+        dw, db = dout_n.sum((2, 3)), dout.sum((2, 3))  # (K H)
+        w_mean = (w / H)[:, None]  # (K 1 H)
+        m1 = torch.bmm(w_mean, dout.view(K, H, B * L)).view(K, 1, B, L)  # mean_H ∂n
+        m2 = torch.bmm(w_mean, dout_n.view(K, H, B * L)).view(K, 1, B, L)  # mean_H ∂n·n
         dr = torch.addcmul(-m1, dout, w[..., None, None])
         dr.addcmul_(n, m2, value=-1).mul_(rstd)
         return dr, torch.ops.aten.gelu_backward(dr, y), dw, db, None
@@ -136,10 +136,10 @@ def encode(model: nn.Module, state: dict, x: torch.Tensor) -> torch.Tensor:
     """x: (K B L) tokens or (K B L [C]) values -> h (K H B L)."""
     K, B, L = x.shape[:3]
     if x.dtype == torch.long:
-        table = state["encoder.weight"].transpose(1, 2)                    # (K H V)
+        table = state["encoder.weight"].transpose(1, 2)  # (K H V)
         index = x.reshape(K, 1, B * L).expand(K, table.shape[1], B * L)
-        return table.gather(2, index).view(K, -1, B, L)                     # (K H B L)
-    values = x.reshape(K, B * L, -1).transpose(1, 2)                        # (K C B·L)
+        return table.gather(2, index).view(K, -1, B, L)  # (K H B L)
+    values = x.reshape(K, B * L, -1).transpose(1, 2)  # (K C B·L)
     h = torch.baddbmm(state["encoder.bias"][..., None], state["encoder.weight"], values)
     return h.view(K, -1, B, L)
 
@@ -155,43 +155,53 @@ def forward(model: nn.Module, state: dict, x: torch.Tensor, with_tau: bool = Fal
     """K points of the SequenceModel `model` (its structure only; weights from state, name -> (K ...)) on x (K B ...):
     -> (K B [L] n_out) as SequenceModel.forward gives per point (a view of a (K n_out B [L]) tensor);
     with_tau also τ (K n_layers H) of every layer, from its input's batch statistics (detached)."""
-    h = encode(model, state, x)                                             # (K H B L)
+    h = encode(model, state, x)  # (K H B L)
     L = h.shape[-1]
     taus = []
     for i, layer in enumerate(model.layers):
-        k = kernel(layer, state, f"layers.{i}.", L)                         # (K H L)
+        k = kernel(layer, state, f"layers.{i}.", L)  # (K H L)
         if with_tau:
-            u = h.detach().permute(0, 2, 3, 1)                              # (K B L H)
+            u = h.detach().permute(0, 2, 3, 1)  # (K B L H)
             taus.append(vmap(lambda k1, u1: tau(k1, *input_stats(u1)))(k, u))  # (K H)
-        D = state[f"layers.{i}.D"]                                         # (K H), the skip D·u as k_0 += D
+        D = state[f"layers.{i}.D"]  # (K H), the skip D·u as k_0 += D
         y = conv(h, torch.cat([k[..., :1] + D[..., None], k[..., 1:]], -1))
         if model.norms is None:
             h = y
         else:
             h = GeluResidualNorm.apply(h, y, state[f"norms.{i}.weight"], state[f"norms.{i}.bias"], model.norms[i].eps)
     if model.pooling == "last":
-        h = h[..., -1]                                                      # (K H B)
+        h = h[..., -1]  # (K H B)
     elif model.pooling == "mean":
-        h = h.mean(-1)                                                      # (K H B)
+        h = h.mean(-1)  # (K H B)
     K, H = h.shape[:2]
     out = torch.baddbmm(state["decoder.bias"][..., None], state["decoder.weight"], h.reshape(K, H, -1))
-    out = out.view(K, -1, *h.shape[2:]).movedim(1, -1)                      # (K B [L] n_out)
+    out = out.view(K, -1, *h.shape[2:]).movedim(1, -1)  # (K B [L] n_out)
     return (out, torch.stack(taus, 1)) if with_tau else out
 
 
 def probe(model: nn.Module, state: dict, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """`measures.probe` of K points at once, the measures that need no memory function (mc and gram_cond NaN; rho_A
     and S2 NaN, as for any LTI layer): x (K B L ...) -> name -> (K), tau_layers (K n_layers)."""
-    _, taus = forward(model, state, x, with_tau=True)                       # (K n_layers H)
-    u = encode(model, state, x)                                             # (K H B L), the first layer's input
-    k = kernel(model.layers[0], state, "layers.0.", u.shape[-1])            # (K H L)
-    y_last = torch.einsum("khbl,khl->khb", u, k.flip(-1))                   # its convolution at t = L−1 (no D·u)
+    _, taus = forward(model, state, x, with_tau=True)  # (K n_layers H)
+    u = encode(model, state, x)  # (K H B L), the first layer's input
+    k = kernel(model.layers[0], state, "layers.0.", u.shape[-1])  # (K H L)
+    y_last = torch.einsum("khbl,khl->khb", u, k.flip(-1))  # its convolution at t = L−1 (no D·u)
     real = torch.cat([state[f"layers.{i}.A_real"].clamp(max=0.0).flatten(1) for i in range(len(model.layers))], 1)
     imag = torch.cat([state[f"layers.{i}.A_imag"].flatten(1) for i in range(len(model.layers))], 1)  # (K n)
     log_dt = torch.cat([state[f"layers.{i}.log_dt"] for i in range(len(model.layers))], 1)  # (K n_layers·H)
     nan = taus.new_full(taus.shape[:1], float("nan"))
-    out = {"tau": taus.mean((1, 2)), "tau_max": taus.amax((1, 2)), "tau_layers": taus.mean(2), "mc": nan,
-           "gram_cond": nan, "eig_real_min": real.amin(1), "eig_real_max": real.amax(1), "eig_imag_max": imag.amax(1),
-           "s_A": real.amax(1), "output_scale": y_last.abs().mean((1, 2)), "dt": log_dt.mean(1).exp()}
-    undefined = nan.double()                                                # ρ_A, S₂: selective layers only (float64)
+    out = {
+        "tau": taus.mean((1, 2)),
+        "tau_max": taus.amax((1, 2)),
+        "tau_layers": taus.mean(2),
+        "mc": nan,
+        "gram_cond": nan,
+        "eig_real_min": real.amin(1),
+        "eig_real_max": real.amax(1),
+        "eig_imag_max": imag.amax(1),
+        "s_A": real.amax(1),
+        "output_scale": y_last.abs().mean((1, 2)),
+        "dt": log_dt.mean(1).exp(),
+    }
+    undefined = nan.double()  # ρ_A, S₂: selective layers only (float64)
     return {name: v.float() for name, v in out.items()} | {"rho_A": undefined, "S2": undefined}

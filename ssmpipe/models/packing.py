@@ -20,7 +20,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from ssmpipe.models import batched
 from ssmpipe.models.sequence import SequenceModel
 
-SUBPACK_ELEMENTS = 2 ** 18  # CPU: activation elements (B·L·H per point) of a sub-pack per thread, 1 MiB in float32
+SUBPACK_ELEMENTS = 2**18  # CPU: activation elements (B·L·H per point) of a sub-pack per thread, 1 MiB in float32
 
 
 class PackedModel:
@@ -45,7 +45,7 @@ class PackedModel:
         if x.device.type != "cpu":
             return [slice(0, self.K)]
         width = self.base.decoder.in_features if isinstance(self.base, SequenceModel) else x.shape[-1]  # H
-        per_point = x.shape[0] * x.shape[1] * width                         # B·L·H
+        per_point = x.shape[0] * x.shape[1] * width  # B·L·H
         size = max(1, SUBPACK_ELEMENTS * torch.get_num_threads() // per_point)  # each thread's share fits its core
         return [slice(i, min(i + size, self.K)) for i in range(0, self.K, size)]
 
@@ -66,6 +66,7 @@ class PackedModel:
 
         def one(p, b, xk):
             return functional_call(self.base, (p, b), (xk,), kwargs)
+
         return vmap(one)(params, buffers, x)
 
 

@@ -42,8 +42,8 @@ def to_blocks(x: torch.Tensor, T: int, C: int) -> torch.Tensor:
     (a padded step of u has B u = 0, so it changes no state before it, nor, its gradient being 0, any gradient)."""
     K, pad = -(-x.shape[0] // (T * C)), -x.shape[0] % (T * C)
     if pad:
-        x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])                       # (K·C·T ...)
-    return x.unflatten(0, (K, C, T)).transpose(1, 2).contiguous()               # (K T C ...)
+        x = torch.cat([x, x.new_zeros(pad, *x.shape[1:])])  # (K·C·T ...)
+    return x.unflatten(0, (K, C, T)).transpose(1, 2).contiguous()  # (K T C ...)
 
 
 def from_blocks(x: torch.Tensor, L: int) -> torch.Tensor:
@@ -54,10 +54,10 @@ def from_blocks(x: torch.Tensor, L: int) -> torch.Tensor:
 def _shift(v: torch.Tensor, step: int) -> torch.Tensor:
     """v (K T C ...) -> v' with v'[time τ] = v[time τ + step] (step ±1), zero where τ + step is outside."""
     K, T, C = v.shape[:3]
-    flat = from_blocks(v, K * T * C)                                             # (K·C·T ...) in time order
+    flat = from_blocks(v, K * T * C)  # (K·C·T ...) in time order
     zero = torch.zeros_like(flat[:1])
     flat = torch.cat([flat[1:], zero] if step == 1 else [zero, flat[:-1]])
-    return flat.unflatten(0, (K, C, T)).transpose(1, 2).contiguous()            # (K T C ...)
+    return flat.unflatten(0, (K, C, T)).transpose(1, 2).contiguous()  # (K T C ...)
 
 
 def _carry(h: torch.Tensor, P: torch.Tensor, s: torch.Tensor, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,7 +65,7 @@ def _carry(h: torch.Tensor, P: torch.Tensor, s: torch.Tensor, reverse: bool) -> 
     (reverse: from the last chunk backwards). h, P: (C ...) chunk results from a zero start and chunk products of Ā,
     s: (...) -> (C ...) and the state leaving the block (...)."""
     out = []
-    for c in (reversed(range(h.shape[0])) if reverse else range(h.shape[0])):
+    for c in reversed(range(h.shape[0])) if reverse else range(h.shape[0]):
         out.append(s)
         s = torch.addcmul(h[c], P[c], s)
     return torch.stack(out[::-1] if reverse else out), s
@@ -77,7 +77,7 @@ def _chunk_ends(a: torch.Tensor, b: torch.Tensor, reverse: bool) -> torch.Tensor
     In place on one (C ...) buffer."""
     steps = range(len(a))
     h = (b[-1] if reverse else b[0]).clone()
-    for t in (reversed(steps[:-1]) if reverse else steps[1:]):
+    for t in reversed(steps[:-1]) if reverse else steps[1:]:
         h.mul_(a[t]).add_(b[t])
     return h
 
@@ -106,17 +106,18 @@ class _SelectiveScan(torch.autograd.Function):
     A (d N), B_t, C_t (K T C B N), u (K T C B d) -> y (K T C B d), plus the chunk start states (K C B d N), the only
     state kept for backward (not differentiable), which recomputes each block's states x_t from them in cache.
     Per-step ops are in place or on small (C B d N) tensors (mul_/add_: vmap has batching rules for them)."""
+
     generate_vmap_rule = True
 
     @staticmethod
     def forward(delta, A, Bm, Cm, u):
         s, ys, starts = torch.zeros(*u.shape[3:], A.shape[-1], dtype=u.dtype, device=u.device), [], []  # (B d N)
         for k in range(delta.shape[0]):
-            a, P = _decays(delta[k], A)                                          # (T C B d N), (C B d N)
-            x = (delta[k, ..., None] * Bm[k])[..., None, :] * u[k, ..., None]    # (T C B d N) b_t = Δ_t B_t u_t
-            x_in, s = _carry(_chunk_ends(a, x, False), P, s, False)             # (C B d N), state leaving the block
+            a, P = _decays(delta[k], A)  # (T C B d N), (C B d N)
+            x = (delta[k, ..., None] * Bm[k])[..., None, :] * u[k, ..., None]  # (T C B d N) b_t = Δ_t B_t u_t
+            x_in, s = _carry(_chunk_ends(a, x, False), P, s, False)  # (C B d N), state leaving the block
             _run(a, x, x_in)
-            ys.append((x @ Cm[k, ..., None]).squeeze(-1))                        # (T C B d) y_t = Σ_n C_t[n] x_t
+            ys.append((x @ Cm[k, ..., None]).squeeze(-1))  # (T C B d) y_t = Σ_n C_t[n] x_t
             starts.append(x_in)
         return torch.stack(ys), torch.stack(starts)
 
@@ -130,29 +131,33 @@ class _SelectiveScan(torch.autograd.Function):
         """Adjoint: λ_t = C_t ⊗ gy_t + Ā_{t+1} λ_{t+1}; ∂b_t = λ_t; Ā_t ∂Ā_t = w_t = λ_t Ā_t x_{t−1}, formed in the
         pass as w_{t+1} = (Ā_{t+1} λ_{t+1}) ⊙ x_t (w_0 = 0, as x_{−1} = 0), over x's buffer once ∂C_t has read it."""
         delta, A, Bm, Cm, u, starts = ctx.saved_tensors
-        nxt = _shift(delta, 1)                                                   # (K T C B) Δ_{t+1}
+        nxt = _shift(delta, 1)  # (K T C B) Δ_{t+1}
         s, d_A, grads = torch.zeros_like(starts[0, 0]), torch.zeros_like(A), []  # s: λ entering from the next block
         for k in reversed(range(delta.shape[0])):
-            a, _ = _decays(delta[k], A)                                          # (T C B d N)
-            x = (delta[k, ..., None] * Bm[k])[..., None, :] * u[k, ..., None]    # (T C B d N)
-            _run(a, x, starts[k])                                                # x_t, recomputed
-            d_C = (gy[k, ..., None, :] @ x).squeeze(-2)                          # (T C B N) ∂C_t = Σ_i gy_t[i] x_t[i]
-            a_last = (nxt[k, -1, ..., None, None] * A).exp_()                    # (C B d N) Ā_{t+1} at t = T−1
-            P = _product_exp(nxt[k].sum(0)[..., None, None] * A)                 # (C B d N) Π_t Ā_{t+1}
-            a_next = [a[t + 1] for t in range(a.shape[0] - 1)] + [a_last]        # T × (C B d N) Ā_{t+1}
-            lam = gy[k, ..., None] * Cm[k, ..., None, :]                         # (T C B d N)
-            lam_in, s = _carry(_chunk_ends(a_next, lam, True), P, s, True)       # (C B d N) λ at the next chunk's start
-            for t in reversed(range(lam.shape[0])):                              # pass 2: -> λ_t; x_t -> w_{t+1}
+            a, _ = _decays(delta[k], A)  # (T C B d N)
+            x = (delta[k, ..., None] * Bm[k])[..., None, :] * u[k, ..., None]  # (T C B d N)
+            _run(a, x, starts[k])  # x_t, recomputed
+            d_C = (gy[k, ..., None, :] @ x).squeeze(-2)  # (T C B N) ∂C_t = Σ_i gy_t[i] x_t[i]
+            a_last = (nxt[k, -1, ..., None, None] * A).exp_()  # (C B d N) Ā_{t+1} at t = T−1
+            P = _product_exp(nxt[k].sum(0)[..., None, None] * A)  # (C B d N) Π_t Ā_{t+1}
+            a_next = [a[t + 1] for t in range(a.shape[0] - 1)] + [a_last]  # T × (C B d N) Ā_{t+1}
+            lam = gy[k, ..., None] * Cm[k, ..., None, :]  # (T C B d N)
+            lam_in, s = _carry(_chunk_ends(a_next, lam, True), P, s, True)  # (C B d N) λ at the next chunk's start
+            for t in reversed(range(lam.shape[0])):  # pass 2: -> λ_t; x_t -> w_{t+1}
                 step = a_next[t] * (lam_in if t == lam.shape[0] - 1 else lam[t + 1])  # (C B d N) Ā_{t+1} λ_{t+1}
                 lam[t].add_(step)
                 x[t].mul_(step)
-            lam_B = (lam @ Bm[k, ..., None]).squeeze(-1)                         # (T C B d) Σ_n λ_t B_t[n]
-            d_A += (nxt[k].flatten() @ x.flatten(0, 2).flatten(1)).view_as(A)    # Σ_t Δ_t w_t
-            grads.append((x.flatten(-2) @ A.flatten(),                           # (T C B) ∂Δ_{t+1} via Ā
-                          (u[k] * lam_B).sum(-1),                                # (T C B) ∂Δ_t via b
-                          delta[k, ..., None] * (u[k, ..., None, :] @ lam).squeeze(-2),  # (T C B N) ∂B_t
-                          d_C,
-                          delta[k, ..., None] * lam_B))                          # (T C B d) ∂u_t
+            lam_B = (lam @ Bm[k, ..., None]).squeeze(-1)  # (T C B d) Σ_n λ_t B_t[n]
+            d_A += (nxt[k].flatten() @ x.flatten(0, 2).flatten(1)).view_as(A)  # Σ_t Δ_t w_t
+            grads.append(
+                (
+                    x.flatten(-2) @ A.flatten(),  # (T C B) ∂Δ_{t+1} via Ā
+                    (u[k] * lam_B).sum(-1),  # (T C B) ∂Δ_t via b
+                    delta[k, ..., None] * (u[k, ..., None, :] @ lam).squeeze(-2),  # (T C B N) ∂B_t
+                    d_C,
+                    delta[k, ..., None] * lam_B,
+                )
+            )  # (T C B d) ∂u_t
         d_next, d_b, d_B, d_C, d_u = (torch.stack(g[::-1]) for g in zip(*grads))
         return _shift(d_next, -1) + d_b, d_A, d_B, d_C, d_u
 
@@ -161,14 +166,14 @@ class Selective(nn.Module):
     def __init__(self, d_model: int, d_state: int, s_A: float = 0.0, A_spread: float = 10.0, chunk: int | None = None):
         super().__init__()
         d, N = d_model, d_state
-        A = -A_spread * torch.rand(d, N) + s_A                                   # (d N), A ≤ s_A
-        A[:, 0] = s_A                                                            # spectral abscissa set exactly
-        self.A = nn.Parameter(A)                                                 # (d N), trained, unconstrained
-        self.W_B = nn.Parameter(torch.randn(N, d))                               # (N d)
-        self.W_C = nn.Parameter(torch.randn(N, d))                               # (N d)
-        self.q = nn.Parameter(torch.randn(d))                                    # (d)
-        self.p = nn.Parameter(torch.randn(1))                                    # (1)
-        self.chunk = chunk                                                       # steps per chunk T (speed only)
+        A = -A_spread * torch.rand(d, N) + s_A  # (d N), A ≤ s_A
+        A[:, 0] = s_A  # spectral abscissa set exactly
+        self.A = nn.Parameter(A)  # (d N), trained, unconstrained
+        self.W_B = nn.Parameter(torch.randn(N, d))  # (N d)
+        self.W_C = nn.Parameter(torch.randn(N, d))  # (N d)
+        self.q = nn.Parameter(torch.randn(d))  # (d)
+        self.p = nn.Parameter(torch.randn(1))  # (1)
+        self.chunk = chunk  # steps per chunk T (speed only)
 
     def spectral_abscissa(self) -> torch.Tensor:
         """s_A = max Re λ(A) = max over the real diagonal A (a 0-dim tensor, differentiable)."""
@@ -186,7 +191,7 @@ class Selective(nn.Module):
         and spreading L over n blocks by under n."""
         cap = min(L, max(1, BLOCK_STATE.get(device.type, BLOCK_STATE["cpu"]) // state))  # steps a block may hold
         blocks = -(-L // cap)
-        steps = -(-L // blocks)                                                  # steps per block, spread evenly
+        steps = -(-L // blocks)  # steps per block, spread evenly
         if self.chunk:
             T = min(steps, self.chunk)
             return T, -(-steps // T)
@@ -203,20 +208,20 @@ class Selective(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B L d) -> y: (B L d), by the fused CPU kernel where it can run (`selective_cpu.usable`), else eager."""
         if selective_cpu.usable(u, *self.parameters()):
-            delta = F.softplus(self.p + u @ self.q)                              # (B L)
-            B_t, C_t = u @ self.W_B.T, u @ self.W_C.T                            # (B L N)
-            return selective_cpu.scan(delta, self.A, B_t, C_t, u)                # (B L d)
+            delta = F.softplus(self.p + u @ self.q)  # (B L)
+            B_t, C_t = u @ self.W_B.T, u @ self.W_C.T  # (B L N)
+            return selective_cpu.scan(delta, self.A, B_t, C_t, u)  # (B L d)
         return self.forward_eager(u)
 
     def forward_eager(self, u: torch.Tensor) -> torch.Tensor:
         """u: (B L d) -> y: (B L d), by `_SelectiveScan` over blocks of chunks (any device, under vmap too)."""
         L = u.shape[1]
         T, C = self.chunking(L, packed_points(u) * u.shape[0] * self.A.numel(), u.device)
-        u_b = to_blocks(u.transpose(0, 1), T, C)                                 # (K T C B d)
-        delta = F.softplus(self.p + u_b @ self.q)                                # (K T C B)
-        B_t, C_t = u_b @ self.W_B.T, u_b @ self.W_C.T                            # (K T C B N)
-        y, _ = _SelectiveScan.apply(delta, self.A, B_t, C_t, u_b)                # (K T C B d)
-        return from_blocks(y, L).transpose(0, 1)                                 # (B L d)
+        u_b = to_blocks(u.transpose(0, 1), T, C)  # (K T C B d)
+        delta = F.softplus(self.p + u_b @ self.q)  # (K T C B)
+        B_t, C_t = u_b @ self.W_B.T, u_b @ self.W_C.T  # (K T C B N)
+        y, _ = _SelectiveScan.apply(delta, self.A, B_t, C_t, u_b)  # (K T C B d)
+        return from_blocks(y, L).transpose(0, 1)  # (B L d)
 
 
 def packed_points(t: torch.Tensor) -> int:
@@ -236,13 +241,13 @@ def packed_points(t: torch.Tensor) -> int:
 
 def selective_loop(layer: Selective, u: torch.Tensor) -> torch.Tensor:
     """Reference: the recurrence step by step (a Python loop over t), as in the paper's code. u: (B L d) -> (B L d)."""
-    delta = F.softplus(layer.p + torch.einsum("bld,d->bl", u, layer.q))          # (B L)
-    B_t = torch.einsum("nd,bld->bln", layer.W_B, u)                              # (B L N)
-    C_t = torch.einsum("nd,bld->bln", layer.W_C, u)                              # (B L N)
-    x = u.new_zeros(u.shape[0], *layer.A.shape)                                  # (B d N)
+    delta = F.softplus(layer.p + torch.einsum("bld,d->bl", u, layer.q))  # (B L)
+    B_t = torch.einsum("nd,bld->bln", layer.W_B, u)  # (B L N)
+    C_t = torch.einsum("nd,bld->bln", layer.W_C, u)  # (B L N)
+    x = u.new_zeros(u.shape[0], *layer.A.shape)  # (B d N)
     ys = []
     for t in range(u.shape[1]):
-        dt = delta[:, t, None, None]                                             # (B 1 1)
+        dt = delta[:, t, None, None]  # (B 1 1)
         x = torch.exp(dt * layer.A) * x + dt * B_t[:, t, None, :] * u[:, t, :, None]
         ys.append(torch.einsum("bdn,bn->bd", x, C_t[:, t]))
-    return torch.stack(ys, 1)                                                    # (B L d)
+    return torch.stack(ys, 1)  # (B L d)

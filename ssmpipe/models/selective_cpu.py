@@ -28,9 +28,13 @@ def kernel():
     capability = torch.backends.cpu.get_cpu_capability()
     try:
         from torch.utils.cpp_extension import load_inline
-        return load_inline(name=f"ssmpipe_selective_{capability.lower()}", cpp_sources=[SOURCE.read_text()],
-                           functions=["selective_forward", "selective_backward"],
-                           extra_cflags=["-O3", "-fopenmp-simd", *ARCH_FLAGS.get(capability, [])])
+
+        return load_inline(
+            name=f"ssmpipe_selective_{capability.lower()}",
+            cpp_sources=[SOURCE.read_text()],
+            functions=["selective_forward", "selective_backward"],
+            extra_cflags=["-O3", "-fopenmp-simd", *ARCH_FLAGS.get(capability, [])],
+        )
     except Exception as e:  # noqa: BLE001 - any build failure means: run the eager scan
         log.warning("fused CPU selective scan unavailable, using the eager scan: %s", str(e).splitlines()[0])
         return None
@@ -48,8 +52,10 @@ def _plain(t: torch.Tensor) -> bool:
 def usable(*tensors: torch.Tensor) -> bool:
     """Whether the fused scan can run on these tensors: CPU, float32/float64, plain or under vmap only (`_plain`),
     and the kernel built (compiled here on first call)."""
-    return (all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and _plain(t) for t in tensors)
-            and kernel() is not None)
+    return (
+        all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and _plain(t) for t in tensors)
+        and kernel() is not None
+    )
 
 
 def chunk(L: int, d: int, N: int) -> int:
@@ -83,16 +89,19 @@ class _FusedScan(torch.autograd.Function):
     def backward(ctx, gy, _g_starts):
         delta, A, Bm, Cm, u, starts = ctx.saved_tensors
         T = chunk(u.shape[1], *A.shape[-2:])
-        g_delta, g_At, g_B, g_C, g_u = kernel().selective_backward(*_kernel_inputs(delta, A, Bm, Cm, u), starts,
-                                                                   gy.contiguous(), T)
+        g_delta, g_At, g_B, g_C, g_u = kernel().selective_backward(
+            *_kernel_inputs(delta, A, Bm, Cm, u), starts, gy.contiguous(), T
+        )
         return g_delta, g_At.transpose(-1, -2), g_B, g_C, g_u
 
     @staticmethod
     def vmap(info, in_dims, delta, A, Bm, Cm, u):
         """K stacked problems (vmap's batch) -> one of K·B rows and K·G groups of A."""
         K = info.batch_size
-        args = [x.movedim(dim, 0) if dim is not None else x.expand(K, *x.shape)
-                for x, dim in zip((delta, A, Bm, Cm, u), in_dims)]
+        args = [
+            x.movedim(dim, 0) if dim is not None else x.expand(K, *x.shape)
+            for x, dim in zip((delta, A, Bm, Cm, u), in_dims)
+        ]
         outputs = _FusedScan.apply(*(x.flatten(0, 1) for x in args))
         return tuple(x.unflatten(0, (K, -1)) for x in outputs), (0, 0)
 

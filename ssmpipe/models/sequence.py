@@ -18,15 +18,31 @@ from ssmpipe.theory.tau import input_stats, tau, tau_scaling
 
 def s4d_layer(d_model: int, model: dict) -> nn.Module:
     init = model["init"]
-    return S4D(d_model, model["d_state"], scheme=init["scheme"], real=init["real"], imag=init["imag"],
-               scale=init["scale"], dt_min=init["dt_min"], dt_max=init["dt_max"],
-               discretization=model["discretization"], train_A=model["train_A"])
+    return S4D(
+        d_model,
+        model["d_state"],
+        scheme=init["scheme"],
+        real=init["real"],
+        imag=init["imag"],
+        scale=init["scale"],
+        dt_min=init["dt_min"],
+        dt_max=init["dt_max"],
+        discretization=model["discretization"],
+        train_A=model["train_A"],
+    )
 
 
 def s4_layer(d_model: int, model: dict) -> nn.Module:
     init = model["init"]
-    return S4(d_model, model["d_state"], scale=init["scale"], dt_min=init["dt_min"], dt_max=init["dt_max"],
-              discretization=model["discretization"], train_A=model["train_A"])
+    return S4(
+        d_model,
+        model["d_state"],
+        scale=init["scale"],
+        dt_min=init["dt_min"],
+        dt_max=init["dt_max"],
+        discretization=model["discretization"],
+        train_A=model["train_A"],
+    )
 
 
 def selective_layer(d_model: int, model: dict) -> nn.Module:
@@ -69,14 +85,15 @@ class SequenceModel(nn.Module):
         """
         h, inputs = self.trunk(x)
         if self.pooling == "last":
-            h = h[:, -1]                                                    # (B H)
+            h = h[:, -1]  # (B H)
         elif self.pooling == "mean":
-            h = h.mean(1)                                                   # (B H)
+            h = h.mean(1)  # (B H)
         out = self.decoder(h)
         if not with_tau:
             return out
-        return out, torch.stack([tau(ssm.kernel(u.shape[1]), *input_stats(u.detach()))
-                                 for ssm, u in zip(self.layers, inputs)])
+        return out, torch.stack(
+            [tau(ssm.kernel(u.shape[1]), *input_stats(u.detach())) for ssm, u in zip(self.layers, inputs)]
+        )
 
 
 def build_model(settings: dict, info: dict) -> SequenceModel:
@@ -98,7 +115,7 @@ def init_from_data(model: SequenceModel, x: torch.Tensor, settings: dict) -> Seq
     if init["dt"] == "s4d" and init["c_scaling"] == "none":
         return model
     for i, layer in enumerate(model.layers):
-        u = model.trunk(x)[1][i]                                            # (B L H)
+        u = model.trunk(x)[1][i]  # (B L H)
         if init["dt"] == "autocorr":
             dt = dt_autocorr(u.shape[1], lambda_max(u, stationary=True), init["dt_c"])  # unbiased at batch ≪ L
             layer.log_dt.fill_(float(torch.log(dt)))

@@ -60,11 +60,13 @@ def figures_of(config: dict) -> dict:
 
 def _caption(spec: dict) -> str:
     at = {"final": "Final", "init": "At init: ", "first": "Over the first epoch: "}[spec.get("at", "final")]
-    what = {"lines": f"{at} {spec['metric']} against {spec.get('x')}",
-            "heatmap": f"{at} {spec['metric']} over {spec.get('group')} × {spec.get('x')}",
-            "curves": f"{spec['metric']} per epoch (epoch 0: at init)",
-            "profile": f"{at} {spec['metric']} against the lag τ",
-            "lengths": f"{at} {spec['metric']} over train length seq_len × test length T′"}[spec["kind"]]
+    what = {
+        "lines": f"{at} {spec['metric']} against {spec.get('x')}",
+        "heatmap": f"{at} {spec['metric']} over {spec.get('group')} × {spec.get('x')}",
+        "curves": f"{spec['metric']} per epoch (epoch 0: at init)",
+        "profile": f"{at} {spec['metric']} against the lag τ",
+        "lengths": f"{at} {spec['metric']} over train length seq_len × test length T′",
+    }[spec["kind"]]
     parts = [what]
     if spec.get("group") and spec["kind"] != "heatmap":
         parts.append(f"one line per {spec['group']}")
@@ -95,17 +97,22 @@ def build_report(store: Layout, sweep: str) -> Path:
         study = _read(study_json, lambda p: load_json(read_file(p), str(p)), "a study summary (JSON)")
         # counts by status, best config, every trial (stopped ones are not "not ok")
         head = [_study_best_section(study)]
-        specs = {stem: (title, caption, family, lambda runs, final, make=make: make(runs, study))
-                 for stem, (title, caption, family, make) in STUDY_FIGURES.items()}
+        specs = {
+            stem: (title, caption, family, lambda runs, final, make=make: make(runs, study))
+            for stem, (title, caption, family, make) in STUDY_FIGURES.items()
+        }
     else:
-        head += [] if nothing else [_claim_section(name, CLAIMS[name](runs, final))
-                                  for name in config["report"]["claims"]]
+        head += (
+            [] if nothing else [_claim_section(name, CLAIMS[name](runs, final)) for name in config["report"]["claims"]]
+        )
         specs = figures_of(config)
     by_family: dict[str, list[str]] = {"length": [], "tradeoff": [], "training": []}
     if nothing:  # no figure to draw: each page says why, each figure file (a rule's output) shows the same line
         head.insert(0, f'<section id="nothing"><h2>No results</h2><p><b>{html.escape(nothing)}</b></p></section>')
-        specs = {stem: (title, caption, "none", lambda runs, final: (_note(nothing), None))
-                 for stem, (title, caption, _, _) in specs.items()}
+        specs = {
+            stem: (title, caption, "none", lambda runs, final: (_note(nothing), None))
+            for stem, (title, caption, _, _) in specs.items()
+        }
     for stem, (title, caption, family, make) in specs.items():
         fig, table = make(runs, final)
         png = _png(fig)
@@ -118,9 +125,15 @@ def build_report(store: Layout, sweep: str) -> Path:
     for name, (suffix, _, families) in PAGES.items():
         sections = ([*head] if name == "index.html" else []) + [s for f in families for s in by_family[f]]
         body = "\n".join(sections) or f"<p>{html.escape(nothing or 'No figures of this family in this sweep.')}</p>"
-        page = _PAGE.format(title=html.escape(config["report"]["title"] + suffix), style=STYLE, header=header,
-                            nav=_nav(name, {p: sum(len(by_family[f]) for f in fs) for p, (_, _, fs) in PAGES.items()}),
-                            contents=_contents(sections), sections=body, config=config_block)
+        page = _PAGE.format(
+            title=html.escape(config["report"]["title"] + suffix),
+            style=STYLE,
+            header=header,
+            nav=_nav(name, {p: sum(len(by_family[f]) for f in fs) for p, (_, _, fs) in PAGES.items()}),
+            contents=_contents(sections),
+            sections=body,
+            config=config_block,
+        )
         write_text(folder / name, page)
     return folder / "index.html"
 
@@ -129,8 +142,11 @@ def _header(config: dict, sweep: str, study: dict | None, final: pd.DataFrame, r
     """One line under the title: the sweep (or study), its runs by status, its table's rows."""
     counts = final["status"].value_counts()
     statuses = ", ".join(f"{n} {s}" for s, n in counts.items())
-    what = f"Study <code>{html.escape(sweep)}</code> ({study['n_trials']} trials" if study else \
-        f"Sweep <code>{html.escape(sweep)}</code> ({final['run_id'].nunique()} runs"
+    what = (
+        f"Study <code>{html.escape(sweep)}</code> ({study['n_trials']} trials"
+        if study
+        else f"Sweep <code>{html.escape(sweep)}</code> ({final['run_id'].nunique()} runs"
+    )
     return f"{what}: {html.escape(statuses) or 'none'}); {len(runs)} rows in its table, one per run and epoch."
 
 
@@ -143,7 +159,7 @@ def _nav(current: str, figures_on: dict[str, int]) -> str:
         count = f" <small>({figures_on[name]} figure{'s' * (figures_on[name] != 1)})</small>"
         here = ' aria-current="page"' if name == current else ""
         links.append(f'<a href="{name}"{here}>{label}{count}</a>')
-    return f'<nav>{"".join(links)}</nav>'
+    return f"<nav>{''.join(links)}</nav>"
 
 
 def _contents(sections: list[str]) -> str:
@@ -163,8 +179,7 @@ def read_sweep(store: Layout, sweep: str) -> tuple[pd.DataFrame, dict]:
     runs = _read(store.table_path(sweep), _read_table, "a Parquet table")
     missing = sorted({"run_id", "epoch", "status", "error", "train_loss", "test_loss"} - set(runs.columns))
     if missing:
-        raise InputError(f"{str(store.table_path(sweep))!r} is not a sweep's table "
-                         f"(no column {', '.join(missing)})")
+        raise InputError(f"{str(store.table_path(sweep))!r} is not a sweep's table (no column {', '.join(missing)})")
     return runs, read_config(store.config_path(sweep))
 
 
@@ -184,8 +199,10 @@ def read_config(path: Path) -> dict:
 def _read(path: Path, read, what: str):
     """read(path), or an InputError naming the file: missing, or not `what`."""
     if not path.is_file():
-        raise InputError(f"{str(path)!r} does not exist" + (" (`ssmpipe aggregate` writes it)"
-                                                           if path.name == "runs.parquet" else ""))
+        raise InputError(
+            f"{str(path)!r} does not exist"
+            + (" (`ssmpipe aggregate` writes it)" if path.name == "runs.parquet" else "")
+        )
     try:
         return read(path)
     except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: pyarrow's ArrowInvalid, JSON's, UTF-8's
@@ -218,8 +235,13 @@ def _note(text: str):
 
 def verdict_html(verdict: str) -> str:
     """The verdict word in bold: green supported, red not supported, amber inconclusive, grey anything else."""
-    colour = {"supported": "#1a7f37", "passed": "#1a7f37", "not supported": "#b42318", "failed": "#b42318",
-              "inconclusive": "#9a6700"}.get(verdict, "#666")
+    colour = {
+        "supported": "#1a7f37",
+        "passed": "#1a7f37",
+        "not supported": "#b42318",
+        "failed": "#b42318",
+        "inconclusive": "#9a6700",
+    }.get(verdict, "#666")
     return f'<b style="color:{colour}">{html.escape(verdict)}</b>'
 
 
@@ -233,11 +255,14 @@ def tests_html(v) -> str:
         f"<td>{'—' if t.low != t.low else f'[{t.low:.3g}, {t.high:.3g}]'}</td>"
         f"<td>{'—' if t.p != t.p else f'{t.p:.3g}'}</td><td>{html.escape(t.wants)}</td>"
         f"<td>{html.escape(t.paper)}</td><td>{verdict_html('passed' if t.passed else 'failed')}</td></tr>"
-        for t in v.tests)
-    return (f'<table class="tests"><tr><th>effect</th><th>estimate</th><th>{100 * (1 - 2 * LEVEL):.0f}% interval</th>'
-            f"<th>p</th><th>passing needs</th><th>paper</th><th></th></tr>{rows}</table>"
-            f"<p class=\"null\"><b>Null:</b> {html.escape(v.null)}. Level {LEVEL:g}; resampling over runs "
-            f"({RESAMPLES} permutations or bootstrap draws).{(' ' + html.escape(v.note) + '.') if v.note else ''}</p>")
+        for t in v.tests
+    )
+    return (
+        f'<table class="tests"><tr><th>effect</th><th>estimate</th><th>{100 * (1 - 2 * LEVEL):.0f}% interval</th>'
+        f"<th>p</th><th>passing needs</th><th>paper</th><th></th></tr>{rows}</table>"
+        f'<p class="null"><b>Null:</b> {html.escape(v.null)}. Level {LEVEL:g}; resampling over runs '
+        f"({RESAMPLES} permutations or bootstrap draws).{(' ' + html.escape(v.note) + '.') if v.note else ''}</p>"
+    )
 
 
 def _num(x: float) -> str:
@@ -246,32 +271,49 @@ def _num(x: float) -> str:
 
 def _claim_section(name: str, v) -> str:
     body = tests_html(v) if v.tests else f"<p>{html.escape(v.finding)}</p>"
-    return (f'<section id="claim-{name}"><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>'
-            f"<p>{verdict_html(v.verdict)}</p>{body}"
-            f"{numbers(v.table, 'The numbers behind the verdict')}</section>")
+    return (
+        f'<section id="claim-{name}"><h2>Paper {html.escape(v.paper)}: {html.escape(v.claim)}</h2>'
+        f"<p>{verdict_html(v.verdict)}</p>{body}"
+        f"{numbers(v.table, 'The numbers behind the verdict')}</section>"
+    )
 
 
 STUDY_FIGURES = {  # a tune study's: file stem -> (title, caption, family, function of (runs, study.json))
-    "study_settings": ("Metric against each searched setting",
-                       ("Each trial's metric at its last epoch against its sampled value of each searched setting; "
-                        "hollow grey: stopped early by the scheduler (its last epoch is earlier); star: the best "
-                        "trial trained to the end."),
-                       "tradeoff", study_figures.metric_vs_settings),
-    "study_curves": ("Trials per epoch", ("The metric per epoch of every trial (epoch 0: at init); grey lines end "
-                                          "where the scheduler stopped the trial."),
-                     "training", study_figures.trial_curves),
+    "study_settings": (
+        "Metric against each searched setting",
+        (
+            "Each trial's metric at its last epoch against its sampled value of each searched setting; "
+            "hollow grey: stopped early by the scheduler (its last epoch is earlier); star: the best "
+            "trial trained to the end."
+        ),
+        "tradeoff",
+        study_figures.metric_vs_settings,
+    ),
+    "study_curves": (
+        "Trials per epoch",
+        (
+            "The metric per epoch of every trial (epoch 0: at init); grey lines end "
+            "where the scheduler stopped the trial."
+        ),
+        "training",
+        study_figures.trial_curves,
+    ),
 }
 
 
 def _study_best_section(study: dict) -> str:
     c = study["counts"]
-    text = (f"Study <code>{html.escape(study['study'])}</code> ({study['search']} search, {study['scheduler']} "
-            f"scheduler, {study['mode']} {html.escape(study['metric'])}): {study['n_trials']} trials, {c['ok']} "
-            f"trained to the end, {c['stopped']} stopped early, {c['diverged']} diverged, {c['failed']} failed; "
-            f"{sum(study['wall_s']):.0f} s.")
-    return (f'<section id="best"><h2>Best config</h2><p>{text}</p>'
-            f'<div class="box">{table_html(study_figures.best_table(study))}</div>'
-            f"{numbers(study_figures.trials_table(study), 'Every trial')}</section>")
+    text = (
+        f"Study <code>{html.escape(study['study'])}</code> ({study['search']} search, {study['scheduler']} "
+        f"scheduler, {study['mode']} {html.escape(study['metric'])}): {study['n_trials']} trials, {c['ok']} "
+        f"trained to the end, {c['stopped']} stopped early, {c['diverged']} diverged, {c['failed']} failed; "
+        f"{sum(study['wall_s']):.0f} s."
+    )
+    return (
+        f'<section id="best"><h2>Best config</h2><p>{text}</p>'
+        f'<div class="box">{table_html(study_figures.best_table(study))}</div>'
+        f"{numbers(study_figures.trials_table(study), 'Every trial')}</section>"
+    )
 
 
 def _png(fig) -> bytes:
@@ -291,24 +333,30 @@ def numbers(table: pd.DataFrame | None, what: str) -> str:
     if table is None or table.empty:
         return ""
     rows, cols = table.shape
-    return (f"<details><summary>{html.escape(what)}: {rows} row{'s' * (rows != 1)} × {cols} columns</summary>"
-            f'<div class="box">{table_html(table)}</div></details>')
+    return (
+        f"<details><summary>{html.escape(what)}: {rows} row{'s' * (rows != 1)} × {cols} columns</summary>"
+        f'<div class="box">{table_html(table)}</div></details>'
+    )
 
 
 def _figure_section(stem: str, title: str, caption: str, png: bytes, table: pd.DataFrame | None) -> str:
     img = base64.b64encode(png).decode()
-    return (f'<section id="fig-{stem}"><h2>{html.escape(title)}</h2>'
-            f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{img}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-            f"{numbers(table, 'The numbers behind the figure')}</section>")
+    return (
+        f'<section id="fig-{stem}"><h2>{html.escape(title)}</h2>'
+        f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{img}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+        f"{numbers(table, 'The numbers behind the figure')}</section>"
+    )
 
 
 def _status_section(final: pd.DataFrame) -> str:
     counts = final["status"].value_counts().sort_index()
     text = ", ".join(f"{n} {status}" for status, n in counts.items()) or "none"
     failed = final[final["status"] != "ok"][["run_id", "status", "error"]]
-    return (f'<section id="runs"><h2>Runs</h2><p>{len(final)} runs: {html.escape(text)}.</p>'
-            f"{numbers(failed, 'Runs not ok, with their errors')}</section>")
+    return (
+        f'<section id="runs"><h2>Runs</h2><p>{len(final)} runs: {html.escape(text)}.</p>'
+        f"{numbers(failed, 'Runs not ok, with their errors')}</section>"
+    )
 
 
 STYLE = """body { font: 16px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 0 auto; padding: 1.5em;

@@ -29,17 +29,32 @@ TASK_KEYS = {
     "listops": {"name", "n_train", "n_test", "seed", "max_depth", "max_args", "length_window", "path", "data_hash"},
     "imdb": {"name", "path", "vocab", "data_hash"},
 }
-_LTI = {"model.init.scale", "model.init.dt_min", "model.init.dt_max", "model.init.dt", "model.init.dt_c",
-        "model.init.c_scaling", "model.discretization", "model.train_A", "reg.lambda"}
+_LTI = {
+    "model.init.scale",
+    "model.init.dt_min",
+    "model.init.dt_max",
+    "model.init.dt",
+    "model.init.dt_c",
+    "model.init.c_scaling",
+    "model.discretization",
+    "model.train_A",
+    "reg.lambda",
+}
 # model.kind -> the model.init.*, model.discretization / train_A and reg.* keys its layers read
 # (ssmpipe/models/sequence.py); every other model.* key (d_model, d_state, n_layers, block, pooling) all read
-MODEL_KEYS = {"s4d": _LTI | {"model.init.scheme", "model.init.real", "model.init.imag"}, "s4": _LTI,
-              "selective": {"model.init.s_A"}}
+MODEL_KEYS = {
+    "s4d": _LTI | {"model.init.scheme", "model.init.real", "model.init.imag"},
+    "s4": _LTI,
+    "selective": {"model.init.s_A"},
+}
 _BY_KIND = set().union(*MODEL_KEYS.values())
 # keys read only when another setting has a value (ssmpipe/models/s4d.py: real, imag by the sweep scheme;
 # ssmpipe/models/sequence.py: dt_c by the autocorr Δ rule)
-ONLY_WITH = {"model.init.real": ("model.init.scheme", "sweep"), "model.init.imag": ("model.init.scheme", "sweep"),
-             "model.init.dt_c": ("model.init.dt", "autocorr")}
+ONLY_WITH = {
+    "model.init.real": ("model.init.scheme", "sweep"),
+    "model.init.imag": ("model.init.scheme", "sweep"),
+    "model.init.dt_c": ("model.init.dt", "autocorr"),
+}
 NAMED = ("task.name", "model.kind")  # fixed settings always in the set part, default or not
 
 
@@ -47,13 +62,18 @@ def config_section(config: dict) -> str:
     """The config block of a report page: the set part shown, the used defaults in a closed <details>."""
     chosen, defaults = split(config)
     n = _count(defaults)
-    folded = (f"<details><summary>Defaults it used ({n} settings)</summary>"
-              f"<pre>{_yaml(defaults)}</pre></details>") if n else ""
+    folded = (
+        (f"<details><summary>Defaults it used ({n} settings)</summary><pre>{_yaml(defaults)}</pre></details>")
+        if n
+        else ""
+    )
     what = "study" if config.get("tune") else "sweep"
-    return (f'<section id="config"><h2>Config</h2><p>What this {what} set: its name, '
-            f"{'search' if what == 'study' else 'grid'}, task, model and every setting it gave a value other than "
-            f"the default of <code>workflow/schemas/config.schema.yaml</code>. Settings its runs do not read are "
-            f"left out.</p><pre>{_yaml(chosen)}</pre>{folded}</section>")
+    return (
+        f'<section id="config"><h2>Config</h2><p>What this {what} set: its name, '
+        f"{'search' if what == 'study' else 'grid'}, task, model and every setting it gave a value other than "
+        f"the default of <code>workflow/schemas/config.schema.yaml</code>. Settings its runs do not read are "
+        f"left out.</p><pre>{_yaml(chosen)}</pre>{folded}</section>"
+    )
 
 
 def split(config: dict) -> tuple[dict, dict]:
@@ -75,8 +95,9 @@ def split(config: dict) -> tuple[dict, dict]:
             chosen[key] = set_part
         if key == "report" and "figures" in (set_part or {}):  # each figure as written: its defaults left out
             item = figure_defaults()
-            set_part["figures"] = [{k: v for k, v in f.items() if k not in item or item[k] != v}
-                                   for f in set_part["figures"]]
+            set_part["figures"] = [
+                {k: v for k, v in f.items() if k not in item or item[k] != v} for f in set_part["figures"]
+            ]
         if default_part is not None:
             used[key] = default_part
     return chosen, used

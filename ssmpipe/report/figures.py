@@ -33,7 +33,7 @@ def summarise(final: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
     return table.astype({"runs": int, "not_ok": int}).reset_index()
 
 
-MAX_COLUMNS = 4         # panels per row
+MAX_COLUMNS = 4  # panels per row
 MAX_LABELLED_CELLS = 64  # heatmap panels with more cells go without numbers in the cells
 
 
@@ -41,8 +41,9 @@ def panels(n: int, width: float = 3.6, height: float = 3.2, **kw):
     """n panels wrapped into rows of at most MAX_COLUMNS; returns (figure, flat list of the n axes)."""
     cols = min(n, MAX_COLUMNS)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(width * cols + 1.6, 6.4), height * rows), squeeze=False,
-                             layout="constrained", **kw)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(max(width * cols + 1.6, 6.4), height * rows), squeeze=False, layout="constrained", **kw
+    )
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -53,19 +54,40 @@ def _label(column: str) -> str:
     return LABELS.get(column, column.replace("_", " "))
 
 
-LABELS = {"epoch": "epoch", REAL: "real part a (Re λ)", IMAG: "imaginary scale s (Im λₙ = s·π·n)",
-          LENGTH: "sequence length L",
-          "test_acc": "test accuracy", "train_acc": "train accuracy", "test_loss": "test loss",
-          "train_loss": "train loss", "gap": "gap: test − train loss", "s_A": "spectral abscissa s_A",
-          "output_scale": "E|y_L| (first layer)", "tau": "τ (mean over channels)", "mc": "memory capacity",
-          "grad_norm": "gradient norm", "model.init.s_A": "s_A at init", "reg.lambda": "regularization λ",
-          "model.init.c_scaling": "init scaling of C", "task.moment": "moment coefficient b",
-          "model.init.dt": "Δ rule", "model.init.scheme": "eigenvalue init", "model.train_A": "A trained",
-          "task.lag": "lag τ", "task.name": "task", "mf": "memory function MF(τ)",
-          "gram_cond": "Gram condition number κ", "model.block": "block", "model.kind": "layer",
-          "model.init.dt_c": "c of the Δ rule Δ = c/√(L·λ_max)",
-          TRAIN_LENGTH: "train length T", TEST_LENGTH: "test length T′",
-          "len_test_acc": "test accuracy at T′", "len_test_loss": "test loss at T′"}
+LABELS = {
+    "epoch": "epoch",
+    REAL: "real part a (Re λ)",
+    IMAG: "imaginary scale s (Im λₙ = s·π·n)",
+    LENGTH: "sequence length L",
+    "test_acc": "test accuracy",
+    "train_acc": "train accuracy",
+    "test_loss": "test loss",
+    "train_loss": "train loss",
+    "gap": "gap: test − train loss",
+    "s_A": "spectral abscissa s_A",
+    "output_scale": "E|y_L| (first layer)",
+    "tau": "τ (mean over channels)",
+    "mc": "memory capacity",
+    "grad_norm": "gradient norm",
+    "model.init.s_A": "s_A at init",
+    "reg.lambda": "regularization λ",
+    "model.init.c_scaling": "init scaling of C",
+    "task.moment": "moment coefficient b",
+    "model.init.dt": "Δ rule",
+    "model.init.scheme": "eigenvalue init",
+    "model.train_A": "A trained",
+    "task.lag": "lag τ",
+    "task.name": "task",
+    "mf": "memory function MF(τ)",
+    "gram_cond": "Gram condition number κ",
+    "model.block": "block",
+    "model.kind": "layer",
+    "model.init.dt_c": "c of the Δ rule Δ = c/√(L·λ_max)",
+    TRAIN_LENGTH: "train length T",
+    TEST_LENGTH: "test length T′",
+    "len_test_acc": "test accuracy at T′",
+    "len_test_loss": "test loss at T′",
+}
 
 
 def _fmt(v) -> str:
@@ -84,8 +106,9 @@ def _key(fig, axes, colours: dict, title: str) -> None:
     numeric = all(isinstance(v, (int, float, np.floating, np.integer)) for v in colours)
     if len(colours) <= 8 or not numeric:
         handles = [plt.Line2D([], [], color=c, marker="o", label=_fmt(v)) for v, c in colours.items()]
-        axes[-1].legend(handles=handles, title=title, fontsize=7, title_fontsize=8,
-                        loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        axes[-1].legend(
+            handles=handles, title=title, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0)
+        )
     else:
         values = list(colours)
         norm = matplotlib.colors.Normalize(min(values), max(values))
@@ -117,8 +140,9 @@ def _finish(fig, axes, parts, panel, group, colours, metric, x, logy, title) -> 
     _title(fig, title)
 
 
-def lines(final: pd.DataFrame, metric: str, x: str, group: str | None = None, panel: str | None = None,
-          logy: bool = False):
+def lines(
+    final: pd.DataFrame, metric: str, x: str, group: str | None = None, panel: str | None = None, logy: bool = False
+):
     """Final `metric` against setting `x`, one line per `group` value, one panel per `panel` value.
 
     Mean over seeds (and any setting not named), with a ± std band while a panel has at most 6 lines.
@@ -130,7 +154,7 @@ def lines(final: pd.DataFrame, metric: str, x: str, group: str | None = None, pa
     parts = _panels_of(table, panel)
     fig, axes = panels(len(parts), sharey=True)
     for ax, (_, t) in zip(axes, parts):
-        for g, tg in (t.groupby(group) if group else [(None, t)]):
+        for g, tg in t.groupby(group) if group else [(None, t)]:
             tg = tg.sort_values(x)
             ax.plot(tg[x], tg["mean"], marker="o", ms=3, color=colours[g])
             if len(colours) <= 6:  # more bands than that hide the lines
@@ -145,8 +169,18 @@ def lines(final: pd.DataFrame, metric: str, x: str, group: str | None = None, pa
             ax.minorticks_off()
         if numeric:
             ax.set_xticks(xs, [_fmt(v) for v in xs], fontsize=7)
-    _finish(fig, axes, parts, panel, group, colours, metric, x, logy,
-            f"{_label(metric)} against {_label(x)} (mean ± std over seeds)")
+    _finish(
+        fig,
+        axes,
+        parts,
+        panel,
+        group,
+        colours,
+        metric,
+        x,
+        logy,
+        f"{_label(metric)} against {_label(x)} (mean ± std over seeds)",
+    )
     return fig, table
 
 
@@ -164,8 +198,15 @@ def heatmap(final: pd.DataFrame, metric: str, x: str, group: str, panel: str | N
         ax.set_yticks(range(grid.shape[0]), [_fmt(v) for v in grid.index], fontsize=7)
         if grid.size <= MAX_LABELLED_CELLS:
             for (i, j), v in np.ndenumerate(grid.values):
-                ax.text(j, i, "—" if np.isnan(v) else f"{v:.2f}", ha="center", va="center", fontsize=8,
-                        color="white" if np.isnan(v) or v < (vmin + vmax) / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    "—" if np.isnan(v) else f"{v:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if np.isnan(v) or v < (vmin + vmax) / 2 else "black",
+                )
         ax.set_xlabel(_label(x))
         ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
     for ax in axes[::MAX_COLUMNS]:
@@ -186,10 +227,20 @@ def curves(runs: pd.DataFrame, metric: str, group: str | None = None, panel: str
     parts = _panels_of(table, panel)
     fig, axes = panels(len(parts), sharey=True)
     for ax, (_, t) in zip(axes, parts):
-        for g, tg in (t.groupby(group) if group else [(None, t)]):
+        for g, tg in t.groupby(group) if group else [(None, t)]:
             ax.plot(tg["epoch"], tg[metric], color=colours[g], marker="o" if len(tg) == 1 else None, ms=3)
-    _finish(fig, axes, parts, panel, group, colours, metric, "epoch", logy,
-            f"{_label(metric)} per epoch (epoch 0: at init; mean over seeds)")
+    _finish(
+        fig,
+        axes,
+        parts,
+        panel,
+        group,
+        colours,
+        metric,
+        "epoch",
+        logy,
+        f"{_label(metric)} per epoch (epoch 0: at init; mean over seeds)",
+    )
     wide = table.pivot_table(index=by, columns="epoch", values=metric).reset_index() if by else table
     return fig, wide
 
@@ -207,9 +258,15 @@ def profile(rows: pd.DataFrame, metric: str, group: str | None = None, panel: st
         width = max(len(c) for c in curves_)
         mean = np.nanmean([np.pad(c, (0, width - len(c)), constant_values=np.nan) for c in curves_], axis=0)
         means[key] = mean
-        at = sorted({0, *(4 ** k for k in range(8) if 4 ** k < width), width - 1})
-        records.append({**dict(zip(by, key)), "runs": len(curves_), **{f"τ={t}": mean[t] for t in at},
-                        "sum": float(np.nansum(mean))})
+        at = sorted({0, *(4**k for k in range(8) if 4**k < width), width - 1})
+        records.append(
+            {
+                **dict(zip(by, key)),
+                "runs": len(curves_),
+                **{f"τ={t}": mean[t] for t in at},
+                "sum": float(np.nansum(mean)),
+            }
+        )
     table = pd.DataFrame(records)
     colours = _colours(table[group].unique()) if group else {None: "C0"}
     parts = _panels_of(table, panel)
@@ -220,8 +277,18 @@ def profile(rows: pd.DataFrame, metric: str, group: str | None = None, panel: st
             ax.plot(np.arange(len(means[key])), means[key], color=colours[r[group] if group else None], lw=1.2)
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(left=0)
-    _finish(fig, axes, parts, panel, group, colours, metric, "lag τ", logy,
-            f"{_label(metric)} against the lag τ (mean over seeds)")
+    _finish(
+        fig,
+        axes,
+        parts,
+        panel,
+        group,
+        colours,
+        metric,
+        "lag τ",
+        logy,
+        f"{_label(metric)} against the lag τ (mean over seeds)",
+    )
     return fig, table
 
 
@@ -229,9 +296,19 @@ def lengths(final: pd.DataFrame, metric: str, panel: str | None = None):
     """Train at T, test at T′: final `metric` (len_test_acc / len_test_loss, one value per test_seq_lens entry)
     over train length seq_len (rows) × test length T′ (columns), mean over seeds, one panel per `panel` value."""
     rows = final[final[metric].notna()]
-    long = pd.DataFrame([{**({panel: r[panel]} if panel else {}), TRAIN_LENGTH: r[LENGTH], TEST_LENGTH: int(T),
-                          "status": r["status"], metric: float(v)}
-                         for _, r in rows.iterrows() for T, v in zip(r["test_seq_lens"], r[metric])])
+    long = pd.DataFrame(
+        [
+            {
+                **({panel: r[panel]} if panel else {}),
+                TRAIN_LENGTH: r[LENGTH],
+                TEST_LENGTH: int(T),
+                "status": r["status"],
+                metric: float(v),
+            }
+            for _, r in rows.iterrows()
+            for T, v in zip(r["test_seq_lens"], r[metric])
+        ]
+    )
     return heatmap(long, metric, x=TEST_LENGTH, group=TRAIN_LENGTH, panel=panel)
 
 

@@ -22,21 +22,21 @@ Z_LEARNED = 1.645  # one-sided 5% normal quantile: a run learned when its test a
 @dataclass(frozen=True)
 class Test:
     """One statistical test of a claim: the effect, its interval, the p-value against the null, and the outcome."""
-    effect: str                 # what is estimated, e.g. "slope of log E|y_L| on log L, no scaling"
+
+    effect: str  # what is estimated, e.g. "slope of log E|y_L| on log L, no scaling"
     estimate: float
-    low: float                  # the (1 − 2·LEVEL) interval
+    low: float  # the (1 − 2·LEVEL) interval
     high: float
-    p: float                    # one-sided p-value of the null (NaN for an equivalence test decided by the interval)
-    passed: bool                # rejects its null at LEVEL
-    wants: str                  # what passing needs, e.g. "> 0" or "within ±0.05"
-    paper: str = ""             # the paper's value of the effect, where it gives one
+    p: float  # one-sided p-value of the null (NaN for an equivalence test decided by the interval)
+    passed: bool  # rejects its null at LEVEL
+    wants: str  # what passing needs, e.g. "> 0" or "within ±0.05"
+    paper: str = ""  # the paper's value of the effect, where it gives one
 
     def describe(self) -> str:
         p = "" if math.isnan(self.p) else f", p = {self.p:.3g}"
         paper = f"; paper: {self.paper}" if self.paper else ""
         value = "" if math.isnan(self.estimate) else f" {self.estimate:.3g} [{self.low:.3g}, {self.high:.3g}]"
-        return (f"{self.effect}:{value}{p} "
-                f"(needs {self.wants}{paper}) — {'passed' if self.passed else 'failed'}")
+        return f"{self.effect}:{value}{p} (needs {self.wants}{paper}) — {'passed' if self.passed else 'failed'}"
 
 
 def generator(salt: str = "") -> np.random.Generator:
@@ -52,8 +52,8 @@ def codes(labels) -> np.ndarray:
 def permutations(n: int, strata, rng: np.random.Generator, resamples: int = RESAMPLES) -> np.ndarray:
     """(R n) index arrays, each a random permutation of 0..n−1 that moves items only within their stratum."""
     strata = codes(strata) if strata is not None else np.zeros(n, int)
-    order = np.argsort(strata, kind="stable")                                # positions, grouped by stratum
-    keys = strata[order][None, :] + rng.random((resamples, n))               # stratum + noise: sorts within blocks
+    order = np.argsort(strata, kind="stable")  # positions, grouped by stratum
+    keys = strata[order][None, :] + rng.random((resamples, n))  # stratum + noise: sorts within blocks
     out = np.empty((resamples, n), int)
     out[:, order] = order[np.argsort(keys, axis=1)]
     return out
@@ -154,8 +154,9 @@ def paired_test(effect: str, diff, sign: int, paper: str = "", salt: str = "", m
     flips = rng.choice([-1.0, 1.0], size=(RESAMPLES, d.size))
     p = permutation_p(float(shifted.mean()), (flips * shifted[None, :]).mean(1))
     boot = d[rng.integers(0, d.size, (RESAMPLES, d.size))].mean(1)
-    return Test(effect, float(d.mean()), *interval(boot), p, p <= LEVEL and 2.0 ** -d.size <= LEVEL,
-                _wants(sign, margin), paper)
+    return Test(
+        effect, float(d.mean()), *interval(boot), p, p <= LEVEL and 2.0**-d.size <= LEVEL, _wants(sign, margin), paper
+    )
 
 
 def _wants(sign: int, margin: float) -> str:
@@ -180,16 +181,32 @@ def group_test(effect: str, values, in_group, strata, sign: int, paper: str = ""
     return Test(effect, observed, *interval(boot), p, p <= LEVEL, "> 0" if sign > 0 else "< 0", paper)
 
 
-def equivalence_test(effect: str, boot_stat: Callable[[np.ndarray], np.ndarray], values: np.ndarray, strata,
-                     low: float, high: float, paper: str = "", salt: str = "") -> Test:
+def equivalence_test(
+    effect: str,
+    boot_stat: Callable[[np.ndarray], np.ndarray],
+    values: np.ndarray,
+    strata,
+    low: float,
+    high: float,
+    paper: str = "",
+    salt: str = "",
+) -> Test:
     """Equivalence (TOST by interval): H0 the statistic lies outside [low, high]; passed when its whole (1 − 2·LEVEL)
     bootstrap interval lies inside. boot_stat maps values (R n) -> (R); runs resampled within strata."""
     values = np.asarray(values, float)
     rng = generator(salt + effect)
     estimate = float(boot_stat(values[None, :])[0])
     lo, hi = interval(boot_stat(values[bootstrap_indices(values.shape[-1], strata, rng)]))
-    return Test(effect, estimate, lo, hi, float("nan"), bool(low <= lo and hi <= high),
-                f"interval within [{low:g}, {high:g}]", paper)
+    return Test(
+        effect,
+        estimate,
+        lo,
+        hi,
+        float("nan"),
+        bool(low <= lo and hi <= high),
+        f"interval within [{low:g}, {high:g}]",
+        paper,
+    )
 
 
 def bound_test(effect: str, values, sign: int, bound: float, paper: str = "", salt: str = "") -> Test:
@@ -198,14 +215,23 @@ def bound_test(effect: str, values, sign: int, bound: float, paper: str = "", sa
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if v.size < 2:
-        return Test(effect, float("nan"), float("nan"), float("nan"), 1.0, False,
-                    f"{'>' if sign > 0 else '<'} {bound:g}", paper)
+        return Test(
+            effect, float("nan"), float("nan"), float("nan"), 1.0, False, f"{'>' if sign > 0 else '<'} {bound:g}", paper
+        )
     rng = generator(salt + effect)
     boot = v[bootstrap_indices(v.size, None, rng)].mean(1)
     lo, hi = interval(boot)
     p = float((1 + np.sum(sign * (boot - bound) <= 0)) / (1 + boot.size))
-    return Test(effect, float(v.mean()), lo, hi, p, bool(lo > bound if sign > 0 else hi < bound),
-                f"{'>' if sign > 0 else '<'} {bound:g}", paper)
+    return Test(
+        effect,
+        float(v.mean()),
+        lo,
+        hi,
+        p,
+        bool(lo > bound if sign > 0 else hi < bound),
+        f"{'>' if sign > 0 else '<'} {bound:g}",
+        paper,
+    )
 
 
 def holm(tests: list[Test]) -> list[Test]:

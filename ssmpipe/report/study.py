@@ -37,17 +37,30 @@ def best_table(study: dict) -> pd.DataFrame:
     if not best:
         return pd.DataFrame({"what": ["best trial"], "value": ["none trained to the end"]})
     rows = [(key, _fmt(value)) for key, value in best["params"].items()]
-    rows += [(f"final {study['metric']} (epoch {best['epoch']})", _fmt(best["value"])),
-             ("trial", best["trial_id"]), ("run id", best["run_id"])]
+    rows += [
+        (f"final {study['metric']} (epoch {best['epoch']})", _fmt(best["value"])),
+        ("trial", best["trial_id"]),
+        ("run id", best["run_id"]),
+    ]
     return pd.DataFrame(rows, columns=["what", "value"])
 
 
 def trials_table(study: dict) -> pd.DataFrame:
     keys = list(study["space"])
     errors = any(isinstance(e.get("error"), str) for e in study["trials"])
-    return pd.DataFrame([{"trial": e["trial_id"], **{k: e["params"].get(k) for k in keys}, "status": e["status"],
-                          "epochs": e["epochs"], f"final {study['metric']}": e["value"],
-                          **({"error": e.get("error")} if errors else {})} for e in study["trials"]])
+    return pd.DataFrame(
+        [
+            {
+                "trial": e["trial_id"],
+                **{k: e["params"].get(k) for k in keys},
+                "status": e["status"],
+                "epochs": e["epochs"],
+                f"final {study['metric']}": e["value"],
+                **({"error": e.get("error")} if errors else {}),
+            }
+            for e in study["trials"]
+        ]
+    )
 
 
 def metric_vs_settings(runs: pd.DataFrame, study: dict):
@@ -62,8 +75,15 @@ def metric_vs_settings(runs: pd.DataFrame, study: dict):
         for status, style in STYLE.items():
             sel = (final["status"] == status).to_numpy()
             if sel.any():
-                ax.scatter(x[sel], final[metric][sel], s=28, color=style["color"], marker=style["marker"],
-                           facecolors="none" if status == "stopped" else style["color"], label=style["label"])
+                ax.scatter(
+                    x[sel],
+                    final[metric][sel],
+                    s=28,
+                    color=style["color"],
+                    marker=style["marker"],
+                    facecolors="none" if status == "stopped" else style["color"],
+                    label=style["label"],
+                )
         if best is not None and (final["trial_id"] == best).any():
             i = int(np.flatnonzero((final["trial_id"] == best).to_numpy())[0])
             ax.scatter([x[i]], [final[metric].iloc[i]], s=160, marker="*", color="#ff7f0e", zorder=3, label="best")
@@ -82,8 +102,9 @@ def metric_vs_settings(runs: pd.DataFrame, study: dict):
                 handles.append(h)
                 labels.append(lab)
     axes[-1].legend(handles, labels, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(f"Study {study['study']}: {metric.replace('_', ' ')} against each searched setting "
-                 f"({len(final)} trials)")
+    fig.suptitle(
+        f"Study {study['study']}: {metric.replace('_', ' ')} against each searched setting ({len(final)} trials)"
+    )
     return fig, final[["trial_id", *keys, "status", "epoch", metric]]
 
 
@@ -97,8 +118,14 @@ def trial_curves(runs: pd.DataFrame, study: dict):
     for tid, rows in runs.sort_values("epoch").groupby("trial_id"):
         status = final[tid]
         style = STYLE.get(status, STYLE["failed"])
-        ax.plot(rows["epoch"], rows[metric], color=style["color"], alpha=0.8, lw=1.2,
-                label=None if status in seen else style["label"])
+        ax.plot(
+            rows["epoch"],
+            rows[metric],
+            color=style["color"],
+            alpha=0.8,
+            lw=1.2,
+            label=None if status in seen else style["label"],
+        )
         seen.add(status)
     best = (study["best"] or {}).get("trial_id")
     if best is not None:

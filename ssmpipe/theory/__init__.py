@@ -22,7 +22,24 @@ from ssmpipe.theory.memory import memory_capacity, memory_function, s4_system, s
 from ssmpipe.theory.selective_bound import rho_A, s2, selective_rho_A, spectral_abscissa
 from ssmpipe.theory.tau import input_stats, layer_inputs, model_tau, tau, tau_scaling
 
-__all__ = ["input_stats", "tau", "tau_scaling", "layer_inputs", "model_tau",
-           "autocorrelation", "lambda_max", "dt_autocorr", "impulse_states", "gram_matrix", "gram_condition",
-           "memory_function", "memory_capacity", "s4d_system", "s4_system",
-           "s2", "spectral_abscissa", "rho_A", "selective_rho_A"]
+__all__ = [
+    "input_stats",
+    "tau",
+    "tau_scaling",
+    "layer_inputs",
+    "model_tau",
+    "autocorrelation",
+    "lambda_max",
+    "dt_autocorr",
+    "impulse_states",
+    "gram_matrix",
+    "gram_condition",
+    "memory_function",
+    "memory_capacity",
+    "s4d_system",
+    "s4_system",
+    "s2",
+    "spectral_abscissa",
+    "rho_A",
+    "selective_rho_A",
+]

@@ -12,8 +12,9 @@ import torch
 from ssmpipe.theory.autocorr import impulse_states
 
 
-def memory_function(A_bar: torch.Tensor, B_bar: torch.Tensor, T: int, horizon: int | None = None,
-                    rcond: float = 1e-10) -> torch.Tensor:
+def memory_function(
+    A_bar: torch.Tensor, B_bar: torch.Tensor, T: int, horizon: int | None = None, rcond: float = 1e-10
+) -> torch.Tensor:
     """003: MF(τ) = α_τᵀ (Σ_{k<K} α_k α_kᵀ)⁺ α_τ for τ < T, K = horizon (default T). Ā diagonal (... N) or dense
     (... N N), B̄ (... N) -> (... T), float64.
     Numerics: G is never formed or inverted. MF is computed as leverage scores of X = [α_k]_{k<K} from its SVD, the
@@ -24,14 +25,15 @@ def memory_function(A_bar: torch.Tensor, B_bar: torch.Tensor, T: int, horizon: i
     K = T if horizon is None else horizon
     if K < T:
         raise ValueError(f"horizon {K} < T {T}: MF(τ) needs α_τ inside the Gram sum")
-    X = impulse_states(A_bar, B_bar, K)                                     # (... K n)
-    U, s, _ = torch.linalg.svd(X, full_matrices=False)                      # U (... K r), s (... r)
-    keep = s > rcond * s[..., :1]                                           # (... r)
-    return (U[..., :T, :].square() * keep[..., None, :]).sum(-1)            # (... T)
+    X = impulse_states(A_bar, B_bar, K)  # (... K n)
+    U, s, _ = torch.linalg.svd(X, full_matrices=False)  # U (... K r), s (... r)
+    keep = s > rcond * s[..., :1]  # (... r)
+    return (U[..., :T, :].square() * keep[..., None, :]).sum(-1)  # (... T)
 
 
-def memory_capacity(A_bar: torch.Tensor, B_bar: torch.Tensor, T: int, horizon: int | None = None,
-                    rcond: float = 1e-10) -> torch.Tensor:
+def memory_capacity(
+    A_bar: torch.Tensor, B_bar: torch.Tensor, T: int, horizon: int | None = None, rcond: float = 1e-10
+) -> torch.Tensor:
     """003: MC = Σ_{τ<T} MF(τ) ≤ n (real state dimension). -> (...), float64."""
     return memory_function(A_bar, B_bar, T, horizon, rcond).sum(-1)
 
@@ -40,8 +42,8 @@ def s4d_system(layer) -> tuple[torch.Tensor, torch.Tensor]:
     """(Ā, B̄) of an S4D layer, both (H N/2) complex, diagonal Ā: ZOH Ā = e^{ΔA}, B̄ = (Ā − 1)/A (Δ at A = 0), bilinear
     Ā = (1 + ΔA/2)/(1 − ΔA/2), B̄ = Δ/(1 − ΔA/2); B = 1 as in S4D (C·B̄ is `layer.discrete()`'s second output).
     The N/2 complex states stacked [Re; Im] are the layer's N real states (the conjugates are implicit)."""
-    dt = layer.log_dt.exp()[:, None]                                        # (H 1)
-    A = torch.complex(layer.A_real.clamp(max=0.0), layer.A_imag)            # (H N/2), as S4D.discrete
+    dt = layer.log_dt.exp()[:, None]  # (H 1)
+    A = torch.complex(layer.A_real.clamp(max=0.0), layer.A_imag)  # (H N/2), as S4D.discrete
     if layer.discretization == "zoh":
         A_bar = torch.exp(dt * A)
         at_zero = A == 0

@@ -19,8 +19,8 @@ def tau(kernel: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Te
     """000 eq. (discrete ψ²): τ = (Σ_l |k̄_l| σ̂_{L−1−l} + |Σ_l k̄_l μ̂_{L−1−l}|)², per channel; differentiable in k̄.
     kernel (H L), mean/std (L H) of the layer input (the last L positions are used) -> τ (H)."""
     L = kernel.shape[-1]
-    mu, sigma = mean[-L:].flip(0).T, std[-L:].flip(0).T                   # (H L): μ̂_{L−1−l}, σ̂_{L−1−l}
-    psi = (kernel.abs() * sigma).sum(-1) + (kernel * mu).sum(-1).abs()     # (H)
+    mu, sigma = mean[-L:].flip(0).T, std[-L:].flip(0).T  # (H L): μ̂_{L−1−l}, σ̂_{L−1−l}
+    psi = (kernel.abs() * sigma).sum(-1) + (kernel * mu).sum(-1).abs()  # (H)
     return psi.square()
 
 
@@ -41,7 +41,7 @@ def layer_inputs(model: nn.Module, x: torch.Tensor, detach: bool = True) -> list
     finally:
         for handle in handles:
             handle.remove()
-    return caught                                                          # n_layers × (B L H)
+    return caught  # n_layers × (B L H)
 
 
 def model_tau(model: nn.Module, x: torch.Tensor, detach_stats: bool = True) -> list[torch.Tensor]:

@@ -80,18 +80,24 @@ def run(config: dict, cluster: str = "local", cpus: int | None = None) -> dict:
 def describe(summary: dict) -> str:
     """A few lines for the terminal: trials by outcome, wall time, the best config."""
     c = summary["counts"]
-    lines = [f"study {summary['study']!r}: {summary['n_trials']} trials ({c['ok']} trained to the end, "
-             f"{c['stopped']} stopped early{' by ASHA' if summary['scheduler'] == 'asha' else ''}, "
-             f"{c['diverged']} diverged, "
-             f"{c['failed']} failed) in {summary['wall_s'][-1]:.1f} s"
-             + (f" (all sessions: {sum(summary['wall_s']):.1f} s)" if len(summary["wall_s"]) > 1 else "")]
+    lines = [
+        f"study {summary['study']!r}: {summary['n_trials']} trials ({c['ok']} trained to the end, "
+        f"{c['stopped']} stopped early{' by ASHA' if summary['scheduler'] == 'asha' else ''}, "
+        f"{c['diverged']} diverged, "
+        f"{c['failed']} failed) in {summary['wall_s'][-1]:.1f} s"
+        + (f" (all sessions: {sum(summary['wall_s']):.1f} s)" if len(summary["wall_s"]) > 1 else "")
+    ]
     best = summary["best"]
     if best:
         params = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["params"].items())
-        lines.append(f"best: {summary['metric']} {best['value']:.4f} (epoch {best['epoch']}), trial "
-                     f"{best['trial_id']} (run {best['run_id']}): {params}")
+        lines.append(
+            f"best: {summary['metric']} {best['value']:.4f} (epoch {best['epoch']}), trial "
+            f"{best['trial_id']} (run {best['run_id']}): {params}"
+        )
     else:
         lines.append("best: none (no trial trained to the end)")
-    lines.append(f"outputs: {summary['dir']}/study.json, runs.parquet, best.yaml; "
-                 f"report: ssmpipe report --results {summary['results']} {summary['study']}")
+    lines.append(
+        f"outputs: {summary['dir']}/study.json, runs.parquet, best.yaml; "
+        f"report: ssmpipe report --results {summary['results']} {summary['study']}"
+    )
     return "\n".join(lines)

@@ -31,9 +31,9 @@ from ssmpipe.tune import node_name
 
 log = logging.getLogger("ssmpipe.tune")
 
-HEAD_WAIT_S = 300   # how long a worker task waits for the head's address
-GCS_WAIT_S = 120    # how long task 0 waits for its Ray head to listen
-STOP_WAIT_S = 30    # how long a Ray node has to stop (SIGTERM) before it is killed
+HEAD_WAIT_S = 300  # how long a worker task waits for the head's address
+GCS_WAIT_S = 120  # how long task 0 waits for its Ray head to listen
+STOP_WAIT_S = 30  # how long a Ray node has to stop (SIGTERM) before it is killed
 # Ray on the job's nodes: no usage reports, no dashboard (and no network beyond the nodes).
 # Nodes and the driver authenticate with a token made for the job (RAY_AUTH_MODE=token,
 # RAY_AUTH_TOKEN), passed in the rendezvous file: Ray's default token (~/.ray/auth_token,
@@ -85,13 +85,19 @@ class StudyJob(submitit.helpers.Checkpointable):
             os.environ.setdefault(key, value)
         ip, port = get_node_ip_address(), free_port()
         address = f"{ip}:{port}"
-        ray = start_ray_node(["--head", f"--node-ip-address={ip}", f"--port={port}", "--include-dashboard=false"],
-                             self.cpus)
+        ray = start_ray_node(
+            ["--head", f"--node-ip-address={ip}", f"--port={port}", "--include-dashboard=false"], self.cpus
+        )
         try:
             _wait_listening(ip, port, ray)
             meeting.announce(address, token)
-            log.info("study %s: Ray head at %s on %s; waiting for %d worker node(s)", cfg.study_name(self.config),
-                     address, node_name(), nodes - 1)
+            log.info(
+                "study %s: Ray head at %s on %s; waiting for %d worker node(s)",
+                cfg.study_name(self.config),
+                address,
+                node_name(),
+                nodes - 1,
+            )
             return run_study(self.config, cpus=self.cpus, address=address, nodes=nodes)
         finally:
             meeting.close()
@@ -114,8 +120,9 @@ class StudyJob(submitit.helpers.Checkpointable):
         try:
             while not meeting.closed():
                 if ray.poll() is not None:  # its Ray ended (the head is gone, or it crashed): nothing left to do
-                    log.warning("task %d (%s): Ray ended (exit %s) before the study did", rank, node_name(),
-                                ray.returncode)
+                    log.warning(
+                        "task %d (%s): Ray ended (exit %s) before the study did", rank, node_name(), ray.returncode
+                    )
                     break
                 time.sleep(1)
         finally:
@@ -180,10 +187,21 @@ def start_ray_node(args: list[str], cpus: int) -> subprocess.Popen:
     gpus = torch.cuda.device_count()
     ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or "ray"
     temp = tempfile.mkdtemp(prefix="ray-ssmpipe-", dir="/tmp" if os.path.isdir("/tmp") else None)  # short: sockets
-    cmd = [ray, "start", "--block", f"--temp-dir={temp}", f"--num-cpus={cpus}", f"--num-gpus={gpus}",
-           f"--object-store-memory={256 * 2**20}", "--disable-usage-stats",
-           f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-           f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}", *args]
+    cmd = [
+        ray,
+        "start",
+        "--block",
+        f"--temp-dir={temp}",
+        f"--num-cpus={cpus}",
+        f"--num-gpus={gpus}",
+        f"--object-store-memory={256 * 2**20}",
+        "--disable-usage-stats",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        *args,
+    ]
     log.info("node %s: %s", node_name(), " ".join(cmd))
     node = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, start_new_session=True)
     node.temp_dir = temp
@@ -219,11 +237,15 @@ def check_fits(config: dict) -> None:
     """A trial must fit on one node: tune.cpus_per_trial ≤ slurm.cpus_per_task (GPUs alike); ConfigError if not."""
     t, requests = config["tune"], config["slurm"]
     if t["cpus_per_trial"] > requests["cpus_per_task"]:
-        raise ConfigError(f"tune.cpus_per_trial = {t['cpus_per_trial']} is more than the {requests['cpus_per_task']} "
-                          f"CPUs of a node of the study's job (slurm.cpus_per_task): no trial could start")
+        raise ConfigError(
+            f"tune.cpus_per_trial = {t['cpus_per_trial']} is more than the {requests['cpus_per_task']} "
+            f"CPUs of a node of the study's job (slurm.cpus_per_task): no trial could start"
+        )
     if t["gpus_per_trial"] > requests["gpus_per_node"]:
-        raise ConfigError(f"tune.gpus_per_trial = {t['gpus_per_trial']} is more than the {requests['gpus_per_node']} "
-                          f"GPUs of a node of the study's job (slurm.gpus_per_node): no trial could start")
+        raise ConfigError(
+            f"tune.gpus_per_trial = {t['gpus_per_trial']} is more than the {requests['gpus_per_node']} "
+            f"GPUs of a node of the study's job (slurm.gpus_per_node): no trial could start"
+        )
 
 
 def run_on_slurm(config: dict) -> dict:

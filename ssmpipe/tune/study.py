@@ -52,9 +52,9 @@ IDENTITY = ("fixed", "tune")
 COUNTED = ("ok", STOPPED, "diverged", "failed")
 ENVIRONMENT = {
     "RAY_USAGE_STATS_ENABLED": "0",  # no usage reports (and no network)
-    "TQDM_DISABLE": "1",             # train_group's progress bar, in a trial's log
+    "TQDM_DISABLE": "1",  # train_group's progress bar, in a trial's log
     "TUNE_GLOBAL_CHECKPOINT_S": "2",  # Ray's experiment state at most 2 s old: a killed study loses little
-    "RAY_CHDIR_TO_TRIAL_DIR": "0",   # trials run in this folder: a config's relative paths (task.path) hold
+    "RAY_CHDIR_TO_TRIAL_DIR": "0",  # trials run in this folder: a config's relative paths (task.path) hold
 }
 
 
@@ -103,15 +103,31 @@ def trial(params: dict, ctx: dict) -> None:
 
     try:
         arrays = ensure_data(store, data.spec_of(settings))
-        rows = train_group([point], arrays, pick_device(ctx["device"]), resume, report, f"trial {trial_id}",
-                           length_data(store, settings))
+        rows = train_group(
+            [point],
+            arrays,
+            pick_device(ctx["device"]),
+            resume,
+            report,
+            f"trial {trial_id}",
+            length_data(store, settings),
+        )
     except Exception as e:
         if last["reporting"]:
             raise
         done = list(last["state"]["rows"]) if last["state"] else []
         if not done:
-            done = [{"run_id": rid, "shard_id": shard, "settings": settings, "epoch": 0,
-                     **dict.fromkeys(METRICS, math.nan), "wall_s": 0.0, **where(ctx["device"])}]
+            done = [
+                {
+                    "run_id": rid,
+                    "shard_id": shard,
+                    "settings": settings,
+                    "epoch": 0,
+                    **dict.fromkeys(METRICS, math.nan),
+                    "wall_s": 0.0,
+                    **where(ctx["device"]),
+                }
+            ]
         _write_trial(store, shard, done, "failed", f"{type(e).__name__}: {e}", stamp, settings)
         raise
     if not store.runs_path(shard).exists():  # resumed after its last epoch's checkpoint
@@ -120,8 +136,13 @@ def trial(params: dict, ctx: dict) -> None:
 
 def _metrics(row: dict, status: str, ctx: dict) -> dict:
     """What a trial reports for one epoch; a NaN/Inf metric reads as the worst value to the search."""
-    out = {"epoch": int(row["epoch"]), "status": status, "run_id": row["run_id"], "node": tn.node_name(),
-           **{k: float(row[k]) for k in (*METRICS, "wall_s") if row.get(k) is not None}}
+    out = {
+        "epoch": int(row["epoch"]),
+        "status": status,
+        "run_id": row["run_id"],
+        "node": tn.node_name(),
+        **{k: float(row[k]) for k in (*METRICS, "wall_s") if row.get(k) is not None},
+    }
     value = out.get(ctx["metric"], math.nan)
     if not math.isfinite(value):
         out[ctx["metric"]] = -math.inf if ctx["mode"] == "max" else math.inf
@@ -135,15 +156,17 @@ def _replay(store: Store, shard: str, point: dict, stamp: dict, ctx: dict) -> bo
         return False
     trial_rows = [{**r, "settings": point["settings"]} for r in rows]
     _write_trial(store, point["shard"], trial_rows, rows[-1]["status"], None, stamp, None)
-    log.info("trial %s: run %s is in the store (shard %s): replayed, not trained", stamp["trial_id"],
-             point["run_id"], shard)
+    log.info(
+        "trial %s: run %s is in the store (shard %s): replayed, not trained", stamp["trial_id"], point["run_id"], shard
+    )
     for row in rows:
         tune.report(_metrics(row, row["status"], ctx))
     return True
 
 
-def _write_trial(store: Store, shard: str, rows: list[dict], status: str, error: str | None, stamp: dict,
-                 settings: dict | None) -> None:
+def _write_trial(
+    store: Store, shard: str, rows: list[dict], status: str, error: str | None, stamp: dict, settings: dict | None
+) -> None:
     """A trial's rows, stamped; a finished trial's spec too, so grid sweeps reuse it.
 
     The spec is written first: Snakemake (rerun-triggers mtime) would retrain a shard whose
@@ -188,8 +211,9 @@ def settle(store: Store, study: str, trial_id: str, checkpoint, error: str | Non
     _write_trial(store, shard, state["rows"], status, error, {"study": study, "trial_id": trial_id}, None)
 
 
-def run_study(config: dict, cpus: int | None = None, gpus: float | None = None, address: str | None = None,
-              nodes: int = 1) -> dict:
+def run_study(
+    config: dict, cpus: int | None = None, gpus: float | None = None, address: str | None = None, nodes: int = 1
+) -> dict:
     """Run the config's study with Ray on this machine (or resume it); write its outputs; return study.json.
 
     With `address`, the study runs on the Ray cluster there (a head started by
@@ -214,42 +238,86 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None, 
 
     job = os.environ.get("SLURM_JOB_ID")
     if address is None:  # "local": a Ray of its own, even where a `ray start` left its address in /tmp/ray
-        ray.init(address="local", num_cpus=cpus or os.cpu_count(), num_gpus=gpus, include_dashboard=False,
-                 log_to_driver=False, object_store_memory=256 * 2**20, logging_level=logging.WARNING)
-        log.info("study %s: Ray started with %d CPUs and %d GPUs%s", study, cpus or os.cpu_count(), gpus,
-                 f" in SLURM job {job}" if job else "")
+        ray.init(
+            address="local",
+            num_cpus=cpus or os.cpu_count(),
+            num_gpus=gpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=256 * 2**20,
+            logging_level=logging.WARNING,
+        )
+        log.info(
+            "study %s: Ray started with %d CPUs and %d GPUs%s",
+            study,
+            cpus or os.cpu_count(),
+            gpus,
+            f" in SLURM job {job}" if job else "",
+        )
     else:
         ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
     try:
         if address is not None:
             joined = _wait_for_nodes(ray, nodes)
-            log.info("study %s: Ray cluster of %d nodes at %s, %d CPUs and %d GPUs%s", study, len(joined), address,
-                     sum(n["Resources"].get("CPU", 0) for n in joined),
-                     sum(n["Resources"].get("GPU", 0) for n in joined), f" in SLURM job {job}" if job else "")
-        ctx = {"results": str(store.root), "study": study, "fixed": config["fixed"], "metric": t["metric"],
-               "mode": t["mode"], "threads": t["cpus_per_trial"], "device": "cuda" if t["gpus_per_trial"] else "cpu",
-               "stored": _stored_runs(store)}
-        trainable = tune.with_resources(tune.with_parameters(trial, ctx=ctx),
-                                        {"cpu": t["cpus_per_trial"], "gpu": t["gpus_per_trial"]})
+            log.info(
+                "study %s: Ray cluster of %d nodes at %s, %d CPUs and %d GPUs%s",
+                study,
+                len(joined),
+                address,
+                sum(n["Resources"].get("CPU", 0) for n in joined),
+                sum(n["Resources"].get("GPU", 0) for n in joined),
+                f" in SLURM job {job}" if job else "",
+            )
+        ctx = {
+            "results": str(store.root),
+            "study": study,
+            "fixed": config["fixed"],
+            "metric": t["metric"],
+            "mode": t["mode"],
+            "threads": t["cpus_per_trial"],
+            "device": "cuda" if t["gpus_per_trial"] else "cpu",
+            "stored": _stored_runs(store),
+        }
+        trainable = tune.with_resources(
+            tune.with_parameters(trial, ctx=ctx), {"cpu": t["cpus_per_trial"], "gpu": t["gpus_per_trial"]}
+        )
         experiment = private_dir(folder / EXPERIMENT)  # Ray unpickles its files on restore: only this user writes there
         if tune.Tuner.can_restore(experiment):
             log.info("study %s: resuming %s", study, experiment)
             tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
         else:
-            scheduler = (ASHAScheduler(time_attr="epoch", max_t=cfg.max_epochs(config), grace_period=t["grace_period"],
-                                       reduction_factor=t["reduction_factor"])
-                         if t["scheduler"] == "asha" else FIFOScheduler())
+            scheduler = (
+                ASHAScheduler(
+                    time_attr="epoch",
+                    max_t=cfg.max_epochs(config),
+                    grace_period=t["grace_period"],
+                    reduction_factor=t["reduction_factor"],
+                )
+                if t["scheduler"] == "asha"
+                else FIFOScheduler()
+            )
             tuner = tune.Tuner(
-                trainable, param_space=param_space(t["space"]),
-                tune_config=tune.TuneConfig(metric=t["metric"], mode=t["mode"], scheduler=scheduler,
-                                            search_alg=searcher(t), num_samples=t["num_samples"],
-                                            max_concurrent_trials=None if t["search"] == "random"
-                                            else t["max_concurrent_trials"],
-                                            reuse_actors=True, trial_dirname_creator=trial_dirname),
-                run_config=tune.RunConfig(name=EXPERIMENT, storage_path=str(folder),
-                                          callbacks=[StoreStopped(str(store.root), study)],
-                                          failure_config=tune.FailureConfig(max_failures=0), log_to_file=True,
-                                          verbose=1))
+                trainable,
+                param_space=param_space(t["space"]),
+                tune_config=tune.TuneConfig(
+                    metric=t["metric"],
+                    mode=t["mode"],
+                    scheduler=scheduler,
+                    search_alg=searcher(t),
+                    num_samples=t["num_samples"],
+                    max_concurrent_trials=None if t["search"] == "random" else t["max_concurrent_trials"],
+                    reuse_actors=True,
+                    trial_dirname_creator=trial_dirname,
+                ),
+                run_config=tune.RunConfig(
+                    name=EXPERIMENT,
+                    storage_path=str(folder),
+                    callbacks=[StoreStopped(str(store.root), study)],
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    log_to_file=True,
+                    verbose=1,
+                ),
+            )
         results = tuner.fit()
         ended = _ended_trials(experiment)
         trials, unfinished, nodes_of = [], [], {}
@@ -265,8 +333,10 @@ def run_study(config: dict, cpus: int | None = None, gpus: float | None = None, 
     finally:
         ray.shutdown()
     if unfinished:
-        raise StudyInterrupted(f"study {study} was interrupted with {len(unfinished)} trials unfinished "
-                               f"({len(trials)} ended); run the same command again to resume it")
+        raise StudyInterrupted(
+            f"study {study} was interrupted with {len(unfinished)} trials unfinished "
+            f"({len(trials)} ended); run the same command again to resume it"
+        )
     return summarise(config, store, trials, time.perf_counter() - t0, nodes_of)
 
 
@@ -278,8 +348,10 @@ def _wait_for_nodes(ray, nodes: int, timeout_s: float = 300) -> list[dict]:
         if len(alive) >= nodes:
             return alive
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(alive)} of {nodes} Ray nodes joined within {timeout_s:.0f} s "
-                               f"(see the job's other tasks' logs)")
+            raise RuntimeError(
+                f"only {len(alive)} of {nodes} Ray nodes joined within {timeout_s:.0f} s "
+                f"(see the job's other tasks' logs)"
+            )
         time.sleep(1)
 
 
@@ -302,8 +374,12 @@ def _ended_trials(experiment: Path) -> set[str] | None:
 
 def param_space(space: dict) -> dict:
     """The config's space as Ray Tune's: dotted setting key -> sampler."""
-    make = {"choice": tune.choice, "grid": tune.grid_search, "uniform": lambda v: tune.uniform(*v),
-            "loguniform": lambda v: tune.loguniform(*v)}
+    make = {
+        "choice": tune.choice,
+        "grid": tune.grid_search,
+        "uniform": lambda v: tune.uniform(*v),
+        "loguniform": lambda v: tune.loguniform(*v),
+    }
     return {key: make[kind](list(values)) for key, spec in space.items() for kind, values in spec.items()}
 
 
@@ -333,9 +409,11 @@ def _same_study(config: dict, store: Store) -> None:
     before = load_yaml(read_file(snapshot).decode("utf-8"), str(snapshot))
     for key in IDENTITY:
         if cfg.plain(before.get(key)) != cfg.plain(config.get(key)):
-            raise ConfigError(f"study {cfg.study_name(config)!r} in {folder} was started with another {key}: "
-                              f"section ({cfg.plain(before.get(key))!r}); name a new study (tune.study) or delete "
-                              f"{folder} to start it again")
+            raise ConfigError(
+                f"study {cfg.study_name(config)!r} in {folder} was started with another {key}: "
+                f"section ({cfg.plain(before.get(key))!r}); name a new study (tune.study) or delete "
+                f"{folder} to start it again"
+            )
 
 
 def _stored_runs(store: Store) -> dict[str, str]:
@@ -350,8 +428,9 @@ def _stored_runs(store: Store) -> dict[str, str]:
 # --- the study's outputs -----------------------------------------------------
 
 
-def summarise(config: dict, store: Store, trials: list[tuple[str, dict]], wall_s: float,
-              nodes: dict[str, str] | None = None) -> dict:
+def summarise(
+    config: dict, store: Store, trials: list[tuple[str, dict]], wall_s: float, nodes: dict[str, str] | None = None
+) -> dict:
     """Write the study's table, study.json and best.yaml from its trials' rows in the store.
 
     `nodes`: trial id -> the node (SLURM node, else host) its last epoch ran on, as each trial's `node`.
@@ -370,33 +449,59 @@ def summarise(config: dict, store: Store, trials: list[tuple[str, dict]], wall_s
     for tid, rows in runs.groupby("trial_id", sort=True):
         rows = rows.sort_values("epoch")
         final = rows.iloc[-1]
-        entries.append({"trial_id": tid, "run_id": final["run_id"], "params": _jsonable(params_of.get(tid, {})),
-                        "status": final["status"], "epochs": int(final["epoch"]),
-                        "value": _float(final[t["metric"]]),
-                        "error": final["error"] if isinstance(final["error"], str) else None,
-                        "node": (nodes or {}).get(tid)})
+        entries.append(
+            {
+                "trial_id": tid,
+                "run_id": final["run_id"],
+                "params": _jsonable(params_of.get(tid, {})),
+                "status": final["status"],
+                "epochs": int(final["epoch"]),
+                "value": _float(final[t["metric"]]),
+                "error": final["error"] if isinstance(final["error"], str) else None,
+                "node": (nodes or {}).get(tid),
+            }
+        )
     missing = sorted(set(params_of) - {e["trial_id"] for e in entries})
     finished = [e for e in entries if e["status"] == "ok" and e["value"] is not None]
     pick = max if t["mode"] == "max" else min
     best = pick(finished, key=lambda e: e["value"]) if finished else None
     if best:
-        best = {**best, "epoch": best["epochs"],
-                "settings": _jsonable(tn.trial_settings(config["fixed"], best["params"]))}
+        best = {
+            **best,
+            "epoch": best["epochs"],
+            "settings": _jsonable(tn.trial_settings(config["fixed"], best["params"])),
+        }
 
     previous = store.study_path(study)
     walls = json.loads(previous.read_text()).get("wall_s", []) if previous.is_file() else []
-    summary = {"study": study, "results": str(config["results"]), "dir": str(folder), "metric": t["metric"],
-               "mode": t["mode"], "scheduler": t["scheduler"], "search": t["search"], "space": t["space"],
-               "max_epochs": cfg.max_epochs(config), "n_trials": len(trials),
-               "counts": {s: sum(e["status"] == s for e in entries) for s in COUNTED},
-               "trials_without_rows": missing, "best": best, "wall_s": [*walls, round(wall_s, 2)],
-               "trials": entries}
+    summary = {
+        "study": study,
+        "results": str(config["results"]),
+        "dir": str(folder),
+        "metric": t["metric"],
+        "mode": t["mode"],
+        "scheduler": t["scheduler"],
+        "search": t["search"],
+        "space": t["space"],
+        "max_epochs": cfg.max_epochs(config),
+        "n_trials": len(trials),
+        "counts": {s: sum(e["status"] == s for e in entries) for s in COUNTED},
+        "trials_without_rows": missing,
+        "best": best,
+        "wall_s": [*walls, round(wall_s, 2)],
+        "trials": entries,
+    }
     write_text(store.study_path(study), json.dumps(summary, indent=1, default=str, allow_nan=False))
     (store.best_path(study)).unlink(missing_ok=True)
     if best:
-        sweep = {"sweep": f"{study}-best", "results": str(config["results"]), "shard_size": 8,
-                 "fixed": best["settings"], "grid": {"seed": [0, 1, 2, 3, 4]},
-                 "report": {"title": f"Seeds around the best config of study {study}"}}
+        sweep = {
+            "sweep": f"{study}-best",
+            "results": str(config["results"]),
+            "shard_size": 8,
+            "fixed": best["settings"],
+            "grid": {"seed": [0, 1, 2, 3, 4]},
+            "report": {"title": f"Seeds around the best config of study {study}"},
+        }
         command = shlex.quote(str(store.best_path(study))).replace("\n", "\n# ")  # a path to paste into a shell
         header = f"# The best config of the study as a sweep over seeds: snakemake --configfile {command}\n"
         write_text(store.best_path(study), header + yaml.safe_dump(sweep, sort_keys=False))
