@@ -22,6 +22,7 @@ if not PAPERS and config.get("tune"):
 
 rule all:
     input:
+        TABLES,
         REPORTS,
         TUNE_TARGETS,
         PLANNED,  # markers: jobs that must write what planning decided (workflow/rules/common.smk)

@@ -47,6 +47,7 @@ def sweep_config(n: int) -> dict:
     100,000 points), packed 32 points a shard."""
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     config.update(sweep=f"bench{n}", results="results")
+    config["fixed"]["train"]["epochs"] = EPOCHS - 1  # the synthetic runs' last epoch: whole runs, as the store checks
     if n in (10_000, 100_000):
         config["shard_size"] = 32
         config["fixed"]["task"].update(lag=4, n_train=64, n_test=32)

@@ -96,7 +96,17 @@ def cmd_data(args) -> int:
         spec = json.loads(args.spec)
     except ValueError as e:
         raise cfg.InputError(f"--spec {args.spec!r} is not JSON ({e})") from None
-    data.save(data.build(spec), args.out)
+    task = spec.get("task") if isinstance(spec, dict) else None
+    if not (isinstance(task, dict) and task.get("name") in data.TASKS and isinstance(spec.get("seq_len"), int)):
+        raise cfg.InputError(
+            f'--spec {args.spec!r}: not a data spec ({{"task": {{"name": one of {", ".join(data.TASKS)}, …}}, '
+            f'"seq_len": an integer}}, as the workflow\'s data rule writes it)'
+        )
+    try:
+        arrays = data.build(spec)
+    except (KeyError, TypeError) as e:  # a task setting missing or of the wrong type
+        raise cfg.InputError(f"--spec {args.spec!r}: not a data spec of task {task['name']!r} ({e!r})") from None
+    data.save(arrays, args.out)
     return 0
 
 
@@ -425,3 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         kind = "config error: " if isinstance(e, cfg.ConfigError) else ""
         print(f"ssmpipe: {kind}{' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except OSError as e:  # the machine, not a bug: a read-only or full store folder, one not ours; named in one line
+        if e.filename is None:
+            raise
+        print(f"ssmpipe: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 1

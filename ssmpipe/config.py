@@ -19,7 +19,7 @@ import yaml
 from ssmpipe.columns import LENGTH_METRICS, MEASURES, METRICS, PROFILES
 from ssmpipe.errors import ConfigError, InputError
 from ssmpipe.inputs import InputLimitError, check_size, load_yaml, read_file
-from ssmpipe.layout import RESERVED
+from ssmpipe.layout import NAME, RESERVED
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -36,17 +36,17 @@ def load_schema() -> dict:
 
 def load(path: str | Path) -> dict:
     """Read a YAML config file and return it checked, with defaults filled in."""
-    return check(_read(path))
+    return check(read(path))
 
 
 def load_sweeps(path: str | Path) -> list[dict]:
     """The checked sweeps of a config file: its own, or those of the experiments it lists (`sweeps`)."""
-    return sweeps(_read(path))
+    return sweeps(read(path))
 
 
 def load_experiments(path: str | Path) -> tuple[list[dict], dict[str, str]]:
     """A config file's checked sweeps, and those of the experiments it lists that need data not here (`experiments`)."""
-    return experiments(_read(path))
+    return experiments(read(path))
 
 
 def load_slurm(path: str | Path) -> tuple[str, dict]:
@@ -57,7 +57,7 @@ def load_slurm(path: str | Path) -> tuple[str, dict]:
     """
     from jsonschema import Draft202012Validator
 
-    raw = _read(path)
+    raw = read(path)
     schema = load_schema()
     part = {
         "type": "object",
@@ -130,7 +130,7 @@ def experiments(config: dict) -> tuple[list[dict], dict[str, str]]:
         raise ConfigError(f"experiments = {files!r}: a list of experiment config files")
     out, waiting, seen = [], {}, {}
     for i, path in enumerate(files):
-        raw = _read(path)
+        raw = read(path)
         raw.update({k: config[k] for k in EXPERIMENT_OVERRIDES if k in config})
         why = needs_data(raw)
         try:
@@ -196,8 +196,7 @@ def needs_data(config: dict) -> str | None:
 
 def check_name(name: str, key: str = "sweep") -> None:
     """A sweep (or study) name must be a plain folder name under the results root, and not one of the store's."""
-    pattern = load_schema()["properties"]["sweep"]["pattern"]
-    if not isinstance(name, str) or not re.match(pattern, name):
+    if not isinstance(name, str) or not NAME.fullmatch(name):  # fullmatch: "probe\n" is no name ($ would pass it)
         raise ConfigError(f"{key} = {name!r}: not a sweep name (letters, digits and _ . -, not starting with . or -)")
     if name.lower() in RESERVED:
         raise ConfigError(
@@ -352,8 +351,10 @@ def check_tune(config: dict) -> None:
 # --- internals ---------------------------------------------------------------
 
 
-def _read(path: str | Path) -> dict:
-    """A config file's mapping, as untrusted YAML (`inputs.load_yaml`: no duplicate key, bounded work)."""
+def read(path: str | Path) -> dict:
+    """A config file's mapping, unchecked, read as untrusted YAML (`inputs.load_yaml`: no duplicate key, bounded
+    work); ConfigError naming the file. Snakemake's YAML templating (`__use_yte__`, which runs the file's Python when
+    Snakemake reads it) is refused: an ssmpipe config is data."""
     path = Path(path)
     if path.is_dir() or not path.exists():
         raise ConfigError(f"config file {str(path)!r} " + ("is a folder" if path.is_dir() else "does not exist"))
@@ -372,6 +373,11 @@ def _read(path: str | Path) -> dict:
         raise ConfigError(f"config file {str(path)!r} is not valid YAML: {problem}{at}") from None
     except ValueError as e:  # not a regular file (a FIFO: reading it would wait forever)
         raise ConfigError(f"config file {e}") from None
+    if isinstance(raw, dict) and "__use_yte__" in raw:
+        raise ConfigError(
+            f"config file {str(path)!r}: __use_yte__ = {raw['__use_yte__']!r}: Snakemake's YAML templating runs code "
+            f"from the file; an ssmpipe config is plain data (remove the key)"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(
             f"config file {str(path)!r} "
@@ -422,7 +428,12 @@ def _finite_numbers(node, path=()):
 
 
 def _check_results(root: str) -> None:
-    """The results root must be a folder this process can write, or one it can create."""
+    """The results root must be a folder this process can write, or one it can create; its path plain text (every
+    rule's paths begin with it: a brace would be a Snakemake wildcard, a line break would end an sbatch line)."""
+    bad = next((c for c in root if c in "{}" or not c.isprintable()), None)
+    if bad is not None:
+        why = "a Snakemake wildcard brace" if bad in "{}" else f"the control character {bad!r}"
+        raise ConfigError(f"results = {root!r}: a results path may not hold {why}")
     path = Path(root)
     if path.is_symlink() and not path.exists():
         raise ConfigError(f"results = {root!r}: a broken symbolic link (to {os.readlink(path)!r})")
@@ -587,6 +598,8 @@ def _check_report(report: dict) -> None:
     metrics = set(METRICS) | set(MEASURES) | {"gap"}
     for i, spec in enumerate(report["figures"]):
         where = f"report.figures[{i}]"
+        if not re.fullmatch(r"[a-z0-9_]+", spec["name"]):  # a file name: the schema's $ lets "x\n" through
+            raise ConfigError(f"{where}.name = {spec['name']!r}: lowercase letters, digits and _ only")
         known = {"profile": set(PROFILES), "lengths": set(LENGTH_METRICS)}.get(spec["kind"], metrics)
         if spec["metric"] not in known:
             raise ConfigError(

@@ -75,8 +75,8 @@ class Store(Layout):
 
     def spec_problem(
         self, shard: str, known: dict[str, dict] | None = None, spec: dict | None = None
-    ) -> tuple[str | None, list[str]]:
-        """(why shard's spec cannot be trusted, or None; its run ids, read once).
+    ) -> tuple[str | None, dict[str, int]]:
+        """(why shard's spec cannot be trusted, or None; its run ids, each with the epochs it trains, read once).
 
         The spec must parse, name its shard, and be content-addressed (each point's run id the hash of its
         settings; a sweep shard's id the hash of its run ids). known: run id ->
@@ -90,6 +90,7 @@ class Store(Layout):
                 return f"it names shard {spec['shard']!r}", []
             if not ids:
                 return "it holds no points", []
+            epochs = {p["run_id"]: int(p["settings"]["train"]["epochs"]) for p in spec["points"]}
             if not shard.startswith("tune-") and digest(sorted(ids)) != shard:  # a trial's shard is named by its trial
                 return "its run ids do not hash to its name (edited by hand?)", []
             for p in spec["points"]:
@@ -99,13 +100,17 @@ class Store(Layout):
             return f"unreadable ({e.strerror})", []
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             return f"not a shard spec ({type(e).__name__}: {e})", []
-        return None, ids
+        return None, epochs
 
-    def runs_problem(self, shard: str, run_ids: list[str]) -> str | None:
+    def runs_problem(self, shard: str, run_ids: dict[str, int] | list[str]) -> str | None:
         """Why shard's runs file cannot be trusted, or None: it must be readable Parquet holding rows of exactly
-        `run_ids` (its spec's), each run's epochs 0, 1, … without a gap."""
+        `run_ids` (its spec's: run id -> the epochs it trains), each run's epochs 0, 1, … without a gap, up to its
+        last epoch, or up to a row that says why it stopped early (diverged, failed, stopped by a study). A list of
+        run ids alone checks all but the last epoch."""
+        if not isinstance(run_ids, dict):
+            run_ids = dict.fromkeys(run_ids, 0)
         try:
-            table = pq.read_table(self.runs_path(shard), columns=["run_id", "epoch"])
+            table = pq.read_table(self.runs_path(shard), columns=["run_id", "epoch", "status"])
         except OSError as e:
             return f"unreadable ({type(e).__name__}: {e})"
         except (ValueError, KeyError) as e:  # pyarrow's ArrowInvalid (truncated, garbage) is a ValueError
@@ -122,6 +127,14 @@ class Store(Layout):
         for rid, got in epochs.items():
             if sorted(got) != list(range(len(got))):
                 return f"run {rid} has epochs {sorted(got)[:6]}…, not 0, 1, …"
+        last = {
+            rid: status
+            for rid, epoch, status in zip(rows["run_id"], rows["epoch"], rows["status"])
+            if epoch == len(epochs[rid]) - 1
+        }
+        for rid, want in run_ids.items():
+            if len(epochs[rid]) - 1 < want and last.get(rid) == "ok":
+                return f"run {rid} ends at epoch {len(epochs[rid]) - 1} of {want}, still ok (rows missing: truncated?)"
         return None
 
     def quarantine(self, path: str | Path, why: str, then: str = "its shard trains again") -> Path | None:
@@ -192,10 +205,10 @@ class Store(Layout):
         else:
             self.quarantine(path, problem)
 
-    def runs_problems(self, expected: dict[str, list[str]]) -> dict[str, str | None]:
-        """`runs_problem` of many shards (shard -> its spec's run ids), their runs files read together
-        (`_epoch_counts`); a shard that fails that check (or every shard, if a file cannot be read) is checked alone,
-        for the message."""
+    def runs_problems(self, expected: dict[str, dict[str, int]]) -> dict[str, str | None]:
+        """`runs_problem` of many shards (shard -> its spec's run ids and their epochs), their runs files read
+        together (`_epoch_counts`); a shard that fails that check or has a run that ended early (or every shard, if a
+        file cannot be read) is checked alone, for the message."""
         paths = {str(self.runs_path(s)): s for s in sorted(expected)}
         try:
             epochs = _epoch_counts(list(paths))
@@ -204,7 +217,11 @@ class Store(Layout):
         out = {}
         for path, shard in paths.items():
             got = epochs.get(path)
-            fine = got is not None and got.keys() == set(expected[shard]) and all(numbered(*c) for c in got.values())
+            fine = (
+                got is not None
+                and got.keys() == expected[shard].keys()
+                and all(numbered(*c) and c[2] >= expected[shard][rid] for rid, c in got.items())
+            )
             out[shard] = None if fine else self.runs_problem(shard, expected[shard])
         return out
 
@@ -212,7 +229,12 @@ class Store(Layout):
         """Write a shard's runs file (`runs.write_runs`); rows it knows to be whole get their record at once."""
         table = write_runs(rows, self.runs_path(shard))
         if contiguous(table):  # what it wrote, it knows: no need to read it back
-            self.record(shard, table.column("run_id").unique().to_pylist())
+            try:
+                self.record(shard, table.column("run_id").unique().to_pylist())
+            except OSError as e:  # a record only saves a later read: the rows are written, so this is no failure
+                log.warning(
+                    "ssmpipe: %s not written (%s): the runs file is checked when next read", e.filename, e.strerror
+                )
 
     # --- the record of verified runs files (store/verified/<shard>.json)
     #

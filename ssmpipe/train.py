@@ -237,10 +237,19 @@ class Group:
         }  # all on the CPU
 
     def restore(self, state: dict) -> None:
-        with torch.no_grad():
-            for name, p in self.model.params.items():
-                p.copy_(state["params"][name])
-        self.opt.load_state_dict(state["opt"])
+        """Continue from a `state` (a checkpoint's); CheckpointMismatch if it does not fit this group's model."""
+        try:
+            with torch.no_grad():
+                for name, p in self.model.params.items():
+                    saved = state["params"][name]
+                    if tuple(saved.shape) != tuple(p.shape):
+                        raise ValueError(f"{name} is {tuple(saved.shape)}, the model's {tuple(p.shape)}")
+                    p.copy_(saved)
+            self.opt.load_state_dict(state["opt"])
+            if len(state["gens"]) != self.K or len(state["status"]) != self.K:
+                raise ValueError(f"it holds {len(state['status'])} points, the group {self.K}")
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise CheckpointMismatch(f"it does not fit the shard's model ({type(e).__name__}: {e})") from None
         for g, s in zip(self.gens, state["gens"]):
             g.set_state(s)
         self.plateau.load(state["plateau"])
@@ -443,6 +452,10 @@ class Plateau:
         self.scale, self.best, self.bad = (state[k].to(device) for k in ("scale", "best", "bad"))
 
 
+class CheckpointMismatch(StoreError):
+    """A checkpoint that loads but does not fit the model it is to resume (edited, or another shard's)."""
+
+
 class TrainIOError(StoreError):
     """An I/O error while training (disk full, permissions, a vanished folder): the job fails, the checkpoint stays."""
 
@@ -519,6 +532,9 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
                 f"{shard[:8]} group {i + 1}/{len(groups)}",
                 length_data(store, points[0]["settings"]),
             )
+        except CheckpointMismatch as e:  # not the points' fault: the checkpoint goes, and the shard starts again
+            store.quarantine(ckpt_path, str(e), "its shard trains from scratch")
+            return _train_locked(store, shard, dev)
         except (OSError, data.DataChanged) as e:  # the machine's fault, not the points': the job fails
             raise TrainIOError(
                 f"shard {shard}: {'I/O error' if isinstance(e, OSError) else 'data changed'} while "
@@ -548,8 +564,12 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
         raise TrainIOError(
             f"shard {shard}: I/O error writing its rows ({e}); its checkpoint {ckpt_path} is kept: rerun to continue"
         ) from e
-    ckpt_path.unlink(missing_ok=True)
-    progress.done()
+    try:  # the rows are stored: what is left is tidying, and a failure of it must not fail the job (Snakemake would
+        # then delete the rows it just stored)
+        ckpt_path.unlink(missing_ok=True)
+        progress.done()
+    except OSError as e:
+        log.warning("shard %s: rows stored, but %s could not be removed (%s)", shard, e.filename, e.strerror)
     counts = {s: len({r["run_id"] for r in rows if r["status"] == s}) for s in ("ok", "diverged", "failed")}
     log.info("shard %s: wrote %d rows to %s (%s)", shard, len(rows), store.runs_path(shard), counts)
     return len(rows)

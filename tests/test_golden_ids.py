@@ -96,3 +96,31 @@ def test_slurm_callables_keep_their_module_paths(module, name):
     cls = getattr(__import__(module, fromlist=[name]), name)
     assert (cls.__module__, cls.__qualname__) == (module, name)  # what pickle writes, and looks up again
     assert type(pickle.loads(pickle.dumps(cls.__new__(cls)))) is cls
+
+
+def _another(value, kind: str, schema: dict):
+    """A different value of a setting's type (an enum's other member)."""
+    if "enum" in schema:
+        return next(v for v in schema["enum"] if v != value)
+    return {
+        "number": lambda v: (v or 0.0) + 0.5,
+        "integer": lambda v: (v or 0) + 1,
+        "boolean": lambda v: not v,
+        "array": lambda v: [*(v or []), 7],
+        "string": lambda v: f"{v}x",
+    }[kind](value)
+
+
+def test_every_setting_of_the_schema_changes_the_run_id_and_only_shared_ones_the_pack_key(tmp_path):
+    """A run id that ignored one setting (say reg.lambda) would let a store hand one sweep another's results."""
+    settings = sweep.expand(cfg.check(tiny_config(results=str(tmp_path))))[0].settings
+    schema = cfg.load_schema()
+    for key, kind in cfg.setting_types(schema).items():
+        changed = cfg.plain(settings)
+        try:
+            value = cfg.get_path(settings, key)
+        except KeyError:
+            value = None  # unset (task.path): setting it is a change too
+        cfg.set_path(changed, key, _another(value, kind, cfg.setting_schema(key, schema)))
+        assert keys.run_id(changed) != keys.run_id(settings), key
+        assert (keys.pack_key(changed) == keys.pack_key(settings)) == keys.is_per_point(key), key

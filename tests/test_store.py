@@ -265,17 +265,21 @@ def test_runs_files_checked_together_get_the_verdicts_and_messages_of_one_by_one
         "gap": [r for r in _rows(points[:3]) if not (r["run_id"] == ids[1] and r["epoch"] == 1)],
         "duplicate": _rows(points[:3]) + [r for r in _rows(points[:3]) if r["epoch"] == 2][:1],
         "no_epoch_0": [r for r in _rows(points[:3]) if r["epoch"] > 0],
+        "truncated_epochs": _rows(points[:3], epochs=1),  # every run ok at epoch 1 of 2: its last rows lost
+        "diverged_early": [{**r, "status": "diverged"} if r["epoch"] == 1 else r for r in _rows(points[:3], epochs=1)],
     }
     st.runs_path("x").parent.mkdir(parents=True)
     for shard, rows in damaged.items():
         pq.write_table(rows_to_table(rows), st.runs_path(shard))
     st.runs_path("truncated").write_bytes(st.runs_path("good").read_bytes()[:300])
-    expected = {shard: ids for shard in [*damaged, "truncated"]}
+    expected = {shard: dict.fromkeys(ids, 2) for shard in [*damaged, "truncated"]}  # each run trains 2 epochs
     together = st.runs_problems(expected)
-    alone = {shard: st.runs_problem(shard, ids) for shard in expected}
+    alone = {shard: st.runs_problem(shard, expected[shard]) for shard in expected}
     assert together == alone
-    assert together["good"] is None and all(together[s] for s in expected if s != "good")
+    fine = {"good", "diverged_early"}  # a run may end early where its last row says why
+    assert all(together[s] is None for s in fine) and all(together[s] for s in expected if s not in fine)
     assert "not a runs table" in together["truncated"] and "has epochs" in together["gap"]
+    assert "ends at epoch 1 of 2, still ok" in together["truncated_epochs"]
     del expected["truncated"]  # without a file that stops the scan, the scan decides
     assert st.runs_problems(expected) == {s: alone[s] for s in expected}
 

@@ -81,8 +81,9 @@ def test_replanning_finds_the_same_shards_and_done_ones(tmp_path):
     store = Store(tmp_path)
     write_runs(
         [
-            {"run_id": rid, "shard_id": done, "settings": {}, "epoch": 0, "status": "ok"}
+            {"run_id": rid, "shard_id": done, "settings": {}, "epoch": epoch, "status": "ok"}
             for rid in store.read_specs()[done]
+            for epoch in range(config["fixed"]["train"]["epochs"] + 1)  # every epoch: a whole run
         ],
         store.runs_path(done),
     )  # the store now holds this shard

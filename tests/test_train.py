@@ -302,3 +302,62 @@ def test_packed_equals_separate_with_clipping_schedule_penalty_and_tau_regulariz
         tmp_path,
     )
     assert not np.allclose(plain["train_loss"].to_numpy(), packed["train_loss"].to_numpy())  # the options act
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(
+    "kind, stateful",
+    [
+        (
+            "s4d",
+            {
+                "fixed.train.lr": 0.5,
+                "fixed.train.plateau_factor": 0.5,
+                "fixed.train.plateau_patience": 0,
+                "fixed.train.clip": 0.05,
+                "fixed.reg.lambda": 0.01,
+            },
+        ),
+        (
+            "selective",
+            {
+                "fixed.train.lr": 0.3,
+                "fixed.train.plateau_factor": 0.5,
+                "fixed.train.plateau_patience": 0,
+                "fixed.train.clip": 0.05,
+            },
+        ),
+    ],
+)
+def test_resume_from_any_epoch_is_bit_identical_with_every_stateful_option_on(tmp_path, kind, stateful):
+    """A group stopped once the lr plateau has acted (patience 0; from epoch 2 on) and resumed from its checkpoint
+    (saved and loaded as a file is) ends with the rows of an uninterrupted run, bit for bit, with gradient clipping
+    and the τ regularizer on too: each one's state must be in the checkpoint."""
+    changes = {
+        "grid.seq_len": [16],
+        "grid.model.init.imag": [0.0] if kind == "selective" else [1.0],
+        "fixed.model.kind": kind,
+        "fixed.train.epochs": 6,
+        **stateful,
+    }
+    points = _points(**changes)
+    arrays = ensure_data(Store(tmp_path), data.spec_of(points[0]["settings"]))
+    cpu = torch.device("cpu")
+    reference = train_group(points, arrays, cpu, None, lambda state: None)
+    saved = tmp_path / "state.pt"
+
+    def stop_after_two(state):
+        torch.save(state, saved)
+        if state["epoch"] >= 2 and (state["plateau"]["scale"] < 1).any() or state["epoch"] == 5:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_group(points, arrays, cpu, None, stop_after_two)
+    state = load_state(saved)
+    assert (state["plateau"]["scale"] < 1).any()  # the plateau has acted by then: its state matters
+    assert any(r["grad_norm"] > 0.05 for r in state["rows"] if r["epoch"] > 0)  # clipping acts
+    resumed = train_group(points, arrays, cpu, state, lambda state: None)
+    assert pd.DataFrame(resumed)[METRICS].equals(pd.DataFrame(reference)[METRICS])

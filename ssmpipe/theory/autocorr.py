@@ -67,12 +67,14 @@ def gram_condition(A_bar: torch.Tensor, B_bar: torch.Tensor, L: int) -> torch.Te
     tol·max, e.g. the [Im] half of a real mode: n = 0 of S4D-Lin / the sweep form) are not states and are left out.
     Rank is decided numerically, as numpy's matrix_rank does: σ ≤ σ_max·tol with tol = max(L, n)·ε(float64) counts as
     zero, and a numerically rank-deficient X (e.g. repeated eigenvalues) gives κ = inf on every machine (never a
-    huge finite κ from a rounding-level σ_min). -> (...), float64."""
+    huge finite κ from a rounding-level σ_min); so does one with more moving states than steps (n > L: G has rank at
+    most L). -> (...), float64."""
     X = impulse_states(A_bar, B_bar, L)  # (... L n)
     tol = max(X.shape[-2:]) * torch.finfo(torch.float64).eps
     norms = X.norm(dim=-2)  # (... n)
     states = (norms > tol * norms.amax(-1, keepdim=True)).sum(-1, keepdim=True)  # (... 1) coordinates that move
     s = torch.linalg.svdvals(X)  # (... n), descending
     rank = (s > tol * s[..., :1]).sum(-1, keepdim=True)  # (... 1) numerical rank
-    kappa = (s[..., 0] / s.gather(-1, (states - 1).clamp_min(0))[..., 0]).square()
+    last = (states - 1).clamp(0, s.shape[-1] - 1)  # σ of the last state; n > L has only L of them (rank < states)
+    kappa = (s[..., 0] / s.gather(-1, last)[..., 0]).square()
     return torch.where(rank[..., 0] >= states[..., 0], kappa, torch.full_like(kappa, math.inf))

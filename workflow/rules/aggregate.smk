@@ -4,7 +4,9 @@ rule aggregate:
         manifest=str(LAYOUT.manifest_path("{sweep}")),
         shards=lambda wc: SHARD_RUNS[wc.sweep],
     output:
-        str(LAYOUT.table_path("{sweep}")),
+        # update(): Snakemake leaves the previous table in place while the job runs (it would delete it first), so
+        # `ssmpipe aggregate` can see it shrink (a seed dropped from the grid): it warns and keeps it beside.
+        update(str(LAYOUT.table_path("{sweep}"))),
     log:
         str(LAYOUT.logs_dir("{sweep}") / "aggregate.log"),
     conda:

@@ -26,6 +26,10 @@ def plan_sweeps(config):
     own validation with the same schema file fills in the defaults. A bad input is one line and exit 1,
     before any job. An experiment's `scales` are merged in and removed."""
     try:
+        # Each --configfile read again as ssmpipe reads a config: Snakemake's own loader keeps the last of two
+        # equal keys silently, and runs __use_yte__ templates (refused here).
+        for path in workflow.overwrite_configfiles:
+            cfg.read(path)
         checked, waiting = cfg.experiments(config)
         sweeps = {c["sweep"]: c for c in checked}
         for c in sweeps.values():
@@ -54,6 +58,9 @@ FIRST = next(iter(SWEEPS.values()))
 LAYOUT = Layout(FIRST["results"])  # where each file lives: ssmpipe/layout.py
 RESULTS = FIRST["results"]
 REPORTS = [str(LAYOUT.report_path(name)) for name in SWEEPS]
+# Each sweep's table is a target of its own: a deleted (or never written) table is rebuilt, and its report after it,
+# although the report stands (Snakemake does not remake a missing intermediate file for an existing target).
+TABLES = [str(LAYOUT.table_path(name)) for name in SWEEPS]
 PAPERS_PAGE = str(LAYOUT.papers_path())
 
 # Every value a shell: command gets is quoted ({x:q}: shlex.quote; a list, each element): a path or
