@@ -8,6 +8,7 @@ the offending key and value, raised before anything is written or any job starts
 from __future__ import annotations
 
 import copy
+import difflib
 import importlib.util
 import math
 import os
@@ -21,7 +22,8 @@ from ssmpipe.errors import ConfigError, InputError
 from ssmpipe.inputs import InputLimitError, check_size, load_yaml, read_file
 from ssmpipe.layout import NAME, RESERVED
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+# The config schema: workflow/schemas/config.schema.yaml, through a link in the package (a wheel holds a copy).
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.yaml"
 
 # PyYAML (and so Snakemake's config loader) reads `1e-3` as a string (YAML 1.1).
 _EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
@@ -306,7 +308,8 @@ def check_tune(config: dict) -> None:
         leaf = setting_schema(key, schema)
         if leaf is None:
             raise ConfigError(
-                f"{where}: unknown setting {key!r} ({kind}: {values!r}); known settings: {', '.join(sorted(types))}"
+                f"{where}: unknown setting {key!r} ({kind}: {values!r}){_did_you_mean(key, types)}; "
+                f"{_settings_hint(types)}"
             )
         if kind in ("uniform", "loguniform"):
             if types[key] != "number":
@@ -454,6 +457,18 @@ def _where(path) -> str:
     return ".".join(parts).replace(".[", "[") or "<top level>"
 
 
+def _did_you_mean(word: str, known) -> str:
+    """' (did you mean 'x'?)' for a close known name, else ''."""
+    close = difflib.get_close_matches(str(word), list(known), n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _settings_hint(types) -> str:
+    """Where the settings are listed, rather than all of them on one line."""
+    groups = sorted({k.split(".")[0] for k in types})
+    return f"settings are dotted keys under {', '.join(groups)} (all of them: workflow/schemas/config.schema.yaml)"
+
+
 def _describe(error, schema: dict | None = None, prefix: str = "") -> str:
     """One line naming the key, the value and what is wrong."""
     where = prefix + _where(error.absolute_path)
@@ -462,7 +477,7 @@ def _describe(error, schema: dict | None = None, prefix: str = "") -> str:
         extra = sorted(set(error.instance) - set(allowed))
         base = f"{where}." if error.absolute_path or prefix else ""
         return (
-            f"unknown key {base}{extra[0]!r} (value {error.instance[extra[0]]!r}); "
+            f"unknown key {base}{extra[0]!r} (value {error.instance[extra[0]]!r}){_did_you_mean(extra[0], allowed)}; "
             f"allowed keys here: {', '.join(allowed)}"
         )
     if error.validator == "required":
@@ -479,8 +494,8 @@ def _check_grid(config: dict, schema: dict) -> None:
         leaf = setting_schema(key, schema)
         if leaf is None:
             raise ConfigError(
-                f"grid.{key}: unknown setting {key!r} (values {values!r}); "
-                f"known settings: {', '.join(sorted(setting_types(schema)))}"
+                f"grid.{key}: unknown setting {key!r} (values {values!r}){_did_you_mean(key, setting_types(schema))}; "
+                f"{_settings_hint(setting_types(schema))}"
             )
         _check_values(Draft202012Validator(leaf), values, f"grid.{key}")
         _no_repeats(values, f"grid.{key}")

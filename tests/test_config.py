@@ -117,3 +117,22 @@ def test_cli_validate_exits_2_with_the_message(tmp_path):
     )
     assert proc.returncode == 0 and "8 points" in proc.stdout
     assert not (tmp_path / "results").exists()  # validate writes nothing
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (
+            {"grid.model.init.rael": [0.1]},
+            "unknown setting 'model.init.rael' (values [0.1]) (did you mean 'model.init.real'",
+        ),
+        ({"fixed.train.lrr": 0.1}, "unknown key fixed.train.'lrr' (value 0.1) (did you mean 'lr'?)"),
+        ({"grid.sed": [0]}, "(did you mean 'seed'?)"),
+    ],
+)
+def test_a_typo_gets_a_did_you_mean_and_not_every_setting_on_one_line(changes, words):
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.check(tiny_config(**changes))
+    assert words in str(e.value)
+    assert "model.init.dt_max" not in str(e.value)  # the groups of settings, not all 47 of them
+    assert len(str(e.value)) < 400
