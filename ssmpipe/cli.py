@@ -440,3 +440,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"ssmpipe: {e.filename}: {e.strerror}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C (Snakemake passes it to every job): a normal stop, one line, no traceback
+        print(
+            "ssmpipe: interrupted (what was stored stays; a training shard resumes from its checkpoint)",
+            file=sys.stderr,
+        )
+        return 130

@@ -181,3 +181,34 @@ def test_ctrl_c_stops_status_watch_with_exit_0(tmp_path):
         watch.kill()
     assert watch.returncode == 0 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert (tmp_path / "watch.out").read_text().count("sweep 'tiny': 8 points in 2 shards (0 trained)") >= 2
+
+
+def test_ctrl_c_while_training_is_one_line_and_the_checkpoint_stays(tmp_path):
+    """SIGINT (what Ctrl-C on Snakemake sends every job): exit 130, one line, no traceback; a rerun resumes."""
+    from ssmpipe import config as cfg
+    from ssmpipe import sweep
+    from ssmpipe.store import Store
+
+    changes = {
+        "grid.seq_len": [64],
+        "grid.seed": [0],
+        "grid.model.init.real": [-0.5],
+        "fixed.train.epochs": 40,
+        "fixed.task.n_train": 512,
+        "fixed.model.d_model": 16,
+    }
+    plan = sweep.plan(cfg.check(tiny_config(results=str(tmp_path / "results"), **changes)))
+    (shard,) = plan.pending
+    store = Store(tmp_path / "results")
+    cmd = [sys.executable, "-m", "ssmpipe", "train", f"--results={store.root}", "--", shard]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not store.ckpt_path(shard).exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and [line for line in err.splitlines() if line.startswith("ssmpipe:")] == [
+        "ssmpipe: interrupted (what was stored stays; a training shard resumes from its checkpoint)"
+    ]
+    assert store.ckpt_path(shard).exists() and not store.runs_path(shard).exists()
