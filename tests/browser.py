@@ -2,7 +2,7 @@
 
 Chromium started with --remote-debugging-pipe reads DevTools protocol commands (JSON, each ended by a NUL
 byte) on its file descriptor 3 and writes answers and events on 4; no websocket, no extra package.
-Protocol: https://chromedevtools.github.io/devtools-protocol/ (Target, Page, Runtime, Log, Emulation).
+Protocol: https://chromedevtools.github.io/devtools-protocol/ (Target, Page, Runtime, Log, Emulation, Input).
 """
 
 from __future__ import annotations
@@ -193,6 +193,24 @@ class Page:
             elif e["method"] == "Log.entryAdded" and p["entry"]["level"] == "error":
                 out.append(f"log: {p['entry']['text']} ({p['entry'].get('url', '')})")
         return out
+
+    def click(self, selector: str) -> None:
+        """A real mouse click (pressed and released) at the middle of the first element `selector` finds, scrolled
+        into view first."""
+        box = self.evaluate(
+            f"(() => {{ const el = document.querySelector({json.dumps(selector)});"
+            " el.scrollIntoView({block: 'center'}); const r = el.getBoundingClientRect();"
+            " return [r.x + r.width / 2, r.y + r.height / 2]; })()"
+        )
+        for kind in ("mousePressed", "mouseReleased"):
+            self.browser.send(
+                "Input.dispatchMouseEvent", self.session, type=kind, x=box[0], y=box[1], button="left", clickCount=1
+            )
+
+    def type(self, selector: str, text: str) -> None:
+        """Focus the first element `selector` finds (a click) and type `text` into it, as a keyboard would."""
+        self.click(selector)
+        self.browser.send("Input.insertText", self.session, text=text)
 
     def inspect(self) -> dict:
         return self.evaluate(INSPECT)

@@ -7,6 +7,7 @@ and anchor resolving, UTF-8 text. Each page is screenshotted at full height into
 (shots/). Without Chromium these tests skip; with CI=true they fail (.ci/run installs it).
 """
 
+import json
 import os
 import re
 import subprocess
@@ -127,6 +128,46 @@ def test_sweep_report_pages_render_cleanly_and_each_holds_its_family(browser, sw
     print(f"screenshots: {shots}")
 
 
+# The runs table's rows as the reader sees them: shown rows only, each cell's text by its column's header.
+ROWS = """[...document.querySelectorAll('#runs-table tbody tr')].filter(r => !r.hidden).map(r =>
+  Object.fromEntries([...r.cells].map((c, i) => [document.querySelectorAll('#runs-table th')[i].textContent
+    .replace(/ [▲▼]$/, ''), c.textContent]).concat([['best', r.classList.contains('best')]])))"""
+
+
+def _column(rows: list[dict], name: str) -> list[float]:
+    return [float(r[name]) for r in rows]
+
+
+@pytest.mark.slow
+def test_runs_table_sorts_by_a_clicked_header_filters_and_marks_the_best_run(browser, sweep_report, tmp_path):
+    tab = browser.page((sweep_report / "tiny" / "report" / "index.html").as_uri(), 1280)
+    try:
+        rows = tab.evaluate(ROWS)
+        assert len(rows) == 8 and {"model.init.real", "seq_len", "seed", "status", "test_acc", "test_loss"} <= set(
+            rows[0]
+        )  # real 2 × seq_len 2 × seed 2; imag has one value: not a column
+        assert tab.evaluate("document.querySelectorAll('#runs-table tbody tr svg polyline').length") == 8 * 4
+        best = [r for r in rows if r["best"]]
+        assert len(best) == 1 and best[0][""] == "★"
+        ok = [r for r in rows if r["status"] == "ok"]
+        assert float(best[0]["test_acc"]) == max(_column(ok, "test_acc"))
+        heads = tab.evaluate("[...document.querySelectorAll('#runs-table th')].map(th => th.textContent)")
+        column = f"#runs-table th:nth-child({heads.index('test_acc') + 1})"
+        tab.click(column)
+        assert _column(tab.evaluate(ROWS), "test_acc") == sorted(_column(rows, "test_acc"))
+        assert tab.evaluate(f"document.querySelector('{column}').getAttribute('aria-sort')") == "ascending"
+        tab.click(column)
+        assert _column(tab.evaluate(ROWS), "test_acc") == sorted(_column(rows, "test_acc"), reverse=True)
+        tab.type("#runs input.filter", "seed=1 real=-0.5")
+        shown = tab.evaluate(ROWS)
+        assert [(r["seed"], r["model.init.real"]) for r in shown] == [("1", "-0.5")] * 2
+        assert tab.evaluate("document.querySelector('#runs .shown').textContent") == "2 of 8 runs shown"
+        tab.screenshot(tmp_path / "runs-filtered.png")
+        assert tab.errors() == []
+    finally:
+        tab.close()
+
+
 @pytest.mark.slow
 def test_papers_page_renders_cleanly(browser, sweep_report, tmp_path):
     page = sweep_report / "papers" / "index.html"
@@ -144,6 +185,14 @@ def test_study_report_names_the_study_in_its_header_and_config(browser, study_re
     config = text[text.index('<section id="config">') :]
     assert "study: st" in config and "sweep: tiny" not in config and "grid:" not in config
     assert [s for s in _sections(study_report / "tradeoff.html") if s.startswith("fig-")] == ["fig-study_settings"]
+    best = json.loads((study_report.parent / "study.json").read_text())["best"]
+    tab = browser.page((study_report / "index.html").as_uri(), 1280)
+    try:
+        rows = tab.evaluate(ROWS)
+        assert len(rows) == 4 and {"trial_id", "train.lr", "model.init.imag"} <= set(rows[0])
+        assert [r["trial_id"] for r in rows if r["best"]] == ([best["trial_id"]] if best else [])
+    finally:
+        tab.close()
 
 
 def test_the_browser_sees_what_a_reader_would_not_enjoy(browser, tmp_path):

@@ -1,5 +1,7 @@
 """Report figures for curve-valued measures (MF(τ)) and the train-at-T, test-at-T′ matrix; the config block."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,8 +10,10 @@ from conftest import TINY, job_counts, snakemake, tiny_config, write_config
 from ssmpipe import config as cfg
 from ssmpipe.data import TASKS
 from ssmpipe.models.sequence import LAYERS
+from ssmpipe.report import figures, figures_of, runs_section
 from ssmpipe.report.config_block import _BY_KIND, MODEL_KEYS, TASK_KEYS, config_section, split
 from ssmpipe.report.figures import lengths, profile
+from ssmpipe.report.study import metric_vs_settings
 
 
 def test_profile_averages_each_groups_curves_over_seeds():
@@ -166,3 +170,136 @@ def test_model_keys_hold_what_each_layer_reads(kind):
     LAYERS[kind](4, reads)
     read = {f"model.{k}" for k in reads.read - {"init"}} | {f"model.init.{k}" for k in reads["init"].read}
     assert read & _BY_KIND <= MODEL_KEYS[kind] and (kind != "selective" or read & _BY_KIND == {"model.init.s_A"})
+
+
+def test_config_block_counts_a_typed_default_as_set_when_the_typed_keys_are_known():
+    config = cfg.check(tiny_config(**{"fixed.train.weight_decay": 0.0}))  # the schema's default, typed
+    assert "weight_decay" not in split(config)[0]["fixed"]["train"]  # the snapshot alone cannot tell
+    chosen, defaults = split(config, typed={"fixed.train.weight_decay"})
+    assert chosen["fixed"]["train"]["weight_decay"] == 0.0 and "weight_decay" not in defaults["fixed"]["train"]
+
+
+# --- the runs table, pooling said in captions, heatmap scales, per-epoch tables -------------------------------
+
+
+def _final(**changes) -> pd.DataFrame:
+    final = pd.DataFrame(
+        {
+            "run_id": ["r1", "r2", "r3", "r4"],
+            "trial_id": [None] * 4,
+            "epoch": [3] * 4,
+            "status": ["ok", "ok", "diverged", "ok"],
+            "error": [None] * 4,
+            "model.init.real": [-0.5, -0.5, 0.0, 0.0],
+            "seq_len": [16, 16, 16, 16],
+            "seed": [0, 1, 0, 1],
+            "train_loss": [1.0, 0.9, np.nan, 0.5],
+            "test_loss": [1.1, 0.8, np.nan, 0.7],
+            "train_acc": [0.5, 0.6, np.nan, 0.7],
+            "test_acc": [0.55, 0.62, 0.99, 0.6],
+            "gap": [0.1, -0.1, np.nan, 0.2],
+        }
+    )
+    return final.assign(**changes)
+
+
+def test_runs_table_holds_the_settings_that_vary_and_marks_the_best_ok_run():
+    final = _final()
+    config = {"grid": {"model.init.real": [-0.5, 0.0], "seq_len": [16], "seed": [0, 1]}}
+    settings = figures.varying(config, final)
+    assert settings == ["model.init.real", "seed"]  # seq_len takes one value
+    table, best = figures.runs_table(final, settings, *figures.objective(config))
+    assert list(table.columns[:4]) == ["model.init.real", "seed", "status", "epoch"] and "trial_id" not in table
+    assert table.loc[best, "run_id"] == "r2"  # 0.62; r3's 0.99 diverged
+    _, best = figures.runs_table(final, settings, *figures.objective({"tune": {"metric": "test_loss", "mode": "min"}}))
+    assert table.loc[best, "run_id"] == "r4"  # test loss 0.7
+    point = figures.best_point(final, settings, "test_acc", "max")
+    assert point["model.init.real"] == 0.0 and point["mean"] == pytest.approx(0.6) and point["not_ok"] == 1
+    page = runs_section(final, config)
+    best_row = re.search(r'<tr class="best" data-f="([^"]*)">(.*?)</tr>', page)
+    assert best_row and "r2" in best_row.group(2) and best_row.group(1) == "real=-0.5 seed=1 status=ok r2"
+    assert (
+        page.count("<tr data-f=") == 3
+        and "Best point</b> averaged over seeds: model.init.real = 0: test_acc = 0.6" in page
+    )
+    assert "(1 run ok, 1 not ok)" in page
+
+
+def test_runs_table_marks_nothing_when_no_run_is_ok():
+    final = _final(status=["failed"] * 4, error=["boom " * 40] * 4)
+    table, best = figures.runs_table(final, ["seed"], "test_acc", "max")
+    assert best is None and "error" in table
+    page = runs_section(final, {"grid": {"seed": [0, 1]}})
+    assert 'class="best"' not in page and "none is marked best" in page and "boom boom" in page
+
+
+def test_a_figure_that_averages_over_a_varying_setting_says_so_in_its_caption():
+    config = cfg.check(tiny_config())  # grid: real (2 values), imag (1), seq_len (2), seed
+    config["report"]["figures"] = [
+        {"name": "c", "kind": "curves", "metric": "test_acc", "group": "model.init.real"},
+        {"name": "h", "kind": "heatmap", "metric": "test_acc", "x": "seq_len", "group": "model.init.real"},
+    ]
+    captions = {stem: caption for stem, (_, caption, _, _) in figures_of(config).items()}
+    assert "Averaged over sequence length L = 16, 24" in captions["c"]
+    assert "Averaged over" not in captions["h"]  # names both axes with several values (imag has one, seed is seed)
+    assert "tested at the length it trained at: not train at T, test at T′" in captions["h"]  # x: seq_len
+    assert "tested at the length" not in captions["c"]
+
+
+def test_heatmap_scales_show_the_size_of_a_difference():
+    final = pd.concat([_final(chance_acc=0.25)] * 2, ignore_index=True)
+    final["model.init.imag"] = [0.1] * 4 + [1.0] * 4
+    fig, _ = figures.heatmap(final, "test_acc", x="model.init.imag", group="model.init.real")
+    norm = fig.axes[0].images[0].norm
+    assert (norm.vmin, norm.vmax) == (0.25, 1.0)  # chance to 1, not 0.55 to 0.62
+    assert sorted({t.get_text() for t in fig.axes[0].texts}) == ["0.58", "0.60"]  # the numbers in the cells
+    fig, _ = figures.heatmap(final, "gap", x="model.init.imag", group="model.init.real")
+    norm = fig.axes[0].images[0].norm
+    assert norm.vcenter == 0 and norm.vmin == -norm.vmax  # diverging around 0
+
+
+def _runs(epochs: int = 30) -> pd.DataFrame:
+    rows = [
+        {"run_id": f"r{real}{seed}", "status": "ok", "epoch": e, "model.init.real": real, "seed": seed,
+         "train_loss": 2 - e / epochs, "test_loss": 2.1 - e / epochs, "train_acc": e / epochs, "test_acc": e / epochs}
+        for real in (-0.5, 0.0) for seed in (0, 1) for e in range(epochs + 1)
+    ]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_curves_draw_loss_beside_accuracy_train_and_test_each_run_and_a_long_table():
+    fig, table = figures.curves(_runs(), "test_acc", group="model.init.real")
+    loss, acc = fig.axes[:2]
+    assert loss.get_ylabel() == "loss" and acc.get_ylabel() == "accuracy"
+    dashed = [line for line in acc.lines if line.get_linestyle() == "--"]
+    assert len(acc.lines) == 4 + 2 * 2 and len(dashed) == 2  # 4 runs thin; train (dashed) and test mean per group
+    assert table.shape == (31, 3) and list(table.columns) == ["epoch", "real=-0.5", "real=0"]  # an epoch a row
+
+
+def test_a_log_axis_of_a_study_labels_its_ticks_without_overlap():
+    lrs = [0.0012, 0.003, 0.007, 0.02, 0.05]
+    runs = pd.DataFrame(
+        {"trial_id": [f"t{i}" for i in range(5)], "epoch": 2, "status": "ok", "train.lr": lrs, "test_acc": 0.5}
+    )
+    study = {"study": "st", "metric": "test_acc", "space": {"train.lr": {"loguniform": [0.001, 0.06]}}, "best": None}
+    fig, _ = metric_vs_settings(runs, study)
+    fig.canvas.draw()
+    ax = fig.axes[0]
+    shown = [t for t in ax.get_xticklabels(minor=True) + ax.get_xticklabels() if t.get_text() and t.get_visible()]
+    lo, hi = ax.get_xlim()
+    shown = [t for t in shown if lo <= t.get_position()[0] <= hi]
+    assert {t.get_text() for t in shown} >= {"0.002", "0.005", "0.01", "0.02", "0.05"}
+    boxes = sorted((t.get_window_extent() for t in shown), key=lambda b: b.x0)
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:]))  # no label on another
+
+
+def test_runs_table_draws_each_runs_loss_and_accuracy_in_its_row_on_one_scale():
+    runs = _runs(epochs=100)  # more epochs than a row's curve draws
+    final = figures.final_epoch(runs).assign(error=None)
+    page = runs_section(final, {"grid": {"model.init.real": [-0.5, 0.0], "seed": [0, 1]}}, runs=runs)
+    assert '<th title="train dashed, test solid">loss per epoch</th>' in page and "acc per epoch</th>" in page
+    rows = re.findall(r"<tr[^>]*data-f=.*?</tr>", page)
+    assert len(rows) == 4 and all(r.count("<svg") == 2 and r.count("<polyline") == 4 for r in rows)
+    first = re.search(r'<polyline points="([^"]+)"', rows[0]).group(1).split()
+    assert len(first) == 60 and first[0].startswith("1.0,")  # at most 60 points, from the left edge
+    assert 'stroke-dasharray="3,2"' in rows[0] and "test_acc 1" in rows[0]  # train dashed; the last value titled

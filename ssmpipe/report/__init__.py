@@ -17,6 +17,7 @@ import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import yaml
@@ -50,7 +51,7 @@ def figures_of(config: dict) -> dict:
             rows = final if at == "final" else runs[runs["epoch"] == {"init": 0, "first": 1}[at]]  # only the one asked
             return figures.KINDS[kind](runs if kind == "curves" else rows, **args)
 
-        caption = spec.get("caption") or _caption(spec)
+        caption = (spec.get("caption") or _caption(spec)) + _pooling(spec, config)
         family = spec.get("family", "tradeoff")
         if kind == "curves" and family == "tradeoff":  # the schema's default family: training curves are no tradeoff
             family = "training"
@@ -72,7 +73,23 @@ def _caption(spec: dict) -> str:
         parts.append(f"one line per {spec['group']}")
     if spec.get("panel"):
         parts.append(f"one panel per {spec['panel']}")
-    return "; ".join(parts) + ". Mean over seeds and any setting not named; diverged and failed runs left out."
+    same = (
+        " Each run is tested at the length it trained at: not train at T, test at T′ (a figure of kind lengths "
+        "draws that matrix)."
+        if spec["kind"] in ("lines", "heatmap") and figures.LENGTH in (spec.get("x"), spec.get("group"))
+        else ""
+    )
+    return "; ".join(parts) + ". Mean over seeds; diverged and failed runs left out." + same
+
+
+def _pooling(spec: dict, config: dict) -> str:
+    """What a figure averages over besides seeds: every grid setting with several values it does not name (x,
+    group, panel; a lengths figure names seq_len), said in its caption, never silently."""
+    named = [spec.get(k) for k in ("x", "group", "panel")] + (["seq_len"] if spec["kind"] == "lengths" else [])
+    over = figures.pooled(config, named)
+    if not over:
+        return ""
+    return f" Averaged over {figures.pooled_words(over)} (not told apart in this figure)."
 
 
 PAGES = {  # file -> (title suffix, navigation label, the figure families it holds)
@@ -90,13 +107,16 @@ def build_report(store: Layout, sweep: str) -> Path:
     runs, config = read_sweep(store, sweep)
     final = figures.final_epoch(runs)
     nothing = nothing_ok(final)  # None when some run finished ok (or, in a study, was stopped early)
-    head = [_status_section(final)]
+    head = [_status_section(final, config, runs)]
     study_json = store.study_path(sweep)
     study = None
     if study_json.is_file():  # a tune study (ssmpipe/tune): its best config and trials, not a grid's figures
         study = _read(study_json, lambda p: load_json(read_file(p), str(p)), "a study summary (JSON)")
         # counts by status, best config, every trial (stopped ones are not "not ok")
         head = [_study_best_section(study)]
+        keys = [k for k in study["space"] if k in final]
+        trials = runs_section(final, _study_objective(config, study), keys, runs)
+        head.append(f'<section id="runs"><h2>Trials</h2>{trials}</section>')
         specs = {
             stem: (title, caption, family, lambda runs, final, make=make: make(runs, study))
             for stem, (title, caption, family, make) in STUDY_FIGURES.items()
@@ -133,6 +153,7 @@ def build_report(store: Layout, sweep: str) -> Path:
             contents=_contents(sections),
             sections=body,
             config=config_block,
+            script=SCRIPT,
         )
         write_text(folder / name, page)
     return folder / "index.html"
@@ -301,6 +322,11 @@ STUDY_FIGURES = {  # a tune study's: file stem -> (title, caption, family, funct
 }
 
 
+def _study_objective(config: dict, study: dict) -> dict:
+    """The config as runs_section reads its objective: the study's metric and mode."""
+    return {**config, "tune": {**(config.get("tune") or {}), "metric": study["metric"], "mode": study["mode"]}}
+
+
 def _study_best_section(study: dict) -> str:
     c = study["counts"]
     text = (
@@ -312,7 +338,7 @@ def _study_best_section(study: dict) -> str:
     return (
         f'<section id="best"><h2>Best config</h2><p>{text}</p>'
         f'<div class="box">{table_html(study_figures.best_table(study))}</div>'
-        f"{numbers(study_figures.trials_table(study), 'Every trial')}</section>"
+        f'<p>Every trial: <a href="#runs">Trials</a> below.</p></section>'
     )
 
 
@@ -349,14 +375,136 @@ def _figure_section(stem: str, title: str, caption: str, png: bytes, table: pd.D
     )
 
 
-def _status_section(final: pd.DataFrame) -> str:
+def _status_section(final: pd.DataFrame, config: dict, runs: pd.DataFrame) -> str:
+    """Runs: counts by status, the best run (and point, over seeds) by the sweep's metric, then the runs table."""
     counts = final["status"].value_counts().sort_index()
     text = ", ".join(f"{n} {status}" for status, n in counts.items()) or "none"
-    failed = final[final["status"] != "ok"][["run_id", "status", "error"]]
     return (
         f'<section id="runs"><h2>Runs</h2><p>{len(final)} runs: {html.escape(text)}.</p>'
-        f"{numbers(failed, 'Runs not ok, with their errors')}</section>"
+        f"{runs_section(final, config, runs=runs)}</section>"
     )
+
+
+def runs_section(
+    final: pd.DataFrame, config: dict, settings: list[str] | None = None, runs: pd.DataFrame | None = None
+) -> str:
+    """The runs table (one row per run: the settings that vary, status, final metrics), sortable by a click on a
+    column's header and filtered by the box above it (SCRIPT, inline); the best run by the sweep's metric marked ★,
+    and the best point averaged over seeds said above it."""
+    metric, mode = figures.objective(config)
+    settings = figures.varying(config, final) if settings is None else settings
+    table, best = figures.runs_table(final, settings, metric, mode)
+    lines = []
+    if best is None:
+        lines.append(f"No run finished ok with a final {html.escape(metric)}: none is marked best.")
+    else:
+        row = table.iloc[best]
+        where = ", ".join(f"{html.escape(k)} = {html.escape(figures.fmt(row[k]))}" for k in settings) or "its config"
+        lines.append(
+            f"<b>Best run</b> (★, by final {html.escape(metric)}, {mode}): {where}: "
+            f"{html.escape(metric)} = {row[metric]:.4g}."
+        )
+        point = figures.best_point(final, settings, metric, mode)
+        if point is not None and "seed" in settings:
+            at = ", ".join(f"{html.escape(k)} = {html.escape(figures.fmt(point[k]))}" for k in settings if k != "seed")
+            lines.append(
+                f"<b>Best point</b> averaged over seeds: {at}: {html.escape(metric)} = {point['mean']:.4g} "
+                f"± {point['std']:.2g} ({_runs_ok(point)})."
+            )
+    example = (  # a filter that would match the first row: a setting's value and its status
+        f"e.g. {settings[0].rsplit('.', 1)[-1]}={_cell(table[settings[0]].iloc[0])} ok"
+        if settings and len(table)
+        else "e.g. ok"
+    )
+    lines_of = sparklines(runs, table["run_id"]) if runs is not None else {}
+    drawn = [k for k in PAIRS if any(k in v for v in lines_of.values())]
+    at = list(table.columns).index("run_id")  # each run's curves before its id: in view without scrolling
+    before, after = list(table.columns[:at]), list(table.columns[at:])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["", *before])
+    head += "".join(f'<th title="train dashed, test solid">{k} per epoch</th>' for k in drawn)
+    head += "".join(f"<th>{html.escape(c)}</th>" for c in after)
+    rows = []
+    for i, r in table.iterrows():
+        words = " ".join(f"{c.rsplit('.', 1)[-1]}={_cell(r[c])}" for c in [*settings, "status"]) + f" {r['run_id']}"
+        cells = "".join(_td(r[c]) for c in before)
+        cells += "".join(f'<td data-v="">{lines_of.get(r["run_id"], {}).get(k, "")}</td>' for k in drawn)
+        cells += "".join(_td(r[c]) for c in after)
+        mark = '<td data-v="1" title="best run">★</td>' if i == best else '<td data-v="0"></td>'
+        cls = ' class="best"' if i == best else ""
+        rows.append(f'<tr{cls} data-f="{html.escape(words.lower())}">{mark}{cells}</tr>')
+    return (
+        f'<p>{"<br>".join(lines)}</p><p class="filter"><label>Filter runs: <input type="search" class="filter" '
+        f'data-table="runs-table" placeholder="{html.escape(example)}" size="28"></label> '
+        f'<span class="shown" aria-live="polite">{len(table)} of {len(table)} runs shown</span>'
+        f" <small>(words all in a row: <code>key=value</code> exactly, anything else a substring; "
+        f"click a column header to sort)</small></p>"
+        f'<div class="box"><table id="runs-table" class="numbers sortable"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+
+
+PAIRS = figures.PAIRS
+SPARK_W, SPARK_H, SPARK_POINTS = 120, 26, 60  # a run's curves in its row: px, and at most this many epochs drawn
+
+
+def sparklines(runs: pd.DataFrame, run_ids) -> dict[str, dict[str, str]]:
+    """run id -> {"loss": svg, "acc": svg}: each run's curves per epoch as a small inline SVG, train dashed and test
+    solid, on one scale for every run (accuracy [0, 1]; loss from the sweep's least to its 99th percentile), so
+    rows compare."""
+    cols = [m for pair in PAIRS.values() for m in pair if m in runs]
+    rows = runs.loc[runs["run_id"].isin(set(run_ids)), ["run_id", "epoch", *cols]].sort_values("epoch")
+    losses = rows[[c for c in PAIRS["loss"] if c in rows]].to_numpy(dtype=float).ravel()
+    losses = losses[np.isfinite(losses)]
+    low = {"loss": float(losses.min()) if losses.size else 0.0, "acc": 0.0}
+    top = {"loss": float(np.percentile(losses, 99)) if losses.size else 1.0, "acc": 1.0}
+    out: dict[str, dict[str, str]] = {}
+    for run_id, one in rows.groupby("run_id"):
+        if len(one) > SPARK_POINTS:
+            one = one.iloc[np.unique(np.linspace(0, len(one) - 1, SPARK_POINTS).round().astype(int))]
+        epochs = one["epoch"].to_numpy(dtype=float)
+        span = max(epochs.max() - epochs.min(), 1.0)
+        out[run_id] = {}
+        for what, pair in PAIRS.items():
+            paths, last = [], []
+            for column, dash in zip(pair, ("3,2", "")):
+                if column not in one or one[column].isna().all():
+                    continue
+                ys = one[column].to_numpy(dtype=float)
+                keep = np.isfinite(ys)
+                xs = 1 + (epochs[keep] - epochs.min()) / span * (SPARK_W - 2)
+                scaled = (ys[keep] - low[what]) / ((top[what] - low[what]) or 1.0)
+                ys = SPARK_H - 1 - np.clip(scaled, 0, 1) * (SPARK_H - 2)
+                points = " ".join(f"{x:.1f},{y:.1f}" for x, y in zip(xs, ys))
+                stroke = f' stroke-dasharray="{dash}"' if dash else ""
+                paths.append(f'<polyline points="{points}" fill="none" stroke="#234" stroke-width="1"{stroke}/>')
+                last.append(f"{column} {one[column].iloc[-1]:.3g}")
+            if paths:
+                out[run_id][what] = (
+                    f'<svg width="{SPARK_W}" height="{SPARK_H}" role="img" aria-label="{", ".join(last)}">'
+                    f"<title>{', '.join(last)} (train dashed, test solid; epoch {epochs.min():g} to "
+                    f"{epochs.max():g})</title>{''.join(paths)}</svg>"
+                )
+    return out
+
+
+def _runs_ok(point) -> str:
+    ok, bad = int(point["runs"]), int(point["not_ok"])
+    return f"{ok} run{'s' * (ok != 1)} ok" + (f", {bad} not ok" if bad else "")
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return "" if v != v else f"{v:.4g}"
+    return str(v)
+
+
+def _td(v) -> str:
+    """A cell: its text (errors cut to 80 characters, the whole in its title), its sort key in data-v."""
+    text = _cell(v)
+    if isinstance(v, str) and len(v) > 80:
+        return f'<td title="{html.escape(v)}" data-v="{html.escape(v)}">{html.escape(v[:80])}…</td>'
+    shown = "—" if text == "" else text
+    return f'<td data-v="{html.escape(text)}">{html.escape(shown)}</td>'
 
 
 STYLE = """body { font: 16px/1.5 system-ui, sans-serif; max-width: 1100px; margin: 0 auto; padding: 1.5em;
@@ -382,7 +530,50 @@ table.numbers th { background: #f3f3f3; position: sticky; top: 0; }
 pre { background: #f6f6f6; padding: 1em; overflow: auto; max-width: 100%; box-sizing: border-box;
       font-size: 0.85em; }
 section { margin-bottom: 2.5em; }
+table.sortable th { cursor: pointer; user-select: none; }
+table.sortable th[aria-sort=ascending]::after { content: " ▲"; }
+table.sortable th[aria-sort=descending]::after { content: " ▼"; }
+table.sortable tr.best td { background: #fff1c2; font-weight: 600; }
+table.sortable svg { display: block; }
+p.filter { font-size: 0.9em; } p.filter small { color: #555; }
 """  # the reports' CSS (the reproduction page adds its own after it)
+
+SCRIPT = """document.querySelectorAll('table.sortable').forEach(table => {
+  const body = table.tBodies[0], heads = [...table.tHead.rows[0].cells];
+  const key = (row, i) => { const v = row.cells[i].dataset.v ?? row.cells[i].textContent;
+    const n = Number(v); return v === '' ? null : (Number.isNaN(n) ? v.toLowerCase() : n); };
+  heads.forEach((th, i) => {
+    th.tabIndex = 0;
+    const sort = () => {
+      const up = th.getAttribute('aria-sort') !== 'ascending';
+      heads.forEach(h => h.removeAttribute('aria-sort'));
+      th.setAttribute('aria-sort', up ? 'ascending' : 'descending');
+      const order = (a, b) => {  // empty cells last either way; numbers before words
+        const x = key(a, i), y = key(b, i);
+        if (x === null || y === null) return (x === null) - (y === null);
+        if (typeof x !== typeof y) return typeof x === 'number' ? -1 : 1;
+        return (x < y ? -1 : x > y ? 1 : 0) * (up ? 1 : -1);
+      };
+      [...body.rows].sort(order).forEach(r => body.appendChild(r));
+    };
+    th.addEventListener('click', sort);
+    th.addEventListener('keydown', e => { if (e.key === 'Enter' || e.key === ' ') { e.preventDefault(); sort(); } });
+  });
+});
+document.querySelectorAll('input.filter').forEach(box => {
+  const table = document.getElementById(box.dataset.table), shown = box.parentElement.nextElementSibling;
+  box.addEventListener('input', () => {
+    const words = box.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    let n = 0;
+    for (const row of table.tBodies[0].rows) {
+      const tokens = row.dataset.f.split(' ');
+      const hit = words.every(w => w.includes('=') ? tokens.includes(w) : row.dataset.f.includes(w));
+      row.hidden = !hit; n += hit;
+    }
+    shown.textContent = `${n} of ${table.tBodies[0].rows.length} runs shown`;
+  });
+});
+"""  # the runs table's sorting and filter: plain JS, inline (pages work offline)
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
@@ -397,5 +588,7 @@ _PAGE = """<!doctype html>
 {sections}
 </main>
 {config}
+<script>
+{script}</script>
 </body></html>
 """

@@ -58,9 +58,9 @@ ONLY_WITH = {
 NAMED = ("task.name", "model.kind")  # fixed settings always in the set part, default or not
 
 
-def config_section(config: dict) -> str:
+def config_section(config: dict, typed: set[str] | None = None) -> str:
     """The config block of a report page: the set part shown, the used defaults in a closed <details>."""
-    chosen, defaults = split(config)
+    chosen, defaults = split(config, typed)
     n = _count(defaults)
     folded = (
         (f"<details><summary>Defaults it used ({n} settings)</summary><pre>{_yaml(defaults)}</pre></details>")
@@ -76,8 +76,12 @@ def config_section(config: dict) -> str:
     )
 
 
-def split(config: dict) -> tuple[dict, dict]:
-    """(what the config set, the defaults it used), both without the settings its runs do not read."""
+def split(config: dict, typed: set[str] | None = None) -> tuple[dict, dict]:
+    """(what the config set, the defaults it used), both without the settings its runs do not read.
+
+    typed: the dotted keys the config file gave ("fixed.task.lag"), when known: those count as set even where
+    their value is the default. The snapshot alone cannot tell (ssmpipe.config.check fills the defaults in and
+    keeps no record of what was typed), so reports pass None until the snapshot records them."""
     config = _used(config)
     defaults = _defaults(cfg.load_schema())
     for key in NAMED:  # named whether default or not: a reader looks for them first
@@ -90,7 +94,7 @@ def split(config: dict) -> tuple[dict, dict]:
         if key in ("sweep", "study", "grid"):
             chosen[key] = value
             continue
-        set_part, default_part = _diff(value, defaults.get(key))
+        set_part, default_part = _diff(value, defaults.get(key), key, typed or set())
         if set_part is not None:
             chosen[key] = set_part
         if key == "report" and "figures" in (set_part or {}):  # each figure as written: its defaults left out
@@ -188,18 +192,19 @@ def _defaults(node: dict, root: dict | None = None):
     return default
 
 
-def _diff(value, default) -> tuple[object, object]:
-    """(the part of value that differs from default, the part equal to it); None for an empty part."""
+def _diff(value, default, at: str = "", typed: set[str] = frozenset()) -> tuple[object, object]:
+    """(the part of value that differs from default or was typed (its dotted key `at` in `typed`), the part equal
+    to it); None for an empty part."""
     if isinstance(value, dict) and isinstance(default, dict):
         chosen, same = {}, {}
         for key, sub in value.items():
-            c, s = _diff(sub, default.get(key))
+            c, s = _diff(sub, default.get(key), f"{at}.{key}", typed)
             if c is not None:
                 chosen[key] = c
             if s is not None:
                 same[key] = s
         return chosen or None, same or None
-    if value == default:
+    if value == default and at not in typed:
         return None, None if value in (None, {}, []) else value
     return value, None
 

@@ -90,7 +90,7 @@ LABELS = {
 }
 
 
-def _fmt(v) -> str:
+def fmt(v) -> str:
     return f"{v:g}" if isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) else str(v)
 
 
@@ -105,7 +105,7 @@ def _key(fig, axes, colours: dict, title: str) -> None:
     """Legend of the groups when few, else a colorbar."""
     numeric = all(isinstance(v, (int, float, np.floating, np.integer)) for v in colours)
     if len(colours) <= 8 or not numeric:
-        handles = [plt.Line2D([], [], color=c, marker="o", label=_fmt(v)) for v, c in colours.items()]
+        handles = [plt.Line2D([], [], color=c, marker="o", label=fmt(v)) for v, c in colours.items()]
         axes[-1].legend(
             handles=handles, title=title, fontsize=7, title_fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0)
         )
@@ -130,7 +130,7 @@ def _finish(fig, axes, parts, panel, group, colours, metric, x, logy, title) -> 
     for ax, (value, _) in zip(axes, parts):
         if logy:
             ax.set_yscale("log")
-        ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
+        ax.set_title(f"{_label(panel)} = {fmt(value)}" if panel else "", fontsize=9)
         ax.set_xlabel(_label(x))
         ax.grid(alpha=0.3)
     for ax in axes[::MAX_COLUMNS]:
@@ -168,7 +168,7 @@ def lines(
                 ax.set_xscale("symlog", linthresh=min(positive))
             ax.minorticks_off()
         if numeric:
-            ax.set_xticks(xs, [_fmt(v) for v in xs], fontsize=7)
+            ax.set_xticks(xs, [fmt(v) for v in xs], fontsize=7)
     _finish(
         fig,
         axes,
@@ -185,17 +185,20 @@ def lines(
 
 
 def heatmap(final: pd.DataFrame, metric: str, x: str, group: str, panel: str | None = None):
-    """Mean final `metric` over the grid of settings `x` (columns) × `group` (rows), one panel per `panel` value."""
+    """Mean final `metric` over the grid of settings `x` (columns) × `group` (rows), one panel per `panel` value.
+
+    The colour scale shows the size of a difference (see `scale`): an accuracy runs from chance to 1, a gap is
+    diverging around 0; the numbers are written in the cells (up to MAX_LABELLED_CELLS a panel)."""
     by = [c for c in (panel, group, x) if c]
     table = summarise(final, by, metric)
-    vmin, vmax = np.nanmin(table["mean"]), np.nanmax(table["mean"])
+    cmap, norm, what = scale(metric, table["mean"], final)
     parts = _panels_of(table, panel)
     fig, axes = panels(len(parts))
     for ax, (value, t) in zip(axes, parts):
         grid = t.pivot(index=group, columns=x, values="mean")
-        im = ax.imshow(grid.values, origin="lower", aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax)
-        ax.set_xticks(range(grid.shape[1]), [_fmt(v) for v in grid.columns], fontsize=7)
-        ax.set_yticks(range(grid.shape[0]), [_fmt(v) for v in grid.index], fontsize=7)
+        im = ax.imshow(grid.values, origin="lower", aspect="auto", cmap=cmap, norm=norm)
+        ax.set_xticks(range(grid.shape[1]), [fmt(v) for v in grid.columns], fontsize=7)
+        ax.set_yticks(range(grid.shape[0]), [fmt(v) for v in grid.index], fontsize=7)
         if grid.size <= MAX_LABELLED_CELLS:
             for (i, j), v in np.ndenumerate(grid.values):
                 ax.text(
@@ -205,25 +208,67 @@ def heatmap(final: pd.DataFrame, metric: str, x: str, group: str, panel: str | N
                     ha="center",
                     va="center",
                     fontsize=8,
-                    color="white" if np.isnan(v) or v < (vmin + vmax) / 2 else "black",
+                    color=_ink(cmap(norm(v))) if not np.isnan(v) else "black",
                 )
         ax.set_xlabel(_label(x))
-        ax.set_title(f"{_label(panel)} = {_fmt(value)}" if panel else "", fontsize=9)
+        ax.set_title(f"{_label(panel)} = {fmt(value)}" if panel else "", fontsize=9)
     for ax in axes[::MAX_COLUMNS]:
         ax.set_ylabel(_label(group))
-    fig.colorbar(im, ax=axes, label=f"final {_label(metric)} (mean over seeds)")
+    fig.colorbar(im, ax=axes, label=f"final {_label(metric)} (mean over seeds)\n{what}")
     _title(fig, f"{_label(metric)} over {_label(group)} × {_label(x)}")
     return fig, table
+
+
+def chance(final: pd.DataFrame) -> float:
+    """Chance accuracy of the sweep's task (mean of its chance_acc column), else 0."""
+    if "chance_acc" in final and final["chance_acc"].notna().any():
+        return float(final["chance_acc"].mean())
+    return 0.0
+
+
+def scale(metric: str, values: pd.Series, final: pd.DataFrame):
+    """(colormap, norm, words) of a heatmap of `metric`: an accuracy on a fixed scale [chance, 1]; a gap or other
+    signed measure diverging around 0; anything else from its min to its max (said so in the words)."""
+    values = values.to_numpy(dtype=float)
+    finite = values[np.isfinite(values)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if metric.endswith("acc"):
+        floor = min(chance(final), low)
+        norm = matplotlib.colors.Normalize(floor, 1.0)
+        return plt.get_cmap("viridis"), norm, f"fixed scale: chance ({floor:.2g}) to 1"
+    if low < 0 < high or metric == "gap":
+        span = max(abs(low), abs(high)) or 1.0
+        norm = matplotlib.colors.TwoSlopeNorm(0.0, -span, span)
+        return plt.get_cmap("RdBu_r"), norm, "diverging around 0"
+    if high == low:
+        high = low + 1.0
+    return plt.get_cmap("viridis"), matplotlib.colors.Normalize(low, high), f"scale: min {low:.3g} to max {high:.3g}"
+
+
+def _ink(rgba) -> str:
+    """Black or white text, whichever reads on a cell of colour `rgba` (its luminance)."""
+    r, g, b = rgba[:3]
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+
+
+PAIRS = {"loss": ("train_loss", "test_loss"), "acc": ("train_acc", "test_acc")}  # curves drawn side by side
 
 
 def curves(runs: pd.DataFrame, metric: str, group: str | None = None, panel: str | None = None, logy: bool = False):
     """`metric` per epoch, one line per `group` value, one panel per `panel` value (mean over the rest).
 
-    Runs that diverged count up to their last finite epoch."""
+    A loss or accuracy metric is drawn beside its partner, train (dashed) and test (solid) each: loss on the
+    left, accuracy on the right, a row per `panel` value, each run a thin line under its group's mean. Runs that
+    diverged count up to their last finite epoch. The table: `metric`'s means, a row per epoch."""
     by = [c for c in (panel, group) if c]
-    ok = runs.loc[runs["status"] != "failed", list(dict.fromkeys([*by, "epoch", metric]))]  # not every column
+    cols = [*by, "run_id", "epoch", metric, *(m for pair in PAIRS.values() for m in pair if m in runs)]
+    ok = runs.loc[runs["status"] != "failed", list(dict.fromkeys(cols))]  # not every column: a row filter copies
     table = ok.groupby(by + ["epoch"])[metric].mean().reset_index()
     colours = _colours(table[group].unique()) if group else {None: "C0"}
+    if metric in {m for pair in PAIRS.values() for m in pair} and all(m in runs for p in PAIRS.values() for m in p):
+        return _loss_and_accuracy(ok, group, panel, colours, logy and metric.endswith("loss")), per_epoch(
+            table, by, metric
+        )
     parts = _panels_of(table, panel)
     fig, axes = panels(len(parts), sharey=True)
     for ax, (_, t) in zip(axes, parts):
@@ -241,8 +286,63 @@ def curves(runs: pd.DataFrame, metric: str, group: str | None = None, panel: str
         logy,
         f"{_label(metric)} per epoch (epoch 0: at init; mean over seeds)",
     )
-    wide = table.pivot_table(index=by, columns="epoch", values=metric).reset_index() if by else table
-    return fig, wide
+    return fig, per_epoch(table, by, metric)
+
+
+def _loss_and_accuracy(runs: pd.DataFrame, group, panel, colours: dict, logy: bool):
+    """Loss (left) and accuracy (right) per epoch, a row per `panel` value: per group its mean over runs, train
+    dashed and test solid, over each run's test curve as a thin line of the group's colour."""
+    parts = list(runs.groupby(panel)) if panel else [(None, runs)]
+    fig, axes = plt.subplots(
+        len(parts), 2, figsize=(10.0, 2.9 * len(parts) + 0.9), squeeze=False, sharex=True, layout="constrained"
+    )
+    for row, (value, part) in zip(axes, parts):
+        for ax, (what, (train, test)) in zip(row, PAIRS.items()):
+            for g, rows in part.groupby(group) if group else [(None, part)]:
+                colour = colours[g]
+                for _, one in rows.groupby("run_id"):
+                    ax.plot(one["epoch"], one[test], color=colour, lw=0.6, alpha=0.35)
+                mean = rows.groupby("epoch")[[train, test]].mean()
+                ax.plot(mean.index, mean[train], color=colour, lw=1.8, ls="--")
+                ax.plot(mean.index, mean[test], color=colour, lw=1.8)
+            if logy and what == "loss":
+                ax.set_yscale("log")
+            ax.set_ylabel(what if what == "loss" else "accuracy")
+            ax.set_title(f"{_label(panel)} = {fmt(value)}" if panel else "", fontsize=9)
+            ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch (0: at init)")
+    handles = [plt.Line2D([], [], color=c, lw=1.8, label=fmt(v)) for v, c in colours.items() if v is not None]
+    handles += [
+        plt.Line2D([], [], color="#444", lw=1.8, ls="--", label="train (mean)"),
+        plt.Line2D([], [], color="#444", lw=1.8, label="test (mean)"),
+        plt.Line2D([], [], color="#444", lw=0.6, alpha=0.5, label="test, each run"),
+    ]
+    axes[0][-1].legend(
+        handles=handles,
+        title=_label(group) if group else None,
+        fontsize=7,
+        title_fontsize=8,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+    )
+    _title(fig, "loss and accuracy per epoch, train and test (epoch 0: at init)")
+    return fig
+
+
+def per_epoch(table: pd.DataFrame, by: list[str], metric: str) -> pd.DataFrame:
+    """A long (by…, epoch, metric) table as one row per epoch and one column per line of the figure
+    ("real=-0.5, imag=1"): long in epochs (a box scrolls down), not 153 columns wide."""
+    if not by:
+        return table[["epoch", metric]].reset_index(drop=True)
+    wide = table.pivot_table(index="epoch", columns=by, values=metric)
+    names = [c if isinstance(c, tuple) else (c,) for c in wide.columns]
+    wide.columns = [", ".join(f"{_short(k)}={fmt(v)}" for k, v in zip(by, c)) for c in names]
+    return wide.reset_index()
+
+
+def _short(column: str) -> str:
+    return column.rsplit(".", 1)[-1]
 
 
 def profile(rows: pd.DataFrame, metric: str, group: str | None = None, panel: str | None = None, logy: bool = False):
@@ -313,3 +413,62 @@ def lengths(final: pd.DataFrame, metric: str, panel: str | None = None):
 
 
 KINDS = {"lines": lines, "heatmap": heatmap, "curves": curves, "profile": profile, "lengths": lengths}
+
+
+# --- the runs table: one row per run, the settings that vary, status, final metrics; the best marked ----------
+
+SEED = "seed"
+FINAL_COLUMNS = ("train_loss", "test_loss", "train_acc", "test_acc", "gap")
+
+
+def objective(config: dict) -> tuple[str, str]:
+    """(metric, mode) that picks a sweep's best point: its tune: section's when it has one, else final test_acc,
+    max (the metric every default figure and claim reads)."""
+    tune = config.get("tune") or {}
+    return tune.get("metric", "test_acc"), tune.get("mode", "max")
+
+
+def varying(config: dict, final: pd.DataFrame) -> list[str]:
+    """The settings that take more than one value in the sweep's runs: its grid axes (a study: its searched
+    settings), in the config's order, seed last."""
+    space = (config.get("tune") or {}).get("space") or config.get("grid") or {}
+    keys = [k for k in space if k in final and final[k].astype(str).nunique() > 1]
+    return sorted(keys, key=lambda k: k == SEED)
+
+
+def runs_table(final: pd.DataFrame, settings: list[str], metric: str, mode: str) -> tuple[pd.DataFrame, int | None]:
+    """(one row per run: settings, status, last epoch, final metrics, run id, error if any run has one; the
+    position of the best run by `metric` (`mode` max or min) among those ok, None when none is)."""
+    extra = ["trial_id"] if "trial_id" in final and final["trial_id"].notna().any() else []
+    metrics = [c for c in (metric, *FINAL_COLUMNS) if c in final and final[c].notna().any()]  # the sweep's first
+    errors = ["error"] if final["error"].notna().any() else []
+    cols = list(dict.fromkeys([*extra, *settings, "status", "epoch", *metrics, "run_id", *errors]))
+    table = final[cols].sort_values([*extra, *settings, "run_id"], kind="stable").reset_index(drop=True)
+    ok = table["status"].eq("ok") & table[metric].notna() if metric in table else table["status"].eq("__none__")
+    if not ok.any():
+        return table, None
+    scores = table.loc[ok, metric]
+    return table, int(scores.idxmax() if mode == "max" else scores.idxmin())
+
+
+def best_point(final: pd.DataFrame, settings: list[str], metric: str, mode: str) -> pd.Series | None:
+    """The best point by `metric` averaged over seeds (its settings but seed; mean, std, runs), None when no run
+    is ok or nothing but seed varies."""
+    by = [s for s in settings if s != SEED]
+    if not by or metric not in final:
+        return None
+    table = summarise(final, by, metric).dropna(subset=["mean"])
+    if table.empty:
+        return None
+    return table.loc[table["mean"].idxmax() if mode == "max" else table["mean"].idxmin()]
+
+
+def pooled(config: dict, named: list[str | None]) -> dict[str, list]:
+    """Grid settings (besides seed) with more than one value that a figure naming `named` averages over."""
+    grid = config.get("grid") or {}
+    return {k: v for k, v in grid.items() if k != SEED and len(v) > 1 and k not in named}
+
+
+def pooled_words(over: dict[str, list]) -> str:
+    """'averaged over sequence length L = 64, 128 and …' (empty when nothing is pooled)."""
+    return " and ".join(f"{_label(k)} = {', '.join(fmt(v) for v in values)}" for k, values in over.items())

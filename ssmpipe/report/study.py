@@ -45,24 +45,6 @@ def best_table(study: dict) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["what", "value"])
 
 
-def trials_table(study: dict) -> pd.DataFrame:
-    keys = list(study["space"])
-    errors = any(isinstance(e.get("error"), str) for e in study["trials"])
-    return pd.DataFrame(
-        [
-            {
-                "trial": e["trial_id"],
-                **{k: e["params"].get(k) for k in keys},
-                "status": e["status"],
-                "epochs": e["epochs"],
-                f"final {study['metric']}": e["value"],
-                **({"error": e.get("error")} if errors else {}),
-            }
-            for e in study["trials"]
-        ]
-    )
-
-
 def metric_vs_settings(runs: pd.DataFrame, study: dict):
     """Final metric of each trial against each searched setting, one panel per setting; the best starred."""
     metric, keys = study["metric"], list(study["space"])
@@ -88,7 +70,7 @@ def metric_vs_settings(runs: pd.DataFrame, study: dict):
             i = int(np.flatnonzero((final["trial_id"] == best).to_numpy())[0])
             ax.scatter([x[i]], [final[metric].iloc[i]], s=160, marker="*", color="#ff7f0e", zorder=3, label="best")
         if kind == "loguniform":
-            ax.set_xscale("log")
+            log_axis(ax, x)
         if ticks is not None:
             ax.set_xticks(range(len(ticks)), [_fmt(v) for v in ticks], fontsize=7)
         ax.set_xlabel(key + (" (log scale)" if kind == "loguniform" else ""))
@@ -137,8 +119,21 @@ def trial_curves(runs: pd.DataFrame, study: dict):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(f"Study {study['study']}: trials' {metric.replace('_', ' ')} per epoch")
-    table = runs.pivot_table(index="trial_id", columns="epoch", values=metric).reset_index()
+    table = runs.pivot_table(index="epoch", columns="trial_id", values=metric).reset_index()  # long, not wide
+    table.columns.name = None
     return fig, table
+
+
+def log_axis(ax, values: np.ndarray) -> None:
+    """A log x axis that reads: labels at 1, 2, 5 × 10^k (at 10^k alone over more than two decades), written
+    plainly (0.002, not 2×10⁻³), no minor labels (printed on top of each other across a decade or less)."""
+    ax.set_xscale("log")
+    finite = values[np.isfinite(values) & (values > 0)]
+    decades = np.log10(finite.max() / finite.min()) if finite.size else 0.0
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0,) if decades > 2 else (1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.tick_params(axis="x", labelsize=7)
 
 
 def _positions(values: pd.Series, kind: str):
