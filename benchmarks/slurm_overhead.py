@@ -7,7 +7,8 @@ Measures, on this machine and its SLURM:
   * the default sweep's shape shrunk to the tiny test sweep, through `snakemake --cores 2` and
     `snakemake --profile profiles/slurm` (2 shards), counting its SLURM calls (squeue, sacct,
     sbatch: wrappers first on PATH) at the default slurm.poll_s.
-(How the status queries scale with the shards in flight: tests/test_slurm_scale.py.)
+(How the status queries scale with the shards in flight: tests/test_slurm_scale.py; what the login node and the
+scheduler pay as the sweep widens, a SLURM job per shard against job arrays: benchmarks/slurm_arrays.py.)
 The last line printed is a JSON object of the figures.
 """
 

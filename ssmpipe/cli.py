@@ -113,15 +113,28 @@ def cmd_data(args) -> int:
 def cmd_train(args) -> int:
     if args.results is None:  # the config form: plan the sweeps (as Snakemake does), then train each shard here
         return train_config(args)
-    if len(args.shards) != 1:
+    if len(args.shards) != 1 and not (args.slurm and args.shards):
         raise cfg.InputError(f"--results {args.results!r}: give one shard id after it (got {len(args.shards)})")
+    for shard in args.shards:
+        spec = Layout(results_root(args.results)).spec_path(shard)
+        if not NAME.fullmatch(shard) or not spec.is_file():
+            raise cfg.InputError(
+                f"shard {shard!r}: no such shard under {args.results!r} (no {str(spec)!r}; "
+                "the workflow plans shards, or `ssmpipe train CONFIG`)"
+            )
     args.shard = args.shards[0]
-    spec = Layout(results_root(args.results)).spec_path(args.shard)
-    if not NAME.fullmatch(args.shard) or not spec.is_file():
-        raise cfg.InputError(
-            f"shard {args.shard!r}: no such shard under {args.results!r} (no {str(spec)!r}; "
-            "the workflow plans shards, or `ssmpipe train CONFIG`)"
-        )
+    if args.slurm and (args.outcome or len(args.shards) > 1):  # the train_array rule: shards as SLURM job arrays
+        from ssmpipe import slurm
+
+        try:
+            done = slurm.train_array(args.results, args.shards, *cfg.load_slurm(args.slurm), outcome=args.outcome)
+        except slurm.JobFailed as e:
+            print(f"ssmpipe: {e}", file=sys.stderr)
+            return 1
+        failed = [why for why in done.values() if why]
+        for why in failed:
+            print(f"ssmpipe: {why}", file=sys.stderr)
+        return 1 if failed and not args.outcome else 0
     if args.slurm:
         from ssmpipe import slurm
 
@@ -370,10 +383,17 @@ def parser() -> argparse.ArgumentParser:
         "requests of CONFIG's slurm: section, and wait for it; logs in <results>/<sweep>/slurm/",
     )
     s.add_argument(
+        "--outcome",
+        metavar="PREFIX",
+        help="with --slurm: train the shards as SLURM job arrays (slurm.array_size each) and write each shard's "
+        "outcome to PREFIX.<shard>.ok or .failed, exiting 0 once all are over (the workflow's train_array rule)",
+    )
+    s.add_argument(
         "shards",
         nargs="*",
         metavar="CONFIG|SHARD",
-        help=config_help + "; with --results: the shard id (its spec is <results>/store/specs/<shard>.json)",
+        help=config_help + "; with --results: the shard id (its spec is <results>/store/specs/<shard>.json; "
+        "with --slurm, several: SLURM job arrays)",
     )
     s.set_defaults(func=cmd_train)
 

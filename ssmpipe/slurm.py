@@ -1,8 +1,11 @@
 """SLURM, through submitit: the one path from ssmpipe to a SLURM cluster.
 
 `run` submits any Checkpointable callable as one job and waits for it; `train` runs a shard that
-way (Snakemake's train rule, through `ssmpipe train --slurm`), and tune/cluster.py a study. The
-waiting processes of a store share one status query per poll (`StoreJobs`).
+way (Snakemake's train rule, through `ssmpipe train --slurm`), and tune/cluster.py a study.
+`train_array` submits many shards as SLURM job arrays (one task per shard, `slurm.array_size` per
+array, at most the cluster's MaxArraySize) and waits for all of them in one process (Snakemake's
+train_array rule). The waiting processes of a store share one status query per poll (`StoreJobs`),
+which names each array task after its shard (<results>/store/slurm/arrays/<token>.json).
 """
 
 from __future__ import annotations
@@ -78,6 +81,36 @@ def store_hash(results: str | Path) -> str:
 def job_name(results: str | Path, shard: str) -> str:
     """The SLURM job name of `shard` in the store at `results`."""
     return f"ssmpipe-{shard}-{store_hash(results)}"
+
+
+def array_name(results: str | Path, token: str) -> str:
+    """The SLURM job name of an array of the store at `results` (its tasks' shards: arrays/<token>.json)."""
+    return f"ssmpipe-a{token}-{store_hash(results)}"
+
+
+def max_array_size() -> int:
+    """The cluster's MaxArraySize (`scontrol show config`): an array holds at most this many tasks (0 .. size-1).
+
+    SLURM's default (1001) when scontrol does not say, with a warning."""
+    for line in _run(["scontrol", "show", "config"]).splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == "MaxArraySize" and value.strip().isdigit():
+            return int(value.strip())
+    log.warning("scontrol show config did not give MaxArraySize: taking SLURM's default, 1001")
+    return 1001
+
+
+def arrays(shards_of: dict[str, list[str]], sizes: dict[str, int], limit: int | None = None) -> dict[str, list[str]]:
+    """Sweep -> its shards, into arrays: '<sweep>.<i>' -> at most min(sizes[sweep], limit) shards, in order.
+
+    `limit`: the cluster's MaxArraySize (asked of it when None): a sweep wider than that is several arrays."""
+    limit = max_array_size() if limit is None else limit
+    out = {}
+    for name, shards in shards_of.items():
+        size = max(1, min(sizes[name], limit))
+        for i in range(0, len(shards), size):
+            out[f"{name}.{i // size}"] = shards[i : i + size]
+    return out
 
 
 def executor_parameters(requests: dict, name: str, nodes: int = 1) -> dict:
@@ -162,6 +195,171 @@ def train(results: str | Path, shard: str, sweep: str, requests: dict) -> None:
     run(job, log_folder(results, sweep), requests, job_name(results, shard), f"shard {shard}", results)
 
 
+def train_array(
+    results: str | Path, shards: list[str], sweep: str, requests: dict, outcome: str | Path | None = None
+) -> dict[str, str | None]:
+    """Train `shards` as SLURM job arrays (one task each) with the `slurm:` `requests`; wait for all of them.
+
+    Returns shard -> None (stored) or why it is not (its task's id `<array>_<i>`, state, log and the log's last
+    lines). A shard that another run's job holds (queued, running or ending) is waited for, not submitted again
+    (and submitted if that job ends without it). The others go out as arrays of at most `slurm.array_size` tasks and the
+    cluster's MaxArraySize, `slurm.array_parallelism` of each running at once (SLURM's %N; unset: no cap). Each
+    task is requeued on its own (time limit, preemption) and resumes from its shard's checkpoint. With `outcome`,
+    each shard's is written to `<outcome>.<shard>.ok` or `.failed` (the train_task rule reads it); SIGINT,
+    SIGTERM or SIGHUP meanwhile cancel the arrays this call submitted (JobFailed if sbatch refuses one).
+    """
+    results = Path(results).resolve()
+    if not shutil.which("sbatch"):
+        raise JobFailed(
+            f"{len(shards)} shards: launcher slurm needs sbatch on PATH "
+            "(run on a SLURM login node, or without --profile slurm)"
+        )
+    layout, jobs = Layout(results), StoreJobs(results, requests.get("poll_s", POLL_S))
+    live = {
+        info["name"]: (job_id, info["queue"])
+        for job_id, info in jobs.snapshot(max_age=2).get("jobs", {}).items()
+        if info.get("queue") in (*LIVE, "COMPLETING")
+    }
+    done: dict[str, str | None] = {}
+    foreign: dict[str, tuple[str, str]] = {}  # shard -> another run's job holding it, waited for
+    todo = []
+    for shard in shards:  # (one stored since planning is submitted: its task reuses the rows if the store trusts them)
+        if job_name(results, shard) in live:
+            foreign[shard] = live[job_name(results, shard)]
+            log.info("shard %s: SLURM job %s (%s) of another run holds it: waiting for it", shard, *foreign[shard])
+        else:
+            todo.append(shard)
+    size = max(1, min(requests.get("array_size", 1), max_array_size()))
+    folder = job_folder(log_folder(results, sweep))
+    pending: dict = {}  # shard -> its submitit job (an array task, or a single job)
+    cancel = _Cancel([])
+
+    def submit(chunk: list[str]) -> None:
+        token = os.urandom(6).hex()
+        name = job_name(results, chunk[0]) if len(chunk) == 1 else array_name(results, token)
+        if len(chunk) > 1:  # before sbatch: a poll meanwhile already knows each task's shard
+            private_dir(jobs.arrays)
+            write_text(jobs.arrays / f"{token}.json", json.dumps({"shards": chunk, "sweep": sweep}))
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=requests["max_timeouts"])
+        executor.update_parameters(
+            **executor_parameters(requests, name),
+            slurm_array_parallelism=requests.get("array_parallelism") or len(chunk),
+        )
+        try:
+            with executor.batch():
+                batch = [
+                    executor.submit(TrainShard(str(results), s, requests["cpus_per_task"], requests["gpus_per_node"]))
+                    for s in chunk
+                ]
+        except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:
+            why = (e.output or b"").decode(errors="replace") if isinstance(e, subprocess.CalledProcessError) else str(e)
+            raise JobFailed(
+                f"{len(chunk)} shards: sbatch refused the array (slurm: {_describe(requests)}): {why.strip()}"
+            ) from None
+        cancel.ids.append(str(batch[0].job_id).split("_")[0])
+        for s, job in zip(chunk, batch):
+            jobs.register(job.job_id, str(job.paths.result_pickle))
+            pending[s] = job
+        log.info(
+            "%d shards: SLURM %s %s (%s); logs %s",
+            len(chunk),
+            "array" if len(chunk) > 1 else "job",
+            cancel.ids[-1],
+            _describe(requests),
+            batch[0].paths.stderr.parent,
+        )
+
+    with _cancelled_on_signal(cancel):
+        try:
+            for i in range(0, len(todo), size):
+                submit(todo[i : i + size])
+            if todo:  # one poll now: `ssmpipe status` and other runs see the new tasks at once, not a poll_s later
+                jobs.snapshot(max_age=0)
+            _wait_all(pending, foreign, jobs, layout, done, outcome, submit)
+            if todo:  # and one as they are over: jobs.json does not show them queued for another poll_s
+                jobs.snapshot(max_age=0)
+        except JobFailed:  # sbatch refused an array: those submitted before it go too
+            cancel.cancel()
+            raise
+        finally:
+            for job in pending.values():
+                jobs.unregister(job.job_id)
+    return done
+
+
+def _wait_all(pending: dict, foreign: dict, jobs: StoreJobs, layout: Layout, done: dict, outcome, submit) -> None:
+    """Until every submitted task and every other run's job waited for is over: each shard's outcome into `done`.
+
+    A shard whose other run's job ended without it is submitted here (`submit`, a list of shards) and waited for."""
+    shown: dict[str, str] = {}
+    late: dict[str, float] = {}
+    while pending or foreign:
+        state = jobs.snapshot().get("jobs", {})
+        for shard, job in list(pending.items()):
+            info = state.get(str(job.job_id))
+            ended = info.get("end") if info else None
+            now = info and (ended or info.get("queue"))
+            if now and now != shown.get(shard):
+                log.info("SLURM job %s (shard %s): %s", job.job_id, shard, now)
+                shown[shard] = now
+            result = Path(job.paths.result_pickle)
+            if not result.exists() and ended and ended.startswith("COMPLETED"):
+                _refresh(result.parent)  # a result file that a shared file system shows late: up to 30 s
+                if time.monotonic() - late.setdefault(shard, time.monotonic()) < 30:
+                    continue
+            if result.exists():
+                try:
+                    job.result()
+                    why = None
+                except (submitit.core.utils.FailedJobError, submitit.core.utils.UncompletedJobError):
+                    why = _failure(job, f"shard {shard}")
+            elif ended:
+                why = _failure(job, f"shard {shard}", ended)
+            else:
+                continue
+            del pending[shard]
+            jobs.unregister(job.job_id)
+            done[shard] = why
+            _outcome(outcome, shard, why, f"shard {shard}: SLURM job {job.job_id} done; its log: {job.paths.stderr}")
+            (log.error if why else log.info)("%s", why or f"shard {shard}: SLURM job {job.job_id} done")
+        again = []
+        for shard, (job_id, _) in list(foreign.items()):
+            info = state.get(job_id)
+            if layout.runs_path(shard).exists():
+                done[shard] = None
+                _outcome(outcome, shard, None, f"shard {shard}: trained by SLURM job {job_id} of another run")
+            elif info and info.get("queue") in (*LIVE, "COMPLETING"):
+                continue
+            else:
+                log.info("shard %s: SLURM job %s of another run ended without it: submitting it", shard, job_id)
+                again.append(shard)
+            del foreign[shard]
+        if again:
+            submit(again)
+        if pending or foreign:
+            time.sleep(1)
+
+
+def _outcome(outcome, shard: str, why: str | None, ok: str) -> None:
+    if outcome is not None:
+        write_text(Path(f"{outcome}.{shard}.{'failed' if why else 'ok'}"), (why or ok) + "\n")
+
+
+class _Cancel:
+    """What `_cancelled_on_signal` cancels: the arrays (and single jobs) one `train_array` call submitted."""
+
+    def __init__(self, ids: list[str]):
+        self.ids = ids
+
+    @property
+    def job_id(self) -> str:
+        return ", ".join(self.ids) or "(none yet)"
+
+    def cancel(self, check: bool = False) -> None:
+        if self.ids:
+            subprocess.run(["scancel", *self.ids], capture_output=True, timeout=60, check=check)
+
+
 def run(
     function: submitit.helpers.Checkpointable,
     folder: Path,
@@ -241,6 +439,14 @@ def live_jobs(results: str | Path, shards: list[str], poll_s: float = POLL_S) ->
 def ended_jobs(results: str | Path, shards: list[str], days: int = 30) -> dict[str, tuple[str, str]]:
     """Shard -> (job id, state) of each shard's last ended job (this user's, sacct, last `days` days)."""
     shard_of = {job_name(results, s): s for s in shards}
+    jobs = StoreJobs(results)
+    wanted = set(shards)
+    for path in sorted(jobs.arrays.glob("*.json")) if jobs.arrays.is_dir() else ():  # arrays holding these shards
+        try:
+            if wanted & set(load_json(read_file(path))["shards"]):
+                shard_of[array_name(results, path.stem)] = path.stem
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
     names = sorted(shard_of)
     ended: dict[str, tuple[str, str]] = {}
     for i in range(0, len(names), 200):  # one sacct call per 200 names
@@ -261,8 +467,9 @@ def ended_jobs(results: str | Path, shards: list[str], days: int = 30) -> dict[s
         )
         for line in out.splitlines():  # oldest first: a shard's later job replaces its earlier one
             job_id, name, state = line.split("|", 2)
-            if name in shard_of and state.split()[0] not in (*LIVE, "COMPLETING"):
-                ended[shard_of[name]] = (job_id, state)
+            shard = shard_of.get(jobs.task_name(job_id, name))
+            if shard in wanted and state.split()[0] not in (*LIVE, "COMPLETING"):
+                ended[shard] = (job_id, state)
     return ended
 
 
@@ -293,6 +500,10 @@ class StoreJobs:
         self.folder = Layout(self.results).slurm_state_dir()
         self.path = self.folder / "jobs.json"
         self.waiting = self.folder / "waiting"
+        self.arrays = (
+            self.folder / "arrays"
+        )  # <token>.json: the shards of array ssmpipe-a<token>-<store hash>, in order
+        self._shards_of: dict[str, list[str]] = {}  # token -> shards, as read from arrays/
         self._suffix = f"-{store_hash(self.results)}"
         self._lock = filelock.FileLock(self.folder / "poll.lock", timeout=0)
         self._seen: tuple = (None, {})  # (stat of jobs.json, its content) as last read
@@ -363,6 +574,22 @@ class StoreJobs:
     def unregister(self, job_id: str) -> None:
         (self.waiting / f"{job_id}.json").unlink(missing_ok=True)
 
+    def task_name(self, job_id: str, name: str) -> str:
+        """The name a job goes by in jobs.json: an array task's is its shard's job name (`job_name`), as a single
+        job's would be; any other job's is its own. SLURM names every task of an array after the array."""
+        array_id, _, index = job_id.partition("_")
+        prefix = "ssmpipe-a"
+        if not (index.isdigit() and name.startswith(prefix) and name.endswith(self._suffix)):
+            return name
+        token = name[len(prefix) : -len(self._suffix)]
+        if token not in self._shards_of:
+            try:
+                self._shards_of[token] = load_json(read_file(self.arrays / f"{token}.json"))["shards"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return name
+        shards = self._shards_of[token]
+        return job_name(self.results, shards[int(index)]) if int(index) < len(shards) else name
+
     # --- internals
 
     def _read(self) -> dict:
@@ -400,12 +627,12 @@ class StoreJobs:
     def _poll(self, write: bool = True) -> dict:
         """Ask SLURM once for the store's jobs (squeue; sacct for waited-for jobs that left it); write jobs.json."""
         start, user, waited = time.time(), getpass.getuser(), self._waited_for()
-        out = _query(["squeue", "-h", "-u", user, "-o", "%i|%j|%T"])
+        out = _query(["squeue", "-h", "-r", "-u", user, "-o", "%i|%j|%T"])  # -r: an array's tasks, one a line
         jobs = {}
         for line in (out or "").splitlines():
             job_id, name, queue = line.split("|", 2)
             if name.endswith(self._suffix) or job_id in waited:
-                jobs[job_id] = {"name": name, "queue": queue}
+                jobs[job_id] = {"name": self.task_name(job_id, name), "queue": queue}
         if out is None:  # squeue failed: keep the last poll's jobs, and let the next poll be due in poll_s
             jobs = self._read().get("jobs", {})
         ended = [
@@ -422,7 +649,7 @@ class StoreJobs:
             for line in out.splitlines():
                 job_id, name, end = line.split("|", 2)
                 if job_id in ended and end.split()[0] not in (*LIVE, "COMPLETING"):
-                    jobs.setdefault(job_id, {"name": name})["end"] = end
+                    jobs.setdefault(job_id, {"name": self.task_name(job_id, name)})["end"] = end
         state = {"time": start, "poll_s": self.poll_s, "by": f"{socket.gethostname()}:{os.getpid()}", "jobs": jobs}
         if write:
             write_text(self.path, json.dumps(state))

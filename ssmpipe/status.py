@@ -153,7 +153,11 @@ def render(status: SweepStatus) -> str:
             shard_n = "" if state in STATUSES else str(status.shards[state])
             lines.append(f"  {state:<12} {n:>7} {shard_n:>7}")
     listed = sorted(status.progress.items(), key=lambda kv: (kv[1][0] != "training", kv[0]))
-    lines += [_progress_line(shard, state, record, status.time) for shard, (state, record) in listed[:SHOWN]]
+    lines += [
+        _progress_line(shard, state, record, status.time)
+        + (f" [SLURM job {status.jobs[shard][0]}]" if shard in status.jobs else "")  # an array's: <array>_<task>
+        for shard, (state, record) in listed[:SHOWN]
+    ]
     if len(listed) > SHOWN:
         lines.append(f"  ... and {len(listed) - SHOWN} more shards training or interrupted")
     failed = [(s, j) for s, j in sorted(status.jobs.items()) if j[1].split()[0] not in slurm.LIVE]

@@ -20,7 +20,7 @@ import pytest
 from conftest import REPO, job_counts, require_slurm, snakemake, tiny_config, write_config
 
 from ssmpipe import config as cfg
-from ssmpipe import sweep
+from ssmpipe import slurm, sweep
 from ssmpipe.slurm import job_name
 from ssmpipe.store import Store
 
@@ -98,9 +98,16 @@ def only_shard(workdir: Path, config: dict) -> str:
 
 
 def job_ids(workdir: Path, sweep_name: str) -> list[str]:
-    """The SLURM jobs of a sweep, oldest first, from its log folder."""
+    """A sweep's SLURM jobs, oldest first, from its log folder: '<job>', or '<array>_<task>' for an array's task."""
     folder = workdir / "results" / sweep_name / "slurm"
-    return sorted((p.name.split("_")[0] for p in folder.glob("*_submitted.pkl")), key=int)
+    ids = [p.name.removesuffix("_submitted.pkl") for p in folder.glob("*_submitted.pkl")]
+    return sorted(ids, key=lambda i: tuple(int(n) for n in i.split("_")))
+
+
+def array_log(workdir: Path, sweep_name: str) -> str:
+    """The train_array jobs' logs of a sweep (the process that submitted its arrays and waited for them)."""
+    folder = workdir / "results" / sweep_name / "logs" / "train"
+    return "".join(p.read_text(errors="replace") for p in sorted(folder.glob("array-*.log")))
 
 
 def sacct(job_id: str, fields: str, every_start=False) -> list[dict]:
@@ -182,15 +189,18 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
     slurm_s = time.perf_counter() - start
     print(f"\ntiny sweep, 2 shards: local {local_s:.1f} s, snakemake --profile slurm {slurm_s:.1f} s")
 
-    # the same metrics, bit for bit, from one SLURM job per shard
-    assert job_counts(on_slurm)["train"] == 2
+    # the same metrics, bit for bit, from one SLURM job array: a task per shard, one job waiting for it here
+    assert job_counts(on_slurm)["train_task"] == 2 and job_counts(on_slurm)["train_array"] == 1
+    assert "train" not in job_counts(on_slurm)
     pd.testing.assert_frame_equal(metrics(slurm_dir, "tiny"), metrics(local_dir, "tiny"), check_exact=True)
     where = pd.read_parquet(slurm_dir / TABLE.format("tiny"), columns=["device", "cuda_version"])
     assert (where["device"] == "cpu").all() and where["cuda_version"].isna().all()  # asked for no GPU: the CPU
     jobs = job_ids(slurm_dir, "tiny")
-    shards = sweep.plan(cfg.check({**config, "results": str(slurm_dir / "results")}), write=False).shards
-    names = {job: sacct(job, "JobName")[0]["JobName"] for job in jobs}
-    assert sorted(names.values()) == sorted(job_name(slurm_dir / "results", s) for s in shards)
+    array = jobs[0].split("_")[0]
+    assert jobs == [f"{array}_0", f"{array}_1"], jobs
+    names = {sacct(job, "JobName")[0]["JobName"] for job in jobs}
+    assert len(names) == 1 and names.pop().startswith("ssmpipe-a")  # the array's name, its tasks' shards in store/
+    assert "--array=0-1%2" in (slurm_dir / "results" / "tiny" / "slurm" / f"{array}_submission.sh").read_text()
 
     # what SLURM was asked for is what the config says (accounting, and the controller's view)
     for job in jobs:
@@ -212,10 +222,12 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
         ):
             assert field in shown, (field, shown)
 
-    # every job's log is in the sweep's log folder, named in its rule's log
-    for log in (slurm_dir / "results" / "store" / "logs").glob("*.log"):
-        named = [p for p in (slurm_dir / "results" / "tiny" / "slurm").glob("*_0_log.err") if str(p) in log.read_text()]
-        assert len(named) == 1, log.read_text()
+    # every task's log is in the sweep's log folder, named in its shard's rule's log
+    shards = sweep.plan(cfg.check({**config, "results": str(slurm_dir / "results")}), write=False).shards
+    for shard in shards:
+        log = (slurm_dir / "results" / "tiny" / "logs" / "train" / f"{shard}.log").read_text()
+        named = [p for p in (slurm_dir / "results" / "tiny" / "slurm").glob("*_0_log.err") if str(p) in log]
+        assert len(named) == 1 and f"shard {shard}: SLURM job {array}_" in log, log
 
     status = subprocess.run(
         [sys.executable, "-m", "ssmpipe", "status", str(configfile)],
@@ -233,10 +245,14 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
 
 @pytest.mark.slurm
 def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp_path, slurm_env):
+    """Two shards in one array: the long one's task times out, is requeued on its own and resumes, more than once;
+    the short one's task runs once. Both end as the uninterrupted local run."""
     # ~0.65 s an epoch on one thread here: about 3 minutes of training under a 1-minute limit (at least 3 starts)
     config = slurm_config("long", epochs=280, timeout_min=1, signal_delay_s=5, max_timeouts=20, gpus_per_node=0)
     config["fixed"]["task"].update(n_train=2048)
     config["grid"]["seq_len"] = [128]
+    config["grid"]["train.epochs"] = [280, 10]  # two shards (shard_size 1): ~3 minutes, and a few seconds
+    config["shard_size"] = 1
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
     local_dir.mkdir(), slurm_dir.mkdir()
     start = time.time()
@@ -248,21 +264,29 @@ def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp
         local_s = (local_dir / TABLE.format("long")).stat().st_mtime - start
     finally:
         local.kill()
-    [job] = job_ids(slurm_dir, "long")
-    starts = sacct(job, "JobID,State,Elapsed", every_start=True)
+    tasks = job_ids(slurm_dir, "long")
+    array = tasks[0].split("_")[0]
+    assert tasks == [f"{array}_0", f"{array}_1"], tasks
+    starts = {task: sacct(task, "JobID,State,Elapsed", every_start=True) for task in tasks}
+    [job] = [t for t in tasks if len(starts[t]) > 1]  # the long shard's task
+    [short] = [t for t in tasks if t != job]
+    assert [s["State"] for s in starts[short]] == ["COMPLETED"], starts  # requeued alone: the other task ran once
+    starts = starts[job]
     err, out = (
         (slurm_dir / "results" / "long" / "slurm" / f"{job}_0_log.{kind}").read_text(errors="replace")
         for kind in ("err", "out")
-    )  # the job's logs, every start's lines
+    )  # the task's logs, every start's lines
     print(
-        f"\nrequeued shard: {len(starts)} starts in {slurm_s:.0f} s ({[s['Elapsed'] for s in starts]}); "
+        f"\nrequeued task {job}: {len(starts)} starts in {slurm_s:.0f} s ({[s['Elapsed'] for s in starts]}); "
         f"uninterrupted here: {local_s:.0f} s"
     )
 
     # timed out, checkpointed, requeued, resumed from its epoch checkpoint: more than once
     assert [s["State"] for s in starts][-1] == "COMPLETED" and len(starts) >= 3, starts
     assert all(s["State"] == "REQUEUED" for s in starts[:-1]), starts
-    assert err.count("this job is timed-out") == out.count("Requeued job") == len(starts) - 1
+    # each requeued start was signalled and requeued; a signal may also land as the last start finishes, so the
+    # counts of these log lines are at least the requeues, not exactly (issue 21: it failed on a loaded machine)
+    assert err.count("this job is timed-out") >= len(starts) - 1 and out.count("Requeued job") >= len(starts) - 1
     resumed_after = [int(line.split("after epoch ")[1]) for line in err.splitlines() if "resuming group" in line]
     assert len(resumed_after) == len(starts) - 1 and resumed_after == sorted(set(resumed_after)), resumed_after
     # and trained exactly as the uninterrupted local run
@@ -297,21 +321,37 @@ def test_a_killed_job_fails_its_rule_naming_its_slurm_log_in_bounded_time(tmp_pa
 
 @pytest.mark.slurm
 def test_a_crashing_shard_fails_its_rule_with_the_error_and_its_slurm_log(tmp_path, slurm_env):
-    config = slurm_config("crash")
+    """Two shards in one array: the task of the one that crashes fails that shard's rule (with the task's id, state
+    and log); the other task stores its shard."""
+    config = {**slurm_config("crash"), "shard_size": 2}
     config["grid"]["seq_len"] = [16]
-    shard = only_shard(tmp_path, config)
-    checkpoint = Store(tmp_path / "results").ckpt_path(shard)  # a corrupt checkpoint: train_shard cannot load it
+    shards = sweep.plan(cfg.check({**config, "results": str(tmp_path / "results")}), write=False).shards
+    assert len(shards) == 2
+    store = Store(tmp_path / "results")
+    checkpoint = store.ckpt_path(shards[1])  # a corrupt checkpoint: train_shard cannot load it
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"not a checkpoint")
     start = time.perf_counter()
     proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), check=False, timeout=300)
     took = time.perf_counter() - start
-    [job] = job_ids(tmp_path, "crash")
+    tasks = job_ids(tmp_path, "crash")
+    array = tasks[0].split("_")[0]
+    assert tasks == [f"{array}_0", f"{array}_1"], tasks
     out = proc.stdout + proc.stderr
-    assert proc.returncode != 0 and "Error in rule train" in out and took < 180
-    slurm_log = tmp_path / "results" / "crash" / "slurm" / f"{job}_0_log.err"
-    assert f"SLURM job {job} ended FAILED; its log: {slurm_log}" in out
-    assert "UnpicklingError" in out  # the job's own error, from its log
+    assert proc.returncode != 0 and "Error in rule train_task" in out and took < 180
+    slurm_log = tmp_path / "results" / "crash" / "slurm" / f"{array}_1_0_log.err"
+    assert f"shard {shards[1]}: SLURM job {array}_1 ended FAILED; its log: {slurm_log}" in out
+    assert "UnpicklingError" in out  # the task's own error, from its log
+    assert store.runs_path(shards[0]).exists() and not store.runs_path(shards[1]).exists()  # only its shard failed
+    assert [r["State"] for r in sacct(f"{array}_0", "State")] == ["COMPLETED"]
+    status = subprocess.run(
+        [sys.executable, "-m", "ssmpipe", "status", str(tmp_path / "config.yaml")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"shard {shards[1]}: SLURM job {array}_1 FAILED, log {slurm_log}" in status, status  # the shard's task
 
 
 @pytest.mark.slurm
@@ -377,30 +417,119 @@ def test_scancel_is_reported_and_a_rerun_resumes(tmp_path, slurm_env):
 
 @pytest.mark.slurm
 def test_stopping_snakemake_cancels_its_slurm_job(tmp_path, slurm_env):
-    config = slurm_config("stopped", epochs=200)
-    shard = only_shard(tmp_path, config)
+    """Ctrl-C on Snakemake cancels the array it submitted: every task, running or pending."""
+    config = slurm_config("stopped", epochs=200, array_parallelism=1, poll_s=2)  # one task runs, one waits (%1)
+    config["grid"]["seed"] = [0, 1]
+    config["shard_size"] = 1
     proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), background=True)
+    queue = ["squeue", "-h", "-r", "-o", "%i %T"]
     try:
+        wait_for("a task to run", lambda: len(job_ids(tmp_path, "stopped")) == 2)
+        tasks = job_ids(tmp_path, "stopped")
         wait_for(
-            "the job to run",
-            lambda: (
-                f"{job_name(tmp_path / 'results', shard)} RUNNING"
-                in subprocess.run(["squeue", "-h", "-o", "%j %T"], capture_output=True, text=True).stdout
-            ),
+            "a task to run",
+            lambda: f"{tasks[0]} RUNNING" in subprocess.run(queue, capture_output=True, text=True).stdout,
         )
+        shown = []  # `ssmpipe status`: the running shard with its task, once the shared poll (poll_s 2) has seen it
+
+        def status_shows_the_task() -> bool:
+            shown.append(
+                subprocess.run(
+                    [sys.executable, "-m", "ssmpipe", "status", str(tmp_path / "config.yaml")],
+                    cwd=tmp_path,
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                ).stdout
+            )
+            return f"[SLURM job {tasks[0]}]" in shown[-1]
+
+        wait_for("ssmpipe status to show the running task", status_shows_the_task, timeout=60)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
         proc.wait(timeout=60)
     finally:
         proc.kill()
-    [job] = job_ids(tmp_path, "stopped")
+    array = tasks[0].split("_")[0]
+    assert "training " in shown[-1] and "queued " in shown[-1], shown[-1]  # one task runs, the other waits (%1)
     wait_for(
-        "the job to leave the queue",
-        lambda: job not in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout.split(),
-        timeout=30,
+        "the array to leave the queue",
+        lambda: (
+            not [
+                i
+                for i in subprocess.run(queue, capture_output=True, text=True).stdout.split()
+                if i.startswith(f"{array}_")
+            ]
+        ),
+        timeout=60,
     )
-    assert sacct(job, "State")[0]["State"].startswith("CANCELLED")
-    log = tmp_path / "results" / "stopped" / "logs" / "train" / f"{shard}.log"
-    assert f"cancelled SLURM job {job}" in log.read_text()
+
+    # the running task and the pending one (accounting shows both within seconds; a task that never left the
+    # array's pending record is shown in the array's range, <array>_[0-1%1], else as <array>_1)
+    def cancelled() -> bool:
+        records = sacct(array, "JobID,State")
+        ids = {r["JobID"] for r in records}
+        return len(records) == 2 and tasks[0] in ids and all(r["State"].startswith("CANCELLED") for r in records)
+
+    wait_for("both tasks cancelled in accounting", cancelled, timeout=60)
+    assert f"cancelled SLURM job {array}" in array_log(tmp_path, "stopped")
+
+
+@pytest.mark.slurm
+def test_a_sweep_wider_than_an_array_goes_out_as_several_arrays(tmp_path, slurm_env):
+    limit = slurm.max_array_size()  # asked of the cluster
+    shown = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    assert f"MaxArraySize            = {limit}" in shown
+    # a sweep of more one-point shards than MaxArraySize, with array_size above it: several arrays, none too big
+    wide = tiny_config(sweep="wide", shard_size=1, slurm={**REQUESTS, "array_size": 10 * limit})
+    wide["grid"] = {"seed": list(range(limit + 2))}
+    dry = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, wide, "wide.yaml"), "-n", timeout=600)
+    assert job_counts(dry)["train_array"] == 2 and job_counts(dry)["train_task"] == limit + 2
+    assert "train" not in job_counts(dry)
+    assert [len(a) for a in slurm.arrays({"w": list(range(limit + 2))}, {"w": 10 * limit}).values()] == [limit, 2]
+
+    # and for real, with slurm.array_size under the sweep's width: 6 one-point shards in arrays of 4 and 2
+    config = slurm_config("split", array_size=4)
+    config["shard_size"], config["grid"]["seq_len"], config["grid"]["seed"] = 1, [16], [0, 1, 2]
+    proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), TABLE.format("split"))
+    assert job_counts(proc)["train_array"] == 2 and job_counts(proc)["train_task"] == 6
+    tasks = job_ids(tmp_path, "split")
+    arrays = sorted({t.split("_")[0] for t in tasks}, key=int)
+    assert len(arrays) == 2 and sorted(len([t for t in tasks if t.startswith(f"{a}_")]) for a in arrays) == [2, 4]
+    assert all(sacct(t, "State")[0]["State"] == "COMPLETED" for t in tasks)
+    table = metrics(tmp_path, "split")
+    assert (table["status"] == "ok").all() and table["run_id"].nunique() == 6
+
+
+@pytest.mark.slurm
+def test_two_runs_sharing_a_store_train_a_shard_once_the_second_waiting_for_the_first(tmp_path, slurm_env):
+    results = tmp_path / "shared-store"
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir(), second.mkdir()
+    config = {**slurm_config("first", epochs=60), "results": str(results)}  # ~30 s of training
+    shard = only_shard(tmp_path, config)
+    proc = snakemake_slurm(slurm_env, first, write_config(first, config), background=True)
+    try:
+        wait_for(
+            "the first run's job to run",
+            lambda: (
+                f"{job_name(results, shard)} RUNNING"
+                in subprocess.run(["squeue", "-h", "-o", "%j %T"], capture_output=True, text=True).stdout
+            ),
+        )
+        # the same point in another sweep, another workdir, the same store: waits for the first run's job
+        other = snakemake_slurm(slurm_env, second, write_config(second, {**config, "sweep": "second"}), timeout=600)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        proc.kill()
+    assert job_counts(other)["train_task"] == 1
+    assert len(list((results / "first" / "slurm").glob("*_submitted.pkl"))) == 1  # one job for the shard
+    assert not list((results / "second" / "slurm").glob("*_submitted.pkl"))  # the second run submitted nothing
+    assert (
+        "of another run holds it: waiting for it"
+        in (results / "second" / "logs" / "train").joinpath("array-second.0.log").read_text()
+    )
+    table = pd.read_parquet(results / "second" / "runs.parquet", columns=["status", "epoch"])
+    assert (table["status"] == "ok").all() and table["epoch"].max() == 60
 
 
 @pytest.mark.slurm
@@ -425,10 +554,12 @@ def test_a_signal_delay_longer_than_the_time_limit_is_a_config_error(tmp_path):
     assert "slurm.signal_delay_s = 90 must be shorter than the time limit slurm.timeout_min = 1" in proc.stderr
 
 
-def test_launcher_slurm_without_sbatch_says_so(tmp_path):
+@pytest.mark.parametrize("array", [False, True], ids=["one-job", "array"])
+def test_launcher_slurm_without_sbatch_says_so(tmp_path, array):
     config = slurm_config()
     configfile = write_config(tmp_path, {**config, "results": str(tmp_path / "results")})
-    shard = sweep.plan(cfg.load(configfile)).shards[0]
+    shards = sweep.plan(cfg.load(configfile)).shards[: 2 if array else 1]  # several: the train_array rule's form
+    outcome = ["--outcome", str(tmp_path / "outcome")] if array else []
     proc = subprocess.run(
         [
             sys.executable,
@@ -439,14 +570,15 @@ def test_launcher_slurm_without_sbatch_says_so(tmp_path):
             str(tmp_path / "results"),
             "--slurm",
             str(configfile),
-            shard,
+            *outcome,
+            *shards,
         ],
         capture_output=True,
         text=True,
         env={**os.environ, "PATH": str(Path(sys.executable).parent)},
     )
     assert proc.returncode == 1 and "launcher slurm needs sbatch on PATH" in proc.stderr
-    assert not (tmp_path / "results" / "tiny" / "slurm").exists()
+    assert not (tmp_path / "results" / "tiny" / "slurm").exists() and not list(tmp_path.glob("outcome*"))
 
 
 def test_a_stop_signal_inside_a_library_call_that_catches_exception_still_cancels():

@@ -133,6 +133,34 @@ def test_a_stale_state_file_is_polled_anew_and_a_failing_squeue_does_not_make_ev
     assert calls(log)["squeue"] == before + 1
 
 
+def test_an_arrays_tasks_go_by_their_shards_names_in_the_shared_poll(tmp_path):
+    """squeue -r lists an array's tasks one a line, all under the array's name; the poll names each after its shard
+    (arrays/<token>.json, written before sbatch), so a shard's task is found as a single job of it would be."""
+    results = tmp_path / "results"
+    (results / "store" / "slurm" / "arrays").mkdir(parents=True)
+    (results / "store" / "slurm" / "arrays" / "0a1b2c.json").write_text('{"shards": ["s0", "s1", "s2"]}')
+    array = slurm.array_name(results, "0a1b2c")
+    queue, log = tmp_path / "queue.txt", tmp_path / "calls.log"
+    queue.write_text(
+        f"300_0|{array}|RUNNING\n300_1|{array}|PENDING\n300_7|{array}|PENDING\n"
+        f"301|{slurm.job_name(results, 's3')}|RUNNING\n302_0|{slurm.array_name(results, 'ffffff')}|RUNNING\n"
+    )
+    bin_dir = counting_bin(tmp_path / "bin", log, {"squeue": f"cat {queue}", "sacct": "true"})
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{bin_dir}:{old_path}"
+    try:
+        live = slurm.live_jobs(results, ["s0", "s1", "s2", "s3", "s4"], poll_s=1)
+    finally:
+        os.environ["PATH"] = old_path
+    assert live == {"s0": ("300_0", "RUNNING"), "s1": ("300_1", "PENDING"), "s3": ("301", "RUNNING")}
+    assert [len(a) for a in slurm.arrays({"w": [f"s{i}" for i in range(7)]}, {"w": 1000}, limit=3).values()] == [
+        3,
+        3,
+        1,
+    ]  # an array holds at most MaxArraySize tasks
+    assert list(slurm.arrays({"w": ["a", "b", "c"]}, {"w": 2}, limit=1001)) == ["w.0", "w.1"]
+
+
 # --- on the CI cluster: 4 and 12 shards in flight -----------------------------------------------------
 
 
@@ -160,11 +188,14 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, poll_s: int | None = POLL_S) -> dict:
+def sweep_in_flight(
+    tmp_path: Path, shards: int, env: dict, repo: Path = REPO, poll_s: int | None = POLL_S, array_size: int = 1
+) -> dict:
     """`snakemake --profile profiles/slurm --cores <shards>` (from `repo`) on `shards` one-point shards; what it cost.
 
-    Each shard trains for 300 epochs of the tiny sweep (~5 s alone, ~10 s four at a time here)."""
-    workdir = tmp_path / f"in-flight-{shards}"
+    Each shard trains for 300 epochs of the tiny sweep (~5 s alone, ~10 s four at a time here). `array_size` 1: a
+    SLURM job and a waiting process per shard; above: job arrays, one waiting process each."""
+    workdir = tmp_path / f"in-flight-{shards}-{array_size}"
     workdir.mkdir()
     requests = {
         "partition": "debug",
@@ -174,6 +205,7 @@ def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, p
         "cpus_per_task": 1,
         "mem_gb": 1,
         "timeout_min": 5,
+        "array_size": array_size,
         **({"poll_s": poll_s} if poll_s else {}),
     }
     config = tiny_config(
@@ -197,6 +229,7 @@ def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, p
         "--configfile",
         str(write_config(workdir, config)),
     ]
+    began = time.time()
     with open(workdir / "snakemake.out", "w") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=out, stderr=subprocess.STDOUT)
     first = last = None
@@ -223,6 +256,7 @@ def sweep_in_flight(tmp_path: Path, shards: int, env: dict, repo: Path = REPO, p
         **counts,
         "queries_per_min": round((counts.get("squeue", 0) + counts.get("sacct", 0)) / minutes, 1),
         "rss_mb_per_shard": round(max(samples), 1),
+        "sbatch_in_all": calls(log, began, time.time()).get("sbatch", 0),  # --test-only at parse time too
     }
 
 
@@ -238,9 +272,13 @@ def test_status_queries_per_minute_do_not_grow_with_the_shards_in_flight(tmp_pat
         "SSMPIPE_CALLS": str(log),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
     }
-    few, many = sweep_in_flight(tmp_path, 4, env), sweep_in_flight(tmp_path, 12, env)
-    print(f"\npoll_s {POLL_S}:\n  {few}\n  {many}")
+    few, many = sweep_in_flight(tmp_path, 4, env), sweep_in_flight(tmp_path, 12, env)  # a job per shard
+    arrayed = sweep_in_flight(tmp_path, 12, env, array_size=1000)  # one job array
+    print(f"\npoll_s {POLL_S}:\n  {few}\n  {many}\n  arrays: {arrayed}")
     assert few["in_flight"] == 4 and many["in_flight"] >= 12
     assert many["sbatch"] >= 12
     assert many["queries_per_min"] <= 1.5 * few["queries_per_min"] + 2, (few, many)
     assert many["queries_per_min"] <= 2 * 60 / POLL_S + 2  # at most one squeue and one sacct per interval
+    # as one array: one sbatch and one process waiting here for all 12 shards
+    assert arrayed["in_flight"] == 1 and arrayed["sbatch_in_all"] <= 2, arrayed  # the array, and --test-only
+    assert arrayed["queries_per_min"] <= 2 * 60 / POLL_S + 2

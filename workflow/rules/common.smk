@@ -71,6 +71,17 @@ PAPERS_PAGE = str(LAYOUT.papers_path())
 CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 SSMPIPE = ["python" if CONDA else sys.executable, "-m", "ssmpipe"]
 ENV = "../envs/ssmpipe.yaml"
+CUDA_ENV = "../envs/ssmpipe-cuda.yaml"  # torch built for CUDA: for train jobs on GPU nodes
+
+
+def train_env(wildcards):
+    """A train job's conda env: the CUDA one where its sweep's SLURM jobs ask for GPUs, else the CPU one (with
+    --sdm conda; README, GPUs)."""
+    shard = wildcards.shard if hasattr(wildcards, "shard") else ARRAYS[wildcards.array][0]
+    sweep_config = SWEEPS[SWEEP_OF[shard]]
+    gpus = sweep_config["launcher"] == "slurm" and sweep_config["slurm"]["gpus_per_node"] > 0
+    return CUDA_ENV if gpus else ENV
+
 
 # Shards: those to train (each pending shard's first sweep names its log and launcher), and what a
 # sweep's table reads.
@@ -156,3 +167,15 @@ def train_inputs(wildcards):
 def launch(wildcards, input):
     """--slurm=<the shard's sweep's config snapshot> (one word, quoted whole), or nothing to train here."""
     return f"--slurm={input.slurm[0]}" if input.slurm else ""
+
+
+def array_inputs(wildcards):
+    """An array's train_array job's inputs (ARRAYS: workflow/rules/train.smk): its sweep's manifest, its shards'
+    data sets, its config snapshot."""
+    shards = ARRAYS[wildcards.array]
+    name = SWEEP_OF[shards[0]]
+    return {
+        "plan": str(LAYOUT.manifest_path(name)),
+        "data": sorted({f for s in shards for f in DATA_OF[s]}),
+        "slurm": str(LAYOUT.config_path(name)),
+    }
