@@ -71,15 +71,19 @@ PAPERS_PAGE = str(LAYOUT.papers_path())
 CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
 SSMPIPE = ["python" if CONDA else sys.executable, "-m", "ssmpipe"]
 ENV = "../envs/ssmpipe.yaml"
-CUDA_ENV = "../envs/ssmpipe-cuda.yaml"  # torch built for CUDA: for train jobs on GPU nodes
+# torch built for CUDA: for the train jobs of a sweep whose SLURM jobs ask for GPUs
+CUDA_ENV = "../envs/ssmpipe-cuda.yaml"
 
 
 def train_env(wildcards):
     """A train job's conda env: the CUDA one where its sweep's SLURM jobs ask for GPUs, else the CPU one (with
     --sdm conda; README, GPUs)."""
-    shard = wildcards.shard if hasattr(wildcards, "shard") else ARRAYS[wildcards.array][0]
-    sweep_config = SWEEPS[SWEEP_OF[shard]]
-    gpus = sweep_config["launcher"] == "slurm" and sweep_config["slurm"]["gpus_per_node"] > 0
+    if hasattr(wildcards, "shard"):
+        shard = wildcards.shard
+    else:  # a train_array job: its first shard's sweep (an array holds one sweep's shards)
+        shard = ARRAYS[wildcards.array][0]
+    c = SWEEPS[SWEEP_OF[shard]]
+    gpus = c["launcher"] == "slurm" and c["slurm"]["gpus_per_node"] > 0
     return CUDA_ENV if gpus else ENV
 
 
