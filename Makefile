@@ -17,7 +17,7 @@ demo: $(VENV)/.installed
 	@echo "ssmpipe: demo report: $(CURDIR)/results/demo/report/index.html"
 
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 bench: $(VENV)/.installed
 	$(BIN)/python benchmarks/dag_scale.py

@@ -33,7 +33,8 @@ def cmd_validate(args) -> int:
         to_train = sum(shard in pending for shard in plan.shard_of.values())
         print(
             f"{args.config}: valid. sweep {config['sweep']!r}: {len(plan.points)} points in "
-            f"{len(plan.shards)} shards, {to_train} points still to train (in {len(pending)} shards)"
+            f"{len(plan.shards)} shards, {to_train} points still to train (in {len(pending)} shards); "
+            f"results: {Path(config['results']).resolve()}"  # relative to where it runs, as Snakemake's paths are
         )
         if config.get("tune"):
             print(

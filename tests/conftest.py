@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny sweep config, and running the real Snakemake / ssmpipe CLI on it."""
 
 import copy
+import math
 import os
 import shutil
 import subprocess
@@ -26,6 +27,19 @@ TINY = {
 }
 
 
+# `make test` runs the suite on two pytest-xdist workers (-n 2 --dist loadgroup). The tests that use the one SLURM
+# cluster or start Ray share one worker and run one at a time: beside each other, their jobs would queue behind
+# one another's and their time bounds would measure the queue.
+ONE_AT_A_TIME = {"test_tune.py", "test_browser.py"}  # Ray clusters (local ones too); and every test marked slurm
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.get_closest_marker("slurm") or item.path.name in ONE_AT_A_TIME:
+            item.add_marker(pytest.mark.xdist_group("cluster"))
+
+
 def tiny_config(**changes) -> dict:
     """TINY with dotted-key changes applied, e.g. tiny_config(**{"grid.seed": [0, 1, 2]})."""
     config = copy.deepcopy(TINY)
@@ -36,6 +50,29 @@ def tiny_config(**changes) -> dict:
             node = node.setdefault(part, {})
         node[last] = value
     return config
+
+
+def runs_rows(points, epochs=2) -> list[dict]:
+    """A runs file's rows for sweep points (epochs 0..epochs each; the second point diverged, its test loss NaN)."""
+    rows = []
+    for i, p in enumerate(points):
+        for e in range(epochs + 1):
+            rows.append(
+                {
+                    "run_id": p.run_id,
+                    "shard_id": "s",
+                    "settings": p.settings,
+                    "epoch": e,
+                    "train_loss": 1.0 / (e + 1) + i,
+                    "train_acc": 0.1 * e,
+                    "test_loss": math.nan if i == 1 else 2.0,
+                    "test_acc": 0.5,
+                    "wall_s": 0.01 * e,
+                    "status": "diverged" if i == 1 else "ok",
+                    "error": None,
+                }
+            )
+    return rows
 
 
 def write_config(folder: Path, config: dict, name: str = "config.yaml") -> Path:

@@ -22,6 +22,7 @@ import pytest
 import yaml
 from conftest import snakemake, tiny_config, write_config
 
+from ssmpipe import cli
 from ssmpipe import config as cfg
 
 NAN, INF = float("nan"), float("inf")
@@ -361,6 +362,20 @@ def test_bad_input_is_one_line_and_touches_nothing(tmp_path, name):
     for word in words:
         assert word in lines[-1], f"{word!r} not in {lines[-1]!r}"
     assert tree(tmp_path) == before  # nothing created (no results/, no PWNED), nothing changed
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_each_case_in_process_says_the_same_line(tmp_path, name, monkeypatch, capsys):
+    """The cases above, run by the CLI's main in this process rather than a subprocess (as .ci/mutation's tests must
+    be, to see a changed check): the same exit, the same one line, nothing written."""
+    setup, words = CASES[name]
+    args = setup(tmp_path)
+    before = tree(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(args) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("ssmpipe: ") and all(word in line for word in words), line
+    assert tree(tmp_path) == before
 
 
 def test_a_results_folder_that_is_not_writable():

@@ -119,7 +119,7 @@ def test_a_1kb_alias_bomb_is_refused_at_once_without_expanding_it():
         seconds, peak = time.perf_counter() - start, tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert seconds < 0.5 and peak < 2 << 20, (seconds, peak)
+    assert seconds < 5 and peak < 2 << 20, (seconds, peak)  # expanding it: a minute and gigabytes
     assert str(e.value).startswith(
         "config file 'bomb.yaml' expands to more than 1,000,000 values once its aliases are expanded (MAX_NODES)"
     )

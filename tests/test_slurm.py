@@ -110,16 +110,29 @@ def array_log(workdir: Path, sweep_name: str) -> str:
     return "".join(p.read_text(errors="replace") for p in sorted(folder.glob("array-*.log")))
 
 
-def sacct(job_id: str, fields: str, every_start=False) -> list[dict]:
-    """sacct's records of a job (one per start of it with every_start)."""
-    out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", fields, *(["-D"] if every_start else [])],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    ).stdout
-    return [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines()]
+def sacct(job_id: str, fields: str, every_start=False, until=lambda record: True) -> list[dict]:
+    """sacct's records of a job (one per start of it with every_start), once there is one and each one holds
+    until(record): slurmctld hands a job's record to the accounting daemon in pieces, so a field such as ReqTRES
+    can still be empty for a moment after the job has ended (seen on a loaded CI machine)."""
+
+    def records() -> list[dict]:
+        out = subprocess.run(
+            ["sacct", "-X", "-n", "-P", "-j", job_id, "-o", fields, *(["-D"] if every_start else [])],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        return [dict(zip(fields.split(","), line.split("|"))) for line in out.splitlines()]
+
+    found: list[dict] = []
+
+    def complete() -> bool:
+        found[:] = records()
+        return bool(found) and all(until(record) for record in found)
+
+    wait_for(f"the accounting record of SLURM job {job_id} ({fields})", complete, timeout=60)
+    return found
 
 
 def train_locally(workdir: Path, config: dict) -> subprocess.Popen:
@@ -204,7 +217,9 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
 
     # what SLURM was asked for is what the config says (accounting, and the controller's view)
     for job in jobs:
-        [record] = sacct(job, "JobName,State,Partition,Account,QOS,Timelimit,ReqTRES,Constraints")
+        [record] = sacct(
+            job, "JobName,State,Partition,Account,QOS,Timelimit,ReqTRES,Constraints", until=lambda r: r["ReqTRES"]
+        )
         assert record["State"] == "COMPLETED"
         assert (record["Partition"], record["Account"], record["QOS"]) == ("debug", "root", "normal")
         assert record["Timelimit"] == "00:05:00" and record["Constraints"] == node_feature
@@ -245,13 +260,14 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
 
 @pytest.mark.slurm
 def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp_path, slurm_env):
-    """Two shards in one array: the long one's task times out, is requeued on its own and resumes, more than once;
-    the short one's task runs once. Both end as the uninterrupted local run."""
-    # ~0.65 s an epoch on one thread here: about 3 minutes of training under a 1-minute limit (at least 3 starts)
-    config = slurm_config("long", epochs=280, timeout_min=1, signal_delay_s=5, max_timeouts=20, gpus_per_node=0)
+    """Two shards in one array: the long one's task times out, is requeued on its own and resumes (as often as its
+    training outlasts the limit); the short one's task runs once. Both end as the uninterrupted local run."""
+    # ~0.65 s an epoch on one thread here: over 2 minutes of training under a 1-minute limit (at least 2 starts;
+    # slower on a loaded machine: more starts, each resumed from the checkpoint the one before it left)
+    config = slurm_config("long", epochs=200, timeout_min=1, signal_delay_s=5, max_timeouts=20, gpus_per_node=0)
     config["fixed"]["task"].update(n_train=2048)
     config["grid"]["seq_len"] = [128]
-    config["grid"]["train.epochs"] = [280, 10]  # two shards (shard_size 1): ~3 minutes, and a few seconds
+    config["grid"]["train.epochs"] = [200, 10]  # two shards (shard_size 1): ~2 minutes, and a few seconds
     config["shard_size"] = 1
     local_dir, slurm_dir = tmp_path / "local", tmp_path / "slurm"
     local_dir.mkdir(), slurm_dir.mkdir()
@@ -281,8 +297,8 @@ def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp
         f"uninterrupted here: {local_s:.0f} s"
     )
 
-    # timed out, checkpointed, requeued, resumed from its epoch checkpoint: more than once
-    assert [s["State"] for s in starts][-1] == "COMPLETED" and len(starts) >= 3, starts
+    # timed out, checkpointed, requeued, resumed from its epoch checkpoint
+    assert [s["State"] for s in starts][-1] == "COMPLETED" and len(starts) >= 2, starts
     assert all(s["State"] == "REQUEUED" for s in starts[:-1]), starts
     # each requeued start was signalled and requeued; a signal may also land as the last start finishes, so the
     # counts of these log lines are at least the requeues, not exactly (issue 21: it failed on a loaded machine)
@@ -291,7 +307,7 @@ def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp
     assert len(resumed_after) == len(starts) - 1 and resumed_after == sorted(set(resumed_after)), resumed_after
     # and trained exactly as the uninterrupted local run
     pd.testing.assert_frame_equal(metrics(slurm_dir, "long"), metrics(local_dir, "long"), check_exact=True)
-    assert metrics(slurm_dir, "long")["epoch"].max() == 280
+    assert metrics(slurm_dir, "long")["epoch"].max() == 200
 
 
 @pytest.mark.slurm
@@ -368,7 +384,7 @@ def test_a_job_that_asked_for_a_gpu_and_sees_no_cuda_fails_with_one_line(tmp_pat
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "Error in rule train" in out and took < 180
     assert "asked for 1 GPU per node, but torch sees no CUDA device (torch " in out  # from the job's log
-    [record] = sacct(job, "State,ReqTRES")
+    [record] = sacct(job, "State,ReqTRES", until=lambda r: r["ReqTRES"])
     assert record["State"] == "FAILED" and "gres/gpu=1" in record["ReqTRES"], record
     store = Store(tmp_path / "results")
     assert not store.ckpt_path(shard).exists() and not store.runs_path(shard).exists()

@@ -14,7 +14,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import TINY, tiny_config
+from conftest import TINY, runs_rows, tiny_config
 
 from ssmpipe import config as cfg
 from ssmpipe import store, sweep
@@ -24,31 +24,9 @@ from ssmpipe.runs import read_runs, rows_to_table, runs_schema, write_runs
 from ssmpipe.table import aggregate
 
 
-def _rows(points, epochs=2):
-    rows = []
-    for i, p in enumerate(points):
-        for e in range(epochs + 1):
-            rows.append(
-                {
-                    "run_id": p.run_id,
-                    "shard_id": "s",
-                    "settings": p.settings,
-                    "epoch": e,
-                    "train_loss": 1.0 / (e + 1) + i,
-                    "train_acc": 0.1 * e,
-                    "test_loss": math.nan if i == 1 else 2.0,
-                    "test_acc": 0.5,
-                    "wall_s": 0.01 * e,
-                    "status": "diverged" if i == 1 else "ok",
-                    "error": None,
-                }
-            )
-    return rows
-
-
 def test_round_trip_keeps_values_and_types(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
-    rows = _rows(points)
+    rows = runs_rows(points)
     path = tmp_path / "runs.parquet"
     write_runs(rows, path)
     table = read_runs([path])
@@ -68,8 +46,8 @@ def test_round_trip_keeps_values_and_types(tmp_path):
 
 def test_read_runs_filters_run_ids(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
-    write_runs(_rows(points[:4]), tmp_path / "a.parquet")
-    write_runs(_rows(points[4:]), tmp_path / "b.parquet")
+    write_runs(runs_rows(points[:4]), tmp_path / "a.parquet")
+    write_runs(runs_rows(points[4:]), tmp_path / "b.parquet")
     want = [points[0].run_id, points[5].run_id]
     table = read_runs([tmp_path / "a.parquet", tmp_path / "b.parquet"], want)
     assert sorted(set(table.column("run_id").to_pylist())) == sorted(want)
@@ -78,14 +56,14 @@ def test_read_runs_filters_run_ids(tmp_path):
 def test_a_runs_rows_are_never_replaced_by_fewer_unless_it_failed(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))[:2]
     path = tmp_path / "runs.parquet"
-    write_runs(_rows(points, epochs=3), path)
+    write_runs(runs_rows(points, epochs=3), path)
     with pytest.raises(StoreError, match=f"refusing to replace the 4 rows of run {points[0].run_id} with 2"):
-        write_runs(_rows(points, epochs=1), path)
+        write_runs(runs_rows(points, epochs=1), path)
     assert pq.read_table(path).num_rows == 8  # the file is as it was
-    write_runs(_rows(points, epochs=5), path)  # more rows: fine
-    failed = [{**r, "status": "failed"} for r in _rows(points, epochs=5)]
+    write_runs(runs_rows(points, epochs=5), path)  # more rows: fine
+    failed = [{**r, "status": "failed"} for r in runs_rows(points, epochs=5)]
     write_runs(failed, path)
-    write_runs(_rows(points, epochs=1), path)  # a failed run may be tried again
+    write_runs(runs_rows(points, epochs=1), path)  # a failed run may be tried again
     assert pq.read_table(path).num_rows == 4
 
 
@@ -97,7 +75,7 @@ def test_aggregate_needs_every_point_and_never_shrinks_silently(tmp_path, caplog
     for p in plan.points:
         by_shard.setdefault(plan.shard_of[p.run_id], []).append(p)
     for shard, members in by_shard.items():
-        write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
+        write_runs([{**r, "shard_id": shard} for r in runs_rows(members)], st.runs_path(shard))
     out = st.sweep_dir("tiny") / "runs.parquet"
     assert aggregate(st, "tiny", out).num_rows == 8 * 3
     smaller = cfg.check(tiny_config(results=str(tmp_path), **{"grid.seed": [0]}))
@@ -115,7 +93,7 @@ def _store_every_shard(plan, st):
     """Rows for every point of a plan, written to their shards as `ssmpipe train` writes them."""
     for shard in plan.shards:
         members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
-        write_runs([{**r, "shard_id": shard} for r in _rows(members)], st.runs_path(shard))
+        write_runs([{**r, "shard_id": shard} for r in runs_rows(members)], st.runs_path(shard))
 
 
 def _comparable(table):
@@ -213,9 +191,9 @@ def test_aggregate_refuses_a_snapshot_whose_points_are_not_the_manifests(tmp_pat
 def test_failed_write_leaves_old_file_and_no_temp(tmp_path):
     path = tmp_path / "runs.parquet"
     points = sweep.expand(cfg.check(tiny_config()))
-    write_runs(_rows(points[:2]), path)
+    write_runs(runs_rows(points[:2]), path)
     before = path.read_bytes()
-    bad = _rows(points[:2])
+    bad = runs_rows(points[:2])
     bad[0]["epoch"] = "not an int"
     with pytest.raises((ValueError, TypeError)):  # pyarrow's ArrowInvalid / ArrowTypeError
         write_runs(bad, path)
@@ -249,7 +227,7 @@ def test_writer_killed_midway_never_leaves_a_partial_file(tmp_path):
 def test_parquet_is_readable_by_pyarrow_and_pandas(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
     path = tmp_path / "runs.parquet"
-    write_runs(_rows(points), path)
+    write_runs(runs_rows(points), path)
     assert pq.read_table(path).num_rows == pd.read_parquet(path).shape[0] == len(points) * 3
 
 
@@ -259,14 +237,16 @@ def test_runs_files_checked_together_get_the_verdicts_and_messages_of_one_by_one
     st = store.Store(tmp_path)
     ids = [p.run_id for p in points[:3]]
     damaged = {
-        "good": _rows(points[:3]),
-        "missing_run": _rows(points[:2]),
-        "extra_run": _rows(points[:4]),
-        "gap": [r for r in _rows(points[:3]) if not (r["run_id"] == ids[1] and r["epoch"] == 1)],
-        "duplicate": _rows(points[:3]) + [r for r in _rows(points[:3]) if r["epoch"] == 2][:1],
-        "no_epoch_0": [r for r in _rows(points[:3]) if r["epoch"] > 0],
-        "truncated_epochs": _rows(points[:3], epochs=1),  # every run ok at epoch 1 of 2: its last rows lost
-        "diverged_early": [{**r, "status": "diverged"} if r["epoch"] == 1 else r for r in _rows(points[:3], epochs=1)],
+        "good": runs_rows(points[:3]),
+        "missing_run": runs_rows(points[:2]),
+        "extra_run": runs_rows(points[:4]),
+        "gap": [r for r in runs_rows(points[:3]) if not (r["run_id"] == ids[1] and r["epoch"] == 1)],
+        "duplicate": runs_rows(points[:3]) + [r for r in runs_rows(points[:3]) if r["epoch"] == 2][:1],
+        "no_epoch_0": [r for r in runs_rows(points[:3]) if r["epoch"] > 0],
+        "truncated_epochs": runs_rows(points[:3], epochs=1),  # every run ok at epoch 1 of 2: its last rows lost
+        "diverged_early": [
+            {**r, "status": "diverged"} if r["epoch"] == 1 else r for r in runs_rows(points[:3], epochs=1)
+        ],
     }
     st.runs_path("x").parent.mkdir(parents=True)
     for shard, rows in damaged.items():
@@ -286,10 +266,10 @@ def test_runs_files_checked_together_get_the_verdicts_and_messages_of_one_by_one
 
 def test_read_runs_fills_the_columns_an_older_file_lacks(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
-    table = rows_to_table(_rows(points[:2]))
+    table = rows_to_table(runs_rows(points[:2]))
     old = table.drop_columns(["grad_norm", "tau_layers", "study"])
     pq.write_table(old, tmp_path / "old.parquet")
-    write_runs(_rows(points[2:4]), tmp_path / "new.parquet")
+    write_runs(runs_rows(points[2:4]), tmp_path / "new.parquet")
     both = read_runs([tmp_path / "old.parquet", tmp_path / "new.parquet"])
     assert both.schema == runs_schema() and both.num_rows == 4 * 3
     assert both.column("grad_norm").null_count == both.num_rows
@@ -310,7 +290,8 @@ def test_aggregate_reads_runs_files_written_before_the_new_measures_with_them_nu
     for shard in plan.shards:
         members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
         rows = [
-            {**r, "shard_id": shard, "chance_acc": 0.25, "dt": 0.01, "rho_A": 0.9, "S2": 12.0} for r in _rows(members)
+            {**r, "shard_id": shard, "chance_acc": 0.25, "dt": 0.01, "rho_A": 0.9, "S2": 12.0}
+            for r in runs_rows(members)
         ]
         write_runs(rows, st.runs_path(shard))
     old = plan.shards[0]
@@ -338,7 +319,7 @@ def test_a_verified_runs_file_is_skipped_until_it_changes_then_checked_again(tmp
     st = store.Store(tmp_path)
     for shard in plan.shards:
         members = [p for p in plan.points if plan.shard_of[p.run_id] == shard]
-        st.write_runs(shard, [{**r, "shard_id": shard} for r in _rows(members)])
+        st.write_runs(shard, [{**r, "shard_id": shard} for r in runs_rows(members)])
     read = []  # the runs files a check reads
     real = store._epoch_counts
     monkeypatch.setattr(store, "_epoch_counts", lambda paths: read.extend(paths) or real(paths))
