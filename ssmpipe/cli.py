@@ -124,6 +124,11 @@ def cmd_train(args) -> int:
                 "the workflow plans shards, or `ssmpipe train CONFIG`)"
             )
     args.shard = args.shards[0]
+    if args.again:
+        from ssmpipe.store import Store
+
+        for shard in args.shards:
+            Store(results_root(args.results)).train_again(shard)
     if args.slurm and (args.outcome or len(args.shards) > 1):  # the train_array rule: shards as SLURM job arrays
         from ssmpipe import slurm
 
@@ -382,6 +387,12 @@ def parser() -> argparse.ArgumentParser:
         metavar="CONFIG",
         help="train the shard as a SLURM job (through submitit) with the "
         "requests of CONFIG's slurm: section, and wait for it; logs in <results>/<sweep>/slurm/",
+    )
+    s.add_argument(
+        "--again",
+        action="store_true",
+        help="with --results: train the shards anew, their stored rows set aside to <results>/store/quarantine/ "
+        "first (the workflow passes it under snakemake -R train or -F)",
     )
     s.add_argument(
         "--outcome",

@@ -138,7 +138,11 @@ class Store(Layout):
         return None
 
     def quarantine(self, path: str | Path, why: str, then: str = "its shard trains again") -> Path | None:
-        """Move a file the store cannot trust to store/quarantine/ (kept, never deleted), warning with its name.
+        """Move a file the store cannot trust to store/quarantine/ (`set_aside`)."""
+        return self.set_aside(path, f"cannot be trusted: {why}", then)
+
+    def set_aside(self, path: str | Path, why: str, then: str) -> Path | None:
+        """Move a file to store/quarantine/ (kept, never deleted), warning "<path> <why>; moved to <where> (<then>)".
         None if it is already gone (another process moved it first)."""
         path = Path(path)
         folder = self.quarantine_dir()
@@ -148,8 +152,15 @@ class Store(Layout):
             os.replace(path, dest)
         except FileNotFoundError:
             return None
-        log.warning("ssmpipe: %s cannot be trusted: %s; moved to %s (%s)", path, why, dest, then)
+        log.warning("ssmpipe: %s %s; moved to %s (%s)", path, why, dest, then)
         return dest
+
+    def train_again(self, shard: str) -> None:
+        """Set a shard's stored rows aside, under its lock, so that it trains anew (`ssmpipe train --again`)."""
+        with self.shard_lock(shard):
+            self.set_aside(
+                self.runs_path(shard), "set aside: its shard trains again (snakemake -R train or -F)", "kept"
+            )
 
     def quarantine_shard(self, shard: str, why: str) -> None:
         """An untrusted spec: the shard's spec, rows and checkpoint all go (each was made from or for that spec)."""

@@ -17,7 +17,7 @@ import itertools
 import json
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ssmpipe import config as cfg
 from ssmpipe import data, manifest
@@ -259,6 +259,12 @@ def plan_sweeps(configs: list[dict]) -> dict[str, Plan]:
                 planned.setdefault(shard, []).append(rid)
         plans[config["sweep"]] = result
     return plans
+
+
+def again(plan: Plan) -> Plan:
+    """The plan with every shard of the sweep to train, stored or not (snakemake -R train or -F: the train rule's
+    `ssmpipe train --again` sets the stored rows aside first)."""
+    return replace(plan, pending=list(plan.shards), data=_data_of(plan.points, plan.shard_of, plan.shards))
 
 
 def unwritten(plan: Plan) -> list[str]:

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from conftest import REPO, job_counts, snakemake, tiny_config, write_config
@@ -134,3 +135,33 @@ def test_plan_names_a_config_that_is_not_json_in_one_line(tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.startswith("ssmpipe: config error: --json: a config is not JSON")
     assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "results").exists()
+
+
+def test_forcerun_train_retrains_every_shard_and_a_trained_sweep_still_draws_its_train_jobs(tmp_path):
+    """Snakemake's own ways to redo a rule work on train: -R train (and -F) trains every shard again, the rows the
+    same as before and the old files kept in store/quarantine/; --rulegraph and --dag of a trained sweep still draw
+    the train and data rules, and a plain rerun trains nothing."""
+    config = tiny_config(**{"grid.seed": [0]})  # 4 points in 2 shards (two pack keys: the two lengths)
+    configfile = write_config(tmp_path, config)
+    assert job_counts(snakemake(tmp_path, configfile))["train"] == 2
+    table = tmp_path / "results" / "tiny" / "runs.parquet"
+    before = pd.read_parquet(table)
+    store = Store(tmp_path / "results")
+    shards = sorted(store.done_shards())
+
+    for drawing in ("--rulegraph", "--dag"):
+        graph = snakemake(tmp_path, configfile, drawing).stdout
+        assert 'label = "train' in graph and 'label = "data' in graph, graph
+    assert "train" not in job_counts(snakemake(tmp_path, configfile, "-n"))
+    assert job_counts(snakemake(tmp_path, configfile, "-F", "-n")).get("train") == 2  # a dry run: nothing moved
+    assert not store.quarantine_dir().exists()
+
+    proc = snakemake(tmp_path, configfile, "-R", "train")
+    assert job_counts(proc)["train"] == 2 and job_counts(proc)["aggregate"] == 1
+    set_aside = sorted(p.name for p in store.quarantine_dir().iterdir())
+    assert sorted(name.split("-")[-1] for name in set_aside) == [f"{s}.parquet" for s in shards], set_aside
+    after = pd.read_parquet(table)
+    metrics = ["run_id", "epoch", "train_loss", "test_loss", "test_acc"]
+    pd.testing.assert_frame_equal(after[metrics], before[metrics])  # trained anew: the same numbers (CPU)
+    assert (after["wall_s"] != before["wall_s"]).any()  # and not the old rows kept
+    assert "train" not in job_counts(snakemake(tmp_path, configfile))

@@ -4,6 +4,7 @@
 # Parsing computes and never writes (a dry run or --lint leaves the results alone): planning only reads
 # and checks the store; the plan job (workflow/rules/plan.smk) writes what it decided. All logic lives
 # in the ssmpipe package.
+import argparse
 import json
 import re
 import sys
@@ -46,6 +47,39 @@ def plan_sweeps(config):
 
 
 SWEEPS, PLANS, NEEDS_DATA = plan_sweeps(config)
+
+
+# -R train (--forcerun train) or -F (--forceall): every shard of the sweeps trains again, as Snakemake reruns a
+# rule's jobs whose outputs exist (`ssmpipe train --again` sets its stored rows aside first). --dag, --rulegraph,
+# --filegraph and --report draw every shard's train job, trained or not (else a trained one is no job at all:
+# its runs file is a plain input, train.smk). Snakemake tells a Snakefile neither (its DAG settings are set after
+# parsing): its command line, read for these options alone.
+def snakemake_options(argv):
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("-R", "--forcerun", nargs="*", default=[])
+    p.add_argument("-F", "--forceall", action="store_true")
+    for drawing in ("--dag", "--rulegraph", "--filegraph", "--d3dag", "--report"):
+        p.add_argument(drawing, nargs="?", const=True)
+    return p.parse_known_args(argv)[0]
+
+
+_OPTIONS = snakemake_options(sys.argv[1:])
+AGAIN = _OPTIONS.forceall or "train" in _OPTIONS.forcerun
+DRAWN = any(
+    (
+        _OPTIONS.dag,
+        _OPTIONS.rulegraph,
+        _OPTIONS.filegraph,
+        _OPTIONS.d3dag,
+        _OPTIONS.report,
+    )
+)
+# The plans whose pending shards get train jobs (PLANS: what the plan job writes).
+TRAINED = (
+    {name: sweep.again(plan) for name, plan in PLANS.items()}
+    if AGAIN or DRAWN
+    else PLANS
+)
 # Experiments of config/papers.yaml that need data not here (cfg.needs_data: an IMDb experiment without task.path):
 # left out of the DAG; the reproduction page names them, with the reason.
 for _path, _why in NEEDS_DATA.items():
@@ -89,16 +123,16 @@ def train_env(wildcards):
 
 # Shards: those to train (each pending shard's first sweep names its log and launcher), and what a
 # sweep's table reads.
-PENDING = sorted({s for plan in PLANS.values() for s in plan.pending})
+PENDING = sorted({s for plan in TRAINED.values() for s in plan.pending})
 # A regex of them, the train rule's shard wildcard ((?!): none).
 PENDING_SHARD = "|".join(re.escape(s) for s in PENDING) or "(?!)"
-SWEEP_OF = {s: name for name, plan in reversed(PLANS.items()) for s in plan.pending}
+SWEEP_OF = {s: name for name, plan in reversed(TRAINED.items()) for s in plan.pending}
 SHARD_RUNS = {
     name: [str(LAYOUT.runs_path(s)) for s in p.shards] for name, p in PLANS.items()
 }
 SLURM_SWEEPS = {name for name, c in SWEEPS.items() if c["launcher"] == "slurm"}
 # Each pending shard's train job asks for the memory its settings need (sweep.mem_mb, at least 2 GB).
-SHARD_MEM = sweep.shard_mem_mb(PLANS)
+SHARD_MEM = sweep.shard_mem_mb(TRAINED)
 # What the plan job has still to write (empty: the store is as planned, and the job does not run).
 UNWRITTEN = [why for plan in PLANS.values() for why in sweep.unwritten(plan)]
 
@@ -111,7 +145,7 @@ def data_of_shards():
     """Pending shard -> the data files it trains on, and data key -> data spec, from the plans in memory
     (Plan.data: no spec file is read)."""
     files, specs = {}, {}
-    for plan in PLANS.values():
+    for plan in TRAINED.values():
         for shard, shard_specs in plan.data.items():
             files[shard] = [str(LAYOUT.data_path(key)) for key in shard_specs]
             specs.update(shard_specs)

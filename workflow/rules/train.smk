@@ -52,9 +52,10 @@ rule train:
         ssmpipe=SSMPIPE,
         results=results_of(3),  # RESULTS
         launch=launch,
+        again=["--again"] if AGAIN else [],
     shell:
         "{params.ssmpipe:q} train --results={params.results:q} --threads={threads} {params.launch:q} "
-        "-- {wildcards.shard:q} 2> {log:q}"
+        "{params.again:q} -- {wildcards.shard:q} 2> {log:q}"
 
 
 rule train_array:
@@ -74,9 +75,10 @@ rule train_array:
         ssmpipe=SSMPIPE,
         results=RESULTS,
         shards=lambda wc: ARRAYS[wc.array],
+        again=["--again"] if AGAIN else [],
     shell:
         "{params.ssmpipe:q} train --results={params.results:q} --slurm={input.slurm:q} --outcome={output:q} "
-        "-- {params.shards:q} 2> {log:q} && touch {output:q}"
+        "{params.again:q} -- {params.shards:q} 2> {log:q} && touch {output:q}"
 
 
 rule train_task:
