@@ -3,6 +3,7 @@ share ties, tests hold their level on noise and find a clear effect, Holm correc
 binomial test."""
 
 import numpy as np
+import pytest
 
 from ssmpipe.report import stats
 
@@ -63,3 +64,112 @@ def test_equivalence_needs_the_whole_interval_inside_the_margin():
 def test_learned_is_a_binomial_test_against_chance():
     assert list(stats.learned([0.52, 0.60, 0.7], [0.5, 0.5, 0.5], [1000, 1000, 10])) == [False, True, False]
     assert not stats.learned([0.9], [np.nan], [100])[0]
+
+
+def test_correlation_and_slope_are_pearsons_and_least_squares():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(2, 3, 12))  # three rows, broadcast along the last axis
+    np.testing.assert_allclose(stats.correlation(x, y), [np.corrcoef(a, b)[0, 1] for a, b in zip(x, y)])
+    np.testing.assert_allclose(stats.slope(x, y), [np.polyfit(a, b, 1)[0] for a, b in zip(x, y)])
+    assert np.isnan(stats.correlation(np.ones(5), np.arange(5.0))) and np.isnan(stats.correlation(x[0], np.ones(12)))
+
+
+def test_codes_number_labels_in_sorted_order():
+    assert list(stats.codes(["b", "a", "c", "a"])) == [1, 0, 2, 0]
+    assert list(stats.codes([10, 9, 10])) == [0, 1, 0]  # sorted as text: "10" < "9"
+
+
+def test_permutation_p_counts_the_null_at_least_as_extreme_plus_one():
+    assert stats.permutation_p(1.0, np.array([0.0, 1.0, 2.0])) == 3 / 4  # (1 + #{1, 2}) / (1 + 3)
+    assert stats.permutation_p(5.0, np.array([0.0, 1.0, 2.0])) == 1 / 4
+    assert stats.permutation_p(float("nan"), np.array([0.0])) == 1.0 and stats.permutation_p(np.inf, np.zeros(3)) == 1.0
+
+
+def test_correlation_test_is_spearman_with_its_sign_interval_and_wording():
+    x = np.arange(12.0)
+    y = x**3 + np.array([0, 5, -3, 2, 0, 1, -1, 4, 0, 2, -2, 1.0])  # monotone but for two swaps
+    rank = lambda v: np.argsort(np.argsort(v)).astype(float)  # noqa: E731 -- no ties here
+    t = stats.correlation_test("rho", x, y, None, +1, paper="0.9")
+    assert t.estimate == pytest.approx(np.corrcoef(rank(x), rank(y))[0, 1]) and t.estimate < 1
+    assert t.passed and t.p == 1 / (1 + stats.RESAMPLES) and t.low <= t.estimate <= t.high <= 1
+    assert (t.effect, t.wants, t.paper) == ("rho", "> 0", "0.9")
+    down = stats.correlation_test("rho", x, -y, None, -1)
+    assert down.passed and down.wants == "< 0" and down.estimate == pytest.approx(-t.estimate)
+    assert not stats.correlation_test("rho", x, -y, None, +1).passed  # the wrong sign is no support
+    # within strata: two strata whose levels differ but whose insides do not agree with x is no association
+    strata = np.repeat([0, 1], 6)
+    within = stats.correlation_test("rho", x, np.where(strata == 0, 0.0, 100.0) + (-1.0) ** x, strata, +1)
+    assert not within.passed and within.p > 0.2
+    assert stats.correlation_test("rho", x, y, None, +1, salt="a") != stats.correlation_test(
+        "rho", x, y, None, +1, salt="b"
+    )  # salted: other draws, so another interval
+
+
+def test_paired_test_wants_the_mean_beyond_its_margin_and_drops_nans():
+    d = np.array([0.3, 0.5, 0.4, 0.6, 0.35, 0.45, 0.55, 0.5, np.nan])
+    t = stats.paired_test("gap", d, +1)
+    assert (
+        t.passed and t.estimate == pytest.approx(np.nanmean(d)) and t.low <= t.estimate <= t.high and t.wants == "> 0"
+    )
+    assert (
+        stats.paired_test("gap", d, +1, margin=0.3).passed
+        and stats.paired_test("gap", d, +1, margin=0.3).wants == "> 0.3"
+    )
+    assert not stats.paired_test("gap", d, +1, margin=0.6).passed  # the mean, 0.46, is not beyond 0.6
+    assert not stats.paired_test("gap", d, -1).passed and stats.paired_test("gap", -d, -1).passed
+    assert stats.paired_test("gap", -d, -1, margin=0.3).wants == "< -0.3"
+    alone = stats.paired_test("gap", [1.0, np.nan], +1)
+    assert np.isnan(alone.estimate) and alone.p == 1.0 and not alone.passed and alone.wants == "> 0"
+
+
+def test_group_test_is_the_difference_of_means_within_strata():
+    rng = np.random.default_rng(4)
+    strata = np.repeat(["a", "b", "c"], 8)
+    in_group = np.tile([True, False], 12)
+    values = np.repeat([0.0, 10.0, 20.0], 8) + rng.normal(0, 0.1, 24) + 1.0 * in_group  # the group 1.0 higher
+    t = stats.group_test("diff", values, in_group, strata, +1)
+    assert t.estimate == pytest.approx(values[in_group].mean() - values[~in_group].mean())
+    assert t.passed and t.low <= t.estimate <= t.high and abs(t.estimate - 1.0) < 0.2 and t.wants == "> 0"
+    assert not stats.group_test("diff", values, in_group, strata, -1).passed
+    assert stats.group_test("diff", -values, in_group, strata, -1).wants == "< 0"
+    flat = np.repeat([0.0, 10.0, 20.0], 8) + rng.normal(0, 0.1, 24)  # strata differ, the group does not
+    assert not stats.group_test("diff", flat, in_group, strata, +1).passed
+
+
+def test_bound_test_wants_the_whole_interval_of_the_mean_past_the_bound():
+    v = np.array([0.61, 0.58, 0.63, 0.6, 0.62, 0.59, 0.6, 0.61, np.nan])
+    above = stats.bound_test("acc", v, +1, 0.5)
+    assert (
+        above.passed and above.estimate == pytest.approx(np.nanmean(v)) and above.low > 0.5 and above.wants == "> 0.5"
+    )
+    assert above.p == 1 / (1 + stats.RESAMPLES)  # no bootstrap mean on the wrong side
+    assert not stats.bound_test("acc", v, +1, 0.6).passed  # the interval straddles 0.6
+    below = stats.bound_test("acc", v, -1, 0.7)
+    assert below.passed and below.high < 0.7 and below.wants == "< 0.7"
+    assert not stats.bound_test("acc", v, -1, 0.5).passed and stats.bound_test("acc", v, -1, 0.5).p == 1.0
+    alone = stats.bound_test("acc", [0.9], +1, 0.5)
+    assert np.isnan(alone.estimate) and alone.p == 1.0 and not alone.passed and alone.wants == "> 0.5"
+
+
+def test_holm_multiplies_each_p_by_the_tests_left_and_stops_at_the_first_failure():
+    ps = [0.04, 0.01, 0.02, 0.3]
+    tests = [stats.Test(f"t{i}", 0.0, 0.0, 0.0, p, True, "> 0") for i, p in enumerate(ps)]
+    out = stats.holm(tests)
+    assert [t.p for t in out] == pytest.approx([min(1.0, 0.04 * 2), 0.01 * 4, 0.02 * 3, min(1.0, 0.3 * 1)])
+    assert [t.passed for t in out] == [False, True, False, False]  # 0.06 > 0.05 stops the rest
+    assert all(t.wants == "> 0 (Holm-corrected)" and t.effect == f"t{i}" for i, t in enumerate(out))
+    failed = [stats.Test("t", 0.0, 0.0, 0.0, 0.001, False, "> 0")] + tests[1:2]
+    assert [t.passed for t in stats.holm(failed)] == [False, False]  # a test that failed stays failed, and stops Holm
+
+
+def test_learned_needs_the_accuracy_above_chance_by_the_binomial_margin():
+    c, n = 0.5, 400
+    edge = c + stats.Z_LEARNED * np.sqrt(c * (1 - c) / n)  # 0.541125
+    assert list(stats.learned([edge - 1e-6, edge + 1e-6], [c, c], [n, n])) == [False, True]
+
+
+def test_a_test_describes_itself_in_one_line():
+    t = stats.Test("slope", 0.51234, 0.4, 0.6, 0.0123, True, "> 0", paper="0.5")
+    assert t.describe() == "slope: 0.512 [0.4, 0.6], p = 0.0123 (needs > 0; paper: 0.5) — passed"
+    eq = stats.Test("gap", float("nan"), float("nan"), float("nan"), float("nan"), False, "within")
+    assert eq.describe() == "gap: (needs within) — failed"
