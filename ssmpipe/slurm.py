@@ -33,6 +33,7 @@ from ssmpipe.inputs import load_json, read_file
 from ssmpipe.layout import Layout
 
 log = logging.getLogger("ssmpipe.slurm")
+RECORD_DAYS = 30  # how far back `ended_jobs` asks sacct, and so how long an array's record is kept
 
 POLL_S = 30  # slurm.poll_s's default: seconds between two status queries of a store's jobs
 # States of a job that holds its shard (will train it, or is training it); COMPLETING: ending.
@@ -239,6 +240,7 @@ def train_array(
         name = job_name(results, chunk[0]) if len(chunk) == 1 else array_name(results, token)
         if len(chunk) > 1:  # before sbatch: a poll meanwhile already knows each task's shard
             private_dir(jobs.arrays)
+            prune_array_records(jobs.arrays)
             write_text(jobs.arrays / f"{token}.json", json.dumps({"shards": chunk, "sweep": sweep}))
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=requests["max_timeouts"])
         executor.update_parameters(
@@ -436,7 +438,19 @@ def live_jobs(results: str | Path, shards: list[str], poll_s: float = POLL_S) ->
     return jobs
 
 
-def ended_jobs(results: str | Path, shards: list[str], days: int = 30) -> dict[str, tuple[str, str]]:
+def prune_array_records(folder: Path, days: int = RECORD_DAYS) -> list[Path]:
+    """Remove the array records (arrays/<token>.json) older than `days`, which no lookup reads; the removed ones."""
+    old = time.time() - days * 86400
+    removed = []
+    for path in folder.glob("*.json"):
+        with suppress(FileNotFoundError):  # another run's prune got it first
+            if path.stat().st_mtime < old:
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
+def ended_jobs(results: str | Path, shards: list[str], days: int = RECORD_DAYS) -> dict[str, tuple[str, str]]:
     """Shard -> (job id, state) of each shard's last ended job (this user's, sacct, last `days` days)."""
     shard_of = {job_name(results, s): s for s in shards}
     jobs = StoreJobs(results)

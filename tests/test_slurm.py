@@ -506,8 +506,14 @@ def test_a_sweep_wider_than_an_array_goes_out_as_several_arrays(tmp_path, slurm_
     # and for real, with slurm.array_size under the sweep's width: 6 one-point shards in arrays of 4 and 2
     config = slurm_config("split", array_size=4)
     config["shard_size"], config["grid"]["seq_len"], config["grid"]["seed"] = 1, [16], [0, 1, 2]
+    records = slurm.StoreJobs(tmp_path / "results").arrays  # each array's record: which shard each task trains
+    records.mkdir(parents=True)
+    stale = records / "0123456789ab.json"  # one older than sacct is asked about (slurm.RECORD_DAYS): pruned
+    stale.write_text('{"shards": ["x", "y"], "sweep": "old"}')
+    os.utime(stale, (time.time() - 31 * 86400,) * 2)
     proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), TABLE.format("split"))
     assert job_counts(proc)["train_array"] == 2 and job_counts(proc)["train_task"] == 6
+    assert not stale.exists() and len(list(records.glob("*.json"))) == 2
     tasks = job_ids(tmp_path, "split")
     arrays = sorted({t.split("_")[0] for t in tasks}, key=int)
     assert len(arrays) == 2 and sorted(len([t for t in tasks if t.startswith(f"{a}_")]) for a in arrays) == [2, 4]

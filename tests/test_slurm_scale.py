@@ -260,6 +260,18 @@ def sweep_in_flight(
     }
 
 
+def test_array_records_older_than_sacct_is_asked_about_are_pruned(tmp_path):
+    """store/slurm/arrays/<token>.json names an array's shards for status and sacct lookups, which look back
+    slurm.RECORD_DAYS days: older records go (at the next array's submission), newer ones stay."""
+    old, recent = tmp_path / "a.json", tmp_path / "b.json"
+    for path in (old, recent):
+        path.write_text("{}")
+    past = time.time() - (slurm.RECORD_DAYS + 1) * 86400
+    os.utime(old, (past, past))
+    assert slurm.prune_array_records(tmp_path) == [old] and sorted(tmp_path.iterdir()) == [recent]
+    assert slurm.prune_array_records(tmp_path) == []
+
+
 @pytest.mark.slurm
 def test_status_queries_per_minute_do_not_grow_with_the_shards_in_flight(tmp_path):
     require_slurm()
