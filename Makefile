@@ -1,15 +1,16 @@
 # The two commands:  make demo  (the default sweep, locally, on CPU)   make test  (the test suite)
-# Each sets up .venv first when it is missing (torch 2.13.0 first, then ssmpipe with its test extras).
+# Each sets up .venv first when it is missing (torch 2.13.0 first, then ssmpipe with its test extras, at the
+# versions of requirements.lock).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
 .PHONY: demo test bench experiments slurm-profile clean-results
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
 	touch $@
 
 demo: $(VENV)/.installed

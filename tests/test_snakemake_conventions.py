@@ -2,8 +2,10 @@
 alone), the plan jobs write what planning decided, --lint and snakefmt are clean, every rule has its
 conda environment."""
 
+import re
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pandas as pd
@@ -104,6 +106,22 @@ def test_the_conda_environment_installs_torch_and_this_repository():
     editable = next(line.split(maxsplit=1)[1] for line in pip if line.startswith("-e "))
     root = (REPO / ".snakemake" / "conda" / editable).resolve()
     assert root == REPO and 'name = "ssmpipe"' in (root / "pyproject.toml").read_text()
+    # every dependency at the version the tests ran with: requirements.lock, in both envs and in the Makefile
+    lock = (REPO / ".snakemake" / "conda" / next(line.split()[1] for line in pip if line.startswith("-c "))).resolve()
+    assert lock == REPO / "requirements.lock"
+    cuda = yaml.safe_load((REPO / "workflow" / "envs" / "ssmpipe-cuda.yaml").read_text())
+    assert "-c ../../requirements.lock" in next(d["pip"] for d in cuda["dependencies"] if isinstance(d, dict))
+    assert "-c requirements.lock -e '.[test]'" in (REPO / "Makefile").read_text()
+    pinned = {
+        re.sub(r"[-_.]+", "-", line.split("==")[0]).lower()
+        for line in lock.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = project["dependencies"] + project["optional-dependencies"]["test"]
+    names = {re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9_.-]+", d).group()).lower() for d in wanted}
+    assert names - {"torch", "ssmpipe"} <= pinned, names - pinned  # torch: pinned where it is installed
+    assert "torch" not in pinned
 
 
 def test_sweeps_planned_without_writing_share_shards_as_the_plan_job_writes_them(tmp_path):
