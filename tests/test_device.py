@@ -2,6 +2,7 @@
 and the device a job picks (issue 24). The GPU side of the same checks: tests/test_cuda.py, benchmarks/gpu_check.py."""
 
 import contextlib
+import logging
 
 import pandas as pd
 import pytest
@@ -282,3 +283,31 @@ def test_gpu_check_rehearsed_on_the_cpu_passes_its_checks(tmp_path):
     cpu = torch.device("cpu")
     for result in (check.s4d_parity(cpu), check.checkpoint(cpu, tmp_path)):
         assert result["ok"], result
+
+
+def test_train_shard_says_what_it_does_and_reuses_rows_stored(tmp_path, monkeypatch, caplog):
+    """What `ssmpipe train` logs of a shard (its job's log, what a user reads): its points, groups and device, the
+    epoch a resume starts after, the rows it wrote; a shard already stored is reused, not trained again; a shard
+    without a spec is an error naming the file."""
+    shard = _shard(tmp_path)
+    store = Store(tmp_path)
+    ckpt = _train_until(tmp_path, shard, 2, monkeypatch)
+    group = load_state(ckpt)["current"]["group"]
+    caplog.set_level(logging.INFO)
+    n = train.train_shard(str(tmp_path), shard, "cpu")
+    said = [m for m in caplog.messages if m.startswith(f"shard {shard}")]
+    runs = store.runs_path(shard)
+    assert said[:2] == [
+        f"shard {shard}: resuming group {group} after epoch 2",
+        f"shard {shard}: 4 points in 1 packed groups on cpu",
+    ]
+    assert said[-1] == f"shard {shard}: wrote {n} rows to {runs} ({{'ok': 4, 'diverged': 0, 'failed': 0}})"
+    assert n == len(pd.read_parquet(runs)) == 4 * 5 and not ckpt.exists()  # 4 points, epochs 0..4
+    caplog.clear()
+    assert train.train_shard(str(tmp_path), shard, "cpu") == n
+    said = [m for m in caplog.messages if m.startswith(f"shard {shard}")]
+    assert said == [f"shard {shard}: already trained (by another process), {n} rows reused from {runs}"]
+    store.spec_path(shard).unlink()
+    with pytest.raises(StoreError) as e:
+        train.train_shard(str(tmp_path), shard, "cpu")
+    assert str(e.value).startswith(f"{store.spec_path(shard)}: missing or untrusted (see the warning above)")
