@@ -89,3 +89,5 @@ def test_sweep_end_to_end_cache_and_extension(tmp_path):
     # 7. the native Snakemake report, with the .rst captions
     native = snakemake(tmp_path, configfile, "--report", str(tmp_path / "native.html"))
     assert native.returncode == 0 and (tmp_path / "native.html").stat().st_size > 10_000
+    # every job in its DAG has Snakemake's metadata: no marker of this run among the outputs of jobs that do not run
+    assert "Missing metadata" not in native.stderr and "missing provenance" not in native.stdout + native.stderr
