@@ -164,18 +164,32 @@ def test_an_arrays_tasks_go_by_their_shards_names_in_the_shared_poll(tmp_path):
 # --- on the CI cluster: 4 and 12 shards in flight -----------------------------------------------------
 
 
-def waiting_trains() -> list[int]:
-    """Pids of this host's `ssmpipe train --slurm` processes (the Python ones, not their shells)."""
-    pids = []
+def waiting_trains(root: int) -> list[int]:
+    """Pids of the `ssmpipe train --slurm` processes (the Python ones, not their shells) that process `root` started,
+    however deep: not another test's beside this one, nor a fork of one about to run sbatch (its parent counts)."""
+    parent, argv = {}, {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                argv = (proc / "cmdline").read_bytes().split(b"\0")
-            except OSError:
+                argv[int(proc.name)] = (proc / "cmdline").read_bytes().split(b"\0")
+                parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
                 continue
-            if any(a.startswith(b"--slurm") for a in argv) and b"train" in argv and b"python" in argv[0]:
-                pids.append(int(proc.name))
-    return pids
+
+    def waiting(pid: int) -> bool:
+        a = argv.get(pid, [b""])
+        return any(x.startswith(b"--slurm") for x in a) and b"train" in a and b"python" in a[0]
+
+    def under_root(pid: int) -> bool:
+        seen = set()
+        while pid in parent and pid not in seen:
+            seen.add(pid)
+            pid = parent[pid]
+            if pid == root:
+                return True
+        return False
+
+    return [pid for pid in argv if waiting(pid) and not waiting(parent.get(pid, 0)) and under_root(pid)]
 
 
 def rss_mb(pid: int) -> float:
@@ -236,7 +250,7 @@ def sweep_in_flight(
     most, samples = 0, []
     try:
         while proc.poll() is None:
-            pids = waiting_trains()
+            pids = waiting_trains(proc.pid)
             if pids:
                 first, last = first or time.time(), time.time()
                 most = max(most, len(pids))
