@@ -54,13 +54,13 @@ def tensors(obj, path="state"):
             yield from tensors(v, f"{path}[{i}]")
 
 
-def _shard(root, **changes):
+def one_shard(root, **changes):
     plan = sweep.plan(cfg.check(tiny_config(results=str(root), **{**SHARD, **changes})))
     assert len(plan.pending) == 1
     return plan.pending[0]
 
 
-def _rows(root, shard):
+def shard_rows(root, shard):
     return pd.read_parquet(Store(root).runs_path(shard)).set_index(["run_id", "epoch"]).sort_index()
 
 
@@ -68,7 +68,7 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so no group records it as failed."""
 
 
-def _train_until(root, shard, epoch, monkeypatch):
+def train_until(root, shard, epoch, monkeypatch):
     """Train the shard in this process and stop it once its checkpoint holds `epoch`; -> the checkpoint's path."""
     real = train._save
 
@@ -86,28 +86,28 @@ def _train_until(root, shard, epoch, monkeypatch):
 
 def test_a_checkpoint_holds_only_cpu_tensors_and_a_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
     ref, run = tmp_path / "ref", tmp_path / "run"
-    shard = _shard(ref)
-    assert _shard(run) == shard
+    shard = one_shard(ref)
+    assert one_shard(run) == shard
     train.train_shard(str(ref), shard, "cpu")
 
-    ckpt = _train_until(run, shard, 2, monkeypatch)
+    ckpt = train_until(run, shard, 2, monkeypatch)
     state = torch.load(ckpt, weights_only=True)  # no map_location: each tensor where it was saved
     found = dict(tensors(state))
     assert any("['opt']['state']" in p and "exp_avg_sq" in p for p in found)  # Adam's moments are in it
     assert {p: t.device.type for p, t in found.items() if t.device.type != "cpu"} == {}
     train.train_shard(str(run), shard, "cpu")
-    pd.testing.assert_frame_equal(_rows(run, shard)[METRICS], _rows(ref, shard)[METRICS], check_exact=True)
+    pd.testing.assert_frame_equal(shard_rows(run, shard)[METRICS], shard_rows(ref, shard)[METRICS], check_exact=True)
 
 
 def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_host(tmp_path, monkeypatch):
     """A checkpoint whose storages are tagged cuda:0 (written on a GPU node) is refused by a plain torch.load here,
     and resumes through load_state (map_location) to the rows of an uninterrupted run, bit for bit."""
     ref, run = tmp_path / "ref", tmp_path / "run"
-    shard = _shard(ref)
-    assert _shard(run) == shard
+    shard = one_shard(ref)
+    assert one_shard(run) == shard
     train.train_shard(str(ref), shard, "cpu")
 
-    ckpt = _train_until(run, shard, 2, monkeypatch)
+    ckpt = train_until(run, shard, 2, monkeypatch)
     state = load_state(ckpt)
     with saved_as_cuda():
         torch.save(state, ckpt)
@@ -118,8 +118,8 @@ def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_host(tmp_path, monkeypat
             load_state(ckpt, map_location=None)  # as before map_location: the progress was lost
     assert load_state(ckpt)["current"]["epoch"] == 2
     train.train_shard(str(run), shard, "cpu")
-    got = _rows(run, shard)
-    pd.testing.assert_frame_equal(got[METRICS], _rows(ref, shard)[METRICS], check_exact=True)
+    got = shard_rows(run, shard)
+    pd.testing.assert_frame_equal(got[METRICS], shard_rows(ref, shard)[METRICS], check_exact=True)
     assert not Store(run).ckpt_path(shard).exists()
 
 
@@ -128,23 +128,23 @@ WHERE = ["device", "cuda_version"]  # columns added after runs files were alread
 
 def test_every_row_says_where_it_was_trained(tmp_path):
     root = tmp_path / "r"
-    shard = _shard(root)
+    shard = one_shard(root)
     train.train_shard(str(root), shard, "cpu")
-    rows = _rows(root, shard)
+    rows = shard_rows(root, shard)
     assert len(rows) == 4 * 5 and (rows["device"] == "cpu").all() and rows["cuda_version"].isna().all()
     assert train.where("cpu") == {"device": "cpu", "cuda_version": None}
 
 
 def test_a_failed_point_without_rows_says_where_it_failed(tmp_path, monkeypatch):
     root = tmp_path / "r"
-    shard = _shard(root)
+    shard = one_shard(root)
 
     def broken(*args, **kwargs):
         raise ValueError("no model today")
 
     monkeypatch.setattr(train, "Group", broken)
     train.train_shard(str(root), shard, "cpu")
-    rows = _rows(root, shard)
+    rows = shard_rows(root, shard)
     assert (rows["status"] == "failed").all() and (rows["device"] == "cpu").all() and len(rows) == 4
 
 
@@ -215,7 +215,7 @@ def test_a_slurm_job_trains_where_its_requests_say(tmp_path, monkeypatch, caplog
     from ssmpipe.slurm import TrainShard
 
     root = tmp_path / "r"
-    shard = _shard(root)
+    shard = one_shard(root)
     store = Store(root)
     job = TrainShard(str(root), shard, 1, 1)
     if not torch.cuda.is_available():
@@ -233,7 +233,7 @@ def test_a_slurm_job_trains_where_its_requests_say(tmp_path, monkeypatch, caplog
     monkeypatch.setattr(train, "_train_locked", spy)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # visible, and not asked for
     TrainShard(str(root), shard, 1, 0)()
-    assert picked == [torch.device("cpu")] and (_rows(root, shard)["device"] == "cpu").all()
+    assert picked == [torch.device("cpu")] and (shard_rows(root, shard)["device"] == "cpu").all()
     old = TrainShard(str(root), shard, 1)
     del old.gpus  # as unpickled from an older ssmpipe
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
@@ -246,7 +246,7 @@ def test_train_on_a_cuda_device_here_is_one_line_and_exit_2(tmp_path, capsys):
     from ssmpipe.cli import main
 
     root = tmp_path / "r"
-    shard = _shard(root)
+    shard = one_shard(root)
     assert main(["train", "--results", str(root), "--device", "cuda", "--", shard]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("ssmpipe: device 'cuda', but torch sees no CUDA device (torch ")
@@ -289,11 +289,12 @@ def test_train_shard_says_what_it_does_and_reuses_rows_stored(tmp_path, monkeypa
     """What `ssmpipe train` logs of a shard (its job's log, what a user reads): its points, groups and device, the
     epoch a resume starts after, the rows it wrote; a shard already stored is reused, not trained again; a shard
     without a spec is an error naming the file."""
-    shard = _shard(tmp_path)
+    shard = one_shard(tmp_path)
     store = Store(tmp_path)
-    ckpt = _train_until(tmp_path, shard, 2, monkeypatch)
+    ckpt = train_until(tmp_path, shard, 2, monkeypatch)
     group = load_state(ckpt)["current"]["group"]
     caplog.set_level(logging.INFO)
+    caplog.clear()  # the interrupted run's lines, where an earlier test left the root logger at INFO
     n = train.train_shard(str(tmp_path), shard, "cpu")
     said = [m for m in caplog.messages if m.startswith(f"shard {shard}")]
     runs = store.runs_path(shard)

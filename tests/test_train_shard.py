@@ -1,0 +1,99 @@
+"""train_shard in this process, each way a shard's training can end that is not the machine's clean finish: a
+checkpoint that does not fit its model, an I/O error while training or while writing the rows, a tidy-up that fails
+after the rows are stored. (The same faults end to end, through Snakemake and the CLI: test_store_trust.py,
+test_hostile_inputs.py; here, so that .ci/mutation's tests see the code that handles them.)"""
+
+import errno
+import logging
+
+import pandas as pd
+import pytest
+import torch
+from test_device import METRICS, one_shard, shard_rows, train_until
+
+from ssmpipe import train
+from ssmpipe.checkpoint import load_state
+from ssmpipe.store import Store
+
+
+def test_a_checkpoint_that_does_not_fit_is_quarantined_and_the_shard_trains_from_scratch(tmp_path, monkeypatch, caplog):
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    shard = one_shard(ref)
+    assert one_shard(run) == shard
+    train.train_shard(str(ref), shard, "cpu")
+    ckpt = train_until(run, shard, 2, monkeypatch)
+    state = load_state(ckpt)
+    name = sorted(state["current"]["params"])[0]
+    state["current"]["params"][name] = torch.zeros(3, 1)  # loads as plain tensors, but not the model's shape
+    torch.save(state, ckpt)
+    with caplog.at_level(logging.WARNING, logger="ssmpipe.store"):
+        train.train_shard(str(run), shard, "cpu")
+    [moved] = Store(run).quarantine_dir().iterdir()
+    [line] = [m for m in caplog.messages if str(ckpt) in m]
+    assert line.startswith(f"ssmpipe: {ckpt} cannot be trusted: it does not fit the shard's model (ValueError: {name}")
+    assert line.endswith(f"; moved to {moved} (its shard trains from scratch)")
+    pd.testing.assert_frame_equal(shard_rows(run, shard)[METRICS], shard_rows(ref, shard)[METRICS], check_exact=True)
+
+
+def test_an_io_error_while_training_fails_the_job_keeps_the_checkpoint_and_stores_nothing(tmp_path, monkeypatch):
+    shard = one_shard(tmp_path)
+    store = Store(tmp_path)
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    def no_data(*args):
+        raise full
+
+    monkeypatch.setattr(train, "length_data", no_data)
+    with pytest.raises(train.TrainIOError) as e:
+        train.train_shard(str(tmp_path), shard, "cpu")
+    assert str(e.value) == (
+        f"shard {shard}: I/O error while training ({full}); nothing of it is stored as failed, its checkpoint "
+        f"{store.ckpt_path(shard)} was not written: rerun to continue"
+    )
+    assert not store.runs_path(shard).exists()
+    monkeypatch.undo()
+    ckpt = train_until(tmp_path, shard, 2, monkeypatch)
+    monkeypatch.setattr(train, "length_data", no_data)
+    with pytest.raises(train.TrainIOError) as e:
+        train.train_shard(str(tmp_path), shard, "cpu")
+    assert f"its checkpoint {ckpt} is kept: rerun to continue" in str(e.value) and ckpt.exists()
+
+
+def test_an_io_error_writing_the_rows_keeps_the_checkpoint(tmp_path, monkeypatch):
+    shard = one_shard(tmp_path)
+    store = Store(tmp_path)
+    full = OSError(errno.ENOSPC, "No space left on device")
+
+    def no_room(store, shard, rows):
+        raise full
+
+    monkeypatch.setattr(train.Store, "write_runs", no_room)
+    with pytest.raises(train.TrainIOError) as e:
+        train.train_shard(str(tmp_path), shard, "cpu")
+    ckpt = store.ckpt_path(shard)
+    assert str(e.value) == (
+        f"shard {shard}: I/O error writing its rows ({full}); its checkpoint {ckpt} is kept: rerun to continue"
+    )
+    assert ckpt.exists() and not store.runs_path(shard).exists()
+    monkeypatch.undo()
+    assert train.train_shard(str(tmp_path), shard, "cpu") == 4 * 5  # from the finished checkpoint: no training
+
+
+def test_a_tidy_up_that_fails_after_the_rows_are_stored_is_a_warning(tmp_path, monkeypatch, caplog):
+    shard = one_shard(tmp_path)
+    store = Store(tmp_path)
+    real_unlink = type(store.ckpt_path(shard)).unlink
+
+    def unlink(path, missing_ok=False):
+        if path == store.ckpt_path(shard):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_unlink(path, missing_ok=missing_ok)
+
+    monkeypatch.setattr(type(store.ckpt_path(shard)), "unlink", unlink)
+    with caplog.at_level(logging.WARNING, logger="ssmpipe.train"):
+        assert train.train_shard(str(tmp_path), shard, "cpu") == 4 * 5
+    assert store.runs_path(shard).exists()
+    assert (
+        f"shard {shard}: rows stored, but {store.ckpt_path(shard)} could not be removed (Permission denied)"
+        in caplog.messages
+    )
