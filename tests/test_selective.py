@@ -370,3 +370,19 @@ def test_a_pack_shares_the_block_budget_and_equals_each_point(monkeypatch):
     asked.clear()
     layers[0].forward_eager(x[0])
     assert asked == [4 * 16 * 16]  # one point alone: its own budget
+
+
+def test_a_build_killed_holding_a_lock_does_not_hang_the_next_one(tmp_path):
+    """Torch's lock file that a killed build leaves behind (<folder>/lock; torch would wait on it forever) is gone
+    under build_lock, and build_lock itself is free again once a process that held it has died."""
+    import filelock
+
+    folder = tmp_path / "ext"
+    folder.mkdir()
+    (folder / "lock").touch()
+    with selective_cpu.build_lock(folder):
+        assert not (folder / "lock").exists()
+    holder = "import os, sys, pathlib; from ssmpipe.models import selective_cpu as s\n"
+    holder += "s.build_lock(pathlib.Path(sys.argv[1])).__enter__(); os._exit(1)"
+    assert subprocess.run([sys.executable, "-c", holder, str(folder)], timeout=120).returncode == 1
+    filelock.FileLock(str(folder) + ".lock", timeout=10).acquire()  # free: its holder is gone

@@ -1,13 +1,16 @@
 """The fused CPU selective scan: the C++ kernel of selective_cpu.cpp (its header has the recurrence and the adjoint),
-compiled at first use with torch.utils.cpp_extension into torch's extension cache (once per machine and CPU
-capability, ~1 min; TORCH_EXTENSIONS_DIR moves the cache, concurrent builds wait on its lock), and `scan`, its
-autograd op, with a vmap rule (stacked models run as one kernel call). `kernel()` is None where it cannot be built
-(no compiler, no ninja): a warning is logged once and the caller runs the eager scan instead."""
+compiled at first use with torch.utils.cpp_extension into <torch's extension cache>/ssmpipe/ (once per machine, CPU
+capability and torch version, ~1 min; TORCH_EXTENSIONS_DIR moves the cache; builds wait on `build_lock`), and
+`scan`, its autograd op, with a vmap rule (stacked models run as one kernel call). `kernel()` is None where it cannot
+be built (no compiler, no ninja): a warning is logged once and the caller runs the eager scan instead."""
 
+import contextlib
 import functools
 import logging
+import os
 from pathlib import Path
 
+import filelock
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -26,18 +29,35 @@ ARCH_FLAGS = {  # by torch's CPU capability; the extension's name carries it, so
 def kernel():
     """The compiled extension (selective_forward, selective_backward), or None (logged once) if it cannot be built."""
     capability = torch.backends.cpu.get_cpu_capability()
+    name = f"ssmpipe_selective_{capability.lower()}"
     try:
-        from torch.utils.cpp_extension import load_inline
+        from torch.utils.cpp_extension import get_default_build_root, load_inline
 
-        return load_inline(
-            name=f"ssmpipe_selective_{capability.lower()}",
-            cpp_sources=[SOURCE.read_text()],
-            functions=["selective_forward", "selective_backward"],
-            extra_cflags=["-O3", "-fopenmp-simd", *ARCH_FLAGS.get(capability, [])],
-        )
+        root = Path(os.environ.get("TORCH_EXTENSIONS_DIR") or get_default_build_root())
+        folder = root / "ssmpipe" / f"{name}-torch{torch.__version__}"
+        with build_lock(folder):
+            return load_inline(
+                name=name,
+                cpp_sources=[SOURCE.read_text()],
+                functions=["selective_forward", "selective_backward"],
+                extra_cflags=["-O3", "-fopenmp-simd", *ARCH_FLAGS.get(capability, [])],
+                build_directory=str(folder),
+            )
     except Exception as e:  # noqa: BLE001 - any build failure means: run the eager scan
         log.warning("fused CPU selective scan unavailable, using the eager scan: %s", str(e).splitlines()[0])
         return None
+
+
+@contextlib.contextmanager
+def build_lock(folder: Path):
+    """Held while the extension in `folder` is built or loaded: an fcntl lock (filelock), which the kernel releases
+    when its process dies. Torch's own lock, the file <folder>/lock, stays behind when a build is killed (Ctrl-C
+    during the first minute of a sweep), and torch then waits on it forever; under this lock no build holds it, so
+    one found is such a leftover, and goes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with filelock.FileLock(str(folder) + ".lock"):
+        (folder / "lock").unlink(missing_ok=True)
+        yield folder
 
 
 def _plain(t: torch.Tensor) -> bool:
