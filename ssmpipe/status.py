@@ -145,6 +145,7 @@ def render(status: SweepStatus) -> str:
     lines = [
         f"sweep {status.sweep!r}: {status.total} points in {shards} shards "
         f"({status.shards['trained']} trained)" + _sweep_eta(status),
+        f"  results: {Path(status.plan.config['results']).resolve()}",
         f"  {'state':<12} {'points':>7} {'shards':>7}",
     ]
     for state in STATES:

@@ -87,6 +87,8 @@ def test_validate_counts_the_points_still_to_train(tmp_path):
     proc = ssmpipe_cli("validate", configfile, cwd=tmp_path)
     assert proc.returncode == 0 and "4 points in 2 shards, 4 points still to train (in 2 shards)" in proc.stdout
     assert f"; results: {tmp_path / 'results'}" in proc.stdout  # a relative results: under where it runs, named
+    status = ssmpipe_cli("status", configfile, cwd=tmp_path)
+    assert status.returncode == 0 and f"\n  results: {tmp_path / 'results'}\n" in status.stdout, status.stdout
     grown = write_config(
         tmp_path,
         tiny_config(
