@@ -84,13 +84,18 @@ def train_until(root, shard, epoch, monkeypatch):
     return Store(root).ckpt_path(shard)
 
 
-def test_a_checkpoint_holds_only_cpu_tensors_and_a_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+def trained_and_stopped(tmp_path, monkeypatch, epoch=2):
+    """One shard trained whole under tmp_path/ref, and the same shard under tmp_path/run stopped once its checkpoint
+    holds `epoch`: (ref, run, shard, that checkpoint's path)."""
     ref, run = tmp_path / "ref", tmp_path / "run"
     shard = one_shard(ref)
     assert one_shard(run) == shard
     train.train_shard(str(ref), shard, "cpu")
+    return ref, run, shard, train_until(run, shard, epoch, monkeypatch)
 
-    ckpt = train_until(run, shard, 2, monkeypatch)
+
+def test_a_checkpoint_holds_only_cpu_tensors_and_a_resume_equals_an_uninterrupted_run(tmp_path, monkeypatch):
+    ref, run, shard, ckpt = trained_and_stopped(tmp_path, monkeypatch)
     state = torch.load(ckpt, weights_only=True)  # no map_location: each tensor where it was saved
     found = dict(tensors(state))
     assert any("['opt']['state']" in p and "exp_avg_sq" in p for p in found)  # Adam's moments are in it
@@ -102,12 +107,7 @@ def test_a_checkpoint_holds_only_cpu_tensors_and_a_resume_equals_an_uninterrupte
 def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_host(tmp_path, monkeypatch):
     """A checkpoint whose storages are tagged cuda:0 (written on a GPU node) is refused by a plain torch.load here,
     and resumes through load_state (map_location) to the rows of an uninterrupted run, bit for bit."""
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    shard = one_shard(ref)
-    assert one_shard(run) == shard
-    train.train_shard(str(ref), shard, "cpu")
-
-    ckpt = train_until(run, shard, 2, monkeypatch)
+    ref, run, shard, ckpt = trained_and_stopped(tmp_path, monkeypatch)
     state = load_state(ckpt)
     with saved_as_cuda():
         torch.save(state, ckpt)

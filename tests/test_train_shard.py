@@ -9,7 +9,7 @@ import logging
 import pandas as pd
 import pytest
 import torch
-from test_device import METRICS, one_shard, shard_rows, train_until
+from test_device import METRICS, one_shard, shard_rows, train_until, trained_and_stopped
 
 from ssmpipe import train
 from ssmpipe.checkpoint import load_state
@@ -17,11 +17,7 @@ from ssmpipe.store import Store
 
 
 def test_a_checkpoint_that_does_not_fit_is_quarantined_and_the_shard_trains_from_scratch(tmp_path, monkeypatch, caplog):
-    ref, run = tmp_path / "ref", tmp_path / "run"
-    shard = one_shard(ref)
-    assert one_shard(run) == shard
-    train.train_shard(str(ref), shard, "cpu")
-    ckpt = train_until(run, shard, 2, monkeypatch)
+    ref, run, shard, ckpt = trained_and_stopped(tmp_path, monkeypatch)
     state = load_state(ckpt)
     name = sorted(state["current"]["params"])[0]
     state["current"]["params"][name] = torch.zeros(3, 1)  # loads as plain tensors, but not the model's shape
