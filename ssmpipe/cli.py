@@ -127,8 +127,9 @@ def cmd_train(args) -> int:
     if args.again:
         from ssmpipe.store import Store
 
+        store = Store(results_root(args.results))
         for shard in args.shards:
-            Store(results_root(args.results)).train_again(shard)
+            store.train_again(shard)
     if args.slurm and (args.outcome or len(args.shards) > 1):  # the train_array rule: shards as SLURM job arrays
         from ssmpipe import slurm
 

@@ -59,21 +59,13 @@ def snakemake_options(argv):
     p.add_argument("-R", "--forcerun", nargs="*", default=[])
     p.add_argument("-F", "--forceall", action="store_true")
     for drawing in ("--dag", "--rulegraph", "--filegraph", "--d3dag", "--report"):
-        p.add_argument(drawing, nargs="?", const=True)
+        p.add_argument(drawing, nargs="?", const=True, dest="drawn")
     return p.parse_known_args(argv)[0]
 
 
 _OPTIONS = snakemake_options(sys.argv[1:])
 AGAIN = _OPTIONS.forceall or "train" in _OPTIONS.forcerun
-DRAWN = any(
-    (
-        _OPTIONS.dag,
-        _OPTIONS.rulegraph,
-        _OPTIONS.filegraph,
-        _OPTIONS.d3dag,
-        _OPTIONS.report,
-    )
-)
+DRAWN = bool(_OPTIONS.drawn)
 # The plans whose pending shards get train jobs (PLANS: what the plan job writes).
 TRAINED = (
     {name: sweep.again(plan) for name, plan in PLANS.items()}
