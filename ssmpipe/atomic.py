@@ -1,4 +1,5 @@
-"""Safe file writes: every result file appears whole or not at all (temp file + rename); private folders."""
+"""Safe file writes: every result file appears whole or not at all (temp file + rename); a file's stamp, which a
+rewrite changes; private folders."""
 
 from __future__ import annotations
 
@@ -48,6 +49,16 @@ def write_text(path: str | Path, text: str, only_if_changed: bool = False) -> bo
     with atomic_path(path) as tmp:
         tmp.write_text(text)
     return True
+
+
+def stamp(path: str | Path) -> list[int] | None:
+    """(size, mtime_ns, ctime_ns, inode) of a file, None if it is missing: a rewrite changes at least one (a whole
+    one, by rename, its inode; one in place, its ctime, which no user can set back)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def private_dir(folder: Path) -> Path:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import ssmpipe
 from ssmpipe import config as cfg
+from ssmpipe.atomic import stamp
 from ssmpipe.layout import NAME, Layout
 
 
@@ -116,25 +117,24 @@ def cmd_train(args) -> int:
         return train_config(args)
     if len(args.shards) != 1 and not (args.slurm and args.shards):
         raise cfg.InputError(f"--results {args.results!r}: give one shard id after it (got {len(args.shards)})")
+    layout = Layout(results_root(args.results))
     for shard in args.shards:
-        spec = Layout(results_root(args.results)).spec_path(shard)
+        spec = layout.spec_path(shard)
         if not NAME.fullmatch(shard) or not spec.is_file():
             raise cfg.InputError(
                 f"shard {shard!r}: no such shard under {args.results!r} (no {str(spec)!r}; "
                 "the workflow plans shards, or `ssmpipe train CONFIG`)"
             )
     args.shard = args.shards[0]
-    if args.again:
-        from ssmpipe.store import Store
-
-        store = Store(results_root(args.results))
-        for shard in args.shards:
-            store.train_again(shard)
+    # --again: each shard trains anew if its rows are still the ones stored now (their stamp; kept until replaced)
+    replace = {shard: stamp(layout.runs_path(shard)) for shard in args.shards} if args.again else {}
     if args.slurm and (args.outcome or len(args.shards) > 1):  # the train_array rule: shards as SLURM job arrays
         from ssmpipe import slurm
 
         try:
-            done = slurm.train_array(args.results, args.shards, *cfg.load_slurm(args.slurm), outcome=args.outcome)
+            done = slurm.train_array(
+                args.results, args.shards, *cfg.load_slurm(args.slurm), outcome=args.outcome, replace=replace
+            )
         except slurm.JobFailed as e:
             print(f"ssmpipe: {e}", file=sys.stderr)
             return 1
@@ -146,7 +146,7 @@ def cmd_train(args) -> int:
         from ssmpipe import slurm
 
         try:
-            slurm.train(args.results, args.shard, *cfg.load_slurm(args.slurm))
+            slurm.train(args.results, args.shard, *cfg.load_slurm(args.slurm), replace=replace.get(args.shard))
         except slurm.JobFailed as e:
             print(f"ssmpipe: {e}", file=sys.stderr)
             return 1
@@ -158,7 +158,7 @@ def cmd_train(args) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    train_shard(args.results, args.shard, args.device)
+    train_shard(args.results, args.shard, args.device, replace.get(args.shard))
     return 0
 
 
@@ -392,8 +392,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--again",
         action="store_true",
-        help="with --results: train the shards anew, their stored rows set aside to <results>/store/quarantine/ "
-        "first (the workflow passes it under snakemake -R train or -F)",
+        help="with --results: train the shards anew, their stored rows kept in place until the new ones replace "
+        "them (a copy kept in <results>/store/quarantine/; the workflow passes it under snakemake -R train or -F)",
     )
     s.add_argument(
         "--outcome",

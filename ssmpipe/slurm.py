@@ -27,7 +27,7 @@ from pathlib import Path
 import filelock
 import submitit
 
-from ssmpipe.atomic import private_dir, write_text
+from ssmpipe.atomic import private_dir, stamp, write_text
 from ssmpipe.errors import ConfigError
 from ssmpipe.inputs import load_json, read_file
 from ssmpipe.layout import Layout
@@ -50,11 +50,11 @@ class TrainShard(submitit.helpers.Checkpointable):
     that gets none fails at once with one line saying why; the CPU if it asked for none).
 
     Its inherited `checkpoint()` resubmits it unchanged: all progress is in the
-    shard's checkpoint file, which `train_shard` resumes from.
+    shard's checkpoint file, which `train_shard` resumes from (`replace`: as there).
     """
 
-    def __init__(self, results: str, shard: str, threads: int, gpus: int | None = None):
-        self.results, self.shard, self.threads, self.gpus = results, shard, threads, gpus
+    def __init__(self, results: str, shard: str, threads: int, gpus: int | None = None, replace=None):
+        self.results, self.shard, self.threads, self.gpus, self.replace = results, shard, threads, gpus, replace
 
     def __call__(self) -> int:
         import torch
@@ -71,7 +71,7 @@ class TrainShard(submitit.helpers.Checkpointable):
         except DeviceError as e:
             log.error("ssmpipe: %s", e)  # the line the waiting train job shows from the log
             raise
-        return train_shard(self.results, self.shard, str(device))
+        return train_shard(self.results, self.shard, str(device), getattr(self, "replace", None))
 
 
 def store_hash(results: str | Path) -> str:
@@ -184,20 +184,26 @@ def job_folder(folder: Path) -> Path:
     return private_dir(folder)
 
 
-def train(results: str | Path, shard: str, sweep: str, requests: dict) -> None:
-    """Train `shard` as a SLURM job with the `slurm:` `requests`, logging to `sweep`'s folder; wait for it.
+def train(results: str | Path, shard: str, sweep: str, requests: dict, replace: list[int] | None = None) -> None:
+    """Train `shard` as a SLURM job with the `slurm:` `requests`, logging to `sweep`'s folder; wait for it (`replace`:
+    the stamp of stored rows it trains again, `train.train_shard`).
 
     The job is named `ssmpipe-<shard>-<store hash>` (the same shard may train in two stores). Signalled before its
     time limit (or preempted) it is requeued, and `train_shard` resumes from the shard's per-epoch checkpoint. A job
     that ends without writing the shard raises JobFailed naming its id, state and log; stopping the waiting process
     (SIGINT/SIGTERM/SIGHUP) cancels it, and the checkpoint stays, so a rerun resumes."""
     results = Path(results).resolve()
-    job = TrainShard(str(results), shard, requests["cpus_per_task"], requests["gpus_per_node"])
+    job = TrainShard(str(results), shard, requests["cpus_per_task"], requests["gpus_per_node"], replace)
     run(job, log_folder(results, sweep), requests, job_name(results, shard), f"shard {shard}", results)
 
 
 def train_array(
-    results: str | Path, shards: list[str], sweep: str, requests: dict, outcome: str | Path | None = None
+    results: str | Path,
+    shards: list[str],
+    sweep: str,
+    requests: dict,
+    outcome: str | Path | None = None,
+    replace: dict[str, list[int]] | None = None,
 ) -> dict[str, str | None]:
     """Train `shards` as SLURM job arrays (one task each) with the `slurm:` `requests`; wait for all of them.
 
@@ -208,7 +214,9 @@ def train_array(
     task is requeued on its own (time limit, preemption) and resumes from its shard's checkpoint. With `outcome`,
     each shard's is written to `<outcome>.<shard>.ok` or `.failed` (the train_task rule reads it); SIGINT,
     SIGTERM or SIGHUP meanwhile cancel the arrays this call submitted (JobFailed if sbatch refuses one).
+    replace: shard -> the stamp of its stored rows that it trains again (`train.train_shard`).
     """
+    replace = replace or {}
     results = Path(results).resolve()
     if not shutil.which("sbatch"):
         raise JobFailed(
@@ -250,7 +258,11 @@ def train_array(
         try:
             with executor.batch():
                 batch = [
-                    executor.submit(TrainShard(str(results), s, requests["cpus_per_task"], requests["gpus_per_node"]))
+                    executor.submit(
+                        TrainShard(
+                            str(results), s, requests["cpus_per_task"], requests["gpus_per_node"], replace.get(s)
+                        )
+                    )
                     for s in chunk
                 ]
         except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:
@@ -277,7 +289,7 @@ def train_array(
                 submit(todo[i : i + size])
             if todo:  # one poll now: `ssmpipe status` and other runs see the new tasks at once, not a poll_s later
                 jobs.snapshot(max_age=0)
-            _wait_all(pending, foreign, jobs, layout, done, outcome, submit)
+            _wait_all(pending, foreign, jobs, layout, done, outcome, submit, replace)
             if todo:  # and one as they are over: jobs.json does not show them queued for another poll_s
                 jobs.snapshot(max_age=0)
         except JobFailed:  # sbatch refused an array: those submitted before it go too
@@ -289,8 +301,11 @@ def train_array(
     return done
 
 
-def _wait_all(pending: dict, foreign: dict, jobs: StoreJobs, layout: Layout, done: dict, outcome, submit) -> None:
+def _wait_all(
+    pending: dict, foreign: dict, jobs: StoreJobs, layout: Layout, done: dict, outcome, submit, replace: dict
+) -> None:
     """Until every submitted task and every other run's job waited for is over: each shard's outcome into `done`.
+    A shard's rows count as written once its runs file is there and is not the one `replace` names.
 
     A shard whose other run's job ended without it is submitted here (`submit`, a list of shards) and waited for."""
     shown: dict[str, str] = {}
@@ -327,7 +342,7 @@ def _wait_all(pending: dict, foreign: dict, jobs: StoreJobs, layout: Layout, don
         again = []
         for shard, (job_id, _) in list(foreign.items()):
             info = state.get(job_id)
-            if layout.runs_path(shard).exists():
+            if stamp(layout.runs_path(shard)) not in (None, replace.get(shard)):
                 done[shard] = None
                 _outcome(outcome, shard, None, f"shard {shard}: trained by SLURM job {job_id} of another run")
             elif info and info.get("queue") in (*LIVE, "COMPLETING"):

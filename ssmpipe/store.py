@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ssmpipe.atomic import write_text
+from ssmpipe.atomic import stamp, write_text
 from ssmpipe.errors import StoreError
 from ssmpipe.inputs import load_json, read_file
 from ssmpipe.keys import digest, run_id
@@ -155,12 +155,19 @@ class Store(Layout):
         log.warning("ssmpipe: %s %s; moved to %s (%s)", path, why, dest, then)
         return dest
 
-    def train_again(self, shard: str) -> None:
-        """Set a shard's stored rows aside, under its lock, so that it trains anew (`ssmpipe train --again`)."""
-        with self.shard_lock(shard):
-            self.set_aside(
-                self.runs_path(shard), "set aside: its shard trains again (snakemake -R train or -F)", "kept"
-            )
+    def keep(self, path: str | Path, why: str) -> Path | None:
+        """A copy of a file in store/quarantine/ (a hard link: the file itself stays), warning "<path> <why>; kept as
+        <where>". None if it is missing."""
+        path = Path(path)
+        folder = self.quarantine_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.parent.name}-{path.name}"
+        try:
+            os.link(path, dest)
+        except FileNotFoundError:
+            return None
+        log.warning("ssmpipe: %s %s; kept as %s", path, why, dest)
+        return dest
 
     def quarantine_shard(self, shard: str, why: str) -> None:
         """An untrusted spec: the shard's spec, rows and checkpoint all go (each was made from or for that spec)."""
@@ -189,11 +196,9 @@ class Store(Layout):
             else:
                 out[shard] = ids, False
         stored = {s: ids for s, (ids, _) in out.items() if ids is not None}
-        stamps = {s: _stamp(self.runs_path(s)) for s in stored}
+        stamps = {s: stamp(self.runs_path(s)) for s in stored}
         fresh = {
-            s
-            for s, stamp in stamps.items()
-            if stamp is not None and self._recorded(s) == [*stamp, _ids_hash(stored[s])]
+            s for s, seen in stamps.items() if seen is not None and self._recorded(s) == [*seen, _ids_hash(stored[s])]
         }  # checked before, unchanged since: not read again
         checked = self.runs_problems({s: ids for s, ids in stored.items() if stamps[s] is not None and s not in fresh})
         for shard, problem in checked.items():
@@ -257,12 +262,12 @@ class Store(Layout):
     # authenticate (it checks shape, not provenance); a forged record lets a file skip only the shape check,
     # and `table.aggregate` still reads every file whole (a damaged one is a StoreError naming it).
 
-    def record(self, shard: str, run_ids, stamp: list[int] | None = None) -> None:
-        """Note that shard's runs file with this stamp (default: as it is now) holds exactly run_ids, each with epochs
-        0, 1, … (checked)."""
-        stamp = stamp or _stamp(self.runs_path(shard))
-        if stamp is not None:
-            write_text(self.verified_path(shard), json.dumps([*stamp, _ids_hash(run_ids)]))
+    def record(self, shard: str, run_ids, seen: list[int] | None = None) -> None:
+        """Note that shard's runs file with stamp `seen` (default: as it is now) holds exactly run_ids, each with
+        epochs 0, 1, … (checked)."""
+        seen = seen or stamp(self.runs_path(shard))
+        if seen is not None:
+            write_text(self.verified_path(shard), json.dumps([*seen, _ids_hash(run_ids)]))
 
     def _recorded(self, shard: str) -> list | None:
         """A runs file's record ([size, mtime_ns, ctime_ns, inode, ids hash]), or None: missing or unreadable."""
@@ -270,15 +275,6 @@ class Store(Layout):
             return load_json(read_file(self.verified_path(shard)))
         except (OSError, ValueError):
             return None
-
-
-def _stamp(path: str | Path) -> list[int] | None:
-    """(size, mtime_ns, ctime_ns, inode) of a file, None if it is missing: a rewrite changes at least one."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _ids_hash(run_ids) -> str:

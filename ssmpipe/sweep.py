@@ -263,7 +263,7 @@ def plan_sweeps(configs: list[dict]) -> dict[str, Plan]:
 
 def again(plan: Plan) -> Plan:
     """The plan with every shard of the sweep to train, stored or not (snakemake -R train or -F: the train rule's
-    `ssmpipe train --again` sets the stored rows aside first)."""
+    `ssmpipe train --again` keeps the stored rows until new ones replace them)."""
     return replace(plan, pending=list(plan.shards), data=_data_of(plan.points, plan.shard_of, plan.shards))
 
 

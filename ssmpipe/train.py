@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ssmpipe import data
 from ssmpipe import progress as live
-from ssmpipe.atomic import atomic_path
+from ssmpipe.atomic import atomic_path, stamp
 from ssmpipe.checkpoint import device_free, load_state
 from ssmpipe.errors import StoreError
 from ssmpipe.keys import pack_key
@@ -460,11 +460,14 @@ class TrainIOError(StoreError):
     """An I/O error while training (disk full, permissions, a vanished folder): the job fails, the checkpoint stays."""
 
 
-def train_shard(results: str, shard: str, device: str | None = None) -> int:
+def train_shard(results: str, shard: str, device: str | None = None, replace: list[int] | None = None) -> int:
     """Train every point of `shard` and write its Parquet file; return the number of rows.
 
     One process at a time trains a shard (its lock in the store); a process that finds the
-    shard's rows stored and trusted once it holds the lock reuses them and trains nothing.
+    shard's rows stored and trusted once it holds the lock reuses them and trains nothing, unless
+    they are the very file `replace` stamps (`atomic.stamp`; `ssmpipe train --again`, Snakemake's
+    -R train): then the shard trains anew, and its old rows stay in place until the new ones
+    replace them (a copy kept in store/quarantine/). A job requeued after writing them reuses them.
     """
     store = Store(results)
     lock = store.shard_lock(shard)
@@ -474,19 +477,22 @@ def train_shard(results: str, shard: str, device: str | None = None) -> int:
         log.info("shard %s: another process is training it (lock %s): waiting for it", shard, lock.lock_file)
         lock.acquire()
     try:
-        return _train_locked(store, shard, pick_device(device))
+        return _train_locked(store, shard, pick_device(device), replace)
     finally:
         lock.release()
 
 
-def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
+def _train_locked(store: Store, shard: str, dev: torch.device, replace: list[int] | None = None) -> int:
     ids, stored = store.trusted(shard, repair=True)
     if ids is None:
         raise StoreError(
             f"{store.spec_path(shard)}: missing or untrusted (see the warning above): rerun "
             f"snakemake to plan the shard anew"
         )
-    if stored:
+    replacing = stored and replace is not None and stamp(store.runs_path(shard)) == replace
+    if replacing:
+        log.info("shard %s: trains again; its stored rows stay until the new ones replace them", shard)
+    elif stored:
         n = read_runs([store.runs_path(shard)]).num_rows
         log.info(
             "shard %s: already trained (by another process), %d rows reused from %s", shard, n, store.runs_path(shard)
@@ -534,7 +540,7 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
             )
         except CheckpointMismatch as e:  # not the points' fault: the checkpoint goes, and the shard starts again
             store.quarantine(ckpt_path, str(e), "its shard trains from scratch")
-            return _train_locked(store, shard, dev)
+            return _train_locked(store, shard, dev, replace)
         except (OSError, data.DataChanged) as e:  # the machine's fault, not the points': the job fails
             raise TrainIOError(
                 f"shard {shard}: {'I/O error' if isinstance(e, OSError) else 'data changed'} while "
@@ -559,6 +565,8 @@ def _train_locked(store: Store, shard: str, dev: torch.device) -> int:
 
     rows = [r for key in sorted(state["finished"]) for r in state["finished"][key]]
     try:
+        if replacing:
+            store.keep(store.runs_path(shard), "is replaced by the shard's new rows (trained again)")
         store.write_runs(shard, rows)
     except OSError as e:
         raise TrainIOError(

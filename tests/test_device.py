@@ -68,8 +68,9 @@ class Killed(BaseException):
     """Stands for SIGKILL: not an Exception, so no group records it as failed."""
 
 
-def train_until(root, shard, epoch, monkeypatch):
-    """Train the shard in this process and stop it once its checkpoint holds `epoch`; -> the checkpoint's path."""
+def train_until(root, shard, epoch, monkeypatch, replace=None):
+    """Train the shard in this process (train_shard's `replace`) and stop it once its checkpoint holds `epoch`; -> the
+    checkpoint's path."""
     real = train._save
 
     def save(state, path):
@@ -80,7 +81,7 @@ def train_until(root, shard, epoch, monkeypatch):
     with monkeypatch.context() as m:
         m.setattr(train, "_save", save)
         with pytest.raises(Killed):
-            train.train_shard(str(root), shard, "cpu")
+            train.train_shard(str(root), shard, "cpu", replace)
     return Store(root).ckpt_path(shard)
 
 

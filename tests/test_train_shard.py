@@ -12,6 +12,7 @@ import torch
 from test_device import METRICS, one_shard, shard_rows, train_until, trained_and_stopped
 
 from ssmpipe import train
+from ssmpipe.atomic import stamp
 from ssmpipe.checkpoint import load_state
 from ssmpipe.store import Store
 
@@ -93,3 +94,38 @@ def test_a_tidy_up_that_fails_after_the_rows_are_stored_is_a_warning(tmp_path, m
         f"shard {shard}: rows stored, but {store.ckpt_path(shard)} could not be removed (Permission denied)"
         in caplog.messages
     )
+
+
+def test_a_shard_trained_again_keeps_its_old_rows_until_the_new_ones_replace_them(tmp_path, monkeypatch, caplog):
+    """train_shard(replace=the stamp of the stored rows), as `ssmpipe train --again` (snakemake -R train): stopped part
+    way, the old rows are still stored and trusted and the checkpoint resumes; finished, new rows replace them (a
+    copy of the old kept in quarantine); called again with the same stamp (a requeued job), it reuses the new rows."""
+    shard = one_shard(tmp_path)
+    store = Store(tmp_path)
+    runs = store.runs_path(shard)
+    train.train_shard(str(tmp_path), shard, "cpu")
+    old = pd.read_parquet(runs)
+    seen = stamp(runs)
+    ckpt = train_until(tmp_path, shard, 2, monkeypatch, replace=seen)
+    assert load_state(ckpt)["current"]["epoch"] == 2 and stamp(runs) == seen  # stopped: the old rows untouched
+    ids, stored = store.trusted(shard, repair=True)
+    assert stored and sorted(ids) == sorted(old["run_id"].unique())
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    n = train.train_shard(str(tmp_path), shard, "cpu", seen)
+    said = [m for m in caplog.messages if shard in m]
+    assert said[0] == f"shard {shard}: trains again; its stored rows stay until the new ones replace them"
+    assert said[1].startswith(f"shard {shard}: resuming group ") and said[1].endswith(" after epoch 2")
+    [kept] = store.quarantine_dir().iterdir()
+    assert f"ssmpipe: {runs} is replaced by the shard's new rows (trained again); kept as {kept}" in said
+    new = pd.read_parquet(runs)
+    assert n == len(new) == len(old) and stamp(runs) != seen and not ckpt.exists()
+    pd.testing.assert_frame_equal(pd.read_parquet(kept), old)
+    pd.testing.assert_frame_equal(new[METRICS], old[METRICS], check_exact=True)  # the same numbers, trained anew
+    assert (new["wall_s"] != old["wall_s"]).any()
+    caplog.clear()
+    assert train.train_shard(str(tmp_path), shard, "cpu", seen) == n  # the old stamp: the new rows are reused
+    assert [m for m in caplog.messages if shard in m] == [
+        f"shard {shard}: already trained (by another process), {n} rows reused from {runs}"
+    ]
+    assert stamp(runs) != seen and len(list(store.quarantine_dir().iterdir())) == 1
