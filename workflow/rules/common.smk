@@ -67,7 +67,7 @@ _OPTIONS = snakemake_options(sys.argv[1:])
 AGAIN = _OPTIONS.forceall or "train" in _OPTIONS.forcerun
 DRAWN = bool(_OPTIONS.drawn)
 # The plans whose pending shards get train jobs (PLANS: what the plan job writes).
-TRAINED = (
+JOB_PLANS = (
     {name: sweep.again(plan) for name, plan in PLANS.items()}
     if AGAIN or DRAWN
     else PLANS
@@ -115,16 +115,16 @@ def train_env(wildcards):
 
 # Shards: those to train (each pending shard's first sweep names its log and launcher), and what a
 # sweep's table reads.
-PENDING = sorted({s for plan in TRAINED.values() for s in plan.pending})
+PENDING = sorted({s for plan in JOB_PLANS.values() for s in plan.pending})
 # A regex of them, the train rule's shard wildcard ((?!): none).
 PENDING_SHARD = "|".join(re.escape(s) for s in PENDING) or "(?!)"
-SWEEP_OF = {s: name for name, plan in reversed(TRAINED.items()) for s in plan.pending}
+SWEEP_OF = {s: name for name, plan in reversed(JOB_PLANS.items()) for s in plan.pending}
 SHARD_RUNS = {
     name: [str(LAYOUT.runs_path(s)) for s in p.shards] for name, p in PLANS.items()
 }
 SLURM_SWEEPS = {name for name, c in SWEEPS.items() if c["launcher"] == "slurm"}
 # Each pending shard's train job asks for the memory its settings need (sweep.mem_mb, at least 2 GB).
-SHARD_MEM = sweep.shard_mem_mb(TRAINED)
+SHARD_MEM = sweep.shard_mem_mb(JOB_PLANS)
 # What the plan job has still to write (empty: the store is as planned, and the job does not run).
 UNWRITTEN = [why for plan in PLANS.values() for why in sweep.unwritten(plan)]
 
@@ -137,7 +137,7 @@ def data_of_shards():
     """Pending shard -> the data files it trains on, and data key -> data spec, from the plans in memory
     (Plan.data: no spec file is read)."""
     files, specs = {}, {}
-    for plan in TRAINED.values():
+    for plan in JOB_PLANS.values():
         for shard, shard_specs in plan.data.items():
             files[shard] = [str(LAYOUT.data_path(key)) for key in shard_specs]
             specs.update(shard_specs)
