@@ -12,6 +12,7 @@ from conftest import tiny_config
 
 from ssmpipe import config as cfg
 from ssmpipe import sweep, train
+from ssmpipe.atomic import stamp
 from ssmpipe.checkpoint import load_state
 from ssmpipe.errors import StoreError
 from ssmpipe.store import Store
@@ -227,19 +228,22 @@ def test_a_slurm_job_trains_where_its_requests_say(tmp_path, monkeypatch, caplog
     picked = []
     real = train._train_locked
 
-    def spy(store, shard, dev):
-        picked.append(dev)
-        return real(store, shard, dev)
+    def spy(store, shard, dev, replace=None):
+        picked.append((dev, replace))
+        return real(store, shard, dev, replace)
 
     monkeypatch.setattr(train, "_train_locked", spy)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # visible, and not asked for
     TrainShard(str(root), shard, 1, 0)()
-    assert picked == [torch.device("cpu")] and (shard_rows(root, shard)["device"] == "cpu").all()
+    assert picked == [(torch.device("cpu"), None)] and (shard_rows(root, shard)["device"] == "cpu").all()
     old = TrainShard(str(root), shard, 1)
-    del old.gpus  # as unpickled from an older ssmpipe
+    del old.gpus, old.replace  # as unpickled from an older ssmpipe
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     old()  # stored already: reused, on the CPU
-    assert picked[-1] == torch.device("cpu")
+    assert picked[-1] == (torch.device("cpu"), None)
+    seen = stamp(store.runs_path(shard))
+    TrainShard(str(root), shard, 1, 0, seen)()  # snakemake -R train: the stamp of the rows it trains again
+    assert picked[-1] == (torch.device("cpu"), seen) and stamp(store.runs_path(shard)) != seen
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a host without CUDA")

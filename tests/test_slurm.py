@@ -257,6 +257,18 @@ def test_sweep_on_slurm_equals_the_local_sweep_and_slurm_gets_the_requests(tmp_p
     # switching back to the local launcher trains nothing again
     assert not {"train", "aggregate"} & set(job_counts(snakemake(slurm_dir, configfile)))
 
+    # -R train on SLURM: the array's tasks train every shard again, the old rows kept until replaced
+    before = pd.read_parquet(slurm_dir / TABLE.format("tiny"))
+    again = snakemake_slurm(slurm_env, slurm_dir, configfile, "-R", "train")
+    assert job_counts(again)["train_task"] == 2 and job_counts(again)["train_array"] == 1
+    after = pd.read_parquet(slurm_dir / TABLE.format("tiny"))
+    pd.testing.assert_frame_equal(metrics(slurm_dir, "tiny"), metrics(local_dir, "tiny"), check_exact=True)
+    key = ["run_id", "epoch"]
+    walls = before.set_index(key)["wall_s"].align(after.set_index(key)["wall_s"])
+    assert (walls[0] != walls[1]).any()  # trained anew, not the old rows reused
+    kept = sorted(p.name.split("-")[-1] for p in Store(slurm_dir / "results").quarantine_dir().iterdir())
+    assert kept == sorted(f"{s}.parquet" for s in shards), kept
+
 
 @pytest.mark.slurm
 def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp_path, slurm_env):
