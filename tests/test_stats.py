@@ -2,6 +2,8 @@
 share ties, tests hold their level on noise and find a clear effect, Holm corrects, the learning check is a
 binomial test."""
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -173,3 +175,144 @@ def test_a_test_describes_itself_in_one_line():
     assert t.describe() == "slope: 0.512 [0.4, 0.6], p = 0.0123 (needs > 0; paper: 0.5) — passed"
     eq = stats.Test("gap", float("nan"), float("nan"), float("nan"), float("nan"), False, "within")
     assert eq.describe() == "gap: (needs within) — failed"
+
+
+# --- each part's contract, case by case (what .ci/mutation's changes to stats.py must break)
+
+
+def test_resampling_is_reproducible_unsalted_by_default_and_salted_apart():
+    assert (stats.generator("a").random(5) == stats.generator("a").random(5)).all()
+    assert (stats.generator().random(5) == stats.generator("").random(5)).all()
+    assert not (stats.generator("a").random(5) == stats.generator("b").random(5)).any()
+    x = np.arange(10.0)
+    y = x + np.array([3, -2, 1, 0, -1, 2, -3, 1, 0, 2.0])
+    t = stats.correlation_test("rho", x, y, None, +1)
+    assert t == stats.correlation_test("rho", x, y, None, +1, salt="") and t.paper == ""  # the same verdict each build
+
+
+def test_a_bootstrap_draws_every_member_and_an_interval_keeps_its_one_sample():
+    assert set(stats.bootstrap_indices(3, None, np.random.default_rng(0), 200).ravel()) == {0, 1, 2}
+    assert set(stats.bootstrap_indices(4, [0, 1, 0, 1], np.random.default_rng(0), 200).ravel()) == {0, 1, 2, 3}
+    assert stats.interval(np.array([0.3])) == (0.3, 0.3)
+    assert stats.interval(np.array([np.nan, 0.3, np.inf])) == (0.3, 0.3)
+    assert all(np.isnan(stats.interval(np.array([np.nan]))))
+
+
+def test_ranks_of_a_batch_are_each_rows_own():
+    batch = np.array([[3.0, 1, 2, 2], [1, 2, 3, 4]])
+    np.testing.assert_allclose(stats.ranks(batch), [[4, 1, 2.5, 2.5], [1, 2, 3, 4]])
+    np.testing.assert_allclose(stats.ranks(batch, [0, 0, 1, 1]), [[2, 1, 1.5, 1.5], [1, 2, 1, 2]])
+    np.testing.assert_allclose(stats.ranks([3, 1, 2]), [3, 1, 2])  # integers too
+
+
+def test_correlation_is_scale_free_and_quiet_on_a_constant_side():
+    x = np.array([0.0, 0.01, 0.02, 0.04])  # a tiny spread: its norm is far below 1
+    assert stats.correlation(x, 2 * x) == pytest.approx(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a report of a sweep with a constant metric prints no RuntimeWarning
+        assert np.isnan(stats.correlation(np.ones(4), x))
+        assert not stats.learned([0.9], [np.nan], [100])[0]
+
+
+def test_slope_broadcasts_one_x_over_a_batch_of_ys():
+    x = np.arange(5.0)
+    ys = np.stack([np.stack([k * x + j for j in range(3)]) for k in (1.0, -2.0)])  # (2 3 5)
+    np.testing.assert_allclose(stats.slope(x, ys), [[1.0] * 3, [-2.0] * 3])
+    assert stats.slope(x, 3 * x + 1) == pytest.approx(3.0)
+
+
+def test_a_p_equal_to_the_level_rejects(monkeypatch):
+    """The level's definition: reject when p ≤ LEVEL (a p of exactly 0.05 passes)."""
+    monkeypatch.setattr(stats, "permutation_p", lambda observed, null: stats.LEVEL)
+    x = np.arange(8.0)
+    assert stats.correlation_test("rho", x, x, None, +1).passed
+    assert stats.paired_test("d", x + 1, +1).passed
+    assert stats.group_test("g", x, x > 3, None, +1).passed
+
+
+def test_correlation_test_ranks_and_resamples_within_strata():
+    """y rises with x inside each stratum but falls across them: the within-strata Spearman ρ is 1, and every
+    bootstrap within strata keeps it 1; ranked or resampled across strata it would not be."""
+    strata = np.repeat([0, 1], 6)
+    x = np.arange(12.0)
+    y = np.where(strata == 0, 10.0, 0.0) + np.arange(12.0) % 6
+    t = stats.correlation_test("rho", x, y, strata, +1, paper="1")
+    assert stats.correlation(x, y) < 0 < t.estimate == pytest.approx(1.0)
+    assert (t.low, t.high) == pytest.approx((1.0, 1.0)) and t.passed and t.paper == "1"
+    flipped = stats.correlation_test("rho", x, y[::-1], strata, +1)  # y falls inside each stratum
+    assert flipped.estimate == pytest.approx(-1.0) and not flipped.passed
+
+
+def test_paired_test_fields_small_samples_and_missing_values():
+    t = stats.paired_test("gap", [0.3, None, 0.5, 0.4, 0.6, 0.35], +1, paper="0.4")  # None: missing, as NaN
+    assert (t.effect, t.paper, t.wants) == ("gap", "0.4", "> 0") and t.estimate == pytest.approx(0.43)
+    assert t.passed and abs(t.p - 2**-5) < 0.02  # 5 positive differences: only no flip is as extreme, 2⁻⁵
+    two = stats.paired_test("gap", [1.0, 1.2], +1)
+    assert two.estimate == pytest.approx(1.1) and not two.passed  # two differences: tested, but 2⁻² > LEVEL
+    alone = stats.paired_test("gap", [1.0, np.nan], -1, paper="p", margin=0.2)
+    assert (alone.effect, alone.paper, alone.wants, alone.p, alone.passed) == ("gap", "p", "< -0.2", 1.0, False)
+    assert np.isnan(alone.low) and np.isnan(alone.high)
+    assert stats.paired_test("gap", [-1.0, -2, -1.5, -1.2, -1.1], -1).wants == "< 0"
+    outlier = stats.paired_test("gap", [10.0] + [0.0] * 9, +1)
+    assert outlier.low == 0.0 and outlier.high > 0  # the bootstrap draws the first difference too
+    strong4 = [10.0, 10.1, 9.9, 10.2]  # four differences: 2⁻⁴ > LEVEL, so never, whatever the draws
+    assert not any(stats.paired_test("gap", strong4, +1, salt=str(i)).passed for i in range(100))
+
+
+def test_group_test_fields_unequal_groups_and_cells():
+    rng = np.random.default_rng(5)
+    values = np.concatenate([rng.normal(1.0, 0.1, 4), rng.normal(0.0, 0.1, 12)])
+    in_group = np.arange(16) < 4  # 4 in the group, 12 in the rest
+    t = stats.group_test("diff", values, in_group, None, +1, paper="1")
+    assert t.estimate == pytest.approx(values[:4].mean() - values[4:].mean())
+    assert (t.effect, t.paper, t.wants) == ("diff", "1", "> 0") and t.passed and 0 < t.p <= 0.01
+    assert stats.group_test("diff", values, in_group.astype(int), None, +1, paper="1") == t  # 0/1 labels as booleans
+    # constant inside each stratum × group cell: a bootstrap within cells redraws the same data every time
+    strata = np.repeat(["a", "b"], 8)
+    cells = np.where(strata == "a", 0.0, 5.0) + 1.0 * np.tile([True, False, False, False], 4)
+    flat = stats.group_test("diff", cells, np.tile([True, False, False, False], 4), strata, +1)
+    assert (flat.low, flat.high) == pytest.approx((flat.estimate, flat.estimate))
+
+
+def test_equivalence_test_fields_and_its_interval_edges():
+    mean = lambda v: v.mean(-1)  # noqa: E731
+    t = stats.equivalence_test("m", mean, np.full(10, 0.25), None, 0.25, 0.25, paper="0.25")
+    assert (t.effect, t.estimate, t.low, t.high, t.passed) == ("m", 0.25, 0.25, 0.25, True)  # on both edges: inside
+    assert (t.wants, t.paper) == ("interval within [0.25, 0.25]", "0.25") and np.isnan(t.p)
+    rng = np.random.default_rng(6)
+    below = stats.equivalence_test("m", mean, rng.normal(-0.2, 0.05, 20), None, -0.05, 0.05)
+    assert below.high < 0.05 and below.low < -0.05 and not below.passed  # inside on one side only
+    strata = np.repeat([0, 1], [3, 7])
+    levels = np.where(strata == 0, 0.0, 1.0)  # constant inside each stratum: resampled within, always the same
+    kept = stats.equivalence_test("m", mean, levels, strata, 0.0, 1.0)
+    assert kept.estimate == pytest.approx(0.7) and (kept.low, kept.high) == pytest.approx((0.7, 0.7))
+
+
+def test_bound_test_fields_edges_and_its_p():
+    t = stats.bound_test("acc", [0.25] * 5, +1, 0.25, paper="0.3")
+    assert (t.effect, t.estimate, t.low, t.passed, t.p, t.paper) == ("acc", 0.25, 0.25, False, 1.0, "0.3")
+    below = stats.bound_test("acc", [0.25] * 5, -1, 0.25)  # on the bound is not past it, either way
+    assert (below.high, below.passed, below.p, below.wants) == (0.25, False, 1.0, "< 0.25")
+    straddle = stats.bound_test("acc", [0.5, 0.7, 0.6, 0.55, 0.65, 0.6], +1, 0.6)
+    assert 0.3 < straddle.p < 0.7 and not straddle.passed  # about half the bootstrap means on each side
+    two = stats.bound_test("acc", [0.9, 0.91], +1, 0.5)
+    assert two.estimate == pytest.approx(0.905) and two.passed
+    alone = stats.bound_test("acc", [0.9, np.nan], -1, 0.5, paper="p")
+    assert (alone.effect, alone.paper, alone.wants, alone.p, alone.passed) == ("acc", "p", "< 0.5", 1.0, False)
+    assert np.isnan(alone.estimate) and np.isnan(alone.low) and np.isnan(alone.high)
+
+
+def test_holm_caps_at_one_passes_on_the_level_and_keeps_each_tests_numbers():
+    tests = [stats.Test("a", 0.7, 0.5, 0.9, 0.0125, True, "> 0", "0.8")]
+    tests += [stats.Test(name, 0.1, 0, 0.2, p, True, "> 0") for name, p in (("b", 0.6), ("c", 0.7), ("d", 0.8))]
+    a, b, c, d = stats.holm(tests)
+    assert (a.p, a.passed) == (0.05, True)  # 0.0125 · 4 = LEVEL: passes
+    assert [t.p for t in (b, c, d)] == pytest.approx([1.0, 1.0, 0.8])  # 0.6 · 3 and 0.7 · 2 capped at 1
+    assert (a.effect, a.estimate, a.low, a.high, a.paper) == ("a", 0.7, 0.5, 0.9, "0.8")
+
+
+def test_learned_at_exactly_the_edge_is_not_learned_and_a_missing_chance_never_is():
+    c, n = 0.5, 400
+    edge = c + stats.Z_LEARNED * np.sqrt(c * (1 - c) / n)  # the same expression: the same float
+    assert not stats.learned([edge], [c], [n])[0]
+    assert list(stats.learned([0.9, 0.9], [None, 0.5], [100, 100])) == [False, True]  # a run stored before chance_acc

@@ -16,6 +16,7 @@ import numpy as np
 
 LEVEL = 0.05
 RESAMPLES = 999
+SEED = 20241202  # of every resampling (any fixed value will do: a verdict is then a function of the table)
 Z_LEARNED = 1.645  # one-sided 5% normal quantile: a run learned when its test accuracy is this many SEs above chance
 
 
@@ -41,7 +42,7 @@ class Test:
 
 def generator(salt: str = "") -> np.random.Generator:
     """The fixed generator every resampling starts from (salted per test, so tests do not share draws)."""
-    return np.random.default_rng([20241202, *salt.encode()])
+    return np.random.default_rng([SEED, *salt.encode()])
 
 
 def codes(labels) -> np.ndarray:
@@ -51,17 +52,18 @@ def codes(labels) -> np.ndarray:
 
 def permutations(n: int, strata, rng: np.random.Generator, resamples: int = RESAMPLES) -> np.ndarray:
     """(R n) index arrays, each a random permutation of 0..n−1 that moves items only within their stratum."""
-    strata = codes(strata) if strata is not None else np.zeros(n, int)
-    order = np.argsort(strata, kind="stable")  # positions, grouped by stratum
-    keys = strata[order][None, :] + rng.random((resamples, n))  # stratum + noise: sorts within blocks
+    strata = codes(strata) if strata is not None else np.zeros(n)
+    order = np.argsort(strata)  # positions, grouped by stratum
+    # stratum + noise in [0, 1) sorts within blocks (stratum − noise would too)
+    keys = strata[order][None, :] + rng.random((resamples, n))  # pragma: no mutate
     out = np.empty((resamples, n), int)
-    out[:, order] = order[np.argsort(keys, axis=1)]
+    out[:, order] = order[np.argsort(keys)]
     return out
 
 
 def bootstrap_indices(n: int, strata, rng: np.random.Generator, resamples: int = RESAMPLES) -> np.ndarray:
     """(R n) indices drawn with replacement within each stratum (each stratum keeps its size)."""
-    strata = codes(strata) if strata is not None else np.zeros(n, int)
+    strata = codes(strata) if strata is not None else np.zeros(n)
     out = np.empty((resamples, n), int)
     for s in np.unique(strata):
         members = np.flatnonzero(strata == s)
@@ -73,7 +75,7 @@ def interval(samples: np.ndarray) -> tuple[float, float]:
     """The (1 − 2·LEVEL) percentile interval of bootstrap samples (NaNs dropped)."""
     samples = samples[np.isfinite(samples)]
     if samples.size == 0:
-        return float("nan"), float("nan")
+        return math.nan, math.nan
     return float(np.quantile(samples, LEVEL)), float(np.quantile(samples, 1 - LEVEL))
 
 
@@ -81,7 +83,9 @@ def permutation_p(observed: float, null: np.ndarray) -> float:
     """One-sided p of `observed` against permuted statistics (larger is more extreme): (1 + #{null ≥ obs}) / (1 + R)."""
     if not np.isfinite(observed):
         return 1.0
-    return float((1 + np.sum(null >= observed - 1e-12 * abs(observed))) / (1 + null.size))
+    # ≥ up to rounding (a permuted statistic equal to the observed one, computed in another order); > or ≥ differ only
+    # on a null at exactly that rounding distance
+    return float((1 + np.sum(null >= observed - 1e-12 * abs(observed))) / (1 + null.size))  # pragma: no mutate
 
 
 def smallest_p(strata, values) -> float:
@@ -97,8 +101,8 @@ def smallest_p(strata, values) -> float:
 
 def ranks(values: np.ndarray, strata=None) -> np.ndarray:
     """Average ranks of the last axis, within each stratum (ties share their mean rank)."""
-    values = np.asarray(values, float)
-    strata = codes(strata) if strata is not None else np.zeros(values.shape[-1], int)
+    values = np.asarray(values)
+    strata = codes(strata) if strata is not None else np.zeros(values.shape[-1])
     out = np.empty_like(values)
     for s in np.unique(strata):
         members = np.flatnonzero(strata == s)
@@ -119,13 +123,13 @@ def correlation(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     y = y - y.mean(-1, keepdims=True)
     den = np.sqrt((x * x).sum(-1) * (y * y).sum(-1))
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, (x * y).sum(-1) / np.where(den > 0, den, 1), np.nan)
+        return np.where(den > 0, (x * y).sum(-1) / den, np.nan)
 
 
 def slope(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Least-squares slope of y on x along the last axis (broadcast)."""
     x = x - x.mean(-1, keepdims=True)
-    return (x * (y - y.mean(-1, keepdims=True))).sum(-1) / (x * x).sum(-1)
+    return (x * y).sum(-1) / (x * x).sum(-1)  # Σ (x − x̄)(y − ȳ) = Σ (x − x̄) y
 
 
 def correlation_test(effect: str, x, y, strata, sign: int, paper: str = "", salt: str = "") -> Test:
@@ -139,7 +143,7 @@ def correlation_test(effect: str, x, y, strata, sign: int, paper: str = "", salt
     idx = bootstrap_indices(len(y), strata, rng)
     boot = correlation(ranks(x[idx], strata), ranks(y[idx], strata))
     p = permutation_p(sign * rho, null)
-    return Test(effect, rho, *interval(boot), p, p <= LEVEL, "> 0" if sign > 0 else "< 0", paper)
+    return Test(effect, rho, *interval(boot), p, p <= LEVEL, _wants(sign), paper)
 
 
 def paired_test(effect: str, diff, sign: int, paper: str = "", salt: str = "", margin: float = 0.0) -> Test:
@@ -148,7 +152,7 @@ def paired_test(effect: str, diff, sign: int, paper: str = "", salt: str = "", m
     d = np.asarray(diff, float)
     d = d[np.isfinite(d)]
     if d.size < 2:
-        return Test(effect, float("nan"), float("nan"), float("nan"), 1.0, False, _wants(sign, margin), paper)
+        return Test(effect, math.nan, math.nan, math.nan, 1.0, False, _wants(sign, margin), paper)
     rng = generator(salt + effect)
     shifted = sign * d - margin
     flips = rng.choice([-1.0, 1.0], size=(RESAMPLES, d.size))
@@ -159,8 +163,9 @@ def paired_test(effect: str, diff, sign: int, paper: str = "", salt: str = "", m
     )
 
 
-def _wants(sign: int, margin: float) -> str:
-    return (f"> {margin:g}" if sign > 0 else f"< {-margin:g}") if margin else ("> 0" if sign > 0 else "< 0")
+def _wants(sign: int, margin: float = 0.0) -> str:
+    """What a one-sided test of sign·effect > margin needs, as the page says it: "> 0.3", "< -0.3", "> 0"."""
+    return f"> {margin:g}" if sign > 0 else f"< {-margin + 0.0:g}"  # + 0.0: a margin of 0 reads "< 0", not "< -0"
 
 
 def group_test(effect: str, values, in_group, strata, sign: int, paper: str = "", salt: str = "") -> Test:
@@ -174,11 +179,11 @@ def group_test(effect: str, values, in_group, strata, sign: int, paper: str = ""
 
     observed = float(diff(v, g))
     null = sign * diff(v[None, :], g[permutations(len(v), strata, rng)])
-    cells = [f"{s}|{b}" for s, b in zip(np.asarray(strata if strata is not None else np.zeros(len(v)), str), g)]
+    cells = [f"{s}|{b}" for s, b in zip(strata if strata is not None else np.zeros(len(v)), g)]
     idx = bootstrap_indices(len(v), cells, rng)
     boot = diff(v[idx], g[idx])
     p = permutation_p(sign * observed, null)
-    return Test(effect, observed, *interval(boot), p, p <= LEVEL, "> 0" if sign > 0 else "< 0", paper)
+    return Test(effect, observed, *interval(boot), p, p <= LEVEL, _wants(sign), paper)
 
 
 def equivalence_test(
@@ -202,7 +207,7 @@ def equivalence_test(
         estimate,
         lo,
         hi,
-        float("nan"),
+        math.nan,
         bool(low <= lo and hi <= high),
         f"interval within [{low:g}, {high:g}]",
         paper,
@@ -215,9 +220,7 @@ def bound_test(effect: str, values, sign: int, bound: float, paper: str = "", sa
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
     if v.size < 2:
-        return Test(
-            effect, float("nan"), float("nan"), float("nan"), 1.0, False, f"{'>' if sign > 0 else '<'} {bound:g}", paper
-        )
+        return Test(effect, math.nan, math.nan, math.nan, 1.0, False, f"{'>' if sign > 0 else '<'} {bound:g}", paper)
     rng = generator(salt + effect)
     boot = v[bootstrap_indices(v.size, None, rng)].mean(1)
     lo, hi = interval(boot)
@@ -250,5 +253,4 @@ def learned(test_acc, chance_acc, n_test) -> np.ndarray:
     """Per run: whether its test accuracy is above the chance rate of its test split (the majority label's share), by
     a one-sided binomial z-test at LEVEL: acc > c + z·√(c(1 − c)/n). NaN chance (no labels, regression): False."""
     acc, c, n = (np.asarray(v, float) for v in (test_acc, chance_acc, n_test))
-    with np.errstate(invalid="ignore"):
-        return acc > c + Z_LEARNED * np.sqrt(c * (1 - c) / n)
+    return acc > c + Z_LEARNED * np.sqrt(c * (1 - c) / n)
