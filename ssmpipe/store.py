@@ -145,9 +145,7 @@ class Store(Layout):
         """Move a file to store/quarantine/ (kept, never deleted), warning "<path> <why>; moved to <where> (<then>)".
         None if it is already gone (another process moved it first)."""
         path = Path(path)
-        folder = self.quarantine_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.parent.name}-{path.name}"
+        dest = self._quarantined(path)
         try:
             os.replace(path, dest)
         except FileNotFoundError:
@@ -159,15 +157,24 @@ class Store(Layout):
         """A copy of a file in store/quarantine/ (a hard link: the file itself stays), warning "<path> <why>; kept as
         <where>". None if it is missing."""
         path = Path(path)
-        folder = self.quarantine_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.parent.name}-{path.name}"
+        dest = self._quarantined(path)
         try:
             os.link(path, dest)
         except FileNotFoundError:
             return None
         log.warning("ssmpipe: %s %s; kept as %s", path, why, dest)
         return dest
+
+    def _quarantined(self, path: Path) -> Path:
+        """Where `path` goes in store/quarantine/ (made if missing): <time>-<pid>-<its folder>-<its name>, a name no
+        file has yet (.1, .2, … after a second file of that name this second): nothing set aside is overwritten."""
+        folder = self.quarantine_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        dest = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.parent.name}-{path.name}"
+        n = 0
+        while os.path.lexists(dest.with_name(f"{dest.name}.{n}" if n else dest.name)):
+            n += 1
+        return dest.with_name(f"{dest.name}.{n}" if n else dest.name)
 
     def quarantine_shard(self, shard: str, why: str) -> None:
         """An untrusted spec: the shard's spec, rows and checkpoint all go (each was made from or for that spec)."""

@@ -65,6 +65,11 @@ def test_a_runs_rows_are_never_replaced_by_fewer_unless_it_failed(tmp_path):
     write_runs(failed, path)
     write_runs(runs_rows(points, epochs=1), path)  # a failed run may be tried again
     assert pq.read_table(path).num_rows == 4
+    single = tmp_path / "single.parquet"
+    write_runs(runs_rows(points, epochs=0), single)  # one row each
+    with pytest.raises(StoreError, match=f"refusing to replace the 1 rows of run {points[0].run_id} with 0$"):
+        write_runs(runs_rows(points[1:], epochs=0), single)  # a whole run dropped
+    assert pq.read_table(single).num_rows == 2
 
 
 def test_aggregate_needs_every_point_and_never_shrinks_silently(tmp_path, caplog):

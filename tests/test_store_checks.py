@@ -147,3 +147,16 @@ def test_quarantine_makes_its_folder_keeps_every_file_and_skips_one_already_gone
         d.parent == st.quarantine_dir() for d in dests
     )
     assert st.quarantine(files[0], "a test") is None  # moved already (by another process, say)
+
+
+def test_files_set_aside_twice_in_one_second_are_both_kept(tmp_path):
+    """Two files of one name quarantined (or kept) within the same second get two names: neither is overwritten."""
+    st = store.Store(tmp_path)
+    path = st.runs_path("s")
+    path.parent.mkdir(parents=True)
+    moved = []
+    for text in ("first", "second", "third"):
+        path.write_text(text)
+        moved.append(st.quarantine(path, "test") if text != "third" else st.keep(path, "test"))
+    assert [p.read_text() for p in moved] == ["first", "second", "third"] and path.read_text() == "third"
+    assert len(set(moved)) == 3 and len(list(st.quarantine_dir().iterdir())) == 3

@@ -89,6 +89,25 @@ def trial_files(results: Path, study: str) -> dict[str, Path]:
             "tune.space (extreme corner): model.init.dt_min = 0.05 is larger than model.init.dt_max = 0.01",
         ),
         ({"train.lr": {"between": [0.001, 0.1]}}, "tune.space.train.lr = 'between'"),
+        (
+            {"train.lrr": {"uniform": [0.001, 0.1]}},
+            "tune.space.train.lrr: unknown setting 'train.lrr' (uniform: [0.001, 0.1]) (did you mean 'train.lr' or "
+            "'train.clip'?); settings are dotted keys under model, reg, seed, seq_len, task, test_seq_lens, train "
+            "(all of them: workflow/schemas/config.schema.yaml)",
+        ),
+        (
+            {"task.name": {"uniform": [0, 1]}},
+            "tune.space.task.name.uniform = [0, 1]: task.name is a setting of type string, not a number; search it "
+            "with choice or grid",
+        ),
+        *(
+            (
+                {"train.lr": {"uniform": bad}},
+                f"tune.space.train.lr.uniform = {bad!r}: needs [low, high], two numbers with low < high",
+            )
+            for bad in ([0.1, 0.1], [True, 0.1], [0.01])
+        ),
+        ({"train.lr": {"choice": [0.01, 0.01]}}, "tune.space.train.lr.choice has the value 0.01 twice"),
     ],
 )
 def test_bad_space_is_an_error_naming_key_and_value(tmp_path, space, message):
@@ -96,6 +115,32 @@ def test_bad_space_is_an_error_naming_key_and_value(tmp_path, space, message):
     with pytest.raises(cfg.ConfigError) as e:
         cfg.check_tune(cfg.check(config))
     assert message in str(e.value)
+
+
+def test_a_study_is_checked_for_a_space_its_searcher_and_its_grace_period(tmp_path, monkeypatch):
+    no_study = cfg.check(study_config(tmp_path))
+    no_study.pop("tune")
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.check_tune(no_study)
+    assert str(e.value) == (
+        "the config has no tune: section (a search space to run a study over); see README.md, 'Hyperparameter search'"
+    )
+    cfg.check_tune(cfg.check(study_config(tmp_path, grace_period=6)))  # as many epochs as a trial trains: fine
+    optuna = cfg.check(study_config(tmp_path, search="optuna"))
+    cfg.check_tune(optuna)  # installed here (the search extra)
+    monkeypatch.setitem(cfg.SEARCHERS, "optuna", "ssmpipe_no_such_package")
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.check_tune(optuna)
+    assert str(e.value) == (
+        "tune.search = 'optuna': the ssmpipe_no_such_package package is not installed (pip install 'ssmpipe[search]'), "
+        "or use search: random"
+    )
+    grid = study_config(tmp_path, search="optuna", space={**SPACE, "seed": {"grid": [0, 1]}, "seq_len": {"grid": [16]}})
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.check_tune(cfg.check(grid))
+    assert str(e.value) == (
+        "tune.space.seed: grid entries need tune.search 'random' (tune.search = 'optuna' samples every key)"
+    )
 
 
 def test_bad_study_settings_are_errors(tmp_path):
