@@ -144,25 +144,21 @@ class Store(Layout):
     def set_aside(self, path: str | Path, why: str, then: str) -> Path | None:
         """Move a file to store/quarantine/ (kept, never deleted), warning "<path> <why>; moved to <where> (<then>)".
         None if it is already gone (another process moved it first)."""
-        path = Path(path)
-        dest = self._quarantined(path)
-        try:
-            os.replace(path, dest)
-        except FileNotFoundError:
-            return None
-        log.warning("ssmpipe: %s %s; moved to %s (%s)", path, why, dest, then)
-        return dest
+        return self._aside(Path(path), os.replace, f"{why}; moved to", f" ({then})")
 
     def keep(self, path: str | Path, why: str) -> Path | None:
         """A copy of a file in store/quarantine/ (a hard link: the file itself stays), warning "<path> <why>; kept as
         <where>". None if it is missing."""
-        path = Path(path)
+        return self._aside(Path(path), os.link, f"{why}; kept as")
+
+    def _aside(self, path: Path, put, said: str, then: str = "") -> Path | None:
+        """put(path, its place in quarantine) (a move or a link), and the warning; None if path is missing."""
         dest = self._quarantined(path)
         try:
-            os.link(path, dest)
+            put(path, dest)
         except FileNotFoundError:
             return None
-        log.warning("ssmpipe: %s %s; kept as %s", path, why, dest)
+        log.warning("ssmpipe: %s %s %s%s", path, said, dest, then)
         return dest
 
     def _quarantined(self, path: Path) -> Path:
