@@ -14,6 +14,7 @@ from test_device import METRICS, one_shard, shard_rows, train_until, trained_and
 from ssmpipe import train
 from ssmpipe.atomic import stamp
 from ssmpipe.checkpoint import load_state
+from ssmpipe.keys import pack_key
 from ssmpipe.store import Store
 
 
@@ -129,3 +130,41 @@ def test_a_shard_trained_again_keeps_its_old_rows_until_the_new_ones_replace_the
         f"shard {shard}: already trained (by another process), {n} rows reused from {runs}"
     ]
     assert stamp(runs) != seen and len(list(store.quarantine_dir().iterdir())) == 1
+
+
+def test_a_group_that_fails_part_way_stores_its_epochs_so_far_as_failed_with_the_error(tmp_path, monkeypatch, caplog):
+    """An error inside a group (not the machine's: not OSError) fails its runs, not the job: each run keeps the epochs
+    it trained, every row marked failed with the error, the log names the group, and the shard is stored and trusted."""
+    shard = one_shard(tmp_path)
+    store = Store(tmp_path)
+    real = train._save
+
+    def save(state, path):
+        if state.get("current", {}).get("epoch") == 3:
+            raise ValueError("boom at epoch 3")
+        real(state, path)
+
+    monkeypatch.setattr(train, "_save", save)
+    caplog.set_level(logging.INFO)
+    n = train.train_shard(str(tmp_path), shard, "cpu")
+    rows = pd.read_parquet(store.runs_path(shard))
+    assert n == len(rows) == 4 * 4  # 4 points, epochs 0..3 each
+    assert sorted(rows.groupby("run_id")["epoch"].apply(list).map(tuple).unique()) == [(0, 1, 2, 3)]
+    assert (rows["status"] == "failed").all() and (rows["error"] == "ValueError: boom at epoch 3").all()
+    assert (rows["device"] == "cpu").all() and rows["train_loss"].notna().all()
+    [failed] = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    group = pack_key(store.read_spec(shard)["points"][0]["settings"])  # the shard's one packed group
+    assert failed.startswith(f"shard {shard} group {group} failed:\nTraceback") and "boom at epoch 3" in failed
+    assert not store.ckpt_path(shard).exists() and store.trusted(shard, repair=True)[1]  # stored whole, trusted
+
+
+def test_progress_starts_where_training_starts(tmp_path, monkeypatch):
+    """The shard's progress record (what `ssmpipe status` shows) starts at group 0, epoch 0, or where a resume
+    picks up."""
+    starts = []
+    real = train.live.Progress.start
+    monkeypatch.setattr(train.live.Progress, "start", lambda self, g=0, e=0: (starts.append((g, e)), real(self, g, e)))
+    shard = one_shard(tmp_path)
+    train_until(tmp_path, shard, 2, monkeypatch)
+    train.train_shard(str(tmp_path), shard, "cpu")
+    assert starts == [(0, 0), (0, 2)]
