@@ -76,13 +76,15 @@ def load_slurm(path: str | Path) -> tuple[str, dict]:
 
 
 def check(config: dict) -> dict:
-    """Validate `config`; return a copy with defaults filled in, or raise ConfigError."""
+    """Validate `config`; return a copy with defaults filled in, or raise ConfigError. The copy's `typed` lists the
+    dotted keys the config gave itself (a checked config passed again keeps its list)."""
     from jsonschema import Draft202012Validator, ValidationError
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
     _bounded(config)
     config = _apply_scale(_finite_numbers(copy.deepcopy(dict(config))))
+    config.setdefault("typed", sorted(k for k in flatten(config) if k != "typed"))  # before the defaults go in
     schema = load_schema()
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:

@@ -95,7 +95,10 @@ def test_config_block_shows_what_the_sweep_set_and_folds_the_defaults_it_read():
     assert chosen["fixed"]["train"] == {"epochs": 2, "batch_size": 32, "lr": 0.01}  # the schema's: 10, 64, 0.003
     assert chosen["fixed"]["task"]["name"] == "delay" and chosen["fixed"]["model"]["kind"] == "s4d"  # defaults, named
     assert defaults["fixed"]["train"]["weight_decay"] == 0.0 and defaults["fixed"]["model"]["block"] == "residual"
-    assert "label_noise" not in defaults["fixed"]["task"] and "moment" not in defaults["fixed"]["task"]  # not delay's
+    assert chosen["fixed"]["task"] == TINY["fixed"]["task"] and "task" not in defaults["fixed"]  # typed, seed 0 too
+    assert "results" in chosen and chosen["results"] == "results"  # typed at its default: set
+    task = split({**config, "typed": []})[1]["fixed"]["task"]  # by value alone: delay's keys at their defaults
+    assert "label_noise" in config["fixed"]["task"] and "label_noise" not in task and "moment" not in task
     assert "s_A" not in defaults["fixed"]["model"]["init"]  # a selective layer's
     assert "dt_c" not in defaults["fixed"]["model"]["init"]  # the autocorr Δ rule's
     assert "real" not in defaults["fixed"]["model"]["init"] and "seq_len" not in defaults["fixed"]  # grid axes
@@ -172,11 +175,16 @@ def test_model_keys_hold_what_each_layer_reads(kind):
     assert read & _BY_KIND <= MODEL_KEYS[kind] and (kind != "selective" or read & _BY_KIND == {"model.init.s_A"})
 
 
-def test_config_block_counts_a_typed_default_as_set_when_the_typed_keys_are_known():
+def test_config_block_counts_a_typed_default_as_set():
     config = cfg.check(tiny_config(**{"fixed.train.weight_decay": 0.0}))  # the schema's default, typed
-    assert "weight_decay" not in split(config)[0]["fixed"]["train"]  # the snapshot alone cannot tell
-    chosen, defaults = split(config, typed={"fixed.train.weight_decay"})
+    assert "fixed.train.weight_decay" in config["typed"] and "fixed.train.clip" not in config["typed"]
+    assert cfg.check(config)["typed"] == config["typed"]  # checked again (a snapshot): kept, not every key now
+    chosen, defaults = split(config)
     assert chosen["fixed"]["train"]["weight_decay"] == 0.0 and "weight_decay" not in defaults["fixed"]["train"]
+    assert "typed" not in chosen and "typed" not in defaults
+    for old in ({k: v for k, v in config.items() if k != "typed"}, {**config, "typed": "fixed"}):
+        chosen, defaults = split(old)  # a snapshot from before `typed` (or a garbled one): by value alone
+        assert "weight_decay" not in chosen["fixed"]["train"] and defaults["fixed"]["train"]["weight_decay"] == 0.0
 
 
 # --- the runs table, pooling said in captions, heatmap scales, per-epoch tables -------------------------------

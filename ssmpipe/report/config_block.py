@@ -1,9 +1,9 @@
 """A report's config block: what the sweep (or study) set, in UTF-8 YAML, and the defaults it used folded away.
 
 The snapshot <results>/<sweep>/config.yaml holds the checked config, the schema's defaults filled in
-(ssmpipe.config.check), not the file as written. Here it is split against those defaults: a setting whose
-value differs from its default, every grid axis, the task's name and the model's kind are what the sweep set;
-the rest are the defaults it ran with (a setting the file gave its default value counts among them). Settings the run
+(ssmpipe.config.check), and the keys the file gave (`typed`). Here it is split against those defaults: a setting
+the file gave or whose value differs from its default, every grid axis, the task's name and the model's kind are
+what the sweep set; the rest are the defaults it ran with. Settings the run
 never reads are left out of both: a fixed value a grid axis replaces, a task key its task does not read
 (TASK_KEYS), a model key its layer does not read (MODEL_KEYS) or reads only with another setting's value
 (ONLY_WITH), slurm: when train jobs run here, and in a tune study the grid (a study samples its space
@@ -58,9 +58,9 @@ ONLY_WITH = {
 NAMED = ("task.name", "model.kind")  # fixed settings always in the set part, default or not
 
 
-def config_section(config: dict, typed: set[str] | None = None) -> str:
+def config_section(config: dict) -> str:
     """The config block of a report page: the set part shown, the used defaults in a closed <details>."""
-    chosen, defaults = split(config, typed)
+    chosen, defaults = split(config)
     n = _count(defaults)
     folded = (
         (f"<details><summary>Defaults it used ({n} settings)</summary><pre>{_yaml(defaults)}</pre></details>")
@@ -70,18 +70,21 @@ def config_section(config: dict, typed: set[str] | None = None) -> str:
     what = "study" if config.get("tune") else "sweep"
     return (
         f'<section id="config"><h2>Config</h2><p>What this {what} set: its name, '
-        f"{'search' if what == 'study' else 'grid'}, task, model and every setting it gave a value other than "
-        f"the default of <code>workflow/schemas/config.schema.yaml</code>. Settings its runs do not read are "
-        f"left out.</p><pre>{_yaml(chosen)}</pre>{folded}</section>"
+        f"{'search' if what == 'study' else 'grid'}, task, model and every setting its config file gave (or, "
+        f"in a sweep planned before ssmpipe recorded them, that differs from the default of "
+        f"<code>workflow/schemas/config.schema.yaml</code>). Settings its runs do not read are left out.</p>"
+        f"<pre>{_yaml(chosen)}</pre>{folded}</section>"
     )
 
 
-def split(config: dict, typed: set[str] | None = None) -> tuple[dict, dict]:
+def split(config: dict) -> tuple[dict, dict]:
     """(what the config set, the defaults it used), both without the settings its runs do not read.
 
-    typed: the dotted keys the config file gave ("fixed.task.lag"), when known: those count as set even where
-    their value is the default. The snapshot alone cannot tell (ssmpipe.config.check fills the defaults in and
-    keeps no record of what was typed), so reports pass None until the snapshot records them."""
+    The keys the config file gave (`typed`, which ssmpipe.config.check records: "fixed.task.lag") count as set even
+    where their value is the default; a snapshot written before it recorded them (no list of strings there) is
+    split by value alone."""
+    typed = config.get("typed")
+    typed = set(typed) if isinstance(typed, list) and all(isinstance(k, str) for k in typed) else set()
     config = _used(config)
     defaults = _defaults(cfg.load_schema())
     for key in NAMED:  # named whether default or not: a reader looks for them first
@@ -94,7 +97,7 @@ def split(config: dict, typed: set[str] | None = None) -> tuple[dict, dict]:
         if key in ("sweep", "study", "grid"):
             chosen[key] = value
             continue
-        set_part, default_part = _diff(value, defaults.get(key), key, typed or set())
+        set_part, default_part = _diff(value, defaults.get(key), key, typed)
         if set_part is not None:
             chosen[key] = set_part
         if key == "report" and "figures" in (set_part or {}):  # each figure as written: its defaults left out
@@ -109,7 +112,7 @@ def split(config: dict, typed: set[str] | None = None) -> tuple[dict, dict]:
 
 def _used(config: dict) -> dict:
     """The config without what its runs never read (see the module docstring); a study named first."""
-    config = dict(config)
+    config = {k: v for k, v in config.items() if k != "typed"}
     study = config.get("tune")
     if study:
         name = study.get("study") or f"{config['sweep']}-tune"
