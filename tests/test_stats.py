@@ -249,6 +249,7 @@ def test_paired_test_fields_small_samples_and_missing_values():
     assert t.passed and abs(t.p - 2**-5) < 0.02  # 5 positive differences: only no flip is as extreme, 2⁻⁵
     two = stats.paired_test("gap", [1.0, 1.2], +1)
     assert two.estimate == pytest.approx(1.1) and not two.passed  # two differences: tested, but 2⁻² > LEVEL
+    assert two.paper == "" and "paper" not in two.describe()  # no paper value given: none claimed
     alone = stats.paired_test("gap", [1.0, np.nan], -1, paper="p", margin=0.2)
     assert (alone.effect, alone.paper, alone.wants, alone.p, alone.passed) == ("gap", "p", "< -0.2", 1.0, False)
     assert np.isnan(alone.low) and np.isnan(alone.high)
@@ -295,6 +296,7 @@ def test_bound_test_fields_edges_and_its_p():
     assert (below.high, below.passed, below.p, below.wants) == (0.25, False, 1.0, "< 0.25")
     straddle = stats.bound_test("acc", [0.5, 0.7, 0.6, 0.55, 0.65, 0.6], +1, 0.6)
     assert 0.3 < straddle.p < 0.7 and not straddle.passed  # about half the bootstrap means on each side
+    assert stats.bound_test("acc", [0.61, None, 0.58, 0.63], +1, 0.5).estimate == pytest.approx(0.6067, abs=1e-4)
     two = stats.bound_test("acc", [0.9, 0.91], +1, 0.5)
     assert two.estimate == pytest.approx(0.905) and two.passed
     alone = stats.bound_test("acc", [0.9, np.nan], -1, 0.5, paper="p")

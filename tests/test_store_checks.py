@@ -160,3 +160,16 @@ def test_files_set_aside_twice_in_one_second_are_both_kept(tmp_path):
         moved.append(st.quarantine(path, "test") if text != "third" else st.keep(path, "test"))
     assert [p.read_text() for p in moved] == ["first", "second", "third"] and path.read_text() == "third"
     assert len(set(moved)) == 3 and len(list(st.quarantine_dir().iterdir())) == 3
+
+
+def test_each_shard_has_its_own_lock(tmp_path):
+    """Two shards train at once (one lock each); a second holder of one shard's lock waits."""
+    import filelock
+
+    st = store.Store(tmp_path)
+    with st.shard_lock("a"):
+        with st.shard_lock("b"):  # another shard: free
+            pass
+        other = filelock.FileLock(st.lock_path("a"))  # another process's view (its own FileLock object)
+        with pytest.raises(filelock.Timeout):
+            other.acquire(timeout=0)
