@@ -182,9 +182,11 @@ def test_config_block_counts_a_typed_default_as_set():
     chosen, defaults = split(config)
     assert chosen["fixed"]["train"]["weight_decay"] == 0.0 and "weight_decay" not in defaults["fixed"]["train"]
     assert "typed" not in chosen and "typed" not in defaults
+    assert "every setting its config file gave." in config_section(config)
     for old in ({k: v for k, v in config.items() if k != "typed"}, {**config, "typed": "fixed"}):
         chosen, defaults = split(old)  # a snapshot from before `typed` (or a garbled one): by value alone
         assert "weight_decay" not in chosen["fixed"]["train"] and defaults["fixed"]["train"]["weight_decay"] == 0.0
+        assert "every setting it gave a value other than the default of" in config_section(old)
 
 
 # --- the runs table, pooling said in captions, heatmap scales, per-epoch tables -------------------------------

@@ -68,13 +68,23 @@ def config_section(config: dict) -> str:
         else ""
     )
     what = "study" if config.get("tune") else "sweep"
+    gave = (
+        "its config file gave"
+        if _typed(config)
+        else "it gave a value other than the default of <code>workflow/schemas/config.schema.yaml</code>"
+    )
     return (
         f'<section id="config"><h2>Config</h2><p>What this {what} set: its name, '
-        f"{'search' if what == 'study' else 'grid'}, task, model and every setting its config file gave (or, "
-        f"in a sweep planned before ssmpipe recorded them, that differs from the default of "
-        f"<code>workflow/schemas/config.schema.yaml</code>). Settings its runs do not read are left out.</p>"
-        f"<pre>{_yaml(chosen)}</pre>{folded}</section>"
+        f"{'search' if what == 'study' else 'grid'}, task, model and every setting {gave}. Settings its runs "
+        f"do not read are left out.</p><pre>{_yaml(chosen)}</pre>{folded}</section>"
     )
+
+
+def _typed(config: dict) -> set[str] | None:
+    """The keys the config file gave (`typed`, recorded by ssmpipe.config.check); None in a snapshot from before it
+    recorded them (or a garbled list)."""
+    typed = config.get("typed")
+    return set(typed) if isinstance(typed, list) and all(isinstance(k, str) for k in typed) else None
 
 
 def split(config: dict) -> tuple[dict, dict]:
@@ -83,8 +93,7 @@ def split(config: dict) -> tuple[dict, dict]:
     The keys the config file gave (`typed`, which ssmpipe.config.check records: "fixed.task.lag") count as set even
     where their value is the default; a snapshot written before it recorded them (no list of strings there) is
     split by value alone."""
-    typed = config.get("typed")
-    typed = set(typed) if isinstance(typed, list) and all(isinstance(k, str) for k in typed) else set()
+    typed = _typed(config) or set()
     config = _used(config)
     defaults = _defaults(cfg.load_schema())
     for key in NAMED:  # named whether default or not: a reader looks for them first
