@@ -136,3 +136,9 @@ def test_a_typo_gets_a_did_you_mean_and_not_every_setting_on_one_line(changes, w
     assert words in str(e.value)
     assert "model.init.dt_max" not in str(e.value)  # the groups of settings, not all 47 of them
     assert len(str(e.value)) < 400
+
+
+@pytest.mark.parametrize("metric", ["test_acc", "mc", "grad_norm", "gap"])
+def test_a_figure_may_draw_any_metric_measure_or_the_gap(metric):
+    figure = {"name": "m", "kind": "lines", "metric": metric, "x": "model.init.real"}
+    assert cfg.check(tiny_config(**{"report.figures": [figure]}))["report"]["figures"][0]["metric"] == metric

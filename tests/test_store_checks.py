@@ -173,3 +173,17 @@ def test_each_shard_has_its_own_lock(tmp_path):
         other = filelock.FileLock(st.lock_path("a"))  # another process's view (its own FileLock object)
         with pytest.raises(filelock.Timeout):
             other.acquire(timeout=0)
+
+
+def test_runs_files_read_together_count_each_runs_epochs(tmp_path):
+    """The batch read behind runs_problems (a damaged file sends it back to one file at a time, which names it)."""
+    points = sweep.expand(cfg.check(tiny_config()))[:3]
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    pq.write_table(rows_to_table(runs_rows(points[:2], epochs=2)), a)
+    pq.write_table(rows_to_table(runs_rows(points[2:], epochs=4)[1:]), b)  # epochs 1..4: epoch 0 missing
+    counts = store._epoch_counts([str(a), str(b)])
+    assert counts == {
+        str(a): {p.run_id: (3, 0, 2, 3) for p in points[:2]},
+        str(b): {points[2].run_id: (4, 1, 4, 4)},
+    }
+    assert store._epoch_counts([]) == {}

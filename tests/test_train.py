@@ -259,6 +259,28 @@ def test_plateau_matches_torch_reduce_lr_on_plateau_per_point():
     assert ours.scale.tolist() != [1.0, 1.0]
 
 
+def test_a_plateau_step_is_adam_at_each_points_own_learning_rate():
+    """Plateau.step with point k's scale s_k: the packed Adam step equals Adam with lr·s_k on point k alone."""
+    from ssmpipe.train import Plateau
+
+    torch.manual_seed(0)
+    packed = torch.randn(3, 4, requires_grad=True)  # (K 4): three points packed
+    grads = [torch.randn(3, 4) for _ in range(3)]
+    plateau = Plateau(3, factor=0.5, patience=0, device="cpu")
+    plateau.scale = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+    alone = [packed[k].detach().clone().requires_grad_() for k in range(3)]
+    opts = [torch.optim.Adam([a], lr=0.1 * s) for a, s in zip(alone, (1.0, 0.5, 0.25))]
+    opt = torch.optim.Adam([packed], lr=0.1)
+    for g in grads:  # Adam's moments carry over steps: three of them
+        packed.grad = g.clone()
+        plateau.step(opt, [packed])
+        for k, (a, o) in enumerate(zip(alone, opts)):
+            a.grad = g[k].clone()
+            o.step()
+    for k in range(3):
+        torch.testing.assert_close(packed[k].detach(), alone[k].detach())
+
+
 def test_clip_per_point_equals_clipping_each_point_alone():
     from ssmpipe.train import clip_per_point
 

@@ -168,3 +168,16 @@ def test_progress_starts_where_training_starts(tmp_path, monkeypatch):
     train_until(tmp_path, shard, 2, monkeypatch)
     train.train_shard(str(tmp_path), shard, "cpu")
     assert starts == [(0, 0), (0, 2)]
+
+
+def test_a_runs_file_that_fails_its_check_is_quarantined_by_the_job_and_the_shard_trains(tmp_path, monkeypatch):
+    shard = one_shard(tmp_path)
+    store = Store(tmp_path)
+    store.runs_path(shard).parent.mkdir(parents=True)
+    store.runs_path(shard).write_bytes(b"PAR1 not a table")
+    ckpt = train_until(tmp_path, shard, 1, monkeypatch)  # stopped while training: its progress record stands
+    assert store.progress_path(shard).is_file() and ckpt.is_file()
+    [moved] = store.quarantine_dir().iterdir()
+    assert moved.read_bytes() == b"PAR1 not a table" and moved.name.endswith(f"-runs-{shard}.parquet")
+    train.train_shard(str(tmp_path), shard, "cpu")
+    assert store.trusted(shard, repair=False)[1] and not store.progress_path(shard).exists()
