@@ -142,3 +142,57 @@ def test_a_typo_gets_a_did_you_mean_and_not_every_setting_on_one_line(changes, w
 def test_a_figure_may_draw_any_metric_measure_or_the_gap(metric):
     figure = {"name": "m", "kind": "lines", "metric": metric, "x": "model.init.real"}
     assert cfg.check(tiny_config(**{"report.figures": [figure]}))["report"]["figures"][0]["metric"] == metric
+
+
+# Each check's whole line, in this process (what .ci/mutation's changes to config.py must break).
+EXACT = {
+    "profile with x": (
+        {"report": {"figures": [{"name": "m", "kind": "profile", "metric": "mf", "x": "seq_len"}]}},
+        "report.figures[0]: kind 'profile' takes no x (x = 'seq_len')",
+    ),
+    "lengths with group": (
+        {"report": {"figures": [{"name": "m", "kind": "lengths", "metric": "len_test_acc", "group": "seed"}]}},
+        "report.figures[0]: kind 'lengths' takes no group (group = 'seed')",
+    ),
+    "lines without x": (
+        {"report": {"figures": [{"name": "m", "kind": "lines", "metric": "test_acc"}]}},
+        "report.figures[0]: kind 'lines' needs x",
+    ),
+    "heatmap without group": (
+        {"report": {"figures": [{"name": "m", "kind": "heatmap", "metric": "test_acc", "x": "seed"}]}},
+        "report.figures[0]: kind 'heatmap' needs x and group",
+    ),
+    "digits too short": (
+        {"fixed.task": {"name": "digits"}, "fixed.seq_len": 64, "grid": {"seq_len": [16, 64]}},
+        "grid.seq_len[0]: seq_len = 16: task 'digits' needs seq_len ≥ 64 (one 8×8 image)",
+    ),
+    "digits past its images": (
+        {"fixed.task": {"name": "digits", "n_train": 1797, "n_test": 1}, "fixed.seq_len": 64, "grid": {"seed": [0]}},
+        "fixed: task.n_train = 1797 plus task.n_test = 1 exceeds the 1797 images of task 'digits'",
+    ),
+    "selective with an LTI timescale rule": (
+        {"fixed.model.kind": "selective", "fixed.model.init.dt": "autocorr"},
+        "fixed: model.init.dt = 'autocorr' needs an LTI layer (model.kind s4d or s4), not model.kind = 'selective'",
+    ),
+    "results with a wildcard brace": (
+        {"results": "r{sweep}x"},
+        "results = 'r{sweep}x': a results path may not hold a Snakemake wildcard brace",
+    ),
+    "two errors, the first by key": (
+        {"shard_size": 0, "fixed.seq_len": "x"},
+        "fixed.seq_len = 'x': 'x' is not of type 'integer'",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(EXACT))
+def test_each_check_says_its_whole_line(name):
+    changes, line = EXACT[name]
+    with pytest.raises(cfg.ConfigError) as e:
+        cfg.check(tiny_config(**changes))
+    assert str(e.value) == line
+
+
+def test_digits_may_use_every_image():
+    task = {"name": "digits", "n_train": 1796, "n_test": 1}
+    assert cfg.check(tiny_config(**{"fixed.task": task, "fixed.seq_len": 64, "grid": {"seed": [0]}}))
