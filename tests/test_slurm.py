@@ -300,10 +300,7 @@ def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp
     [short] = [t for t in tasks if t != job]
     assert [s["State"] for s in starts[short]] == ["COMPLETED"], starts  # requeued alone: the other task ran once
     starts = starts[job]
-    err, out = (
-        (slurm_dir / "results" / "long" / "slurm" / f"{job}_0_log.{kind}").read_text(errors="replace")
-        for kind in ("err", "out")
-    )  # the task's logs, every start's lines
+    err = (slurm_dir / "results" / "long" / "slurm" / f"{job}_0_log.err").read_text(errors="replace")  # every start's
     print(
         f"\nrequeued task {job}: {len(starts)} starts in {slurm_s:.0f} s ({[s['Elapsed'] for s in starts]}); "
         f"uninterrupted here: {local_s:.0f} s"
@@ -312,9 +309,11 @@ def test_a_shard_past_its_time_limit_is_requeued_and_resumes_bit_identically(tmp
     # timed out, checkpointed, requeued, resumed from its epoch checkpoint
     assert [s["State"] for s in starts][-1] == "COMPLETED" and len(starts) >= 2, starts
     assert all(s["State"] == "REQUEUED" for s in starts[:-1]), starts
-    # each requeued start was signalled and requeued; a signal may also land as the last start finishes, so the
-    # counts of these log lines are at least the requeues, not exactly (issue 21: it failed on a loaded machine)
-    assert err.count("this job is timed-out") >= len(starts) - 1 and out.count("Requeued job") >= len(starts) - 1
+    # each requeued start was signalled (submitit logs it before it checkpoints and asks SLURM to requeue); a signal
+    # may also land as the last start finishes, so at least the requeues, not exactly. Its "Requeued job" line comes
+    # after `scontrol requeue`, which SLURM may act on first (the process killed before it logs: seen on a loaded
+    # machine), so the requeues themselves are counted from sacct's REQUEUED starts above and the resumes below.
+    assert err.count("this job is timed-out") >= len(starts) - 1
     resumed_after = [int(line.split("after epoch ")[1]) for line in err.splitlines() if "resuming group" in line]
     assert len(resumed_after) == len(starts) - 1 and resumed_after == sorted(set(resumed_after)), resumed_after
     # and trained exactly as the uninterrupted local run

@@ -28,7 +28,8 @@ def test_round_trip_keeps_values_and_types(tmp_path):
     points = sweep.expand(cfg.check(tiny_config()))
     rows = runs_rows(points)
     path = tmp_path / "runs.parquet"
-    write_runs(rows, path)
+    assert write_runs(rows, path).schema == runs_schema()
+    assert pq.read_schema(path).remove_metadata() == runs_schema()  # the file itself is typed, not only its reader
     table = read_runs([path])
     assert table.schema == runs_schema()
     df = table.to_pandas()
