@@ -513,21 +513,25 @@ def test_snakemake_stops_before_any_job(tmp_path, name):
     assert after == before  # no results/ folder, no spec, nothing changed
 
 
-def test_a_config_file_that_is_not_plain_yaml_data_is_one_error_naming_it(tmp_path):
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        (
+            "sweep: x\nfixed: [1, 2\n",
+            "is not valid YAML: expected ',' or ']', but got '<stream end>' at line 3, column 1",
+        ),
+        (
+            "__use_yte__: true\nsweep: x\n",
+            ": __use_yte__ = True: Snakemake's YAML templating runs code from the file; an ssmpipe config is plain "
+            "data (remove the key)",
+        ),
+    ],
+    ids=["broken", "template"],
+)
+def test_a_config_file_that_is_not_plain_yaml_data_is_one_error_naming_it(tmp_path, text, said):
     """cfg.read, in this process: YAML that does not parse names its problem and where; a template is refused."""
-    broken = tmp_path / "broken.yaml"
-    broken.write_text("sweep: x\nfixed: [1, 2\n")
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
     with pytest.raises(cfg.ConfigError) as e:
-        cfg.read(broken)
-    assert str(e.value) == (
-        f"config file {str(broken)!r} is not valid YAML: expected ',' or ']', but got '<stream end>' "
-        "at line 3, column 1"
-    )
-    yte = tmp_path / "yte.yaml"
-    yte.write_text("__use_yte__: true\nsweep: x\n")
-    with pytest.raises(cfg.ConfigError) as e:
-        cfg.read(yte)
-    assert str(e.value) == (
-        f"config file {str(yte)!r}: __use_yte__ = True: Snakemake's YAML templating runs code from the file; an "
-        "ssmpipe config is plain data (remove the key)"
-    )
+        cfg.read(path)
+    assert str(e.value) == f"config file {str(path)!r}{'' if said.startswith(':') else ' '}{said}"
