@@ -84,7 +84,8 @@ def check(config: dict) -> dict:
 
     _bounded(config)
     config = _apply_scale(_finite_numbers(copy.deepcopy(dict(config))))
-    config.setdefault("typed", sorted(k for k in flatten(config) if k != "typed"))  # before the defaults go in
+    if "typed" not in config:  # before the defaults go in; a checked config passed again keeps its list
+        config["typed"] = sorted(flatten(config))
     schema = load_schema()
     errors = sorted(Draft202012Validator(schema).iter_errors(config), key=lambda e: list(e.absolute_path))
     if errors:

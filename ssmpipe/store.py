@@ -166,11 +166,12 @@ class Store(Layout):
         file has yet (.1, .2, … after a second file of that name this second): nothing set aside is overwritten."""
         folder = self.quarantine_dir()
         folder.mkdir(parents=True, exist_ok=True)
-        dest = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.parent.name}-{path.name}"
-        n = 0
-        while os.path.lexists(dest.with_name(f"{dest.name}.{n}" if n else dest.name)):
+        first = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}-{path.parent.name}-{path.name}"
+        dest, n = first, 0
+        while os.path.lexists(dest):
             n += 1
-        return dest.with_name(f"{dest.name}.{n}" if n else dest.name)
+            dest = first.with_name(f"{first.name}.{n}")
+        return dest
 
     def quarantine_shard(self, shard: str, why: str) -> None:
         """An untrusted spec: the shard's spec, rows and checkpoint all go (each was made from or for that spec)."""

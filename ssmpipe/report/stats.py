@@ -219,8 +219,9 @@ def bound_test(effect: str, values, sign: int, bound: float, paper: str = "", sa
     (sign > 0: low > bound; sign < 0: high < bound). p: bootstrap share on the wrong side."""
     v = np.asarray(values, float)
     v = v[np.isfinite(v)]
+    wants = f"{'>' if sign > 0 else '<'} {bound:g}"
     if v.size < 2:
-        return Test(effect, math.nan, math.nan, math.nan, 1.0, False, f"{'>' if sign > 0 else '<'} {bound:g}", paper)
+        return Test(effect, math.nan, math.nan, math.nan, 1.0, False, wants, paper)
     rng = generator(salt + effect)
     boot = v[bootstrap_indices(v.size, None, rng)].mean(1)
     lo, hi = interval(boot)
@@ -232,7 +233,7 @@ def bound_test(effect: str, values, sign: int, bound: float, paper: str = "", sa
         hi,
         p,
         bool(lo > bound if sign > 0 else hi < bound),
-        f"{'>' if sign > 0 else '<'} {bound:g}",
+        wants,
         paper,
     )
 

@@ -50,10 +50,10 @@ SWEEPS, PLANS, NEEDS_DATA = plan_sweeps(config)
 
 
 # -R train (--forcerun train) or -F (--forceall): every shard of the sweeps trains again, as Snakemake reruns a
-# rule's jobs whose outputs exist (`ssmpipe train --again`: the stored rows stay until new ones replace them). --dag, --rulegraph,
-# --filegraph and --report draw every shard's train job, trained or not (else a trained one is no job at all:
-# its runs file is a plain input, train.smk). Snakemake tells a Snakefile neither (its DAG settings are set after
-# parsing): its command line, read for these options alone.
+# rule's jobs whose outputs exist (`ssmpipe train --again`: the stored rows stay until new ones replace them).
+# --dag, --rulegraph, --filegraph and --report draw every shard's train job, trained or not (else a trained one is
+# no job at all: its runs file is a plain input, train.smk). Snakemake tells a Snakefile neither (its DAG settings
+# are set after parsing): its command line, read for these options alone.
 def snakemake_options(argv):
     p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     p.add_argument("-R", "--forcerun", nargs="*", default=[])
