@@ -218,7 +218,11 @@ class Group:
             init_from_data(build_model(p["settings"], info).to(device), self.probe_x, p["settings"]) for p in points
         ]
         self.model = PackedModel(singles, device)
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"])
+        # CUDA: Adam fused into a kernel or two for all parameters (foreach, torch's default there, launches ~10 per
+        # parameter group step); the CPU keeps the per-tensor loop its stored results were trained with
+        self.opt = torch.optim.Adam(
+            self.model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"], fused=device.type == "cuda"
+        )
         self.gens = [torch.Generator().manual_seed(p["settings"]["seed"]) for p in points]
         self.plateau = Plateau(self.K, tr["plateau_factor"], tr["plateau_patience"], device)
         self.status, self.rows, self.epoch, self.elapsed = ["ok"] * self.K, [], 0, 0.0
@@ -245,7 +249,7 @@ class Group:
                     if tuple(saved.shape) != tuple(p.shape):
                         raise ValueError(f"{name} is {tuple(saved.shape)}, the model's {tuple(p.shape)}")
                     p.copy_(saved)
-            self.opt.load_state_dict(state["opt"])
+            self.opt.load_state_dict(on_this_device(state["opt"], self.opt))
             if len(state["gens"]) != self.K or len(state["status"]) != self.K:
                 raise ValueError(f"it holds {len(state['status'])} points, the group {self.K}")
         except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
@@ -321,8 +325,9 @@ class Group:
                 ),
             )  # (K) each
             with torch.no_grad():
-                for p in self.model.parameters():
-                    p.grad[~alive] = 0  # diverged points stay frozen
+                dead = ~alive
+                for p in self.model.parameters():  # diverged points stay frozen (masked_fill_: no host sync)
+                    p.grad.masked_fill_(dead.view(-1, *[1] * (p.dim() - 1)), 0)
                 norms = grad_norms(self.model.parameters())  # (K)
                 grad_norm_sum += norms
                 if tr["clip"] > 0:
@@ -400,8 +405,9 @@ def collapse(out: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def grad_norms(params: list[torch.Tensor]) -> torch.Tensor:
-    """Each point's gradient norm over all its parameters (slice k of each): (K), float64."""
-    return torch.stack([p.grad.flatten(1).double().square().sum(1) for p in params]).sum(0).sqrt()
+    """Each point's gradient norm over all its parameters (slice k of each): (K), float64 (a norm op per parameter)."""
+    per_param = [torch.linalg.vector_norm(p.grad.flatten(1), dim=1, dtype=torch.float64) for p in params]  # (K) each
+    return torch.linalg.vector_norm(torch.stack(per_param), dim=0)
 
 
 @torch.no_grad()
@@ -426,15 +432,25 @@ class Plateau:
         self.best = torch.full((K,), float("inf"), dtype=torch.float64, device=device)
         self.bad = torch.zeros(K, dtype=torch.long, device=device)
 
+    @property
+    def scale(self) -> torch.Tensor:
+        return self._scale
+
+    @scale.setter
+    def scale(self, value: torch.Tensor) -> None:
+        self._scale = value
+        self.reduced = bool((value != 1).any())  # read once per epoch here, not once per step
+
     def step(self, opt, params: list[torch.Tensor]) -> None:
-        if self.factor == 1.0:
+        """Adam's step, point k's at lr·scale_k: no copy of the parameters until some point's rate is reduced."""
+        if not self.reduced:
             opt.step()
             return
         before = [p.detach().clone() for p in params]
         opt.step()
         with torch.no_grad():
             for p, old in zip(params, before):
-                p.copy_(old + self.scale.to(p.dtype).view(-1, *[1] * (p.dim() - 1)) * (p - old))
+                p.copy_(old.lerp_(p, self.scale.to(p.dtype).view(-1, *[1] * (p.dim() - 1))))  # old + s·(p − old)
 
     def update(self, loss: torch.Tensor) -> None:
         better = loss < self.best * (1 - 1e-4)
@@ -450,6 +466,14 @@ class Plateau:
     def load(self, state: dict) -> None:
         device = self.scale.device
         self.scale, self.best, self.bad = (state[k].to(device) for k in ("scale", "best", "bad"))
+
+
+def on_this_device(saved: dict, opt: torch.optim.Optimizer) -> dict:
+    """An optimizer state_dict saved anywhere, set to run as `opt` runs here: its groups' fused/foreach flags are this
+    optimizer's (a GPU's fused Adam resumes as the CPU's loop, and back), so load_state_dict places `step` to match."""
+    flags = [{k: g[k] for k in ("fused", "foreach") if k in g} for g in opt.param_groups]
+    groups = saved["param_groups"]
+    return {**saved, "param_groups": [{**g, **f} for g, f in zip(groups, flags)] + groups[len(flags) :]}
 
 
 class CheckpointMismatch(StoreError):

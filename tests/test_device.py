@@ -107,10 +107,14 @@ def test_a_checkpoint_holds_only_cpu_tensors_and_a_resume_equals_an_uninterrupte
 
 
 def test_a_checkpoint_written_on_a_gpu_resumes_on_a_cpu_host(tmp_path, monkeypatch):
-    """A checkpoint whose storages are tagged cuda:0 (written on a GPU node) is refused by a plain torch.load here,
-    and resumes through load_state (map_location) to the rows of an uninterrupted run, bit for bit."""
+    """A checkpoint whose storages are tagged cuda:0 (written on a GPU node) and whose Adam says fused (a GPU's Adam
+    is) is refused by a plain torch.load here, and resumes through load_state (map_location) to the rows of an
+    uninterrupted run, bit for bit: the CPU's Adam, not a fused one, continues it."""
     ref, run, shard, ckpt = trained_and_stopped(tmp_path, monkeypatch)
     state = load_state(ckpt)
+    for group in state["current"]["opt"]["param_groups"]:
+        assert group["fused"] is False  # trained here
+        group["fused"] = True  # as train.Group's Adam on CUDA saves it
     with saved_as_cuda():
         torch.save(state, ckpt)
     if not torch.cuda.is_available():

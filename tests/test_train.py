@@ -256,7 +256,10 @@ def test_plateau_matches_torch_reduce_lr_on_plateau_per_point():
             for e in range(epoch + 1):
                 ref.step(losses[k, e].item())
             assert ours.scale[k].item() == pytest.approx(opt.param_groups[0]["lr"]), (k, epoch)
+        assert ours.reduced == (ours.scale.tolist() != [1.0, 1.0])  # a step copies the parameters only then
     assert ours.scale.tolist() != [1.0, 1.0]
+    ours.load(Plateau(2, factor=0.5, patience=2, device="cpu").state())
+    assert not ours.reduced
 
 
 def test_a_plateau_step_is_adam_at_each_points_own_learning_rate():

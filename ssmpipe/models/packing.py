@@ -36,8 +36,10 @@ class PackedModel:
         return list(self.params.values())
 
     def state(self, points: slice) -> dict[str, torch.Tensor]:
-        """The stacked buffers and parameters of some points, by name: (K′ ...) each."""
-        return {k: v[points] for k, v in {**self.buffers, **self.params}.items()}
+        """The stacked buffers and parameters of some points, by name: (K′ ...) each (all K: the tensors themselves, so
+        backward writes no zeros-and-copy per parameter for a slice of them)."""
+        whole = points.indices(self.K) == (0, self.K, 1)
+        return {k: v if whole else v[points] for k, v in {**self.buffers, **self.params}.items()}
 
     def subpacks(self, x: torch.Tensor) -> list[slice]:
         """The point ranges one forward/backward should take at a time, given one point's input x (B L ...):
