@@ -10,6 +10,8 @@ Checks, in order (each one's figures under its key in the last line):
   3. `selective_parity`: the selective layer's chunked scan (`forward_eager`, the path on CUDA) against the
      step-by-step reference loop at non-square lengths L = 350 and 700, values and gradients in float64; and a
      pack of K = 4 selective models (vmap) against each point alone at L = 350. Reports the scan's padded steps.
+     Where mamba-ssm is installed (ssmpipe[mamba]): the same pack in float32 natively batched, one call of its
+     fused kernel per layer (`selective_cuda`), against the float64 points (rtol 1e-4 values, 1e-3 gradients).
   4. `checkpoint`: a shard trained on the GPU, stopped after epoch 2 (as a kill would), resumed on the CPU, and one
      trained on the CPU, resumed on the GPU: each finishes (no "not a checkpoint ssmpipe can trust"), every
      checkpoint holds CPU tensors only, the resumed rows say where each epoch ran (`device`), and their metrics
@@ -112,7 +114,7 @@ def s4d_parity(device: torch.device) -> dict:
 
 
 def selective_parity(device: torch.device) -> dict:
-    from ssmpipe.models import PackedModel, SequenceModel
+    from ssmpipe.models import PackedModel, SequenceModel, selective_cuda
     from ssmpipe.models.selective import Selective, selective_loop
 
     out, ok = {}, True
@@ -150,6 +152,21 @@ def selective_parity(device: torch.device) -> dict:
         grad = max(grad, *(_max_rel(packed.params[n].grad[k], p.grad) for n, p in m.named_parameters()))
     out["packed_out_rel_err_L350"], out["packed_grad_rel_err_L350"] = err, grad
     ok &= err < 1e-9 and grad < 1e-7
+    # mamba-ssm's kernel (float32, installed: ssmpipe[mamba]): the same pack in one call per layer, against float64
+    out["mamba_ssm"] = device.type == "cuda" and selective_cuda.kernel() is not None
+    if out["mamba_ssm"]:
+        singles = [copy.deepcopy(m).float() for m in models]
+        packed = PackedModel(singles, device)
+        o = packed(x, slice(0, 4))
+        o.square().sum().backward()
+        err = max(_max_rel(o[k].double(), m(x[k])) for k, m in enumerate(models))
+        grad = max(
+            _max_rel(packed.params[n].grad[k].double(), p.grad)
+            for k, m in enumerate(models)
+            for n, p in m.named_parameters()
+        )
+        out["mamba_batched"], out["mamba_out_rel_err_L350"], out["mamba_grad_rel_err_L350"] = packed.batched, err, grad
+        ok &= packed.batched and err < 1e-4 and grad < 1e-3
     return {"ok": bool(ok), **{k: _round(v) for k, v in out.items()}}
 
 

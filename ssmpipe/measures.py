@@ -119,7 +119,7 @@ def measure_packed(packed, x: torch.Tensor, with_memory: bool) -> dict[str, torc
     """Every point's measures at once: name -> (K) tensor ((K n_layers) for tau_layers, (K T) for mf) on the CPU
     (grad_norm not included). An S4D model without the memory measures is probed natively batched (`batched.probe`,
     sub-pack by sub-pack), else `probe` is mapped over the points."""
-    if packed.batched and not with_memory:
+    if batched.all_s4d(packed.base) and not with_memory:
         parts = [
             batched.probe(packed.base, packed.state(p), x.expand(p.stop - p.start, *x.shape))
             for p in packed.subpacks(x)

@@ -386,3 +386,76 @@ def test_a_build_killed_holding_a_lock_does_not_hang_the_next_one(tmp_path):
     holder += "s.build_lock(pathlib.Path(sys.argv[1])).__enter__(); os._exit(1)"
     assert subprocess.run([sys.executable, "-c", holder, str(folder)], timeout=120).returncode == 1
     filelock.FileLock(str(folder) + ".lock", timeout=10).acquire()  # free: its holder is gone
+
+
+# --- the packed selective model natively batched: mamba-ssm's kernel on a GPU (selective_cuda), vmap elsewhere ---
+
+
+def contract_scan(u, delta, A, B, C):
+    """selective_scan_fn's contract for the arguments `selective_cuda.packed_scan` passes (mamba-ssm's docstring: u,
+    Δ (B D L), A (D N), B, C (B G N L), channel i in group i // (D/G)), step by step. It stands in for mamba-ssm's CUDA
+    kernel, which cannot run on a CPU host; benchmarks/gpu_check.py checks the real one where it can."""
+    batch, D, L = u.shape
+    B_x, C_x = (t.repeat_interleave(D // t.shape[1], 1) for t in (B, C))  # (B D N L)
+    x, ys = u.new_zeros(batch, D, A.shape[1]), []
+    for t in range(L):
+        x = torch.exp(delta[..., t, None] * A) * x + (delta[..., t] * u[..., t])[..., None] * B_x[..., t]
+        ys.append((x * C_x[..., t]).sum(-1))
+    return torch.stack(ys, -1)  # (B D L)
+
+
+def selective_models(block: str, pooling: str):
+    from ssmpipe.models import SequenceModel
+
+    torch.manual_seed(3)
+    info = {"input": "tokens", "d_input": 5, "target": "sequence", "n_out": 2}
+    return [
+        SequenceModel([Selective(6, 4, s_A), Selective(6, 4, -s_A)], 6, info, pooling, block).double()
+        for s_A in (-0.2, 0.0, 0.05)
+    ]
+
+
+@pytest.mark.parametrize("scan", ["mamba contract", "vmap"])
+@pytest.mark.parametrize("block, pooling", [("plain", "last"), ("residual", "mean")])
+def test_the_packed_selective_model_equals_each_point(scan, block, pooling, monkeypatch):
+    """batched.forward on K = 3 two-layer selective models equals each model alone, values and gradients: through
+    `selective_cuda.packed_scan` (its K points folded into channel groups; the contract's scan standing in for the
+    kernel) and through the CPU's fallback, the layer mapped over the points."""
+    from ssmpipe.models import batched, selective_cuda
+
+    if scan == "mamba contract":
+        monkeypatch.setattr(selective_cuda, "usable", lambda u: True)
+        monkeypatch.setattr(selective_cuda, "kernel", lambda: contract_scan)
+        folded = []
+        real = selective_cuda.packed_scan
+        monkeypatch.setattr(selective_cuda, "packed_scan", lambda *a: folded.append(a[-1].shape) or real(*a))
+    models = selective_models(block, pooling)
+    packed = PackedModel(models)
+    x = torch.randint(0, 5, (3, 2, 37))  # (K B L), L = 37: no chunk or block divides it
+    out = batched.forward(packed.base, packed.state(slice(0, 3)), x)
+    g = torch.randn_like(out)
+    (out * g).sum().backward()
+    if scan == "mamba contract":
+        assert folded == [(3, 2, 37, 6)] * 2  # one call per layer for the whole pack
+    for k, m in enumerate(models):
+        alone = m(x[k])
+        (alone * g[k]).sum().backward()
+        torch.testing.assert_close(out[k], alone, rtol=1e-10, atol=1e-12)
+        for name, p in m.named_parameters():
+            torch.testing.assert_close(packed.params[name].grad[k], p.grad, rtol=1e-8, atol=1e-10, msg=name)
+
+
+def test_selective_packs_run_natively_batched_only_where_mamba_ssm_runs(monkeypatch):
+    from ssmpipe.models import SequenceModel, batched, selective_cuda
+    from ssmpipe.models.s4d import S4D
+
+    selective = selective_models("plain", "last")[0]
+    s4d = SequenceModel([S4D(4, 4)], 4, {"input": "tokens", "d_input": 5, "target": "sequence", "n_out": 2}, "last")
+    assert batched.supports(s4d, "cpu") and batched.supports(s4d, "cuda")
+    assert not batched.supports(selective, "cpu")
+    assert batched.supports(selective, "cuda") == (selective_cuda.kernel() is not None)
+    assert not PackedModel([selective, selective]).batched  # on the CPU: vmap over the model, as before
+    monkeypatch.setattr(selective_cuda, "kernel", lambda: contract_scan)  # as where mamba-ssm is installed
+    assert batched.supports(selective, "cuda") and not batched.supports(selective, "cpu")
+    assert not selective_cuda.usable(torch.zeros(1, 2, 3, 4))  # a CPU tensor
+    assert not selective_cuda.usable(torch.zeros(1, 2, 3, 4, dtype=torch.float64))

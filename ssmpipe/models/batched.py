@@ -1,4 +1,5 @@
-"""The packed S4D SequenceModel computed natively batched: K points' forward pass in one channels-first layout.
+"""The packed SequenceModel computed natively batched: K points' forward pass in one channels-first layout (S4D
+layers; selective layers where mamba-ssm's kernel takes all K points in one call, `selective_cuda`).
 
 vmap(functional_call) over the single-point model runs K points in its (K B L H) layout: a transpose copy
 around every FFT, a log-softmax over rows as wide as the class count, and one unfused pass per elementwise
@@ -16,15 +17,26 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.func import vmap
+from torch.func import functional_call, vmap
 
+from ssmpipe.models import selective_cuda
 from ssmpipe.models.s4d import S4D, discretize, vandermonde
+from ssmpipe.models.selective import Selective
 from ssmpipe.theory.tau import input_stats, tau
 
 
-def supports(model: nn.Module) -> bool:
-    """Whether `forward` computes this single-point model: a SequenceModel whose layers are all S4D."""
+def all_s4d(model: nn.Module) -> bool:
+    """Whether model is a SequenceModel whose layers are all S4D (`probe` measures those)."""
     return all(isinstance(layer, S4D) for layer in getattr(model, "layers", [None]))
+
+
+def supports(model: nn.Module, device: torch.device | str = "cpu") -> bool:
+    """Whether `forward` is the way to run K points of this single-point model on device: S4D layers anywhere;
+    selective layers on a GPU where mamba-ssm's kernel runs (elsewhere vmap over the layer is the fast path)."""
+    if all_s4d(model):
+        return True
+    selective = all(isinstance(layer, Selective) for layer in getattr(model, "layers", [None]))
+    return selective and torch.device(device).type == "cuda" and selective_cuda.kernel() is not None
 
 
 TOEPLITZ_MAX_L = 256  # up to this length the convolution is a Toeplitz matmul (O(L²) in BLAS), beyond it an FFT
@@ -151,20 +163,36 @@ def kernel(layer: S4D, state: dict, prefix: str, L: int) -> torch.Tensor:
     return vandermonde(CB, log_A_bar, L)
 
 
+def selective(layer: Selective, state: dict, prefix: str, h: torch.Tensor) -> torch.Tensor:
+    """The selective layers of K points on h (K H B L) -> (K H B L): Δ, B_t, C_t as `Selective.forward` forms them,
+    then one scan for all K (`selective_cuda`); where that cannot run, the layer itself mapped over the points."""
+    u = h.permute(0, 2, 3, 1)  # (K B L d)
+    weights = {name: state[prefix + name] for name, _ in layer.named_parameters()}
+    if not selective_cuda.usable(u):
+        return vmap(lambda w, u1: functional_call(layer, w, (u1,)))(weights, u).permute(0, 3, 1, 2)
+    delta = F.softplus(weights["p"][:, None] + torch.einsum("kbld,kd->kbl", u, weights["q"]))  # (K B L)
+    B_t = torch.einsum("kbld,knd->kbln", u, weights["W_B"])  # (K B L N)
+    C_t = torch.einsum("kbld,knd->kbln", u, weights["W_C"])
+    return selective_cuda.packed_scan(delta, weights["A"], B_t, C_t, u).permute(0, 3, 1, 2)  # (K H B L)
+
+
 def forward(model: nn.Module, state: dict, x: torch.Tensor, with_tau: bool = False):
     """K points of the SequenceModel `model` (its structure only; weights from state, name -> (K ...)) on x (K B ...):
     -> (K B [L] n_out) as SequenceModel.forward gives per point (a view of a (K n_out B [L]) tensor);
-    with_tau also τ (K n_layers H) of every layer, from its input's batch statistics (detached)."""
+    with_tau (S4D layers) also τ (K n_layers H) of every layer, from its input's batch statistics (detached)."""
     h = encode(model, state, x)  # (K H B L)
     L = h.shape[-1]
     taus = []
     for i, layer in enumerate(model.layers):
-        k = kernel(layer, state, f"layers.{i}.", L)  # (K H L)
-        if with_tau:
-            u = h.detach().permute(0, 2, 3, 1)  # (K B L H)
-            taus.append(vmap(lambda k1, u1: tau(k1, *input_stats(u1)))(k, u))  # (K H)
-        D = state[f"layers.{i}.D"]  # (K H), the skip D·u as k_0 += D
-        y = conv(h, torch.cat([k[..., :1] + D[..., None], k[..., 1:]], -1))
+        if isinstance(layer, Selective):
+            y = selective(layer, state, f"layers.{i}.", h)
+        else:
+            k = kernel(layer, state, f"layers.{i}.", L)  # (K H L)
+            if with_tau:
+                u = h.detach().permute(0, 2, 3, 1)  # (K B L H)
+                taus.append(vmap(lambda k1, u1: tau(k1, *input_stats(u1)))(k, u))  # (K H)
+            D = state[f"layers.{i}.D"]  # (K H), the skip D·u as k_0 += D
+            y = conv(h, torch.cat([k[..., :1] + D[..., None], k[..., 1:]], -1))
         if model.norms is None:
             h = y
         else:

@@ -5,7 +5,8 @@ point's loss depends only on its own slice, so summing the K losses gives every 
 gradients, and Adam (elementwise) updates each slice exactly as a separate run would.
 
 The forward pass runs the points natively batched (`batched.forward`) where the model is an
-S4D SequenceModel, else maps the single-point module over them with vmap(functional_call).
+S4D SequenceModel (or a selective one on a GPU with mamba-ssm), else maps the single-point module
+over them with vmap(functional_call).
 On the CPU the points go through in sub-packs whose activations fit in the cores' caches
 (`subpacks`, a share per thread: with several threads every op parallelises over a bigger
 sub-pack): a (K B L H) tensor of 64 demo points is 32 MiB, and streaming it through memory
@@ -27,7 +28,7 @@ class PackedModel:
     def __init__(self, modules: list[torch.nn.Module], device: torch.device | str = "cpu"):
         self.K = len(modules)
         self.base = copy.deepcopy(modules[0]).to("meta")
-        self.batched = batched.supports(self.base)
+        self.batched = batched.supports(self.base, device)
         params, buffers = stack_module_state(modules)
         self.params = {k: v.detach().to(device).requires_grad_(True) for k, v in params.items()}  # (K ...)
         self.buffers = {k: v.to(device) for k, v in buffers.items()}
