@@ -609,6 +609,11 @@ def _check_slurm(slurm: dict) -> None:
             f"slurm.signal_delay_s = {slurm['signal_delay_s']!r} must be shorter than the time limit "
             f"slurm.timeout_min = {slurm['timeout_min']!r} ({limit_s} s)"
         )
+    if slurm["shards_per_job"] > 1 and slurm["array_size"] == 1:
+        raise ConfigError(
+            f"slurm.shards_per_job = {slurm['shards_per_job']!r} needs job arrays: slurm.array_size = 1 sends each "
+            "shard as a job of its own; raise array_size, or set shards_per_job to 1"
+        )
 
 
 def _check_report(report: dict) -> None:

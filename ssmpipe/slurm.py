@@ -2,10 +2,11 @@
 
 `run` submits any Checkpointable callable as one job and waits for it; `train` runs a shard that
 way (Snakemake's train rule, through `ssmpipe train --slurm`), and tune/cluster.py a study.
-`train_array` submits many shards as SLURM job arrays (one task per shard, `slurm.array_size` per
-array, at most the cluster's MaxArraySize) and waits for all of them in one process (Snakemake's
-train_array rule). The waiting processes of a store share one status query per poll (`StoreJobs`),
-which names each array task after its shard (<results>/store/slurm/arrays/<token>.json).
+`train_array` submits many shards as SLURM job arrays (one task per shard, or per `slurm.shards_per_job`
+shards trained at once in processes of their own; `slurm.array_size` tasks per array, at most the cluster's
+MaxArraySize) and waits for all of them in one process (Snakemake's train_array rule). The waiting processes
+of a store share one status query per poll (`StoreJobs`), which names each array task after its shards
+(<results>/store/slurm/arrays/<token>.json).
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -59,19 +63,68 @@ class TrainShard(submitit.helpers.Checkpointable):
     def __call__(self) -> int:
         import torch
 
-        from ssmpipe.train import DeviceError, pick_device, train_shard
+        from ssmpipe.train import train_shard
 
-        handler = logging.StreamHandler()  # ssmpipe's log into the job's stderr (submitit logs its own)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-        logging.getLogger("ssmpipe").addHandler(handler)
-        logging.getLogger("ssmpipe").setLevel(logging.INFO)
         torch.set_num_threads(self.threads)
-        try:  # a job pickled before `gpus` existed (requeued across an upgrade) picks as a local run does
-            device = pick_device(gpus=getattr(self, "gpus", None))
-        except DeviceError as e:
-            log.error("ssmpipe: %s", e)  # the line the waiting train job shows from the log
-            raise
+        device = _job_device(getattr(self, "gpus", None))  # a job pickled before `gpus` existed: as a local run
         return train_shard(self.results, self.shard, str(device), getattr(self, "replace", None))
+
+
+class TrainShards(submitit.helpers.Checkpointable):
+    """The callable of an array task that trains several shards at once (slurm.shards_per_job): each shard's
+    `TrainShard` in a process of its own, all on the task's device, its CPUs split among them. A shard that fails
+    leaves the others to finish, then fails the task (its error in the task's log); a device the task lacks fails
+    it at once, as TrainShard's job. Requeued, it runs again whole: a shard stored meanwhile is reused, the others
+    resume from their checkpoints."""
+
+    def __init__(self, results: str, shards: list[str], threads: int, gpus: int, replace: dict | None = None):
+        self.results, self.shards, self.threads, self.gpus, self.replace = results, shards, threads, gpus, replace or {}
+
+    def __call__(self) -> None:
+        _job_device(self.gpus)  # checked here first: one line and a failed task, not one per process
+        threads = max(1, self.threads // len(self.shards))
+        jobs = [TrainShard(self.results, s, threads, self.gpus, self.replace.get(s)) for s in self.shards]
+        spawn = multiprocessing.get_context("spawn")  # a fresh interpreter each (no forked CUDA or thread state)
+        with ProcessPoolExecutor(len(jobs), mp_context=spawn, initializer=_signals_to_the_task) as pool:
+            errors = [e for e in pool.map(_train_in_process, jobs) if e]
+        if errors:
+            raise RuntimeError(f"{len(errors)} of {len(jobs)} shards failed: {'; '.join(errors)}")
+
+
+def _signals_to_the_task() -> None:
+    """In a TrainShards process: SLURM signals every process of the task; the time limit's signal (submitit's
+    SIGUSR2: checkpoint and requeue) and preemption's SIGTERM are the task's to handle, as submitit does there. The
+    processes train on (each epoch checkpointed) until SLURM ends the task."""
+    for signum in (signal.SIGUSR2, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+
+
+def _train_in_process(job: TrainShard) -> str | None:
+    """Run one shard's TrainShard in a TrainShards process: None, or '<shard>: <its error>' (traceback logged)."""
+    try:
+        job()
+    except Exception as e:  # noqa: BLE001 - one shard's failure is its own: its bundle-mates go on
+        log.error("shard %s failed:\n%s", job.shard, traceback.format_exc())
+        return f"{job.shard}: {type(e).__name__}: {' '.join(str(e).split())}"
+    return None
+
+
+def _job_device(gpus: int | None):
+    """The device a SLURM job trains on (`train.pick_device`), with ssmpipe's log into the job's stderr; a
+    DeviceError is logged as the one line the waiting train job shows, and raised."""
+    from ssmpipe.train import DeviceError, pick_device
+
+    root = logging.getLogger("ssmpipe")
+    if not root.handlers:  # ssmpipe's log into the job's stderr (submitit logs its own), once per process
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        return pick_device(gpus=gpus)
+    except DeviceError as e:
+        log.error("ssmpipe: %s", e)  # the line the waiting train job shows from the log
+        raise
 
 
 def store_hash(results: str | Path) -> str:
@@ -101,14 +154,20 @@ def max_array_size() -> int:
     return 1001
 
 
-def arrays(shards_of: dict[str, list[str]], sizes: dict[str, int], limit: int | None = None) -> dict[str, list[str]]:
-    """Sweep -> its shards, into arrays: '<sweep>.<i>' -> at most min(sizes[sweep], limit) shards, in order.
+def arrays(
+    shards_of: dict[str, list[str]],
+    sizes: dict[str, int],
+    per_task: dict[str, int] | None = None,
+    limit: int | None = None,
+) -> dict[str, list[str]]:
+    """Sweep -> its shards, into arrays: '<sweep>.<i>' -> the shards of at most min(sizes[sweep], limit) tasks of
+    per_task[sweep] shards each (slurm.shards_per_job; default 1), in order.
 
     `limit`: the cluster's MaxArraySize (asked of it when None): a sweep wider than that is several arrays."""
     limit = max_array_size() if limit is None else limit
     out = {}
     for name, shards in shards_of.items():
-        size = max(1, min(sizes[name], limit))
+        size = max(1, min(sizes[name], limit)) * (per_task or {}).get(name, 1)
         for i in range(0, len(shards), size):
             out[f"{name}.{i // size}"] = shards[i : i + size]
     return out
@@ -205,7 +264,8 @@ def train_array(
     outcome: str | Path | None = None,
     replace: dict[str, list[int]] | None = None,
 ) -> dict[str, str | None]:
-    """Train `shards` as SLURM job arrays (one task each) with the `slurm:` `requests`; wait for all of them.
+    """Train `shards` as SLURM job arrays (one task each, or one per `slurm.shards_per_job` of them, trained at once
+    by `TrainShards`) with the `slurm:` `requests`; wait for all of them.
 
     Returns shard -> None (stored) or why it is not (its task's id `<array>_<i>`, state, log and the log's last
     lines). A shard that another run's job holds (queued, running or ending) is waited for, not submitted again
@@ -225,9 +285,10 @@ def train_array(
         )
     layout, jobs = Layout(results), StoreJobs(results, requests.get("poll_s", POLL_S))
     live = {
-        info["name"]: (job_id, info["queue"])
+        name: (job_id, info["queue"])
         for job_id, info in jobs.snapshot(max_age=2).get("jobs", {}).items()
         if info.get("queue") in (*LIVE, "COMPLETING")
+        for name in names(info)
     }
     done: dict[str, str | None] = {}
     foreign: dict[str, tuple[str, str]] = {}  # shard -> another run's job holding it, waited for
@@ -238,7 +299,8 @@ def train_array(
             log.info("shard %s: SLURM job %s (%s) of another run holds it: waiting for it", shard, *foreign[shard])
         else:
             todo.append(shard)
-    size = max(1, min(requests.get("array_size", 1), max_array_size()))
+    per_task = requests.get("shards_per_job", 1)
+    size = max(1, min(requests.get("array_size", 1), max_array_size())) * per_task  # shards per array
     folder = job_folder(log_folder(results, sweep))
     pending: dict = {}  # shard -> its submitit job (an array task, or a single job)
     cancel = _Cancel([])
@@ -246,24 +308,28 @@ def train_array(
     def submit(chunk: list[str]) -> None:
         token = os.urandom(6).hex()
         name = job_name(results, chunk[0]) if len(chunk) == 1 else array_name(results, token)
-        if len(chunk) > 1:  # before sbatch: a poll meanwhile already knows each task's shard
+        if len(chunk) > 1:  # before sbatch: a poll meanwhile already knows each task's shards
             private_dir(jobs.arrays)
             prune_array_records(jobs.arrays)
-            write_text(jobs.arrays / f"{token}.json", json.dumps({"shards": chunk, "sweep": sweep}))
+            write_text(
+                jobs.arrays / f"{token}.json", json.dumps({"shards": chunk, "sweep": sweep, "per_task": per_task})
+            )
+        bundles = [chunk[i : i + per_task] for i in range(0, len(chunk), per_task)]  # a task's shards
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=requests["max_timeouts"])
         executor.update_parameters(
             **executor_parameters(requests, name),
-            slurm_array_parallelism=requests.get("array_parallelism") or len(chunk),
+            slurm_array_parallelism=requests.get("array_parallelism") or len(bundles),
         )
+        cpus, gpus = requests["cpus_per_task"], requests["gpus_per_node"]
         try:
             with executor.batch():
                 batch = [
                     executor.submit(
-                        TrainShard(
-                            str(results), s, requests["cpus_per_task"], requests["gpus_per_node"], replace.get(s)
-                        )
+                        TrainShard(str(results), b[0], cpus, gpus, replace.get(b[0]))
+                        if len(b) == 1
+                        else TrainShards(str(results), b, cpus, gpus, {s: replace[s] for s in b if s in replace})
                     )
-                    for s in chunk
+                    for b in bundles
                 ]
         except (submitit.core.utils.FailedJobError, subprocess.CalledProcessError) as e:
             why = (e.output or b"").decode(errors="replace") if isinstance(e, subprocess.CalledProcessError) else str(e)
@@ -271,9 +337,9 @@ def train_array(
                 f"{len(chunk)} shards: sbatch refused the array (slurm: {_describe(requests)}): {why.strip()}"
             ) from None
         cancel.ids.append(str(batch[0].job_id).split("_")[0])
-        for s, job in zip(chunk, batch):
+        for bundle, job in zip(bundles, batch):
             jobs.register(job.job_id, str(job.paths.result_pickle))
-            pending[s] = job
+            pending.update(dict.fromkeys(bundle, job))
         log.info(
             "%d shards: SLURM %s %s (%s); logs %s",
             len(chunk),
@@ -334,6 +400,8 @@ def _wait_all(
                 why = _failure(job, f"shard {shard}", ended)
             else:
                 continue
+            if why and stamp(layout.runs_path(shard)) not in (None, replace.get(shard)):
+                why = None  # its task failed after storing it (a bundle-mate's crash took the task down)
             del pending[shard]
             jobs.unregister(job.job_id)
             done[shard] = why
@@ -448,9 +516,15 @@ def live_jobs(results: str | Path, shards: list[str], poll_s: float = POLL_S) ->
     if not shutil.which("squeue"):
         return jobs
     for job_id, info in StoreJobs(results, poll_s).snapshot().get("jobs", {}).items():
-        if info["name"] in shard_of and info.get("queue") in LIVE:
-            jobs[shard_of[info["name"]]] = (job_id, info["queue"])
+        for name in names(info) if info.get("queue") in LIVE else ():
+            if name in shard_of:
+                jobs[shard_of[name]] = (job_id, info["queue"])
     return jobs
+
+
+def names(info: dict) -> list[str]:
+    """The names a job of jobs.json goes by: its shard's job name (or its own), and a bundle's other shards'."""
+    return [info["name"], *info.get("also", [])]
 
 
 def prune_array_records(folder: Path, days: int = RECORD_DAYS) -> list[Path]:
@@ -496,9 +570,9 @@ def ended_jobs(results: str | Path, shards: list[str], days: int = RECORD_DAYS) 
         )
         for line in out.splitlines():  # oldest first: a shard's later job replaces its earlier one
             job_id, name, state = line.split("|", 2)
-            shard = shard_of.get(jobs.task_name(job_id, name))
-            if shard in wanted and state.split()[0] not in (*LIVE, "COMPLETING"):
-                ended[shard] = (job_id, state)
+            for shard in map(shard_of.get, jobs.task_names(job_id, name)):
+                if shard in wanted and state.split()[0] not in (*LIVE, "COMPLETING"):
+                    ended[shard] = (job_id, state)
     return ended
 
 
@@ -532,7 +606,7 @@ class StoreJobs:
         self.arrays = (
             self.folder / "arrays"
         )  # <token>.json: the shards of array ssmpipe-a<token>-<store hash>, in order
-        self._shards_of: dict[str, list[str]] = {}  # token -> shards, as read from arrays/
+        self._shards_of: dict[str, list[list[str]]] = {}  # token -> each task's shards, as read from arrays/
         self._suffix = f"-{store_hash(self.results)}"
         self._lock = filelock.FileLock(self.folder / "poll.lock", timeout=0)
         self._seen: tuple = (None, {})  # (stat of jobs.json, its content) as last read
@@ -578,7 +652,7 @@ class StoreJobs:
                 (
                     (job_id, info["queue"])
                     for job_id, info in state.get("jobs", {}).items()
-                    if info["name"] == name and info.get("queue")
+                    if name in names(info) and info.get("queue")
                 ),
                 None,
             )
@@ -603,21 +677,26 @@ class StoreJobs:
     def unregister(self, job_id: str) -> None:
         (self.waiting / f"{job_id}.json").unlink(missing_ok=True)
 
-    def task_name(self, job_id: str, name: str) -> str:
-        """The name a job goes by in jobs.json: an array task's is its shard's job name (`job_name`), as a single
-        job's would be; any other job's is its own. SLURM names every task of an array after the array."""
+    def task_names(self, job_id: str, name: str) -> list[str]:
+        """The names a job goes by in jobs.json: an array task's are its shards' job names (`job_name`), as their
+        single jobs' would be (one, or slurm.shards_per_job); any other job's is its own. SLURM names every task
+        of an array after the array."""
         array_id, _, index = job_id.partition("_")
         prefix = "ssmpipe-a"
         if not (index.isdigit() and name.startswith(prefix) and name.endswith(self._suffix)):
-            return name
+            return [name]
         token = name[len(prefix) : -len(self._suffix)]
         if token not in self._shards_of:
             try:
-                self._shards_of[token] = load_json(read_file(self.arrays / f"{token}.json"))["shards"]
+                record = load_json(read_file(self.arrays / f"{token}.json"))
+                shards, per_task = record["shards"], record.get("per_task", 1)  # records before bundles: one each
+                if not (isinstance(per_task, int) and per_task >= 1 and isinstance(shards, list)):
+                    raise ValueError(f"not an array record: {record!r}")
+                self._shards_of[token] = [shards[i : i + per_task] for i in range(0, len(shards), per_task)]
             except (OSError, ValueError, KeyError, TypeError):
-                return name
-        shards = self._shards_of[token]
-        return job_name(self.results, shards[int(index)]) if int(index) < len(shards) else name
+                return [name]
+        bundles = self._shards_of[token]
+        return [job_name(self.results, s) for s in bundles[int(index)]] if int(index) < len(bundles) else [name]
 
     # --- internals
 
@@ -661,7 +740,7 @@ class StoreJobs:
         for line in (out or "").splitlines():
             job_id, name, queue = line.split("|", 2)
             if name.endswith(self._suffix) or job_id in waited:
-                jobs[job_id] = {"name": self.task_name(job_id, name), "queue": queue}
+                jobs[job_id] = {**_named(self.task_names(job_id, name)), "queue": queue}
         if out is None:  # squeue failed: keep the last poll's jobs, and let the next poll be due in poll_s
             jobs = self._read().get("jobs", {})
         ended = [
@@ -671,14 +750,14 @@ class StoreJobs:
         ]
         known = self._read().get("jobs", {})
         for job_id in [j for j in ended if known.get(j, {}).get("end")]:  # an end state stays: not asked again
-            jobs.setdefault(job_id, {"name": known[job_id]["name"]})["end"] = known[job_id]["end"]
+            jobs.setdefault(job_id, _named(names(known[job_id])))["end"] = known[job_id]["end"]
             ended.remove(job_id)
         if ended:  # left the queue (or are leaving it) without a result file: how did they end?
             out = _query(["sacct", "-X", "-n", "-P", "-j", ",".join(ended), "-o", "JobID,JobName,State"]) or ""
             for line in out.splitlines():
                 job_id, name, end = line.split("|", 2)
                 if job_id in ended and end.split()[0] not in (*LIVE, "COMPLETING"):
-                    jobs.setdefault(job_id, {"name": self.task_name(job_id, name)})["end"] = end
+                    jobs.setdefault(job_id, _named(self.task_names(job_id, name)))["end"] = end
         state = {"time": start, "poll_s": self.poll_s, "by": f"{socket.gethostname()}:{os.getpid()}", "jobs": jobs}
         if write:
             write_text(self.path, json.dumps(state))
@@ -686,6 +765,11 @@ class StoreJobs:
 
 
 # --- internals ---------------------------------------------------------------
+
+
+def _named(names: list[str]) -> dict:
+    """A job's names as jobs.json holds them: "name", and a bundle's other shards' under "also" (`names`)."""
+    return {"name": names[0], **({"also": names[1:]} if len(names) > 1 else {})}
 
 
 def _run(cmd: list[str]) -> str:

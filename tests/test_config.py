@@ -178,6 +178,11 @@ EXACT = {
         {"results": "r{sweep}x"},
         "results = 'r{sweep}x': a results path may not hold a Snakemake wildcard brace",
     ),
+    "shards per job without arrays": (
+        {"slurm": {"shards_per_job": 4, "array_size": 1}},
+        "slurm.shards_per_job = 4 needs job arrays: slurm.array_size = 1 sends each shard as a job of its own; raise "
+        "array_size, or set shards_per_job to 1",
+    ),
     "two errors, the first by key": (
         {"shard_size": 0, "fixed.seq_len": "x"},
         "fixed.seq_len = 'x': 'x' is not of type 'integer'",

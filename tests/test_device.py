@@ -251,6 +251,40 @@ def test_a_slurm_job_trains_where_its_requests_say(tmp_path, monkeypatch, caplog
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a host without CUDA")
+def test_a_task_of_several_shards_trains_each_in_its_own_process(tmp_path):
+    """TrainShards, an array task's callable with slurm.shards_per_job = 2, run here as the task runs it: both shards
+    train at once, each in a process of its own, to the rows each has trained alone (bit for bit); a shard that
+    fails (a corrupt checkpoint) leaves the other to finish, then fails the task, naming it and its error."""
+    from ssmpipe.slurm import TrainShards
+
+    def two_shards(root):
+        plan = sweep.plan(cfg.check(tiny_config(results=str(root), **{**SHARD, "shard_size": 2})))
+        assert len(plan.pending) == 2
+        return plan.pending
+
+    ref, run, bad = tmp_path / "ref", tmp_path / "run", tmp_path / "bad"
+    shards = two_shards(ref)
+    assert two_shards(run) == two_shards(bad) == shards
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each of the task's processes: its 2 CPUs split between 2 shards
+    try:
+        for shard in shards:
+            train.train_shard(str(ref), shard, "cpu")
+    finally:
+        torch.set_num_threads(threads)
+    TrainShards(str(run), shards, 2, 0)()
+    for shard in shards:
+        rows = shard_rows(run, shard)
+        pd.testing.assert_frame_equal(rows[METRICS], shard_rows(ref, shard)[METRICS], check_exact=True)
+        assert (rows["device"] == "cpu").all()
+    ckpt = Store(bad).ckpt_path(shards[1])
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=rf"^1 of 2 shards failed: {shards[1]}: \w+"):
+        TrainShards(str(bad), shards, 2, 0)()
+    assert Store(bad).runs_path(shards[0]).exists() and not Store(bad).runs_path(shards[1]).exists()
+
+
 def test_train_on_a_cuda_device_here_is_one_line_and_exit_2(tmp_path, capsys):
     from ssmpipe.cli import main
 

@@ -382,6 +382,43 @@ def test_a_crashing_shard_fails_its_rule_with_the_error_and_its_slurm_log(tmp_pa
 
 
 @pytest.mark.slurm
+def test_a_task_trains_its_shards_at_once_and_fails_only_the_one_that_crashes(tmp_path, slurm_env):
+    """slurm.shards_per_job = 2: four shards go out as an array of two tasks, each training its two shards at once
+    (a process each, on the task's CPUs); every stored shard equals the local run's, bit for bit, and a shard that
+    crashes fails its own rule, naming its task, while its task-mate is stored."""
+    config = slurm_config("bundled", cpus_per_task=2, shards_per_job=2)
+    config["shard_size"] = 2  # the tiny sweep's 8 points: 4 shards
+    local = tmp_path / "local"
+    local.mkdir()
+    snakemake(local, write_config(local, config))
+    shards = sweep.plan(cfg.check({**config, "results": str(tmp_path / "results")}), write=False).shards
+    assert len(shards) == 4
+    store = Store(tmp_path / "results")
+    crashing = shards[3]
+    store.ckpt_path(crashing).parent.mkdir(parents=True)
+    store.ckpt_path(crashing).write_bytes(b"not a checkpoint")  # train_shard cannot load it
+    proc = snakemake_slurm(slurm_env, tmp_path, write_config(tmp_path, config), check=False, timeout=300)
+    out = proc.stdout + proc.stderr
+    tasks = job_ids(tmp_path, "bundled")
+    array = tasks[0].split("_")[0]
+    assert tasks == [f"{array}_0", f"{array}_1"], tasks  # 2 tasks for 4 shards
+    assert job_counts(proc)["train_array"] == 1 and proc.returncode != 0 and "Error in rule train_task" in out
+    assert [r["State"] for r in sacct(f"{array}_0", "State")] == ["COMPLETED"]
+    assert [r["State"] for r in sacct(f"{array}_1", "State")] == ["FAILED"]
+    slurm_log = tmp_path / "results" / "bundled" / "slurm" / f"{array}_1_0_log.err"
+    assert f"shard {crashing}: SLURM job {array}_1 ended FAILED; its log: {slurm_log}" in out, out
+    assert f"1 of 2 shards failed: {crashing}: " in slurm_log.read_text(errors="replace")
+    stored = [s for s in shards if store.runs_path(s).exists()]
+    assert stored == shards[:3], stored  # the crashing shard's task-mate too
+    waited = array_log(tmp_path, "bundled")  # the process that submitted the array and waited for its tasks
+    for shard in stored:
+        assert f"shard {shard}: SLURM job {array}_{shards.index(shard) // 2} done" in waited, waited
+        got = pd.read_parquet(store.runs_path(shard)).sort_values(["run_id", "epoch"], ignore_index=True)
+        ref = pd.read_parquet(Store(local / "results").runs_path(shard)).sort_values(["run_id", "epoch"])
+        pd.testing.assert_frame_equal(got[METRICS], ref.reset_index(drop=True)[METRICS], check_exact=True)
+
+
+@pytest.mark.slurm
 def test_a_job_that_asked_for_a_gpu_and_sees_no_cuda_fails_with_one_line(tmp_path, slurm_env):
     """slurm.gpus_per_node: 1 reaches SLURM (gres/gpu=1, granted: the CI node's fake GPU), and the job, whose torch
     sees no CUDA device there, fails at once with the line saying so, before training anything (no checkpoint)."""

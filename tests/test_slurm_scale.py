@@ -161,6 +161,38 @@ def test_an_arrays_tasks_go_by_their_shards_names_in_the_shared_poll(tmp_path):
     assert list(slurm.arrays({"w": ["a", "b", "c"]}, {"w": 2}, limit=1001)) == ["w.0", "w.1"]
 
 
+def test_a_task_of_several_shards_goes_by_each_of_their_names(tmp_path):
+    """slurm.shards_per_job = 2: task i of an array trains shards 2i and 2i+1 (its record says so), and the poll names
+    the task after both, so each shard finds its task as it would a job of its own: live, queued or ended."""
+    results = tmp_path / "results"
+    arrays = results / "store" / "slurm" / "arrays"
+    arrays.mkdir(parents=True)
+    (arrays / "0a1b2c.json").write_text('{"shards": ["s0", "s1", "s2", "s3", "s4"], "per_task": 2}')
+    (arrays / "0d0d0d.json").write_text('{"shards": ["s5", "s6"], "per_task": 0}')  # not a record ssmpipe writes
+    array, odd = slurm.array_name(results, "0a1b2c"), slurm.array_name(results, "0d0d0d")
+    queue, ended, log = tmp_path / "queue.txt", tmp_path / "sacct.txt", tmp_path / "calls.log"
+    queue.write_text(f"300_0|{array}|RUNNING\n300_2|{array}|PENDING\n300_3|{array}|PENDING\n301_0|{odd}|RUNNING\n")
+    ended.write_text(f"300_1|{array}|FAILED\n")
+    bin_dir = counting_bin(tmp_path / "bin", log, {"squeue": f"cat {queue}", "sacct": f"cat {ended}"})
+    old_path = os.environ["PATH"]
+    os.environ["PATH"] = f"{bin_dir}:{old_path}"
+    try:
+        shards = [f"s{i}" for i in range(7)]
+        live = slurm.live_jobs(results, shards, poll_s=1)
+        jobs = slurm.StoreJobs(results, poll_s=1)
+        queued = jobs.queued(slurm.job_name(results, "s1"))
+        over = slurm.ended_jobs(results, ["s2", "s3", "s4"])
+    finally:
+        os.environ["PATH"] = old_path
+    assert live == {"s0": ("300_0", "RUNNING"), "s1": ("300_0", "RUNNING"), "s4": ("300_2", "PENDING")}
+    assert queued == ("300_0", "RUNNING")
+    assert over == {"s2": ("300_1", "FAILED"), "s3": ("300_1", "FAILED")}
+    assert jobs.task_names("301_0", odd) == [odd]  # a record it cannot read names the task by its array
+    sizes = {"w": 2}
+    assert [len(a) for a in slurm.arrays({"w": shards}, sizes, {"w": 2}, limit=1000).values()] == [4, 3]
+    assert [len(a) for a in slurm.arrays({"w": shards}, sizes, {"w": 2}, limit=1).values()] == [2, 2, 2, 1]
+
+
 # --- on the CI cluster: 4 and 12 shards in flight -----------------------------------------------------
 
 

@@ -2,9 +2,10 @@
 # requests of its sweep's config snapshot, and waits for it (ssmpipe/slurm.py). SLURM is asked
 # first whether it would run such a job, so a request it refuses is an error before any job.
 # With slurm.array_size above 1 (the default, 1000), a sweep's pending shards go out as SLURM job
-# arrays instead: one train_array job per array (at most array_size shards, and the cluster's
-# MaxArraySize) submits it and waits for all its tasks, one process on this host however many shards
-# it holds; then each shard's train_task job (a shell line) passes or fails with its task's outcome.
+# arrays instead: one train_array job per array (at most array_size tasks, and the cluster's
+# MaxArraySize; a task trains one shard, or slurm.shards_per_job at once) submits it and waits for
+# all its tasks, one process on this host however many shards it holds; then each shard's
+# train_task job (a shell line) passes or fails with its shard's outcome.
 ARRAYS = {}  # array key ('<sweep>.<i>') -> its shards
 if SLURM_SWEEPS and PENDING:
     from ssmpipe import slurm
@@ -20,6 +21,7 @@ if SLURM_SWEEPS and PENDING:
         ARRAYS = slurm.arrays(
             {n: s for n, s in _arrayed.items() if s},
             {n: SWEEPS[n]["slurm"]["array_size"] for n in _arrayed},
+            {n: SWEEPS[n]["slurm"]["shards_per_job"] for n in _arrayed},
         )
 ARRAY_OF = {s: key for key, shards in ARRAYS.items() for s in shards}
 # The train rule's shards (here, or one SLURM job each) and the train_task rule's (in an array); (?!): none.
