@@ -22,9 +22,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -83,30 +83,32 @@ class TrainShards(submitit.helpers.Checkpointable):
     def __call__(self) -> None:
         _job_device(self.gpus)  # checked here first: one line and a failed task, not one per process
         threads = max(1, self.threads // len(self.shards))
-        jobs = [TrainShard(self.results, s, threads, self.gpus, self.replace.get(s)) for s in self.shards]
         spawn = multiprocessing.get_context("spawn")  # a fresh interpreter each (no forked CUDA or thread state)
-        with ProcessPoolExecutor(len(jobs), mp_context=spawn, initializer=_signals_to_the_task) as pool:
-            errors = [e for e in pool.map(_train_in_process, jobs) if e]
-        if errors:
-            raise RuntimeError(f"{len(errors)} of {len(jobs)} shards failed: {'; '.join(errors)}")
+        processes = [
+            spawn.Process(target=_train_in_process, args=(TrainShard(self.results, s, threads, self.gpus, r),))
+            for s, r in ((s, self.replace.get(s)) for s in self.shards)
+        ]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        failed = [f"{s} (exit status {p.exitcode})" for s, p in zip(self.shards, processes) if p.exitcode]
+        if failed:
+            raise RuntimeError(f"{len(failed)} of {len(processes)} shards failed: {', '.join(failed)}; see above")
 
 
-def _signals_to_the_task() -> None:
-    """In a TrainShards process: SLURM signals every process of the task; the time limit's signal (submitit's
-    SIGUSR2: checkpoint and requeue) and preemption's SIGTERM are the task's to handle, as submitit does there. The
-    processes train on (each epoch checkpointed) until SLURM ends the task."""
+def _train_in_process(job: TrainShard) -> None:
+    """A TrainShards process: one shard's TrainShard; a failure logged with its traceback, exit status 1. SLURM
+    signals every process of the task: the time limit's SIGUSR2 (checkpoint and requeue) and preemption's SIGTERM
+    are the task's to handle, as submitit does there; this process trains on (each epoch checkpointed) until SLURM
+    ends the task."""
     for signum in (signal.SIGUSR2, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
-
-
-def _train_in_process(job: TrainShard) -> str | None:
-    """Run one shard's TrainShard in a TrainShards process: None, or '<shard>: <its error>' (traceback logged)."""
     try:
         job()
-    except Exception as e:  # noqa: BLE001 - one shard's failure is its own: its bundle-mates go on
+    except Exception:  # noqa: BLE001 - one shard's failure is its own: its task-mates go on
         log.error("shard %s failed:\n%s", job.shard, traceback.format_exc())
-        return f"{job.shard}: {type(e).__name__}: {' '.join(str(e).split())}"
-    return None
+        sys.exit(1)
 
 
 def _job_device(gpus: int | None):
@@ -683,6 +685,7 @@ class StoreJobs:
         of an array after the array."""
         array_id, _, index = job_id.partition("_")
         prefix = "ssmpipe-a"
+        index = index or "0"  # an array of one task goes out as a plain job (submitit), its id without an index
         if not (index.isdigit() and name.startswith(prefix) and name.endswith(self._suffix)):
             return [name]
         token = name[len(prefix) : -len(self._suffix)]

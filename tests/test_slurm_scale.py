@@ -188,6 +188,9 @@ def test_a_task_of_several_shards_goes_by_each_of_their_names(tmp_path):
     assert queued == ("300_0", "RUNNING")
     assert over == {"s2": ("300_1", "FAILED"), "s3": ("300_1", "FAILED")}
     assert jobs.task_names("301_0", odd) == [odd]  # a record it cannot read names the task by its array
+    one = slurm.array_name(results, "0e0e0e")  # an array of one task, which submitit sends as a plain job
+    (arrays / "0e0e0e.json").write_text('{"shards": ["s7", "s8"], "per_task": 2}')
+    assert jobs.task_names("302", one) == [slurm.job_name(results, "s7"), slurm.job_name(results, "s8")]
     sizes = {"w": 2}
     assert [len(a) for a in slurm.arrays({"w": shards}, sizes, {"w": 2}, limit=1000).values()] == [4, 3]
     assert [len(a) for a in slurm.arrays({"w": shards}, sizes, {"w": 2}, limit=1).values()] == [2, 2, 2, 1]
