@@ -18,8 +18,8 @@ Checks, in order (each one's figures under its key in the last line):
      agree with the uninterrupted runs' on each device within float32 tolerance.
   5. `overheads`: one epoch of real packed training steps (`Group.steps`: forward, backward, masking, per-point
      norms and clipping, the plateau, Adam) of the demo model (S4D, d_model 16, N 16, L 128, batch 64) at K = 1, 8
-     and 64 points, milliseconds per step on the GPU and on the CPU, the GPU's CUDA kernels per step
-     (torch.profiler), and a selective pack (K = 8, L = 350) on the GPU.
+     and 64 points, milliseconds per step on the GPU and on the CPU, the GPU's CUDA kernels per step and the
+     CPU's ops that would each launch one (torch.profiler), and a selective pack (K = 8, L = 350) on the GPU.
 Last line: one JSON object, {"cuda": true, "ok": every check passed, "card": ..., "date": ..., <check>: {...}}; the
 exit status is 1 if a check failed. `--rehearse` runs every check with the CPU standing in for the GPU (smaller
 sizes), to test the script itself on a machine without one; its figures mean nothing.
@@ -33,6 +33,7 @@ import copy
 import datetime
 import json
 import math
+import re
 import sys
 import tempfile
 import time
@@ -265,7 +266,7 @@ def checkpoint(device: torch.device, work: Path) -> dict:
 
 def _step_ms(device: torch.device, K: int, kind: str, L: int, profile: bool) -> tuple[float, float | None]:
     """Milliseconds per packed training step (one epoch of Group.steps, best of 3 after a warm-up) of K points, and
-    CUDA kernels per step (profiled) where asked."""
+    where asked, profiled: CUDA kernels per step on a GPU, on the CPU the ops per step that would each be one."""
     from ssmpipe import data
     from ssmpipe.train import Group, ensure_data
 
@@ -301,27 +302,45 @@ def _step_ms(device: torch.device, K: int, kind: str, L: int, profile: bool) -> 
         epoch()
         best = min(best, time.perf_counter() - t0)
     kernels = None
-    if profile and device.type == "cuda":
+    if profile:
         from torch.autograd import DeviceType
         from torch.profiler import ProfilerActivity
         from torch.profiler import profile as prof
 
-        with prof(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as p:
+        with prof(activities=[ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if device.type == "cuda" else [])]) as p:
             epoch()
-        kernels = sum(1 for e in p.events() if e.device_type == DeviceType.CUDA) / steps
+        if device.type == "cuda":
+            kernels = sum(1 for e in p.events() if e.device_type == DeviceType.CUDA) / steps
+        else:  # the ops that would each launch a kernel: leaf aten ops, less views, allocations and scalar reads
+            kernels = sum(1 for e in p.events() if _computes(e)) / steps
     return best / steps * 1e3, kernels
+
+
+NO_KERNEL = re.compile(
+    r"aten::(_?(un)?safe_)?(view\w*|as_strided|alias|_?reshape\w*|expand\w*|permute|transpose|t|slice|select|"
+    r"unsqueeze|squeeze|flatten|unflatten|unbind|split\w*|chunk|narrow|movedim|diagonal|real|imag|_?conj|"
+    r"_neg_view|resolve_\w+|empty\w*|resize_|set_|lift\w*|result_type|_local_scalar_dense|item|detach|"
+    r"is_\w+|sym_\w+|scalar_tensor|_has_compatible_shallow_copy_type)"
+)
+
+
+def _computes(event) -> bool:
+    """A profiled CPU event that computes (on a GPU, a kernel launch): an aten op calling no other op, and not one
+    that only makes a view, allocates, or reads a scalar."""
+    return event.name.startswith("aten::") and not event.cpu_children and not NO_KERNEL.fullmatch(event.name)
 
 
 def overheads(device: torch.device, rehearse: bool) -> dict:
     out = {}
     for K in (1, 8) if rehearse else (1, 8, 64):
         gpu_ms, kernels = _step_ms(device, K, "s4d", 128, profile=True)
-        cpu_ms, _ = _step_ms(torch.device("cpu"), K, "s4d", 128, profile=False)
+        cpu_ms, cpu_ops = _step_ms(torch.device("cpu"), K, "s4d", 128, profile=True)
         out[f"s4d_K{K}"] = {
             "gpu_ms_per_step": _round(gpu_ms),
             "cpu_ms_per_step": _round(cpu_ms),
             "cpu_over_gpu": _round(cpu_ms / gpu_ms),
             "gpu_kernels_per_step": _round(kernels),
+            "cpu_ops_per_step": _round(cpu_ops),  # what launches a kernel on a GPU, as the CPU runs it
         }
         print(
             f"S4D demo step, K = {K}: {device.type} {gpu_ms:.2f} ms, cpu {cpu_ms:.2f} ms"
