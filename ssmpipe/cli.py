@@ -398,7 +398,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--outcome",
         metavar="PREFIX",
-        help="with --slurm: train the shards as SLURM job arrays (slurm.array_size each) and write each shard's "
+        help="with --slurm: train the shards as SLURM job arrays (slurm.array_size tasks each) and write each shard's "
         "outcome to PREFIX.<shard>.ok or .failed, exiting 0 once all are over (the workflow's train_array rule)",
     )
     s.add_argument(
