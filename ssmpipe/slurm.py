@@ -54,11 +54,13 @@ class TrainShard(submitit.helpers.Checkpointable):
     that gets none fails at once with one line saying why; the CPU if it asked for none).
 
     Its inherited `checkpoint()` resubmits it unchanged: all progress is in the
-    shard's checkpoint file, which `train_shard` resumes from (`replace`: as there).
+    shard's checkpoint file, which `train_shard` resumes from (`replace`: as there). `gpu`: which of the job's
+    GPUs it trains on (a TrainShards task spreads its shards over them), else the first.
     """
 
-    def __init__(self, results: str, shard: str, threads: int, gpus: int | None = None, replace=None):
+    def __init__(self, results: str, shard: str, threads: int, gpus: int | None = None, replace=None, gpu=None):
         self.results, self.shard, self.threads, self.gpus, self.replace = results, shard, threads, gpus, replace
+        self.gpu = gpu
 
     def __call__(self) -> int:
         import torch
@@ -66,7 +68,8 @@ class TrainShard(submitit.helpers.Checkpointable):
         from ssmpipe.train import train_shard
 
         torch.set_num_threads(self.threads)
-        device = _job_device(getattr(self, "gpus", None))  # a job pickled before `gpus` existed: as a local run
+        # a job pickled before `gpus` existed picks as a local run does
+        device = _job_device(getattr(self, "gpus", None), getattr(self, "gpu", None))
         return train_shard(self.results, self.shard, str(device), getattr(self, "replace", None))
 
 
@@ -82,12 +85,8 @@ class TrainShards(submitit.helpers.Checkpointable):
 
     def __call__(self) -> None:
         _job_device(self.gpus)  # checked here first: one line and a failed task, not one per process
-        threads = max(1, self.threads // len(self.shards))
         spawn = multiprocessing.get_context("spawn")  # a fresh interpreter each (no forked CUDA or thread state)
-        processes = [
-            spawn.Process(target=_train_in_process, args=(TrainShard(self.results, s, threads, self.gpus, r),))
-            for s, r in ((s, self.replace.get(s)) for s in self.shards)
-        ]
+        processes = [spawn.Process(target=_train_in_process, args=(job,)) for job in self.jobs()]
         for process in processes:
             process.start()
         for process in processes:
@@ -95,6 +94,19 @@ class TrainShards(submitit.helpers.Checkpointable):
         failed = [f"{s} (exit status {p.exitcode})" for s, p in zip(self.shards, processes) if p.exitcode]
         if failed:
             raise RuntimeError(f"{len(failed)} of {len(processes)} shards failed: {', '.join(failed)}; see above")
+
+    def jobs(self) -> list[TrainShard]:
+        """Each shard's TrainShard: the task's CPUs split among them, its GPUs taken in turn (shard i on GPU i mod
+        gpus_per_node)."""
+        threads = max(1, self.threads // len(self.shards))
+        if self.gpus > len(self.shards):
+            log.warning(
+                "asked for %d GPUs for %d shards: %d idle", self.gpus, len(self.shards), self.gpus - len(self.shards)
+            )
+        return [
+            TrainShard(self.results, s, threads, self.gpus, self.replace.get(s), i % self.gpus if self.gpus else None)
+            for i, s in enumerate(self.shards)
+        ]
 
 
 def _train_in_process(job: TrainShard) -> None:
@@ -111,9 +123,10 @@ def _train_in_process(job: TrainShard) -> None:
         sys.exit(1)
 
 
-def _job_device(gpus: int | None):
-    """The device a SLURM job trains on (`train.pick_device`), with ssmpipe's log into the job's stderr; a
-    DeviceError is logged as the one line the waiting train job shows, and raised."""
+def _job_device(gpus: int | None, gpu: int | None = None):
+    """The device a SLURM job trains on (`train.pick_device`; `gpu`: cuda:<gpu> of the GPUs it asked for), with
+    ssmpipe's log into the job's stderr; a DeviceError is logged as the one line the waiting train job shows, and
+    raised."""
     from ssmpipe.train import DeviceError, pick_device
 
     root = logging.getLogger("ssmpipe")
@@ -123,7 +136,7 @@ def _job_device(gpus: int | None):
         root.addHandler(handler)
     root.setLevel(logging.INFO)
     try:
-        return pick_device(gpus=gpus)
+        return pick_device(None if gpu is None else f"cuda:{gpu}", gpus=gpus)
     except DeviceError as e:
         log.error("ssmpipe: %s", e)  # the line the waiting train job shows from the log
         raise

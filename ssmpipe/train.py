@@ -65,7 +65,7 @@ def pick_device(name: str | None = None, gpus: int | None = None) -> torch.devic
                 f"asked for {gpus} GPU{'s' if gpus != 1 else ''} per node, but torch sees no CUDA "
                 f"device ({no_cuda_reason()})"
             )
-        if gpus > 1:
+        if gpus > 1 and not name:
             log.warning("asked for %d GPUs per node: a shard trains on one (cuda:0), the others idle", gpus)
         return torch.device(name if name and torch.device(name).type == "cuda" else "cuda")
     if name:

@@ -285,6 +285,30 @@ def test_a_task_of_several_shards_trains_each_in_its_own_process(tmp_path):
     assert Store(bad).runs_path(shards[0]).exists() and not Store(bad).runs_path(shards[1]).exists()
 
 
+def test_a_task_spreads_its_shards_over_its_gpus(tmp_path, monkeypatch, caplog):
+    """slurm.shards_per_job with gpus_per_node = 2: shard i trains on cuda:(i mod 2), each process on its share of the
+    task's CPUs; more GPUs than shards leaves some idle, with a warning."""
+    from ssmpipe.slurm import TrainShard, TrainShards
+
+    jobs = TrainShards("r", ["a", "b", "c"], 7, 2, {"b": [1, 2]}).jobs()
+    assert [(j.shard, j.gpu, j.threads, j.gpus, j.replace) for j in jobs] == [
+        ("a", 0, 2, 2, None),
+        ("b", 1, 2, 2, [1, 2]),
+        ("c", 0, 2, 2, None),
+    ]
+    assert [j.gpu for j in TrainShards("r", ["a", "b"], 2, 0).jobs()] == [None, None]  # no GPU asked for: the CPU
+    TrainShards("r", ["a"], 1, 3).jobs()
+    assert "asked for 3 GPUs for 1 shards: 2 idle" in caplog.text
+    picked = []
+    monkeypatch.setattr(train, "train_shard", lambda results, shard, device, replace: picked.append(device))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    caplog.clear()
+    TrainShard(str(tmp_path), "s", 1, 2, None, 1)()
+    TrainShard(str(tmp_path), "s", 1, 2)()  # a shard's own job: the first GPU, the other idle
+    assert picked == ["cuda:1", "cuda"]
+    assert caplog.text.count("the others idle") == 1
+
+
 def test_train_on_a_cuda_device_here_is_one_line_and_exit_2(tmp_path, capsys):
     from ssmpipe.cli import main
 
