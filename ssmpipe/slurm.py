@@ -169,6 +169,11 @@ def max_array_size() -> int:
     return 1001
 
 
+def _tasks_of(shards: list[str], per_task: int) -> list[list[str]]:
+    """An array's shards, task by task: task i trains shards[i·per_task : (i+1)·per_task] (an array record's layout)."""
+    return [shards[i : i + per_task] for i in range(0, len(shards), per_task)]
+
+
 def arrays(
     shards_of: dict[str, list[str]],
     sizes: dict[str, int],
@@ -315,7 +320,6 @@ def train_array(
         else:
             todo.append(shard)
     per_task = requests.get("shards_per_job", 1)
-    size = max(1, min(requests.get("array_size", 1), max_array_size())) * per_task  # shards per array
     folder = job_folder(log_folder(results, sweep))
     pending: dict = {}  # shard -> its submitit job (an array task, or a single job)
     cancel = _Cancel([])
@@ -329,7 +333,7 @@ def train_array(
             write_text(
                 jobs.arrays / f"{token}.json", json.dumps({"shards": chunk, "sweep": sweep, "per_task": per_task})
             )
-        bundles = [chunk[i : i + per_task] for i in range(0, len(chunk), per_task)]  # a task's shards
+        bundles = _tasks_of(chunk, per_task)
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=requests["max_timeouts"])
         executor.update_parameters(
             **executor_parameters(requests, name),
@@ -366,8 +370,8 @@ def train_array(
 
     with _cancelled_on_signal(cancel):
         try:
-            for i in range(0, len(todo), size):
-                submit(todo[i : i + size])
+            for chunk in arrays({sweep: todo}, {sweep: requests.get("array_size", 1)}, {sweep: per_task}).values():
+                submit(chunk)
             if todo:  # one poll now: `ssmpipe status` and other runs see the new tasks at once, not a poll_s later
                 jobs.snapshot(max_age=0)
             _wait_all(pending, foreign, jobs, layout, done, outcome, submit, replace)
@@ -391,6 +395,10 @@ def _wait_all(
     A shard whose other run's job ended without it is submitted here (`submit`, a list of shards) and waited for."""
     shown: dict[str, str] = {}
     late: dict[str, float] = {}
+
+    def stored(shard: str) -> bool:
+        return stamp(layout.runs_path(shard)) not in (None, replace.get(shard))
+
     while pending or foreign:
         state = jobs.snapshot().get("jobs", {})
         for shard, job in list(pending.items()):
@@ -415,7 +423,7 @@ def _wait_all(
                 why = _failure(job, f"shard {shard}", ended)
             else:
                 continue
-            if why and stamp(layout.runs_path(shard)) not in (None, replace.get(shard)):
+            if why and stored(shard):
                 why = None  # its task failed after storing it (a bundle-mate's crash took the task down)
             del pending[shard]
             jobs.unregister(job.job_id)
@@ -425,7 +433,7 @@ def _wait_all(
         again = []
         for shard, (job_id, _) in list(foreign.items()):
             info = state.get(job_id)
-            if stamp(layout.runs_path(shard)) not in (None, replace.get(shard)):
+            if stored(shard):
                 done[shard] = None
                 _outcome(outcome, shard, None, f"shard {shard}: trained by SLURM job {job_id} of another run")
             elif info and info.get("queue") in (*LIVE, "COMPLETING"):
@@ -708,7 +716,7 @@ class StoreJobs:
                 shards, per_task = record["shards"], record.get("per_task", 1)  # records before bundles: one each
                 if not (isinstance(per_task, int) and per_task >= 1 and isinstance(shards, list)):
                     raise ValueError(f"not an array record: {record!r}")
-                self._shards_of[token] = [shards[i : i + per_task] for i in range(0, len(shards), per_task)]
+                self._shards_of[token] = _tasks_of(shards, per_task)
             except (OSError, ValueError, KeyError, TypeError):
                 return [name]
         bundles = self._shards_of[token]
