@@ -218,8 +218,8 @@ class Group:
             init_from_data(build_model(p["settings"], info).to(device), self.probe_x, p["settings"]) for p in points
         ]
         self.model = PackedModel(singles, device)
-        # CUDA: Adam fused into a kernel or two for all parameters (foreach, torch's default there, launches ~10 per
-        # parameter group step); the CPU keeps the per-tensor loop its stored results were trained with
+        # On CUDA Adam is fused: a kernel or two a step for all parameters (torch's default there, foreach, launches
+        # several); the CPU keeps the per-tensor loop its stored results were trained with
         self.opt = torch.optim.Adam(
             self.model.parameters(), lr=tr["lr"], weight_decay=tr["weight_decay"], fused=device.type == "cuda"
         )
@@ -327,7 +327,7 @@ class Group:
             with torch.no_grad():
                 dead = ~alive
                 for p in self.model.parameters():  # diverged points stay frozen (masked_fill_: no host sync)
-                    p.grad.masked_fill_(dead.view(-1, *[1] * (p.dim() - 1)), 0)
+                    p.grad.masked_fill_(per_point(dead, p), 0)
                 norms = grad_norms(self.model.parameters())  # (K)
                 grad_norm_sum += norms
                 if tr["clip"] > 0:
@@ -403,6 +403,11 @@ def collapse(out: torch.Tensor) -> torch.Tensor:
     return (0.1 - out.softmax(-1)[..., 1].std(1)).clamp(min=0)
 
 
+def per_point(v: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    """A value per point, v (K), shaped to act on each point's slice of a packed tensor p (K ...): (K 1 ... 1)."""
+    return v.view(-1, *[1] * (p.dim() - 1))
+
+
 @torch.no_grad()
 def grad_norms(params: list[torch.Tensor]) -> torch.Tensor:
     """Each point's gradient norm over all its parameters (slice k of each): (K), float64 (a norm op per parameter)."""
@@ -416,7 +421,7 @@ def clip_per_point(params: list[torch.Tensor], max_norm: float, norms: torch.Ten
     norms = grad_norms(params) if norms is None else norms
     factor = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for p in params:
-        p.grad.mul_(factor.to(p.dtype).view(-1, *[1] * (p.dim() - 1)))
+        p.grad.mul_(per_point(factor.to(p.dtype), p))
 
 
 class Plateau:
@@ -450,7 +455,7 @@ class Plateau:
         opt.step()
         with torch.no_grad():
             for p, old in zip(params, before):
-                p.copy_(old.lerp_(p, self.scale.to(p.dtype).view(-1, *[1] * (p.dim() - 1))))  # old + s·(p − old)
+                p.copy_(old.lerp_(p, per_point(self.scale.to(p.dtype), p)))  # old + s·(p − old)
 
     def update(self, loss: torch.Tensor) -> None:
         better = loss < self.best * (1 - 1e-4)
